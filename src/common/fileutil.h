@@ -1,0 +1,24 @@
+/* File helpers with crash-consistency promises. */
+#ifndef CLOISON_COMMON_FILEUTIL_H
+#define CLOISON_COMMON_FILEUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Replaces path with exactly data[0..len) so that after a crash at any point
+ * the file holds either the old or the new contents, never a mix: writes
+ * "path.tmp.<pid>", fsyncs it, renames it over path and fsyncs the directory.
+ * mode is used for a new file. 0 or -errno; on failure path is untouched. */
+int atomic_write_file(const char *path, const void *data, size_t len, mode_t mode);
+
+/* Reads a whole file (at most max bytes) into a malloc'd, NUL-terminated
+ * buffer the caller frees. 0 or -errno (-EFBIG past max). */
+int read_file(const char *path, size_t max, char **data, size_t *len);
+
+/* fsyncs the directory that contains path; 0 or -errno. */
+int fsync_parent_dir(const char *path);
+
+/* mkdir -p with mode; 0 or -errno. */
+int mkdir_p(const char *path, mode_t mode);
+
+#endif

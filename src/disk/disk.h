@@ -1,0 +1,115 @@
+/* The virtual-disk library: one interface for raw, VHDX and VHD images.
+ * Depends on libc and CRC-32C only, so it can be fuzzed and reused.
+ *
+ * Errors are 0 or -errno; an open/create failure also fills a struct
+ * disk_error with a sentence naming the file and the problem. Thread
+ * safety: after disk_open, disk_pread/pwrite/flush/discard may be called
+ * from many threads at once; data I/O runs outside the metadata lock. */
+#ifndef CLOISON_DISK_DISK_H
+#define CLOISON_DISK_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/guid.h"
+
+struct disk;
+
+enum disk_format { DISK_FORMAT_RAW, DISK_FORMAT_VHDX, DISK_FORMAT_VHD };
+enum disk_type { DISK_TYPE_FIXED, DISK_TYPE_DYNAMIC, DISK_TYPE_DIFFERENCING };
+
+struct disk_error {
+	char msg[512];
+};
+
+/* disk_open flags */
+#define DISK_OPEN_RDONLY 0x1
+#define DISK_OPEN_DIRECT 0x2	 /* O_DIRECT on the data file(s) */
+#define DISK_OPEN_NO_PARENT 0x4	 /* inspect a differencing disk without its parent;
+				    data reads of unallocated blocks fail -ENXIO */
+#define DISK_OPEN_FORMAT_RAW 0x8 /* do not probe: treat as raw */
+
+/* Opens an image, probing its format (VHDX by file identifier, VHD by
+ * footer "conectix", else raw), and opens parents of differencing disks
+ * (always read-only) through their locators. Replays a pending VHDX log
+ * (in memory only when read-only). 0 or -errno with err filled. */
+int disk_open(const char *path, unsigned flags, struct disk **out, struct disk_error *err);
+/* Flushes and closes; for VHDX marks the file clean. 0 or -errno. */
+int disk_close(struct disk *d);
+
+/* Guest-visible I/O. off and len must be multiples of the logical sector
+ * size. Reads past what a differencing disk holds come from the parent;
+ * unallocated blocks of a dynamic disk read as zeroes. */
+int disk_pread(struct disk *d, void *buf, size_t len, uint64_t off);
+int disk_pwrite(struct disk *d, const void *buf, size_t len, uint64_t off);
+/* Makes every completed write durable (data and metadata). */
+int disk_flush(struct disk *d);
+/* Drops the range: later reads return zeroes (or the parent's data for a
+ * differencing disk, as Hyper-V does for unmap). May keep the space. */
+int disk_discard(struct disk *d, uint64_t off, uint64_t len);
+/* Writes zeroes; with may_unmap the library may deallocate instead. */
+int disk_write_zeroes(struct disk *d, uint64_t off, uint64_t len, bool may_unmap);
+
+/* Where guest range [off, off+len) lives, for callers that do their own
+ * data I/O (the virtio-blk io_uring path, benchmarks). Fills the first
+ * extent starting at off (ext->len <= len). Never allocates. */
+enum disk_extent_kind {
+	DISK_EXTENT_DATA,   /* in file fd at file_off, this image */
+	DISK_EXTENT_ZERO,   /* reads as zeroes */
+	DISK_EXTENT_PARENT, /* not in this image: ask the parent (disk_parent) */
+};
+struct disk_extent {
+	enum disk_extent_kind kind;
+	int fd;
+	uint64_t file_off;
+	uint64_t len;
+};
+int disk_map(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext);
+
+struct disk_info {
+	enum disk_format format;
+	enum disk_type type;
+	uint64_t virtual_size;	 /* bytes */
+	uint64_t file_size;	 /* bytes on the host, this file only */
+	uint64_t allocated;	 /* bytes of the virtual disk allocated in this file */
+	uint32_t block_size;	 /* VHDX/VHD block size, 0 for raw */
+	uint32_t logical_sector; /* 512 or 4096 */
+	uint32_t physical_sector;
+	struct guid disk_id;	 /* VHDX DiskIdentifier / VHD unique id */
+	bool read_only;
+	bool has_parent;
+	char parent_path[4096];	 /* as resolved (or the best locator if absent) */
+	struct guid parent_linkage; /* VHDX parent_linkage / VHD parent UUID */
+	bool log_replayed;	 /* VHDX: a pending log was replayed on open */
+};
+void disk_get_info(struct disk *d, struct disk_info *info);
+uint64_t disk_size(struct disk *d);
+uint32_t disk_sector_size(struct disk *d); /* logical */
+/* The parent of a differencing disk (owned by d), else NULL. */
+struct disk *disk_parent(struct disk *d);
+const char *disk_path(struct disk *d);
+
+/* Allocation map: fills *len with the length of the run starting at off
+ * that is uniformly allocated in this image (true) or not (false). */
+int disk_block_status(struct disk *d, uint64_t off, uint64_t len, bool *allocated,
+		      uint64_t *run_len);
+
+struct disk_create_opts {
+	enum disk_format format;
+	enum disk_type type;
+	uint64_t size;		 /* virtual size; 0 with a parent = parent's size */
+	uint32_t block_size;	 /* 0 = default (VHDX 32 MiB, VHD 2 MiB) */
+	uint32_t logical_sector; /* 0 = 512 */
+	uint32_t physical_sector; /* 0 = 4096 for VHDX, 512 for VHD */
+	const char *parent;	 /* differencing: path to the parent */
+};
+/* Creates a new image; fails with -EEXIST if path exists. On failure no
+ * file is left behind. 0 or -errno with err filled. */
+int disk_create(const char *path, const struct disk_create_opts *opts, struct disk_error *err);
+
+const char *disk_format_name(enum disk_format f);
+const char *disk_type_name(enum disk_type t);
+
+#endif
