@@ -109,6 +109,19 @@ struct disk_create_opts {
  * file is left behind. 0 or -errno with err filled. */
 int disk_create(const char *path, const struct disk_create_opts *opts, struct disk_error *err);
 
+
+/* Maintenance operations (the `cloison disk` verbs build on these).
+ * Each names the file and the problem in err; none modifies anything when
+ * it fails. */
+/* Re-points a differencing disk at parent_path (after a move), checking
+ * that parent_path is the disk it was made from. */
+int disk_set_parent(const char *path, const char *parent_path, struct disk_error *err);
+/* Changes the virtual size; shrinking fails with -ENOTEMPTY if the cut
+ * part holds allocated data. */
+int disk_resize(const char *path, uint64_t new_size, struct disk_error *err);
+/* Checks metadata (and with repair fixes what is safe); see disk_ops.check. */
+int disk_check(const char *path, bool repair, char *report, size_t len, struct disk_error *err);
+
 const char *disk_format_name(enum disk_format f);
 const char *disk_type_name(enum disk_type t);
 

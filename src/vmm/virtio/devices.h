@@ -1,0 +1,32 @@
+/* Attaching virtio devices to a VM from the worker's command line. Each
+ * call parses its option string, creates the device, and puts it on the
+ * VM's PCI bus. Return 0; -EINVAL for a malformed spec (usage error: err
+ * says what is wrong and what is expected); other -errno for failures to
+ * set up (err names the file/tap and the cause). */
+#ifndef CLOISON_VMM_VIRTIO_DEVICES_H
+#define CLOISON_VMM_VIRTIO_DEVICES_H
+
+#include <stddef.h>
+
+struct vm;
+
+/* Checks a spec without a VM, so main() can report usage errors before
+ * starting anything: 0 or -EINVAL with err filled. */
+int virtio_disk_spec_check(const char *spec, char *err, size_t errlen);
+int virtio_net_spec_check(const char *spec, char *err, size_t errlen);
+
+/* "path=FILE[,readonly][,serial=STR][,direct]" */
+int virtio_add_disk(struct vm *vm, const char *spec, char *err, size_t errlen);
+/* "tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]" */
+int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen);
+/* entropy from getrandom() */
+int virtio_add_rng(struct vm *vm, char *err, size_t errlen);
+
+/* Quiesces every virtio device (pause) and restarts them (resume); reset
+ * returns them all to the just-created state (in-place reboot). */
+void virtio_devices_pause(struct vm *vm);
+void virtio_devices_resume(struct vm *vm);
+void virtio_devices_reset(struct vm *vm);
+void virtio_devices_destroy(struct vm *vm);
+
+#endif
