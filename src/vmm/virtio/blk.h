@@ -1,0 +1,111 @@
+/* virtio-blk and its storage backends. blk.c speaks virtio (requests,
+ * status bytes, config space); a backend moves bytes: blk_uring.c for raw
+ * files and block devices (io_uring, one ring per queue), blk_disk.c for
+ * VHDX/VHD images through the disk library (a thread pool). blk.c does not
+ * know which one it has. */
+#ifndef CLOISON_VMM_VIRTIO_BLK_H
+#define CLOISON_VMM_VIRTIO_BLK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "vmm/virtio/queue.h"
+
+struct vm;
+
+enum blk_op {
+	BLK_OP_READ,
+	BLK_OP_WRITE,
+	BLK_OP_FLUSH,
+	BLK_OP_DISCARD,
+	BLK_OP_WRITE_ZEROES,	   /* the zeroes must be written */
+	BLK_OP_WRITE_ZEROES_UNMAP, /* the backend may deallocate instead */
+};
+
+/* One guest request on its way through a backend. */
+struct blk_req {
+	enum blk_op op;
+	uint64_t offset; /* bytes */
+	uint64_t len;	 /* bytes */
+	struct iovec *iov; /* READ/WRITE: the guest's data buffers */
+	unsigned niov;
+	unsigned qidx;
+	uint8_t *status;  /* the guest's status byte */
+	uint32_t written; /* bytes written into the guest's buffers */
+	int result;	  /* backend scratch: 0 or -errno once done */
+	struct virtq_elem *elem;
+	struct blk_req *next; /* free list, backend lists */
+};
+
+struct blk_backend;
+
+struct blk_backend_ops {
+	/* Starts req on queue qidx. The backend later reports it through
+	 * blk_req_complete() from reap() (never from submit itself). */
+	void (*submit)(struct blk_backend *be, unsigned qidx, struct blk_req *req);
+	/* End of a batch on qidx: push queued submissions to the kernel. */
+	void (*flush_batch)(struct blk_backend *be, unsigned qidx);
+	/* The fd that becomes readable when qidx has completions. */
+	int (*completion_fd)(struct blk_backend *be, unsigned qidx);
+	/* Reports every finished request of qidx. */
+	void (*reap)(struct blk_backend *be, unsigned qidx);
+	/* Waits for every request in flight and reports them. */
+	void (*drain)(struct blk_backend *be);
+	void (*close)(struct blk_backend *be);
+};
+
+struct blk_backend {
+	const struct blk_backend_ops *ops;
+	const char *kind;   /* "raw (io_uring)", "vhdx", ... for logs */
+	uint64_t size;	    /* bytes, a multiple of 512 */
+	uint32_t logical_sector;
+	uint32_t physical_sector;
+	bool read_only;
+	bool can_discard;
+	/* Where completions go: the device (set by blk.c before any I/O). */
+	void (*complete)(void *owner, struct blk_req *req, int err);
+	void *owner;
+};
+
+struct blk_open_opts {
+	const char *path;
+	bool read_only;
+	bool direct;
+	unsigned nqueues;
+	unsigned queue_size;
+};
+
+/* Opens path with the right backend (raw → io_uring; VHDX/VHD → disk
+ * library). 0 or -errno with err saying which file and why. */
+int blk_backend_open(const struct blk_open_opts *o, struct blk_backend **out, char *err,
+		     size_t errlen);
+
+/* The backends behind blk_backend_open. fd is an open raw file or block
+ * device (taken over); size in bytes. */
+int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
+		   struct blk_backend **out);
+struct disk;
+int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_backend **out);
+
+/* Backends report a finished request (err 0 or -errno). */
+static inline void blk_req_complete(struct blk_backend *be, struct blk_req *req, int err)
+{
+	be->complete(be->owner, req, err);
+}
+
+/* The whole device: parses the spec and attaches a virtio-blk function. */
+struct blk_spec {
+	char path[4096];
+	char serial[21];
+	bool read_only;
+	bool direct;
+};
+int blk_spec_parse(const char *spec, struct blk_spec *out, char *err, size_t errlen);
+
+struct virtio_dev;
+int virtio_blk_create(struct vm *vm, const struct blk_spec *spec, unsigned index,
+		      struct virtio_dev **out, char *err, size_t errlen);
+
+#endif
