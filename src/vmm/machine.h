@@ -1,0 +1,26 @@
+/* Assembles the machine around the KVM VM: the PCI host bridge, the
+ * platform devices (hw.h), the ACPI tables and the virtio devices from the
+ * command line; forwards pause/resume/reset to them. vm.c calls these; the
+ * devices themselves live in bus/, hw/, boot/acpi.c and virtio/. */
+#ifndef CLOISON_VMM_MACHINE_H
+#define CLOISON_VMM_MACHINE_H
+
+#include <stddef.h>
+
+struct vm;
+
+/* Creates every device; 0, -EINVAL for a bad --disk/--net (usage), other
+ * -errno for host failures; err says what. */
+int machine_create_devices(struct vm *vm, char *err, size_t errlen);
+/* Writes the ACPI tables at LAYOUT_ACPI_BASE and sets vm->rsdp_gpa. */
+int machine_build_acpi(struct vm *vm, char *err, size_t errlen);
+void machine_pause(struct vm *vm);
+void machine_resume(struct vm *vm);
+void machine_reset_devices(struct vm *vm);
+void machine_destroy_devices(struct vm *vm);
+/* 0, or -ENODEV when the machine has no ACPI power button. */
+int machine_press_power_button(struct vm *vm);
+/* Sends one event line to every control client (any thread). */
+void machine_emit_event(struct vm *vm, const char *json);
+
+#endif

@@ -1,0 +1,535 @@
+/* cloison-vmm: runs one VM. Parses and validates the whole command line
+ * before anything starts (usage errors exit 2), then builds the VM, wires
+ * COM1 and the control socket, runs it and turns the way it ended into the
+ * exit status of docs/vmm.md. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "vmm/chardev.h"
+#include "vmm/control.h"
+#include "vmm/virtio/devices.h"
+#include "vmm/vm_internal.h"
+
+#define EXIT_USAGE 2
+#define EXIT_VMM 1
+#define MAX_DEVICES 16
+#define NAME_MAX_LEN 128
+
+struct options {
+	struct vm_config vm;
+	const char *serial;
+	const char *control;
+	const char *pidfile;
+	const char *disks[MAX_DEVICES];
+	const char *nets[MAX_DEVICES];
+	bool check_host;
+	bool json;
+	bool help;
+	bool version;
+};
+
+enum {
+	OPT_KERNEL = 256,
+	OPT_INITRD,
+	OPT_CMDLINE,
+	OPT_MEMORY,
+	OPT_CPUS,
+	OPT_SERIAL,
+	OPT_CONTROL,
+	OPT_NAME,
+	OPT_DISK,
+	OPT_NET,
+	OPT_NO_REBOOT,
+	OPT_PIDFILE,
+	OPT_CHECK_HOST,
+	OPT_JSON,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+	{ "memory", required_argument, NULL, OPT_MEMORY },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "serial", required_argument, NULL, OPT_SERIAL },
+	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
+	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
+	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+	{ "check-host", no_argument, NULL, OPT_CHECK_HOST },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: cloison-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]\n"
+	      "                   [--cpus N] [--serial stdio|file:PATH|unix:PATH|pty|none]\n"
+	      "                   [--control PATH] [--name NAME] [--no-reboot] [--pidfile PATH]\n"
+	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
+	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
+	      "       cloison-vmm --check-host [--json]\n"
+	      "       cloison-vmm --help | --version\n"
+	      "\n"
+	      "Runs one virtual machine on KVM.\n"
+	      "\n"
+	      "  --kernel PATH    Linux bzImage, vmlinux ELF or PVH ELF (picked by content)\n"
+	      "  --initrd PATH    initial ramdisk\n"
+	      "  --cmdline STR    kernel command line (at most 64 KiB)\n"
+	      "  --memory SIZE    guest RAM, 64M to 1T (default 256M; a bare number is MiB)\n"
+	      "  --cpus N         vCPUs, 1 to 255 (default 1; the host's KVM may allow fewer)\n"
+	      "  --serial WHERE   COM1: stdio (default), file:PATH, unix:PATH, pty or none\n"
+	      "                   (on a terminal, Ctrl-A x powers the VM off)\n"
+	      "  --control PATH   control socket (JSON lines: status, pause, resume,\n"
+	      "                   shutdown, poweroff, reset)\n"
+	      "  --name NAME      name for logs and status\n"
+	      "  --disk SPEC      virtio-blk disk (raw, VHDX or VHD), repeatable\n"
+	      "  --net SPEC       virtio-net NIC on a tap device, repeatable\n"
+	      "  --no-reboot      exit with status 3 when the guest resets\n"
+	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
+	      "  --check-host     report whether this host can run cloison (--json for JSON)\n"
+	      "\n"
+	      "Exit status: 0 guest powered off, 1 VMM error, 2 usage error, 3 guest reset\n"
+	      "with --no-reboot, 4 guest crash.\n",
+	      f);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("cloison-vmm: error: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n(see cloison-vmm --help)\n", stderr);
+	return -EINVAL;
+}
+
+static int parse_memory(const char *s, uint64_t *out)
+{
+	uint64_t v;
+	int ret = parse_size(s, MiB, &v);
+
+	if (ret == -ERANGE || (ret == 0 && v > VM_MAX_MEMORY))
+		return usage_error("--memory %s: too large; at most 1T (1 TiB)", s);
+	if (ret)
+		return usage_error("--memory %s: not a size; expected e.g. 512 (MiB), 512M or 4G", s);
+	if (v < VM_MIN_MEMORY)
+		return usage_error("--memory %s: too small; at least 64M", s);
+	if (!IS_ALIGNED(v, 4096))
+		return usage_error("--memory %s: not a whole number of 4 KiB pages", s);
+	*out = v;
+	return 0;
+}
+
+static int parse_cpus(const char *s, unsigned *out)
+{
+	uint64_t v;
+
+	if (parse_u64(s, &v) || v < 1 || v > VM_MAX_VCPUS)
+		return usage_error("--cpus %s: expected a whole number from 1 to %d", s,
+				   VM_MAX_VCPUS);
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int check_device_spec(const char *opt, const char *spec)
+{
+	char err[256] = "";
+	int ret;
+
+#ifdef CLOISON_HAVE_VIRTIO
+	ret = !strcmp(opt, "--disk") ? virtio_disk_spec_check(spec, err, sizeof(err))
+				     : virtio_net_spec_check(spec, err, sizeof(err));
+	if (ret)
+		return usage_error("%s %s: %s", opt, spec, err);
+#else
+	(void)spec;
+	(void)err;
+	ret = usage_error("%s: virtio devices are not part of this build yet", opt);
+#endif
+	return ret;
+}
+
+static int set_once(const char **slot, const char *opt, const char *val)
+{
+	if (*slot)
+		return usage_error("%s given twice", opt);
+	*slot = val;
+	return 0;
+}
+
+static int parse_one(struct options *o, int c, const char *arg)
+{
+	char err[256];
+
+	switch (c) {
+	case OPT_KERNEL:
+		if (!*arg)
+			return usage_error("--kernel: the path is empty");
+		return set_once(&o->vm.kernel, "--kernel", arg);
+	case OPT_INITRD:
+		if (!*arg)
+			return usage_error("--initrd: the path is empty");
+		return set_once(&o->vm.initrd, "--initrd", arg);
+	case OPT_CMDLINE:
+		if (strlen(arg) >= 64 * 1024)
+			return usage_error("--cmdline: %zu bytes; at most 65535", strlen(arg));
+		return set_once(&o->vm.cmdline, "--cmdline", arg);
+	case OPT_MEMORY:
+		return parse_memory(arg, &o->vm.memory);
+	case OPT_CPUS:
+		return parse_cpus(arg, &o->vm.ncpus);
+	case OPT_SERIAL:
+		if (chardev_spec_check(arg, err, sizeof(err)))
+			return usage_error("%s", err);
+		o->serial = arg;
+		return 0;
+	case OPT_CONTROL:
+		if (!*arg)
+			return usage_error("--control: the path is empty");
+		return set_once(&o->control, "--control", arg);
+	case OPT_NAME:
+		if (!*arg || strlen(arg) > NAME_MAX_LEN)
+			return usage_error("--name: expected 1 to %d characters", NAME_MAX_LEN);
+		for (const char *p = arg; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
+				return usage_error("--name: control characters, quotes and "
+						   "backslashes are not allowed");
+		return set_once(&o->vm.name, "--name", arg);
+	case OPT_DISK:
+		if (o->vm.ndisks == MAX_DEVICES)
+			return usage_error("--disk: at most %d disks", MAX_DEVICES);
+		o->disks[o->vm.ndisks++] = arg;
+		return check_device_spec("--disk", arg);
+	case OPT_NET:
+		if (o->vm.nnets == MAX_DEVICES)
+			return usage_error("--net: at most %d NICs", MAX_DEVICES);
+		o->nets[o->vm.nnets++] = arg;
+		return check_device_spec("--net", arg);
+	case OPT_NO_REBOOT:
+		o->vm.no_reboot = true;
+		return 0;
+	case OPT_PIDFILE:
+		if (!*arg)
+			return usage_error("--pidfile: the path is empty");
+		return set_once(&o->pidfile, "--pidfile", arg);
+	case OPT_CHECK_HOST:
+		o->check_host = true;
+		return 0;
+	case OPT_JSON:
+		o->json = true;
+		return 0;
+	case OPT_HELP:
+		o->help = true;
+		return 0;
+	case OPT_VERSION:
+		o->version = true;
+		return 0;
+	default:
+		return usage_error("unknown option");
+	}
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	int c, ret;
+
+	memset(o, 0, sizeof(*o));
+	o->vm.memory = 256 * MiB;
+	o->vm.ncpus = 1;
+	o->vm.cmdline = NULL;
+	o->serial = "stdio";
+	o->vm.disks = o->disks;
+	o->vm.nets = o->nets;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+		if (c == '?') {
+			if (optopt)
+				return usage_error("option '%s' needs a value", argv[optind - 1]);
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+		if (c == ':')
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		ret = parse_one(o, c, optarg);
+		if (ret)
+			return ret;
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s' (options start with --)", argv[optind]);
+	if (o->help || o->version)
+		return 0;
+	if (o->json && !o->check_host)
+		return usage_error("--json goes with --check-host");
+	if (o->check_host)
+		return 0;
+	if (!o->vm.kernel)
+		return usage_error("--kernel PATH is required");
+	if (!o->vm.cmdline)
+		o->vm.cmdline = "";
+	if (!o->vm.name)
+		o->vm.name = "cloison";
+	return 0;
+}
+
+/* ---- --check-host --------------------------------------------------- */
+
+struct cap_check {
+	const char *name;
+	int cap;
+	bool required;
+};
+
+static const struct cap_check caps[] = {
+	{ "KVM_CAP_USER_MEMORY", KVM_CAP_USER_MEMORY, true },
+	{ "KVM_CAP_SET_TSS_ADDR", KVM_CAP_SET_TSS_ADDR, true },
+	{ "KVM_CAP_SET_IDENTITY_MAP_ADDR", KVM_CAP_SET_IDENTITY_MAP_ADDR, true },
+	{ "KVM_CAP_IRQCHIP", KVM_CAP_IRQCHIP, true },
+	{ "KVM_CAP_PIT2", KVM_CAP_PIT2, true },
+	{ "KVM_CAP_EXT_CPUID", KVM_CAP_EXT_CPUID, true },
+	{ "KVM_CAP_MP_STATE", KVM_CAP_MP_STATE, true },
+	{ "KVM_CAP_IRQ_ROUTING", KVM_CAP_IRQ_ROUTING, true },
+	{ "KVM_CAP_IRQFD", KVM_CAP_IRQFD, true },
+	{ "KVM_CAP_IOEVENTFD", KVM_CAP_IOEVENTFD, true },
+	{ "KVM_CAP_SIGNAL_MSI", KVM_CAP_SIGNAL_MSI, true },
+	{ "KVM_CAP_IMMEDIATE_EXIT", KVM_CAP_IMMEDIATE_EXIT, true },
+	{ "KVM_CAP_VCPU_EVENTS", KVM_CAP_VCPU_EVENTS, true },
+	{ "KVM_CAP_XCRS", KVM_CAP_XCRS, false },
+	{ "KVM_CAP_TSC_DEADLINE_TIMER", KVM_CAP_TSC_DEADLINE_TIMER, false },
+	{ "KVM_CAP_IOEVENTFD_ANY_LENGTH", KVM_CAP_IOEVENTFD_ANY_LENGTH, false },
+};
+
+/* "hardware" when the CPU flags show VT-x/AMD-V, else "software-nested". */
+static bool cpu_has_flag(const char *flag)
+{
+	char *data = NULL, *line;
+	size_t len;
+	bool found = false;
+
+	if (read_file("/proc/cpuinfo", 64 << 20, &data, &len))
+		return false;
+	line = strstr(data, "\nflags");
+	if (line) {
+		char *end = strchr(line + 1, '\n');
+		char pat[32];
+		if (end)
+			*end = 0;
+		snprintf(pat, sizeof(pat), " %s", flag);
+		for (char *p = strstr(line, pat); p; p = strstr(p + 1, pat))
+			if (p[strlen(pat)] == ' ' || p[strlen(pat)] == 0) {
+				found = true;
+				break;
+			}
+	}
+	free(data);
+	return found;
+}
+
+static int check_host(bool as_json)
+{
+	const char *warning = NULL;
+	json_t *root = json_object(), *jcaps = json_array();
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int kvm_errno = errno, api = -1, max_vcpus = 0, rec_vcpus = 0;
+	bool hw = cpu_has_flag("vmx") || cpu_has_flag("svm");
+	bool nested = cpu_has_flag("hypervisor");
+	bool ok = fd >= 0;
+
+	if (fd >= 0) {
+		api = ioctl(fd, KVM_GET_API_VERSION, 0);
+		ok = api == KVM_API_VERSION;
+		max_vcpus = vm_max_vcpus(fd);
+		rec_vcpus = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	}
+	for (unsigned i = 0; i < ARRAY_SIZE(caps); i++) {
+		bool have = fd >= 0 && ioctl(fd, KVM_CHECK_EXTENSION, caps[i].cap) > 0;
+		if (caps[i].required && !have)
+			ok = false;
+		json_array_append_new(jcaps, json_pack("{s:s, s:b, s:b}", "name", caps[i].name,
+						       "ok", have, "required", caps[i].required));
+	}
+	if (fd >= 0 && !hw)
+		warning = "this CPU has no hardware virtualization (VT-x/AMD-V) visible: KVM runs "
+			  "on a software-assisted nested hypervisor, so guest kernels will run "
+			  "very slowly (ring-0 code is emulated)";
+	if (as_json) {
+		char *s;
+		json_object_set_new(root, "kvm_device", json_pack("{s:s, s:b, s:s?}", "path",
+			"/dev/kvm", "ok", fd >= 0, "error", fd >= 0 ? NULL : strerror(kvm_errno)));
+		json_object_set_new(root, "api_version", json_integer(api));
+		json_object_set_new(root, "capabilities", jcaps);
+		json_object_set_new(root, "max_vcpus", json_integer(max_vcpus));
+		json_object_set_new(root, "recommended_vcpus", json_integer(rec_vcpus));
+		json_object_set_new(root, "hardware_virtualization", json_boolean(hw));
+		json_object_set_new(root, "virtualization",
+				    json_string(hw ? "hardware" : nested ? "software-nested"
+									 : "none"));
+		json_object_set_new(root, "warning", warning ? json_string(warning) : json_null());
+		json_object_set_new(root, "can_run", json_boolean(ok));
+		s = json_dumps(root, JSON_INDENT(2));
+		puts(s);
+		free(s);
+	} else {
+		size_t n;
+		if (fd >= 0)
+			printf("/dev/kvm: ok\n");
+		else
+			printf("/dev/kvm: missing (%s)\n", strerror(kvm_errno));
+		if (fd >= 0)
+			printf("KVM API version: %d (%s)\n", api,
+			       api == KVM_API_VERSION ? "ok" : "unsupported");
+		n = json_array_size(jcaps);
+		for (size_t i = 0; i < n; i++) {
+			json_t *c = json_array_get(jcaps, i);
+			printf("%-30s %s%s\n", json_string_value(json_object_get(c, "name")),
+			       json_is_true(json_object_get(c, "ok")) ? "ok" : "missing",
+			       json_is_true(json_object_get(c, "required")) ? "" : " (optional)");
+		}
+		if (fd >= 0)
+			printf("max vCPUs: %d (recommended %d)\n", max_vcpus, rec_vcpus);
+		printf("virtualization: %s\n",
+		       hw ? "hardware (VT-x/AMD-V)"
+			  : nested ? "software-assisted nested hypervisor (no VT-x/AMD-V visible)"
+				   : "none visible");
+		if (warning)
+			printf("warning: %s\n", warning);
+		printf("result: %s\n", ok ? "cloison can run on this host"
+					  : "cloison cannot run on this host");
+		json_decref(jcaps);
+	}
+	json_decref(root);
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : EXIT_VMM;
+}
+
+/* ---- running -------------------------------------------------------- */
+
+static void on_signal(void *opaque, uint32_t events)
+{
+	struct vm *vm = opaque;
+	struct signalfd_siginfo si;
+	char detail[64];
+
+	(void)events;
+	if (read(vm_signal_fd(vm), &si, sizeof(si)) != sizeof(si))
+		return;
+	snprintf(detail, sizeof(detail), "stopped by signal %s", strsignal((int)si.ssi_signo));
+	vm_request_stop(vm, VM_STOP_VMM_ERROR, detail);
+}
+
+static int write_pidfile(const char *path)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+
+	return atomic_write_file(path, buf, (size_t)n, 0644);
+}
+
+static int run_vm(const struct options *o)
+{
+	char err[1024] = "";
+	struct vm *vm = NULL;
+	sigset_t sigs;
+	int ret, status;
+
+	if (o->control) {
+		ret = control_check_path(o->control, err, sizeof(err));
+		if (ret) {
+			fprintf(stderr, "cloison-vmm: error: %s\n", err);
+			return ret == -EINVAL ? EXIT_USAGE : EXIT_VMM;
+		}
+	}
+	/* Termination signals are read from a signalfd on the event loop;
+	 * every thread created from here on inherits the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	ret = vm_create(&o->vm, &vm, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "cloison-vmm: error: %s\n", err);
+		status = ret == -EINVAL ? EXIT_USAGE : EXIT_VMM;
+		goto out;
+	}
+	ret = vm_watch_signals(vm, &sigs, on_signal);
+	if (!ret)
+		ret = chardev_create(o->serial, vm, &vm->chardev, err, sizeof(err));
+	if (!ret && o->control)
+		ret = control_create(o->control, vm, &vm->control, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "cloison-vmm: error: %s\n", err[0] ? err : strerror(-ret));
+		status = EXIT_VMM;
+		goto out;
+	}
+	ret = vm_start(vm);
+	if (ret) {
+		fprintf(stderr, "cloison-vmm: error: starting the VM: %s\n", strerror(-ret));
+		status = EXIT_VMM;
+		goto out;
+	}
+	if (o->pidfile) {
+		ret = write_pidfile(o->pidfile);
+		if (ret) {
+			fprintf(stderr, "cloison-vmm: error: --pidfile %s: %s\n", o->pidfile,
+				strerror(-ret));
+			status = EXIT_VMM;
+			goto out;
+		}
+	}
+	status = vm_run(vm);
+out:
+	vm_destroy(vm);
+	if (o->pidfile && status != EXIT_USAGE)
+		unlink(o->pidfile);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+
+	log_init("cloison-vmm", LOG_INFO);
+	if (parse_options(argc, argv, &o))
+		return EXIT_USAGE;
+	if (o.help) {
+		usage(stdout);
+		return 0;
+	}
+	if (o.version) {
+		printf("cloison-vmm %s\n", CLOISON_VERSION);
+		return 0;
+	}
+	if (o.check_host)
+		return check_host(o.json);
+	return run_vm(&o);
+}
