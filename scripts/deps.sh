@@ -11,6 +11,7 @@ libseccomp-dev libssl-dev libcmocka-dev
 python3 python3-pytest python3-pytest-timeout
 qemu-utils qemu-system-x86 acpica-tools
 iproute2 iputils-ping busybox-static cpio gzip
+lz4 xz-utils
 "
 
 missing=""
