@@ -9,8 +9,11 @@
  * 7.2's rule; STEP defaults to BUFSIZE), reads unless -w. DEPTH requests
  * are in flight at once (default 64, qemu-img's default): DEPTH threads
  * each take the next request number, since the library's calls are
- * synchronous. Writes end with one disk_flush, which is timed too (qemu-img
- * bench flushes when it closes the image, outside its timing).
+ * synchronous. Buffers are allocated and threads started before the clock
+ * starts (a barrier releases them). Like qemu-img bench, the time ends when
+ * the last request completes; the final disk_flush of a write run happens
+ * after that (qemu-img flushes when it closes the image) and is printed
+ * separately.
  * --raw opens IMAGE as raw without probing; --direct uses O_DIRECT.
  * Prints "Run completed in S seconds." like qemu-img bench, then
  * "ops/s N MiB/s M". */
@@ -32,6 +35,7 @@ struct bench {
 	uint64_t count, bufsize, step, offset, size;
 	atomic_uint_fast64_t next;
 	atomic_int error;
+	pthread_barrier_t ready, start;
 };
 
 static uint64_t request_offset(const struct bench *b, uint64_t i)
@@ -46,10 +50,13 @@ static void *worker(void *arg)
 
 	if (posix_memalign(&buf, 4096, b->bufsize)) {
 		atomic_store(&b->error, -ENOMEM);
-		return NULL;
+		buf = NULL;
+	} else {
+		memset(buf, 0xa5, b->bufsize);
 	}
-	memset(buf, 0xa5, b->bufsize);
-	for (;;) {
+	pthread_barrier_wait(&b->ready);
+	pthread_barrier_wait(&b->start);
+	while (buf) {
 		uint64_t i = atomic_fetch_add(&b->next, 1);
 		int ret;
 		if (i >= b->count || atomic_load(&b->error))
@@ -82,7 +89,7 @@ int main(int argc, char **argv)
 	struct bench b = { .count = 75000, .bufsize = 4096 };
 	struct disk_error err = { { 0 } };
 	unsigned flags = 0;
-	uint64_t depth = 64, t0, t1;
+	uint64_t depth = 64, t0, t1, t2;
 	pthread_t *th;
 	int c, ret;
 
@@ -120,15 +127,22 @@ int main(int argc, char **argv)
 	       (unsigned long long)b.count, b.write ? "write" : "read",
 	       (unsigned long long)b.bufsize, (unsigned long long)depth,
 	       (unsigned long long)b.offset, (unsigned long long)b.step);
-	t0 = now_ns();
+	pthread_barrier_init(&b.ready, NULL, (unsigned)depth + 1);
+	pthread_barrier_init(&b.start, NULL, (unsigned)depth + 1);
 	for (uint64_t i = 0; i < depth; i++)
 		pthread_create(&th[i], NULL, worker, &b);
+	pthread_barrier_wait(&b.ready);
+	/* The clock starts before the release: a descheduled main thread
+	 * must not shorten the measured time. */
+	t0 = now_ns();
+	pthread_barrier_wait(&b.start);
 	for (uint64_t i = 0; i < depth; i++)
 		pthread_join(th[i], NULL);
+	t1 = now_ns();
 	ret = atomic_load(&b.error);
 	if (!ret && b.write)
 		ret = disk_flush(b.d);
-	t1 = now_ns();
+	t2 = now_ns();
 	if (ret) {
 		fprintf(stderr, "disk_bench: request failed: %s\n", strerror(-ret));
 		return 1;
@@ -142,6 +156,8 @@ int main(int argc, char **argv)
 	printf("Run completed in %.3f seconds.\n", s);
 	printf("ops/s %.0f MiB/s %.1f\n", (double)b.count / s,
 	       (double)b.count * (double)b.bufsize / s / (1024.0 * 1024.0));
+	if (b.write)
+		printf("final flush %.3f seconds\n", (double)(t2 - t1) / 1e9);
 	free(th);
 	return 0;
 usage:

@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""Disk-library benchmark: cloison's disk library (bench/disk_bench.c,
+built as $BUILD/tests/tools/disk_bench) against `qemu-img bench` on the
+same image files, in the same run, with the same access pattern:
+
+  write-4k-rand  4 KiB writes into an EMPTY dynamic image, offsets
+                 i*STRIDE mod size (STRIDE = 4 KiB * 100003, odd, so the
+                 requests visit distinct 4 KiB slots in a scattered order)
+  write-1m-seq   1 MiB sequential writes into an EMPTY dynamic image
+  read-4k-rand   4 KiB reads, same scattered order, of a FULL dynamic image
+  read-1m-seq    1 MiB sequential reads of a full dynamic image
+
+each for VHDX and VHD, plus the raw file as the ceiling (both tools).
+Both tools get the same count, request size, step and queue depth (qemu-img
+bench's default depth 64; our bench runs 64 threads since the library's
+calls are synchronous), and both use the page cache (qemu-img bench's
+default cache mode, writeback). Each tool starts from its own copy of the
+same file (made by cloison; qemu-img opens it). Every case runs --repeat
+times and the best run counts. Prints MiB/s, ours/qemu and ours/raw.
+
+usage: bench/disk_lib.py [--build DIR] [--size 1G] [--count N] [--repeat 3]
+                         [--dir /var/tmp] [--formats vhdx,vhd]
+"""
+import argparse
+import os
+import pathlib
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+TOP = pathlib.Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+STRIDE_SLOTS = 100003
+
+
+def sh(cmd):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit("failed: %s\n%s%s" % (" ".join(map(str, cmd)), r.stdout, r.stderr))
+    return r.stdout
+
+
+def seconds(out):
+    m = re.search(r"Run completed in ([0-9.]+) seconds", out)
+    if not m:
+        sys.exit("cannot parse bench output:\n" + out)
+    return float(m.group(1))
+
+
+def bench_args(case, size, count):
+    if case.endswith("4k-rand"):
+        n = count
+        return ["-c", n, "-s", 4096, "-S", 4096 * STRIDE_SLOTS], n * 4096
+    n = size // MiB
+    return ["-c", n, "-s", MiB, "-S", MiB], n * MiB
+
+
+def run_ours(tools, case, image, qfmt, size, count):
+    args, nbytes = bench_args(case, size, count)
+    extra = ["--raw"] if qfmt == "raw" else []
+    cmd = [tools / "disk_bench", "-d", 64] + args + extra
+    if case.startswith("write"):
+        cmd.append("-w")
+    return nbytes / seconds(sh(cmd + [image])) / MiB
+
+
+def run_qemu(case, image, qfmt, size, count):
+    args, nbytes = bench_args(case, size, count)
+    cmd = ["qemu-img", "bench", "-f", qfmt, "-d", 64] + args
+    if case.startswith("write"):
+        cmd.append("-w")
+    return nbytes / seconds(sh(cmd + [image])) / MiB
+
+
+def make_full_raw(path, size):
+    """Random data everywhere (no zero 64 KiB granule), so every block of
+    an image converted from it is allocated."""
+    rnd = random.Random(1)
+    chunk = rnd.randbytes(4 * MiB)
+    with open(path, "wb") as f:
+        for off in range(0, size, len(chunk)):
+            f.write(chunk[: min(len(chunk), size - off)])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("CLOISON_BUILD", TOP / "build"))
+    ap.add_argument("--size", default="1G")
+    ap.add_argument("--count", type=int, default=75000, help="4 KiB requests per run")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--formats", default="vhdx,vhd")
+    a = ap.parse_args()
+    build = pathlib.Path(a.build).resolve()
+    cli, tools = build / "src/cli/cloison", build / "tests/tools"
+    for p in (cli, tools / "disk_bench"):
+        if not p.exists():
+            sys.exit("%s is not built (ninja -C %s)" % (p, build))
+    if not shutil.which("qemu-img"):
+        sys.exit("qemu-img is not installed: it is the benchmark peer")
+    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
+    size = int(a.size[:-1]) * units[a.size[-1].upper()] if a.size[-1].isalpha() else int(a.size)
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="disk-bench-", dir=a.dir))
+    rows = []
+    try:
+        full_raw = work / "source.raw"
+        make_full_raw(full_raw, size)
+        fmts = [f for f in a.formats.split(",") if f]
+        for fmt in ["raw"] + fmts:
+            qfmt = {"vhdx": "vhdx", "vhd": "vpc", "raw": "raw"}[fmt]
+            empty, full = work / ("empty." + fmt), work / ("full." + fmt)
+            if fmt == "raw":
+                sh([cli, "disk", "create", empty, "--size", size, "--type", "dynamic"])
+                shutil.copy(full_raw, full)
+            else:
+                sh([cli, "disk", "create", empty, "--size", size])
+                sh([cli, "disk", "convert", full_raw, full, "--type", "dynamic"])
+            for case in ("write-4k-rand", "write-1m-seq", "read-4k-rand", "read-1m-seq"):
+                src = empty if case.startswith("write") else full
+                best = {"ours": 0.0, "qemu": 0.0}
+                for _ in range(a.repeat):
+                    for who in ("ours", "qemu"):
+                        img = work / ("run-%s.%s" % (who, fmt))
+                        if case.startswith("write") or not img.exists():
+                            sh(["cp", "--sparse=always", src, img])
+                        if who == "ours":
+                            v = run_ours(tools, case, img, qfmt, size, a.count)
+                        else:
+                            v = run_qemu(case, img, qfmt, size, a.count)
+                        best[who] = max(best[who], v)
+                for who in ("ours", "qemu"):
+                    (work / ("run-%s.%s" % (who, fmt))).unlink()
+                rows.append((fmt, case, best["ours"], best["qemu"]))
+                print("%-5s %-14s ours %8.1f MiB/s  qemu-img %8.1f MiB/s  ours/qemu %5.2f" % (
+                    fmt, case, best["ours"], best["qemu"], best["ours"] / best["qemu"]),
+                    flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    raw = {case: (o, q) for fmt, case, o, q in rows if fmt == "raw"}
+    print()
+    print("| format | case | cloison MiB/s | qemu-img MiB/s | cloison/qemu-img | cloison/raw (cloison) | qemu-img/raw (qemu-img) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for fmt, case, o, q in rows:
+        ro, rq = raw[case]
+        print("| %s | %s | %.1f | %.1f | %.2f | %.0f %% | %.0f %% |" % (
+            fmt, case, o, q, o / q, 100 * o / ro, 100 * q / rq))
+
+
+if __name__ == "__main__":
+    main()
