@@ -1,0 +1,53 @@
+/* The REST API's plumbing shared by the route files: a parsed request and
+ * the helpers that answer it. Every error leaves as
+ * {"error":{"code":"...","message":"..."}} with a 4xx/5xx status. */
+#ifndef CLOISON_DAEMON_API_API_H
+#define CLOISON_DAEMON_API_API_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "daemon/daemon.h"
+
+#define API_BODY_MAX (1 << 20)
+#define API_MAX_SEGMENTS 8
+
+struct api_request {
+	struct daemon *d;
+	struct MHD_Connection *conn;
+	const char *method;
+	const char *url;
+	char *segs[API_MAX_SEGMENTS]; /* the path split at '/', "v1" first */
+	unsigned n_segs;
+	const char *body;
+	size_t body_len;
+	struct peer peer;
+	bool answered;
+	enum MHD_Result result;
+};
+
+/* Queues a JSON response (takes ownership of body). */
+void api_reply(struct api_request *req, unsigned status, json_t *body);
+/* Queues an error object; code is a stable machine word ("not-found"). */
+void api_error(struct api_request *req, unsigned status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Maps a -errno from an operation to the matching HTTP error. */
+void api_error_errno(struct api_request *req, int err, const char *msg);
+/* Parses the body as a JSON object; on failure answers 400 (naming the
+ * line and column) and returns NULL. An empty body gives {} if allowed. */
+json_t *api_parse_body(struct api_request *req, bool empty_ok);
+/* A query-string argument or NULL. */
+const char *api_query(struct api_request *req, const char *key);
+
+/* Route handlers. */
+void api_vms_list(struct api_request *req);
+void api_vms_create(struct api_request *req);
+void api_vm_show(struct api_request *req);
+void api_vm_set(struct api_request *req);
+void api_vm_remove(struct api_request *req);
+void api_vm_action(struct api_request *req);
+void api_vm_console(struct api_request *req);
+void api_events(struct api_request *req);
+void api_host(struct api_request *req);
+
+#endif

@@ -1,0 +1,391 @@
+/* The VM state machine, with Hyper-V's semantics:
+ *
+ *   off/crashed --start--> starting --> running <--pause/resume--> paused
+ *   running --stop--> stopping --(guest powers off, or turn-off after the
+ *   timeout)--> off;  running/paused/stopping --turn-off--> off
+ *   running --restart--> running (hard reset);  a worker that dies on its
+ *   own --> crashed, with the reason.
+ *
+ * Operations on one VM are serialized by vm->op_lock; the monitor thread of
+ * the worker (worker.c) moves the state when the worker reports or exits. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/daemon.h"
+
+#define START_TIMEOUT_S 60
+#define POWEROFF_TIMEOUT_S 10
+#define KILL_TIMEOUT_S 5
+
+static const char *const state_names[] = {
+	[VM_OFF] = "off",	  [VM_STARTING] = "starting", [VM_RUNNING] = "running",
+	[VM_PAUSED] = "paused",	  [VM_STOPPING] = "stopping", [VM_CRASHED] = "crashed",
+};
+
+const char *vm_state_name(enum vm_state s)
+{
+	return state_names[s];
+}
+
+int vm_state_check(enum vm_state s, enum vm_op op, const char **why)
+{
+	bool ok;
+
+	switch (op) {
+	case VM_OP_START:
+		ok = s == VM_OFF || s == VM_CRASHED;
+		*why = "only a VM that is off or crashed can be started";
+		break;
+	case VM_OP_STOP:
+		ok = s == VM_RUNNING;
+		*why = s == VM_PAUSED ? "a paused VM cannot shut down: resume it first, or turn it "
+					"off (--turn-off)"
+				      : "only a running VM can be shut down";
+		break;
+	case VM_OP_TURN_OFF:
+		ok = s == VM_RUNNING || s == VM_PAUSED || s == VM_STOPPING || s == VM_STARTING;
+		*why = "the VM is not running";
+		break;
+	case VM_OP_PAUSE:
+		ok = s == VM_RUNNING;
+		*why = "only a running VM can be paused";
+		break;
+	case VM_OP_RESUME:
+		ok = s == VM_PAUSED;
+		*why = "only a paused VM can be resumed";
+		break;
+	case VM_OP_RESTART:
+		ok = s == VM_RUNNING;
+		*why = "only a running VM can be restarted";
+		break;
+	case VM_OP_REMOVE:
+		ok = s == VM_OFF || s == VM_CRASHED;
+		*why = "a VM must be off before it is removed: stop it first";
+		break;
+	case VM_OP_SET_HARDWARE:
+		ok = s == VM_OFF || s == VM_CRASHED;
+		*why = "processors, memory, boot files, disks and network adapters can only "
+		       "change while the VM is off";
+		break;
+	default:
+		ok = false;
+		*why = "unknown operation";
+	}
+	return ok ? 0 : -EBUSY;
+}
+
+void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason)
+{
+	enum vm_state prev = vm->state;
+	char id[GUID_STR_LEN];
+
+	vm->state = s;
+	snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
+	if (s == VM_RUNNING && prev == VM_STARTING)
+		vm->started_ns = now_ns();
+	if (!vm->removed)
+		inventory_save_status(vm);
+	json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s}", "vm", vm->cfg.name, "id",
+			       guid_to_string(&vm->cfg.id, id), "state", vm_state_name(s),
+			       "previous", vm_state_name(prev), "reason", vm->reason);
+	events_push_locked(vm->d, "state", ev);
+	if (s != prev)
+		log_info("vm %s: %s -> %s%s%s", vm->cfg.name, vm_state_name(prev),
+			 vm_state_name(s), vm->reason[0] ? ": " : "", vm->reason);
+}
+
+static int refuse(struct vm *vm, enum vm_op op, char *err, size_t errlen)
+{
+	const char *why;
+
+	if (vm->removed) {
+		snprintf(err, errlen, "VM '%s' was removed", vm->cfg.name);
+		return -ENOENT;
+	}
+	if (vm_state_check(vm->state, op, &why) == 0)
+		return 0;
+	snprintf(err, errlen, "VM '%s' is %s: %s", vm->cfg.name, vm_state_name(vm->state), why);
+	return -EBUSY;
+}
+
+/* Waits (d->lock held) until the state is none of the listed ones or the
+ * deadline passes; returns false on timeout. */
+static bool wait_state_leaves(struct vm *vm, enum vm_state a, enum vm_state b, enum vm_state c,
+			      unsigned timeout_s, bool stop_on_turn_off)
+{
+	struct timespec dl;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_s;
+	while (vm->state == a || vm->state == b || vm->state == c) {
+		if (stop_on_turn_off && vm->turn_off_requested)
+			return false;
+		if (pthread_cond_timedwait(&vm->d->cond, &vm->d->lock, &dl) == ETIMEDOUT)
+			return !(vm->state == a || vm->state == b || vm->state == c);
+	}
+	return true;
+}
+
+int vm_op_start(struct vm *vm, char *err, size_t errlen)
+{
+	struct daemon *d = vm->d;
+	int r;
+
+	pthread_mutex_lock(&vm->op_lock);
+	pthread_mutex_lock(&d->lock);
+	r = refuse(vm, VM_OP_START, err, errlen);
+	if (r)
+		goto out_unlock;
+	vm->start_failed = false;
+	vm->turning_off = false;
+	vm->turn_off_requested = false;
+	vm->exit_seen = false;
+	vm->exit_detail[0] = 0;
+	vm_set_state_locked(vm, VM_STARTING, NULL);
+	pthread_mutex_unlock(&d->lock);
+
+	r = worker_spawn(vm, err, errlen);
+	pthread_mutex_lock(&d->lock);
+	if (r) {
+		vm_set_state_locked(vm, VM_OFF, err);
+		goto out_unlock;
+	}
+	if (!wait_state_leaves(vm, VM_STARTING, VM_STARTING, VM_STARTING, START_TIMEOUT_S,
+			       false)) {
+		snprintf(err, errlen, "the worker of '%s' did not report running within %d s",
+			 vm->cfg.name, START_TIMEOUT_S);
+		pid_t pid = vm->worker_pid;
+		vm->turning_off = true;
+		if (pid > 0)
+			kill(pid, SIGKILL);
+		r = -ETIMEDOUT;
+		goto out_unlock;
+	}
+	if (vm->start_failed || vm->state == VM_CRASHED) {
+		snprintf(err, errlen, "VM '%s' failed to start: %s", vm->cfg.name, vm->reason);
+		r = -EIO;
+	}
+out_unlock:
+	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&vm->op_lock);
+	return r;
+}
+
+/* Ends the worker: poweroff on the control socket, then SIGKILL. Called
+ * with d->lock held and the VM in a running-ish state. */
+static int turn_off_locked(struct vm *vm, char *err, size_t errlen)
+{
+	struct daemon *d = vm->d;
+	char cerr[256];
+
+	vm->turning_off = true;
+	if (vm->state != VM_STOPPING)
+		vm_set_state_locked(vm, VM_STOPPING, "turning off");
+	pthread_mutex_unlock(&d->lock);
+	int r = worker_command(vm, "poweroff", NULL, cerr, sizeof(cerr));
+	pthread_mutex_lock(&d->lock);
+	if (r)
+		log_warn("vm %s: poweroff on the control socket failed (%s); killing the worker",
+			 vm->cfg.name, cerr);
+	if (!r && wait_state_leaves(vm, VM_STOPPING, VM_RUNNING, VM_PAUSED, POWEROFF_TIMEOUT_S,
+				    false))
+		return 0;
+	if (vm->worker_pid > 0)
+		kill(vm->worker_pid, SIGKILL);
+	if (wait_state_leaves(vm, VM_STOPPING, VM_RUNNING, VM_PAUSED, KILL_TIMEOUT_S, false))
+		return 0;
+	snprintf(err, errlen, "the worker of '%s' (pid %d) did not end after SIGKILL", vm->cfg.name,
+		 (int)vm->worker_pid);
+	return -EIO;
+}
+
+/* A turn-off while a graceful stop waits: cut the wait short. */
+static int turn_off_during_stop(struct vm *vm)
+{
+	struct daemon *d = vm->d;
+
+	pthread_mutex_lock(&d->lock);
+	if (vm->state != VM_STOPPING || vm->turning_off) {
+		pthread_mutex_unlock(&d->lock);
+		return -EAGAIN;
+	}
+	vm->turn_off_requested = true;
+	pthread_cond_broadcast(&d->cond);
+	wait_state_leaves(vm, VM_STOPPING, VM_STOPPING, VM_STOPPING,
+			  POWEROFF_TIMEOUT_S + KILL_TIMEOUT_S + 5, false);
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+int vm_op_stop(struct vm *vm, bool turn_off, unsigned timeout_s, bool *forced, char *err,
+	       size_t errlen)
+{
+	struct daemon *d = vm->d;
+	char cerr[256];
+	int r;
+
+	*forced = turn_off;
+	if (turn_off && turn_off_during_stop(vm) == 0)
+		return 0;
+	pthread_mutex_lock(&vm->op_lock);
+	pthread_mutex_lock(&d->lock);
+	r = refuse(vm, turn_off ? VM_OP_TURN_OFF : VM_OP_STOP, err, errlen);
+	if (r)
+		goto out;
+	if (turn_off) {
+		r = turn_off_locked(vm, err, errlen);
+		goto out;
+	}
+	vm->turn_off_requested = false;
+	vm_set_state_locked(vm, VM_STOPPING, "shutting down (ACPI power button)");
+	pthread_mutex_unlock(&d->lock);
+	r = worker_command(vm, "shutdown", NULL, cerr, sizeof(cerr));
+	pthread_mutex_lock(&d->lock);
+	if (r) {
+		if (vm->state == VM_STOPPING)
+			vm_set_state_locked(vm, VM_RUNNING, NULL);
+		snprintf(err, errlen, "cannot press the power button of '%s': %s", vm->cfg.name,
+			 cerr);
+		r = -EIO;
+		goto out;
+	}
+	if (wait_state_leaves(vm, VM_STOPPING, VM_STOPPING, VM_STOPPING, timeout_s, true))
+		goto out;
+	/* The guest ignored the button (or a turn-off came in): Hyper-V turns
+	 * the VM off once the caller's patience runs out. */
+	*forced = true;
+	log_info("vm %s: %s; turning it off", vm->cfg.name,
+		 vm->turn_off_requested ? "turn-off requested during shutdown"
+					: "the guest did not shut down in time");
+	r = turn_off_locked(vm, err, errlen);
+	if (!r && !vm->turn_off_requested && vm->state == VM_OFF) {
+		char why[128];
+		snprintf(why, sizeof(why), "turned off: the guest did not shut down within %u s",
+			 timeout_s);
+		snprintf(vm->reason, sizeof(vm->reason), "%s", why);
+		inventory_save_status(vm);
+	}
+out:
+	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&vm->op_lock);
+	return r;
+}
+
+static int simple_op(struct vm *vm, enum vm_op op, const char *cmd, enum vm_state to, char *err,
+		     size_t errlen)
+{
+	struct daemon *d = vm->d;
+	char cerr[256];
+	int r;
+
+	pthread_mutex_lock(&vm->op_lock);
+	pthread_mutex_lock(&d->lock);
+	r = refuse(vm, op, err, errlen);
+	pthread_mutex_unlock(&d->lock);
+	if (r)
+		goto out;
+	r = worker_command(vm, cmd, NULL, cerr, sizeof(cerr));
+	pthread_mutex_lock(&d->lock);
+	if (r) {
+		snprintf(err, errlen, "the worker of '%s' refused '%s': %s", vm->cfg.name, cmd, cerr);
+		r = r == -EPROTO ? -EBUSY : -EIO;
+	} else if (vm->state == VM_RUNNING || vm->state == VM_PAUSED) {
+		if (vm->state != to || op == VM_OP_RESTART)
+			vm_set_state_locked(vm, to, op == VM_OP_RESTART ? "restarted" : NULL);
+	}
+	pthread_mutex_unlock(&d->lock);
+out:
+	pthread_mutex_unlock(&vm->op_lock);
+	return r;
+}
+
+int vm_op_pause(struct vm *vm, char *err, size_t errlen)
+{
+	return simple_op(vm, VM_OP_PAUSE, "pause", VM_PAUSED, err, errlen);
+}
+
+int vm_op_resume(struct vm *vm, char *err, size_t errlen)
+{
+	return simple_op(vm, VM_OP_RESUME, "resume", VM_RUNNING, err, errlen);
+}
+
+int vm_op_restart(struct vm *vm, char *err, size_t errlen)
+{
+	return simple_op(vm, VM_OP_RESTART, "reset", VM_RUNNING, err, errlen);
+}
+
+json_t *vm_to_json_locked(struct vm *vm)
+{
+	json_t *j = vm_config_to_json(&vm->cfg);
+
+	json_object_del(j, "schema_version");
+	json_object_set_new(j, "state", json_string(vm_state_name(vm->state)));
+	json_object_set_new(j, "reason", json_string(vm->reason));
+	json_object_set_new(j, "pid", vm->worker_pid > 0 ? json_integer(vm->worker_pid) : json_null());
+	bool up = vm->state == VM_RUNNING || vm->state == VM_PAUSED || vm->state == VM_STOPPING;
+	json_object_set_new(j, "uptime_ms",
+			    up && vm->started_ns ? json_integer((json_int_t)((now_ns() - vm->started_ns) /
+									 1000000))
+					      : json_null());
+	json_object_set_new(j, "config_path", json_string(vm->cfg_path));
+	json_object_set_new(j, "runtime_dir", json_string(vm->rundir));
+	return j;
+}
+
+/* ---- host start and stop actions ---- */
+
+void vm_run_start_actions(struct daemon *d)
+{
+	struct vm *list[4096];
+	unsigned n = 0;
+	char err[512];
+
+	pthread_mutex_lock(&d->lock);
+	for (struct vm *vm = d->vms; vm && n < ARRAY_SIZE(list); vm = vm->next)
+		if (vm->cfg.start_action == VM_START_ALWAYS &&
+		    (vm->state == VM_OFF || vm->state == VM_CRASHED)) {
+			vm->refs++;
+			list[n++] = vm;
+		}
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (list[i]->cfg.start_delay)
+			sleep(list[i]->cfg.start_delay);
+		log_info("vm %s: automatic start", list[i]->cfg.name);
+		if (vm_op_start(list[i], err, sizeof(err)))
+			log_error("vm %s: automatic start failed: %s", list[i]->cfg.name, err);
+		inventory_put(d, list[i]);
+	}
+}
+
+void vm_run_stop_actions(struct daemon *d)
+{
+	struct vm *list[4096];
+	unsigned n = 0;
+	char err[512];
+	bool forced;
+
+	pthread_mutex_lock(&d->lock);
+	for (struct vm *vm = d->vms; vm && n < ARRAY_SIZE(list); vm = vm->next)
+		if (vm->cfg.stop_action != VM_STOP_KEEP_RUNNING &&
+		    (vm->state == VM_RUNNING || vm->state == VM_PAUSED)) {
+			vm->refs++;
+			list[n++] = vm;
+		}
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++) {
+		struct vm *vm = list[i];
+		bool off = vm->cfg.stop_action == VM_STOP_TURN_OFF || vm->state == VM_PAUSED;
+		log_info("vm %s: automatic stop action: %s", vm->cfg.name,
+			 off ? "turn off" : "shut down");
+		if (vm_op_stop(vm, off, d->default_stop_timeout, &forced, err, sizeof(err)))
+			log_error("vm %s: automatic stop failed: %s", vm->cfg.name, err);
+		inventory_put(d, vm);
+	}
+}

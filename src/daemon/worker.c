@@ -1,0 +1,709 @@
+/* Worker supervision: spawning cloison-vmm for a VM, talking to its control
+ * socket (docs/vmm.md), following its events on one long-lived connection
+ * (the monitor thread) and turning its end into a VM state with a reason.
+ *
+ * The worker is started in its own session (setsid) with its runtime dir as
+ * working directory, so the daemon's death does not touch it and its
+ * sockets have short relative names. Its pid and start time are recorded in
+ * worker.json so that the next daemon can adopt it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/daemon.h"
+
+#define CONNECT_TIMEOUT_S 30
+#define COMMAND_TIMEOUT_S 15
+#define LOG_ROTATE_BYTES (1 << 20)
+#define LINE_MAX_BYTES 65536
+
+extern char **environ;
+
+int unix_connect_path(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int dirfd = -1, fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		/* Too long for sun_path: go through the directory's fd. */
+		char dir[4096];
+		const char *slash = strrchr(path, '/');
+		if (!slash)
+			return -ENAMETOOLONG;
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+		dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd < 0)
+			return -errno;
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dirfd, slash + 1);
+		if (strlen(slash + 1) + 30 >= sizeof(sa.sun_path)) {
+			close(dirfd);
+			return -ENAMETOOLONG;
+		}
+	} else {
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = -errno;
+		close(fd);
+		goto out;
+	}
+	r = fd;
+out:
+	if (dirfd >= 0)
+		close(dirfd);
+	return r;
+}
+
+static void runtime_path(const struct vm *vm, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s", vm->rundir, name);
+}
+
+/* Reads one '\n'-terminated line into buf (NUL-terminated, without '\n');
+ * a simple byte-at-a-time reader is fine for the control protocol's rate.
+ * Returns its length, 0 at EOF, or -errno. */
+static ssize_t read_line(int fd, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	for (;;) {
+		char c;
+		ssize_t r = read(fd, &c, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return n ? (ssize_t)n : 0;
+		if (c == '\n') {
+			buf[n] = 0;
+			return (ssize_t)n + (n == 0); /* an empty line is not EOF */
+		}
+		if (n + 1 < len)
+			buf[n++] = c;
+	}
+}
+
+static void set_timeouts(int fd, unsigned s)
+{
+	struct timeval tv = { .tv_sec = s };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* Sends {"id":id,"cmd":cmd} on fd and reads until the matching reply
+ * (events that arrive in between are skipped: the monitor sees them). */
+static int command_on(int fd, int id, const char *cmd, json_t **result, char *err, size_t errlen)
+{
+	char line[LINE_MAX_BYTES];
+	int n = snprintf(line, sizeof(line), "{\"id\":%d,\"cmd\":\"%s\"}\n", id, cmd);
+
+	if (write_full(fd, line, (size_t)n)) {
+		snprintf(err, errlen, "cannot write to the control socket: %s", strerror(errno));
+		return -EIO;
+	}
+	for (;;) {
+		ssize_t r = read_line(fd, line, sizeof(line));
+		if (r <= 0) {
+			snprintf(err, errlen, "the control socket %s",
+				 r == 0 ? "closed before replying" : "timed out");
+			return r == 0 ? -EPIPE : (int)r;
+		}
+		json_t *j = json_loads(line, 0, NULL);
+		json_t *jid = json_object_get(j, "id");
+		if (!json_is_integer(jid) || json_integer_value(jid) != id) {
+			json_decref(j);
+			continue;
+		}
+		int ret = 0;
+		if (!json_is_true(json_object_get(j, "ok"))) {
+			json_t *e = json_object_get(j, "error");
+			snprintf(err, errlen, "%s", json_string_value(json_object_get(e, "message"))
+							   ?: "the worker refused the command");
+			ret = -EPROTO;
+		} else if (result) {
+			*result = json_incref(json_object_get(j, "result"));
+		}
+		json_decref(j);
+		return ret;
+	}
+}
+
+int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, size_t errlen)
+{
+	char path[4200];
+	static const int id = 1;
+
+	runtime_path(vm, "control.sock", path, sizeof(path));
+	int fd = unix_connect_path(path);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot connect to the worker's control socket: %s",
+			 strerror(-fd));
+		return fd;
+	}
+	set_timeouts(fd, COMMAND_TIMEOUT_S);
+	int r = command_on(fd, id, cmd, result, err, errlen);
+	close(fd);
+	return r;
+}
+
+/* ---- the end of a worker ---- */
+
+static void log_tail(const struct vm *vm, char *buf, size_t len)
+{
+	char path[4200], data[2048];
+	int fd;
+
+	buf[0] = 0;
+	runtime_path(vm, "worker.log", path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	off_t end = lseek(fd, 0, SEEK_END);
+	off_t start = end > (off_t)sizeof(data) - 1 ? end - (off_t)sizeof(data) + 1 : 0;
+	ssize_t n = pread(fd, data, sizeof(data) - 1, start);
+	close(fd);
+	if (n <= 0)
+		return;
+	data[n] = 0;
+	while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r' || data[n - 1] == ' '))
+		data[--n] = 0;
+	char *line = strrchr(data, '\n');
+	line = line ? line + 1 : data;
+	size_t l = strlen(line);
+	if (l >= len)
+		l = len - 1;
+	memcpy(buf, line, l);
+	buf[l] = 0;
+}
+
+static const char *signal_name(int sig)
+{
+	static const char *const names[] = { [SIGKILL] = "SIGKILL", [SIGSEGV] = "SIGSEGV",
+					     [SIGABRT] = "SIGABRT", [SIGTERM] = "SIGTERM",
+					     [SIGBUS] = "SIGBUS",   [SIGINT] = "SIGINT" };
+	if (sig > 0 && sig < (int)ARRAY_SIZE(names) && names[sig])
+		return names[sig];
+	return "a signal";
+}
+
+/* Decides the VM's state after its worker ended; d->lock held. status is
+ * the exit status, or -sig for a signal, or INT32_MIN when unknown. */
+static void worker_ended_locked(struct vm *vm, int status)
+{
+	char why[512], tail[256];
+	enum vm_state s = VM_CRASHED;
+	bool starting = vm->state == VM_STARTING;
+
+	log_tail(vm, tail, sizeof(tail));
+	if (status == 0 || (status < 0 && status != INT32_MIN && vm->turning_off)) {
+		s = VM_OFF;
+		snprintf(why, sizeof(why), "%s",
+			 vm->turning_off		 ? "turned off"
+			 : vm->state == VM_STOPPING ? "the guest shut down"
+						    : "the guest powered off");
+	} else if (status == 3) {
+		s = VM_OFF;
+		snprintf(why, sizeof(why), "the guest reset and the worker does not reboot");
+	} else if (status == 4) {
+		snprintf(why, sizeof(why), "the guest crashed: %s",
+			 vm->exit_detail[0] ? vm->exit_detail : tail);
+	} else if (status == 1 || status == 2) {
+		if (starting) {
+			s = VM_OFF;
+			vm->start_failed = true;
+		}
+		snprintf(why, sizeof(why), "the worker failed (exit status %d): %s", status,
+			 tail[0] ? tail : "see its log");
+	} else if (status == INT32_MIN) {
+		snprintf(why, sizeof(why), "the worker (pid %d) exited without reporting why",
+			 (int)vm->worker_pid);
+	} else if (status < 0) {
+		snprintf(why, sizeof(why), "the worker (pid %d) was killed by signal %d (%s)",
+			 (int)vm->worker_pid, -status, signal_name(-status));
+	} else {
+		snprintf(why, sizeof(why), "the worker exited with unexpected status %d: %s",
+			 status, tail);
+	}
+	static const char *const leftovers[] = { "worker.json", "worker.pid", "control.sock",
+						 "serial.sock" };
+	for (size_t i = 0; i < ARRAY_SIZE(leftovers); i++) {
+		char path[4200];
+		runtime_path(vm, leftovers[i], path, sizeof(path));
+		unlink(path);
+	}
+	vm->worker_pid = 0;
+	vm_set_state_locked(vm, s, why);
+}
+
+static bool pid_alive(pid_t pid, unsigned long long starttime)
+{
+	char path[64], buf[1024];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	/* Fields after "(comm)": state is the 3rd, starttime the 22nd. */
+	char *p = strrchr(buf, ')');
+	char state;
+	unsigned long long st = 0;
+	if (!p || sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+				"%*s %*s %*s %llu",
+			 &state, &st) != 2)
+		return false;
+	if (state == 'Z' || state == 'X')
+		return false;
+	return starttime == 0 || st == starttime;
+}
+
+static unsigned long long pid_starttime(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long st = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (p)
+		sscanf(p + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+			      "%*s %*s %llu",
+		       &st);
+	return st;
+}
+
+/* ---- the monitor thread ---- */
+
+static void handle_line(struct vm *vm, const char *line)
+{
+	struct daemon *d = vm->d;
+	json_t *j = json_loads(line, 0, NULL);
+	const char *ev = json_string_value(json_object_get(j, "event"));
+	const char *st = NULL;
+
+	if (!j)
+		return;
+	if (json_object_get(j, "id") && json_is_true(json_object_get(j, "ok")))
+		st = json_string_value(json_object_get(json_object_get(j, "result"), "state"));
+	else if (ev && !strcmp(ev, "state"))
+		st = json_string_value(json_object_get(j, "state"));
+	pthread_mutex_lock(&d->lock);
+	if (st && (vm->state == VM_STARTING || vm->state == VM_RUNNING || vm->state == VM_PAUSED)) {
+		enum vm_state s = !strcmp(st, "paused") ? VM_PAUSED : VM_RUNNING;
+		if ((!strcmp(st, "running") || !strcmp(st, "paused")) && s != vm->state)
+			vm_set_state_locked(vm, s, NULL);
+	}
+	if (ev && !strcmp(ev, "exit")) {
+		vm->exit_seen = true;
+		vm->exit_status = (int)json_integer_value(json_object_get(j, "status"));
+		snprintf(vm->exit_detail, sizeof(vm->exit_detail), "%s",
+			 json_string_value(json_object_get(j, "detail")) ?: "");
+	}
+	if (ev && !strcmp(ev, "reset")) {
+		json_t *e = json_pack("{s:s, s:s}", "vm", vm->cfg.name, "reason",
+				      json_string_value(json_object_get(j, "reason")) ?: "");
+		events_push_locked(d, "reset", e);
+	}
+	pthread_mutex_unlock(&d->lock);
+	json_decref(j);
+}
+
+/* Connects to a freshly spawned worker's control socket, waiting for it to
+ * appear; returns the fd, or -ECHILD with *status when the worker ended. */
+static int wait_connect(struct vm *vm, pid_t pid, int *status)
+{
+	char path[4200];
+	uint64_t deadline = now_ns() + CONNECT_TIMEOUT_S * 1000000000ULL;
+
+	runtime_path(vm, "control.sock", path, sizeof(path));
+	for (;;) {
+		int fd = unix_connect_path(path);
+		if (fd >= 0)
+			return fd;
+		int ws;
+		if (waitpid(pid, &ws, WNOHANG) == pid) {
+			*status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -WTERMSIG(ws);
+			return -ECHILD;
+		}
+		if (vm->d->shutting_down)
+			return -ECANCELED;
+		if (now_ns() > deadline) {
+			log_error("vm %s: the worker's control socket did not appear in %d s; "
+				  "killing it", vm->cfg.name, CONNECT_TIMEOUT_S);
+			kill(pid, SIGKILL);
+			waitpid(pid, &ws, 0);
+			*status = -SIGKILL;
+			return -ECHILD;
+		}
+		usleep(2000);
+	}
+}
+
+static int reap(struct vm *vm, pid_t pid, bool child)
+{
+	int ws;
+
+	if (child) {
+		while (waitpid(pid, &ws, 0) < 0)
+			if (errno != EINTR)
+				return INT32_MIN;
+		return WIFEXITED(ws) ? WEXITSTATUS(ws) : -WTERMSIG(ws);
+	}
+	/* Not our child: only its exit event tells how it ended. */
+	for (int i = 0; i < 200 && pid_alive(pid, 0); i++)
+		usleep(10000);
+	return vm->exit_seen ? vm->exit_status : INT32_MIN;
+}
+
+struct monitor_args {
+	struct vm *vm;
+	pid_t pid;
+	bool child;
+	int fd; /* already connected (adoption), or -1 */
+};
+
+static void *monitor_main(void *arg)
+{
+	struct monitor_args a = *(struct monitor_args *)arg;
+	struct vm *vm = a.vm;
+	struct daemon *d = vm->d;
+	char line[LINE_MAX_BYTES];
+	int status = INT32_MIN;
+	int fd = a.fd;
+
+	free(arg);
+	if (fd < 0) {
+		fd = wait_connect(vm, a.pid, &status);
+		if (fd == -ECANCELED)
+			goto out_detached;
+	}
+	if (fd >= 0) {
+		pthread_mutex_lock(&d->lock);
+		vm->monitor_fd = fd;
+		pthread_mutex_unlock(&d->lock);
+		if (write_full(fd, "{\"id\":0,\"cmd\":\"status\"}\n", 24) == 0)
+			while (read_line(fd, line, sizeof(line)) > 0)
+				handle_line(vm, line);
+		pthread_mutex_lock(&d->lock);
+		vm->monitor_fd = -1;
+		bool detached = d->shutting_down;
+		pthread_mutex_unlock(&d->lock);
+		close(fd);
+		if (detached)
+			goto out_detached;
+		status = reap(vm, a.pid, a.child);
+	}
+	pthread_mutex_lock(&d->lock);
+	worker_ended_locked(vm, status);
+	goto out_locked;
+out_detached:
+	pthread_mutex_lock(&d->lock);
+out_locked:
+	vm->monitor_running = false;
+	d->n_monitors--;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	inventory_put(d, vm);
+	return NULL;
+}
+
+static int start_monitor(struct vm *vm, pid_t pid, bool child, int fd)
+{
+	struct daemon *d = vm->d;
+	struct monitor_args *a = malloc(sizeof(*a));
+	pthread_attr_t attr;
+	int r;
+
+	if (!a)
+		return -ENOMEM;
+	*a = (struct monitor_args){ .vm = vm, .pid = pid, .child = child, .fd = fd };
+	pthread_mutex_lock(&d->lock);
+	vm->refs++;
+	vm->monitor_running = true;
+	vm->worker_pid = pid;
+	vm->worker_is_child = child;
+	d->n_monitors++;
+	pthread_mutex_unlock(&d->lock);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	r = -pthread_create(&vm->monitor, &attr, monitor_main, a);
+	pthread_attr_destroy(&attr);
+	if (r) {
+		free(a);
+		pthread_mutex_lock(&d->lock);
+		vm->monitor_running = false;
+		d->n_monitors--;
+		vm->refs--;
+		pthread_mutex_unlock(&d->lock);
+	}
+	return r;
+}
+
+/* ---- spawning ---- */
+
+static int open_log(const struct vm *vm)
+{
+	char path[4200], old[4200];
+	struct stat st;
+
+	runtime_path(vm, "worker.log", path, sizeof(path));
+	if (stat(path, &st) == 0 && st.st_size > LOG_ROTATE_BYTES) {
+		runtime_path(vm, "worker.log.1", old, sizeof(old));
+		rename(path, old);
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	return fd < 0 ? -errno : fd;
+}
+
+#define MAX_ARGS (32 + 2 * (VM_MAX_DISKS + VM_MAX_NICS))
+
+/* Builds the worker's argv into args (strings in pool). */
+static int build_argv(const struct vm *vm, const char *vmm, char **args, char *pool,
+		      size_t poolsz, char *err, size_t errlen)
+{
+	const struct vm_config *c = &vm->cfg;
+	size_t used = 0;
+	int n = 0;
+
+#define ARG(...)                                                                        \
+	do {                                                                            \
+		int len_ = snprintf(pool + used, poolsz - used, __VA_ARGS__);           \
+		if (len_ < 0 || (size_t)len_ >= poolsz - used)                          \
+			return -E2BIG;                                                  \
+		args[n++] = pool + used;                                                \
+		used += (size_t)len_ + 1;                                               \
+	} while (0)
+
+	ARG("%s", vmm);
+	ARG("--name");
+	ARG("%s", c->name);
+	ARG("--kernel");
+	ARG("%s", c->kernel);
+	if (c->initrd) {
+		ARG("--initrd");
+		ARG("%s", c->initrd);
+	}
+	ARG("--cmdline");
+	ARG("%s", c->cmdline);
+	ARG("--memory");
+	ARG("%lluM", (unsigned long long)(c->memory >> 20));
+	ARG("--cpus");
+	ARG("%u", c->cpus);
+	ARG("--serial");
+	ARG("unix:serial.sock");
+	ARG("--control");
+	ARG("control.sock");
+	ARG("--pidfile");
+	ARG("worker.pid");
+	for (unsigned i = 0; i < c->n_disks; i++) {
+		if (strchr(c->disks[i].path, ',')) {
+			snprintf(err, errlen, "disk path '%s' contains a comma, which the worker's "
+					      "--disk option cannot carry", c->disks[i].path);
+			return -EINVAL;
+		}
+		ARG("--disk");
+		ARG("path=%s%s", c->disks[i].path, c->disks[i].readonly ? ",readonly" : "");
+	}
+	for (unsigned i = 0; i < c->n_nics; i++) {
+		ARG("--net");
+		ARG("tap=%s,mac=%s", c->nics[i].tap, c->nics[i].mac);
+	}
+	args[n] = NULL;
+#undef ARG
+	return 0;
+}
+
+static int record_worker(const struct vm *vm, pid_t pid)
+{
+	char path[4200];
+	json_t *j = json_pack("{s:i, s:I, s:s, s:s}", "pid", (int)pid, "starttime",
+			      (json_int_t)pid_starttime(pid), "control", "control.sock", "serial",
+			      "serial.sock");
+	char *text = json_dumps(j, JSON_COMPACT);
+
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	runtime_path(vm, "worker.json", path, sizeof(path));
+	int r = atomic_write_file(path, text, strlen(text), 0640);
+	free(text);
+	return r;
+}
+
+int worker_spawn(struct vm *vm, char *err, size_t errlen)
+{
+	const char *vmm = vm->d->vmm_path;
+	char *args[MAX_ARGS], pool[3 * 65536 + 8192], path[4200];
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, all;
+	pid_t pid;
+	int logfd, r;
+
+	if (access(vmm, X_OK) < 0) {
+		snprintf(err, errlen, "the VM worker %s cannot be run: %s", vmm, strerror(errno));
+		return -ENOENT;
+	}
+	if (access(vm->cfg.kernel, R_OK) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot read the kernel %s: %s", vm->cfg.kernel,
+			 strerror(errno));
+		return r;
+	}
+	if ((r = mkdir_p(vm->rundir, 0750))) {
+		snprintf(err, errlen, "cannot create %s: %s", vm->rundir, strerror(-r));
+		return r;
+	}
+	if ((r = build_argv(vm, vmm, args, pool, sizeof(pool), err, errlen))) {
+		if (r == -E2BIG)
+			snprintf(err, errlen, "the worker's command line is too long");
+		return r;
+	}
+	runtime_path(vm, "control.sock", path, sizeof(path));
+	unlink(path);
+	logfd = open_log(vm);
+	if (logfd < 0) {
+		snprintf(err, errlen, "cannot open the worker log in %s: %s", vm->rundir,
+			 strerror(-logfd));
+		return logfd;
+	}
+	dprintf(logfd, "--- cloisond starts the worker for '%s'\n", vm->cfg.name);
+
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+						POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, logfd, 1);
+	posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+	posix_spawn_file_actions_addchdir_np(&fa, vm->rundir);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	r = -posix_spawn(&pid, vmm, &fa, &attr, args, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(logfd);
+	if (r) {
+		snprintf(err, errlen, "cannot start the VM worker %s: %s", vmm, strerror(-r));
+		return r;
+	}
+	log_info("vm %s: worker pid %d started", vm->cfg.name, (int)pid);
+	if ((r = record_worker(vm, pid)))
+		log_warn("vm %s: cannot record the worker pid: %s (it cannot be adopted after "
+			 "a daemon restart)", vm->cfg.name, strerror(-r));
+	r = start_monitor(vm, pid, true, -1);
+	if (r) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		snprintf(err, errlen, "cannot start a monitor thread: %s", strerror(-r));
+	}
+	return r;
+}
+
+int worker_adopt(struct vm *vm, char *why, size_t whylen)
+{
+	char path[4200], err[256];
+	json_t *j, *result = NULL;
+	int fd, r;
+
+	runtime_path(vm, "worker.json", path, sizeof(path));
+	j = json_load_file(path, 0, NULL);
+	pid_t pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
+	unsigned long long st = (unsigned long long)json_integer_value(json_object_get(j, "starttime"));
+	json_decref(j);
+	if (pid <= 0) {
+		snprintf(why, whylen, "the worker's record is missing; it ended while cloisond "
+				      "was not running");
+		return -ESRCH;
+	}
+	if (!pid_alive(pid, st)) {
+		char tail[256];
+		log_tail(vm, tail, sizeof(tail));
+		snprintf(why, whylen, "the worker (pid %d) ended while cloisond was not running%s%s",
+			 (int)pid, tail[0] ? "; its log ends: " : "", tail);
+		unlink(path);
+		return -ESRCH;
+	}
+	runtime_path(vm, "control.sock", path, sizeof(path));
+	fd = unix_connect_path(path);
+	if (fd < 0) {
+		snprintf(why, whylen, "the worker (pid %d) is alive but its control socket does "
+				      "not answer (%s)", (int)pid, strerror(-fd));
+		return -ESRCH;
+	}
+	set_timeouts(fd, COMMAND_TIMEOUT_S);
+	r = command_on(fd, 99, "status", &result, err, sizeof(err));
+	if (r) {
+		close(fd);
+		snprintf(why, whylen, "the worker (pid %d) does not answer 'status': %s", (int)pid,
+			 err);
+		return -ESRCH;
+	}
+	set_timeouts(fd, 0);
+	const char *state = json_string_value(json_object_get(result, "state"));
+	json_t *up = json_object_get(result, "uptime_ms");
+	pthread_mutex_lock(&vm->d->lock);
+	vm->started_ns = now_ns() - (uint64_t)json_integer_value(up) * 1000000ULL;
+	vm_set_state_locked(vm, state && !strcmp(state, "paused") ? VM_PAUSED : VM_RUNNING,
+			    "adopted after a cloisond restart");
+	pthread_mutex_unlock(&vm->d->lock);
+	json_decref(result);
+	log_info("vm %s: adopted worker pid %d (%s)", vm->cfg.name, (int)pid, state ?: "?");
+	r = start_monitor(vm, pid, false, fd);
+	if (r) {
+		close(fd);
+		snprintf(why, whylen, "cannot start a monitor thread: %s", strerror(-r));
+	}
+	return r;
+}
+
+void worker_detach_all(struct daemon *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->shutting_down = true;
+	for (struct vm *vm = d->vms; vm; vm = vm->next)
+		if (vm->monitor_fd >= 0)
+			shutdown(vm->monitor_fd, SHUT_RDWR);
+	pthread_cond_broadcast(&d->cond);
+	while (d->n_monitors > 0)
+		pthread_cond_wait(&d->cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
+}
