@@ -341,7 +341,7 @@ static void common_write(struct virtio_dev *vdev, unsigned off, const void *data
 		write_status(vdev, cc[CC_STATUS]);
 }
 
-static void kick_queue(struct virtio_dev *vdev, unsigned qidx)
+void virtio_dev_kick(struct virtio_dev *vdev, unsigned qidx)
 {
 	uint64_t one = 1;
 
@@ -379,7 +379,7 @@ static void bar_write(void *opaque, uint64_t off, const void *data, unsigned len
 	if (pci_msix_access(&vdev->pci, off, (void *)data, len, true))
 		return;
 	if (off >= NOTIFY_OFF && off < NOTIFY_OFF + NOTIFY_MULT * vdev->nqueues) {
-		kick_queue(vdev, (unsigned)((off - NOTIFY_OFF) / NOTIFY_MULT));
+		virtio_dev_kick(vdev, (unsigned)((off - NOTIFY_OFF) / NOTIFY_MULT));
 		return;
 	}
 	virtio_dev_lock(vdev);

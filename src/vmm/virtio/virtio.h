@@ -160,6 +160,10 @@ void virtio_dev_queue_done(struct virtio_dev *vdev, unsigned qidx);
 void virtio_dev_fail(struct virtio_dev *vdev, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Makes the event loop run queue qidx again soon, as if the driver had
+ * kicked it (a device that stopped early to let others run). Any thread. */
+void virtio_dev_kick(struct virtio_dev *vdev, unsigned qidx);
+
 /* Announces a device configuration change (e.g. link status). Lock held. */
 void virtio_dev_config_changed(struct virtio_dev *vdev);
 
