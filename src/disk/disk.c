@@ -28,9 +28,7 @@ static const struct disk_ops *const probe_order[] = {
 #ifdef DISK_HAVE_VHDX
 	&disk_vhdx_ops,
 #endif
-#ifdef DISK_HAVE_VHD
 	&disk_vhd_ops,
-#endif
 	&disk_raw_ops,
 };
 

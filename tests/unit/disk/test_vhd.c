@@ -1,0 +1,864 @@
+/* VHD: Hyper-V's own files, qemu-img as the peer in both directions,
+ * geometry, I/O, resize, corrupt input and crash consistency. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "disk/disk.h"
+#include "diskcore_util.h"
+
+static int setup(void **state)
+{
+	struct scratch *s = calloc(1, sizeof(*s));
+
+	if (!s || scratch_make(s, "test_vhd"))
+		return -1;
+	*state = s;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct scratch *s = *state;
+	int ret = scratch_remove(s);
+
+	free(s);
+	return ret;
+}
+
+static const char *testdata(void)
+{
+	const char *t = getenv("CLOISON_TESTDATA");
+	return t ? t : "../shared/testdata";
+}
+
+/* Reads the whole disk into a raw file; returns the malloc'd content. */
+static uint8_t *read_all(struct disk *d)
+{
+	uint64_t size = disk_size(d);
+	uint8_t *buf = malloc(size);
+
+	assert_non_null(buf);
+	for (uint64_t off = 0; off < size; off += 1 * MiB) {
+		size_t n = (size_t)MIN((uint64_t)MiB, size - off);
+		assert_int_equal(disk_pread(d, buf + off, n, off), 0);
+	}
+	return buf;
+}
+
+static void check_hyperv(struct scratch *s, const char *name, enum disk_type type,
+			 const char *sha, uint32_t block_size)
+{
+	const char *gz = scratch_path(s, "in.gz");
+	const char *img = scratch_path(s, name);
+	const char *raw = scratch_path(s, "out.raw");
+	struct disk_error err = { 0 };
+	struct disk_info info;
+	struct disk *d;
+	char hash[65];
+	uint8_t *buf;
+
+	(void)gz;
+	if (run_cmd("test -f '%s/hyperv/%s.gz'", testdata(), name) != 0) {
+		print_message("Hyper-V test data missing under %s\n", testdata());
+		skip();
+	}
+	assert_int_equal(run_cmd("gunzip -c '%s/hyperv/%s.gz' > '%s'", testdata(), name, img), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	disk_get_info(d, &info);
+	assert_int_equal(info.format, DISK_FORMAT_VHD);
+	assert_int_equal(info.type, type);
+	assert_int_equal(info.virtual_size, 10 * MiB);
+	assert_int_equal(info.logical_sector, 512);
+	assert_int_equal(info.block_size, block_size);
+	buf = read_all(d);
+	assert_int_equal(write_file(raw, buf, 10 * MiB), 0);
+	assert_int_equal(file_sha256(raw, hash), 0);
+	assert_string_equal(hash, sha);
+	free(buf);
+	assert_int_equal(disk_close(d), 0);
+	/* our check finds nothing wrong with Microsoft's files */
+	char report[1024];
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+}
+
+static void test_hyperv_fixed(void **state)
+{
+	check_hyperv(*state, "fixed.vhd", DISK_TYPE_FIXED,
+		     "459325ab1fcd1d5ec9854cba790ee26378317cda177ffc1072008a1df88e6463", 0);
+}
+
+static void test_hyperv_dynamic(void **state)
+{
+	check_hyperv(*state, "dynamic.vhd", DISK_TYPE_DYNAMIC,
+		     "ecff2ef6615a3cddc6a6885f1c6d9cf13a232697e1dc6575f2c2f01f57247784",
+		     2 * MiB);
+}
+
+static uint64_t qemu_virtual_size(const char *img)
+{
+	char cmd[512];
+	unsigned long long size = 0;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "qemu-img info -f vpc --output=json '%s' | "
+		 "sed -n 's/.*\"virtual-size\": \\([0-9]*\\).*/\\1/p'", img);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	if (fscanf(p, "%llu", &size) != 1)
+		size = 0;
+	pclose(p);
+	return size;
+}
+
+/* Our view of img must equal qemu-img's raw export of it. */
+static void compare_with_qemu(struct scratch *s, const char *img)
+{
+	const char *out = scratch_path(s, "qemu-view.raw");
+	struct disk_error err = { 0 };
+	uint8_t *ours, *theirs;
+	struct disk *d;
+	size_t len;
+
+	unlink(out);
+	assert_int_equal(run_cmd("qemu-img convert -f vpc -O raw '%s' '%s'", img, out), 0);
+	theirs = slurp(out, &len);
+	assert_non_null(theirs);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_size(d), len);
+	assert_int_equal(qemu_virtual_size(img), len);
+	ours = read_all(d);
+	assert_memory_equal(ours, theirs, len);
+	assert_int_equal(disk_close(d), 0);
+	free(ours);
+	free(theirs);
+}
+
+static void test_qemu_images(void **state)
+{
+	struct scratch *s = *state;
+	const char *src = scratch_path(s, "src.raw");
+	size_t size = 9 * MiB + 7 * 512; /* not a CHS size: qemu rounds up */
+	uint8_t *data = malloc(size);
+	const char *sub[] = { "fixed", "dynamic" };
+
+	if (!have_tool("qemu-img") || !have_tool("qemu-io"))
+		skip(); /* the peer is not installed */
+	fill_random(data, size, 7);
+	memset(data + 3 * MiB, 0, 2 * MiB + 4096); /* a hole qemu leaves unallocated */
+	assert_int_equal(write_file(src, data, size), 0);
+	for (int i = 0; i < 2; i++) {
+		const char *img = scratch_path(s, "conv.vhd");
+		struct disk_error err = { 0 };
+		struct disk *d;
+		uint8_t *buf;
+
+		unlink(img);
+		assert_int_equal(run_cmd("qemu-img convert -f raw -O vpc -o subformat=%s '%s' '%s'",
+					 sub[i], src, img), 0);
+		compare_with_qemu(s, img);
+		/* and the content is the source's, the tail rounded up with zeroes */
+		assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+		assert_true(disk_size(d) >= size);
+		buf = read_all(d);
+		assert_memory_equal(buf, data, size);
+		for (uint64_t k = size; k < disk_size(d); k++)
+			assert_int_equal(buf[k], 0);
+		free(buf);
+		assert_int_equal(disk_close(d), 0);
+
+		/* qemu-img create, then data written by qemu-io */
+		unlink(img);
+		assert_int_equal(run_cmd("qemu-img create -q -f vpc -o subformat=%s '%s' 64M",
+					 sub[i], img), 0);
+		assert_int_equal(run_cmd("qemu-io -f vpc -c 'write -P 0xa5 1M 3M' "
+					 "-c 'write -P 0x3c 40M 512' -c 'write -P 0x11 63M 64k' "
+					 "'%s' >/dev/null", img), 0);
+		compare_with_qemu(s, img);
+	}
+	free(data);
+}
+
+/* Writes scattered patterns through our library and returns the model. */
+static uint8_t *write_pattern(const char *img, uint64_t size, uint64_t seed)
+{
+	struct disk_error err = { 0 };
+	uint8_t *model = calloc(1, size);
+	struct disk *d;
+	uint64_t x = seed;
+
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	for (int i = 0; i < 60; i++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		uint64_t sectors = size / 512;
+		uint64_t off = (x >> 20) % sectors * 512;
+		uint64_t len = ((x >> 8) % 300 + 1) * 512;
+		if (off + len > size)
+			len = size - off;
+		fill_random(model + off, len, x);
+		assert_int_equal(disk_pwrite(d, model + off, len, off), 0);
+	}
+	/* the last sector and a block boundary */
+	fill_random(model + size - 512, 512, seed + 1);
+	assert_int_equal(disk_pwrite(d, model + size - 512, 512, size - 512), 0);
+	fill_random(model + 2 * MiB - 1024, 2048, seed + 2);
+	assert_int_equal(disk_pwrite(d, model + 2 * MiB - 1024, 2048, 2 * MiB - 1024), 0);
+	assert_int_equal(disk_close(d), 0);
+	return model;
+}
+
+static void test_ours_in_qemu(void **state)
+{
+	struct scratch *s = *state;
+	enum disk_type types[] = { DISK_TYPE_FIXED, DISK_TYPE_DYNAMIC };
+	uint64_t size = 21 * MiB + 3 * 512;
+
+	if (!have_tool("qemu-img"))
+		skip(); /* the peer is not installed */
+	for (int i = 0; i < 2; i++) {
+		const char *img = scratch_path(s, i ? "ours-dyn.vhd" : "ours-fixed.vhd");
+		const char *out = scratch_path(s, "qemu.raw");
+		struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = types[i],
+					      .size = size };
+		struct disk_error err = { 0 };
+		uint8_t *model, *theirs;
+		size_t len;
+
+		assert_int_equal(disk_create(img, &o, &err), 0);
+		model = write_pattern(img, size, 100 + (uint64_t)i);
+		assert_int_equal(qemu_virtual_size(img), size);
+		unlink(out);
+		assert_int_equal(run_cmd("qemu-img convert -f vpc -O raw '%s' '%s'", img, out), 0);
+		theirs = slurp(out, &len);
+		assert_int_equal(len, size);
+		assert_memory_equal(model, theirs, size);
+		free(theirs);
+		free(model);
+		compare_with_qemu(s, img);
+	}
+}
+
+static void test_geometry(void **state)
+{
+	struct scratch *s = *state;
+	struct {
+		uint64_t size;
+		uint16_t c;
+		uint8_t h, spt;
+	} cases[] = {
+		{ 10 * MiB, 301, 4, 17 },	/* as Hyper-V's fixed.vhd has it */
+		{ 127 * GiB, 65278, 16, 255 },
+		{ 65535ULL * 16 * 255 * 512, 65535, 16, 255 },
+		{ 1 * GiB, 2080, 16, 63 },
+		{ 40 * MiB, 963, 5, 17 },
+		{ 2040 * GiB, 65535, 16, 255 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		const char *img = scratch_path(s, "geo.vhd");
+		struct disk_create_opts o = { .format = DISK_FORMAT_VHD,
+					      .type = DISK_TYPE_DYNAMIC, .size = cases[i].size };
+		struct disk_error err = { 0 };
+		uint8_t f[512];
+		struct disk *d;
+
+		unlink(img);
+		assert_int_equal(disk_create(img, &o, &err), 0);
+		assert_int_equal(read_at(img, 0, f, 512), 0);
+		assert_memory_equal(f, "conectix", 8);
+		assert_memory_equal(f + 28, "win ", 4);
+		assert_int_equal(f[56] << 8 | f[57], cases[i].c);
+		assert_int_equal(f[58], cases[i].h);
+		assert_int_equal(f[59], cases[i].spt);
+		assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+		assert_int_equal(disk_size(d), cases[i].size);
+		assert_int_equal(disk_close(d), 0);
+	}
+	/* the Windows file agrees with our geometry for its size */
+	if (run_cmd("test -f '%s/hyperv/fixed.vhd.gz'", testdata()) == 0) {
+		uint8_t f[512];
+		const char *img = scratch_path(s, "w.vhd");
+		assert_int_equal(run_cmd("gunzip -c '%s/hyperv/fixed.vhd.gz' > '%s'", testdata(),
+					 img), 0);
+		assert_int_equal(read_at(img, 10 * MiB, f, 512), 0);
+		assert_int_equal(f[56] << 8 | f[57], 301);
+		assert_int_equal(f[58], 4);
+		assert_int_equal(f[59], 17);
+	}
+	/* past 2040 GiB is refused and leaves nothing */
+	const char *big = scratch_path(s, "big.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 2040 * GiB + 512 };
+	struct disk_error err = { 0 };
+	assert_int_equal(disk_create(big, &o, &err), -EFBIG);
+	assert_non_null(strstr(err.msg, "2040 GiB"));
+	assert_int_equal(access(big, F_OK), -1);
+	o.size = 10 * MiB + 100;
+	assert_int_equal(disk_create(big, &o, &err), -EINVAL);
+	o.size = 10 * MiB;
+	o.block_size = 3 * MiB;
+	assert_int_equal(disk_create(big, &o, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "power of two"));
+	o.block_size = 0;
+	o.logical_sector = 4096;
+	assert_int_equal(disk_create(big, &o, &err), -EINVAL);
+	assert_int_equal(access(big, F_OK), -1);
+}
+
+static void test_dynamic_rw(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = scratch_path(s, "rw.vhd");
+	uint64_t size = 16 * MiB;
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = size, .block_size = 1 * MiB };
+	struct disk_error err = { 0 };
+	struct disk_info info;
+	struct disk_extent ext;
+	uint8_t *model, *buf;
+	struct disk *d;
+	uint64_t run;
+	bool alloc;
+
+	assert_int_equal(disk_create(img, &o, &err), 0);
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	disk_get_info(d, &info);
+	assert_int_equal(info.allocated, 0);
+	assert_int_equal(info.block_size, 1 * MiB);
+	assert_int_equal(disk_block_status(d, 0, size, &alloc, &run), 0);
+	assert_false(alloc);
+	assert_int_equal(run, size);
+	assert_int_equal(disk_map(d, 0, 4096, &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_ZERO);
+	assert_int_equal(disk_close(d), 0);
+
+	model = write_pattern(img, size, 5);
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	buf = read_all(d);
+	assert_memory_equal(buf, model, size);
+	free(buf);
+	/* a mapped extent reads the same through the fd */
+	assert_int_equal(disk_map(d, size - 512, 512, &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_DATA);
+	uint8_t sec[512];
+	assert_int_equal(pread(ext.fd, sec, 512, (off_t)ext.file_off), 512);
+	assert_memory_equal(sec, model + size - 512, 512);
+	assert_int_equal(ext.file_off % 512, 0);
+	/* discard reads back zeroes */
+	assert_int_equal(disk_discard(d, 2 * MiB - 1024, 2048), 0);
+	memset(model + 2 * MiB - 1024, 0, 2048);
+	assert_int_equal(disk_write_zeroes(d, size - 512, 512, false), 0);
+	memset(model + size - 512, 0, 512);
+	buf = read_all(d);
+	assert_memory_equal(buf, model, size);
+	free(buf);
+	disk_get_info(d, &info);
+	assert_true(info.allocated > 0 && info.allocated <= size);
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	buf = read_all(d);
+	assert_memory_equal(buf, model, size);
+	free(buf);
+	assert_int_equal(disk_close(d), 0);
+	char report[1024];
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	free(model);
+}
+
+/* ---- concurrency ---- */
+
+struct thread_arg {
+	struct disk *d;
+	int id;
+	int ret;
+};
+
+static void *writer(void *p)
+{
+	struct thread_arg *a = p;
+	uint8_t buf[8192], back[8192];
+
+	for (int i = 0; i < 200 && !a->ret; i++) {
+		/* each thread owns its own 8 KiB slots, spread over all blocks */
+		uint64_t off = ((uint64_t)i * 4 + (uint64_t)a->id) * 40960;
+		fill_random(buf, sizeof(buf), off);
+		a->ret = disk_pwrite(a->d, buf, sizeof(buf), off);
+		if (!a->ret)
+			a->ret = disk_pread(a->d, back, sizeof(back), off);
+		if (!a->ret && memcmp(buf, back, sizeof(buf)))
+			a->ret = -EIO;
+		if (!a->ret && i % 50 == 0)
+			a->ret = disk_flush(a->d);
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = scratch_path(s, "mt.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 40 * MiB, .block_size = 512 * 1024 };
+	struct disk_error err = { 0 };
+	struct thread_arg a[4];
+	pthread_t t[4];
+	struct disk *d;
+
+	assert_int_equal(disk_create(img, &o, &err), 0);
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	for (int i = 0; i < 4; i++) {
+		a[i] = (struct thread_arg){ d, i, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, writer, &a[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].ret, 0);
+	}
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	for (int id = 0; id < 4; id++) {
+		for (int i = 0; i < 200; i++) {
+			uint8_t buf[8192], back[8192];
+			uint64_t off = ((uint64_t)i * 4 + (uint64_t)id) * 40960;
+			fill_random(buf, sizeof(buf), off);
+			assert_int_equal(disk_pread(d, back, sizeof(back), off), 0);
+			assert_memory_equal(buf, back, sizeof(buf));
+		}
+	}
+	assert_int_equal(disk_close(d), 0);
+}
+
+/* ---- resize ---- */
+
+static void test_resize(void **state)
+{
+	struct scratch *s = *state;
+	const char *fx = scratch_path(s, "rs-fixed.vhd");
+	const char *dy = scratch_path(s, "rs-dyn.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_FIXED,
+				      .size = 4 * MiB };
+	struct disk_error err = { 0 };
+	uint8_t sec[512], back[512];
+	struct disk *d;
+
+	memset(sec, 0x5a, sizeof(sec));
+	assert_int_equal(disk_create(fx, &o, &err), 0);
+	assert_int_equal(disk_open(fx, 0, &d, &err), 0);
+	assert_int_equal(disk_pwrite(d, sec, 512, 4 * MiB - 512), 0);
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_resize(fx, 6 * MiB, &err), 0);
+	assert_int_equal(disk_open(fx, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_size(d), 6 * MiB);
+	assert_int_equal(disk_pread(d, back, 512, 4 * MiB - 512), 0);
+	assert_memory_equal(back, sec, 512);
+	assert_int_equal(disk_pread(d, back, 512, 4 * MiB), 0); /* the old footer is gone */
+	for (int i = 0; i < 512; i++)
+		assert_int_equal(back[i], 0);
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_resize(fx, 3 * MiB, &err), -ENOTEMPTY);
+	assert_non_null(strstr(err.msg, fx));
+	assert_int_equal(disk_resize(fx, 4 * MiB, &err), 0);
+	struct stat st;
+	assert_int_equal(stat(fx, &st), 0);
+	assert_int_equal(st.st_size, 4 * MiB + 512);
+
+	/* dynamic: grows inside its padded table, and past it while empty */
+	o.type = DISK_TYPE_DYNAMIC;
+	o.size = 4 * MiB;
+	assert_int_equal(disk_create(dy, &o, &err), 0);
+	assert_int_equal(disk_resize(dy, 300 * MiB, &err), 0); /* past 128 entries: moves */
+	assert_int_equal(disk_open(dy, 0, &d, &err), 0);
+	assert_int_equal(disk_size(d), 300 * MiB);
+	assert_int_equal(disk_pwrite(d, sec, 512, 300 * MiB - 512), 0);
+	assert_int_equal(disk_pwrite(d, sec, 512, 0), 0);
+	assert_int_equal(disk_close(d), 0);
+	/* data now follows the table: growing past it is refused, clearly */
+	assert_int_equal(disk_resize(dy, 1200 * MiB, &err), -ENOSPC);
+	assert_non_null(strstr(err.msg, "block table"));
+	assert_int_equal(disk_resize(dy, 310 * MiB, &err), 0); /* inside the padding */
+	assert_int_equal(disk_resize(dy, 100 * MiB, &err), -ENOTEMPTY);
+	assert_int_equal(disk_open(dy, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_size(d), 310 * MiB);
+	assert_int_equal(disk_pread(d, back, 512, 300 * MiB - 512), 0);
+	assert_memory_equal(back, sec, 512);
+	assert_int_equal(disk_close(d), 0);
+	if (have_tool("qemu-img")) {
+		compare_with_qemu(s, dy);
+		compare_with_qemu(s, fx);
+	}
+}
+
+/* ---- corrupt input ---- */
+
+static const char *make_dynamic(struct scratch *s, const char *name)
+{
+	const char *img = scratch_path(s, name);
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 8 * MiB };
+	struct disk_error err = { 0 };
+	uint8_t buf[4096];
+	struct disk *d;
+
+	unlink(img);
+	assert_int_equal(disk_create(img, &o, &err), 0);
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	fill_random(buf, sizeof(buf), 1);
+	assert_int_equal(disk_pwrite(d, buf, sizeof(buf), 0), 0);
+	assert_int_equal(disk_pwrite(d, buf, sizeof(buf), 6 * MiB), 0);
+	assert_int_equal(disk_close(d), 0);
+	return img;
+}
+
+/* Opening must fail with -EINVAL and a message naming the file and
+ * containing what. */
+static void expect_bad(const char *img, const char *what)
+{
+	struct disk_error err = { 0 };
+	struct disk *d = NULL;
+	int ret = disk_open(img, DISK_OPEN_RDONLY, &d, &err);
+
+	if (ret == 0) {
+		print_message("opened a corrupt image (expected: %s)\n", what);
+		disk_close(d);
+	}
+	assert_int_equal(ret, -EINVAL);
+	assert_null(d);
+	assert_non_null(strstr(err.msg, img));
+	if (!strstr(err.msg, what))
+		print_message("message: %s\n", err.msg);
+	assert_non_null(strstr(err.msg, what));
+}
+
+/* Changes a header field and re-signs the header, so only the field's
+ * own check can catch it. */
+static void patch_header(const char *img, size_t off, const void *val, size_t len)
+{
+	uint8_t h[1024];
+
+	assert_int_equal(read_at(img, 512, h, sizeof(h)), 0);
+	memcpy(h + off, val, len);
+	vhd_test_fix_checksum(h, sizeof(h), 36);
+	assert_int_equal(patch_file(img, 512, h, sizeof(h)), 0);
+}
+
+static void patch_footers(const char *img, size_t off, const void *val, size_t len)
+{
+	uint8_t f[512];
+	struct stat st;
+
+	assert_int_equal(stat(img, &st), 0);
+	assert_int_equal(read_at(img, 0, f, sizeof(f)), 0);
+	memcpy(f + off, val, len);
+	vhd_test_fix_checksum(f, sizeof(f), 64);
+	assert_int_equal(patch_file(img, 0, f, sizeof(f)), 0);
+	assert_int_equal(patch_file(img, (uint64_t)st.st_size - 512, f, sizeof(f)), 0);
+}
+
+static void test_corrupt(void **state)
+{
+	struct scratch *s = *state;
+	uint8_t v4[4], v8[8];
+	const char *img;
+	struct stat st;
+
+	/* truncated: the BAT points past the end (footer copy used) */
+	img = make_dynamic(s, "trunc.vhd");
+	assert_int_equal(stat(img, &st), 0);
+	assert_int_equal(truncate(img, st.st_size - 600 * 1024), 0);
+	expect_bad(img, "past the end");
+	/* truncated into the metadata */
+	img = make_dynamic(s, "trunc2.vhd");
+	assert_int_equal(truncate(img, 1000), 0);
+	expect_bad(img, "outside the file");
+	img = make_dynamic(s, "trunc3.vhd");
+	assert_int_equal(truncate(img, 100), 0);
+	{
+		struct disk_error err = { 0 };
+		struct disk *d;
+		/* too short to be anything but raw: opens as raw of 0 sectors */
+		int ret = disk_open(img, DISK_OPEN_RDONLY, &d, &err);
+		if (!ret) {
+			struct disk_info info;
+			disk_get_info(d, &info);
+			assert_int_equal(info.format, DISK_FORMAT_RAW);
+			disk_close(d);
+		}
+	}
+
+	/* bad checksums: both footers */
+	img = make_dynamic(s, "csum.vhd");
+	assert_int_equal(stat(img, &st), 0);
+	v4[0] = 0x77;
+	assert_int_equal(patch_file(img, 0, "conectix\0\0\0\3", 12), 0);
+	assert_int_equal(patch_file(img, (uint64_t)st.st_size - 512, "conectix\0\0\0\3", 12), 0);
+	expect_bad(img, "checksum");
+	/* header checksum */
+	img = make_dynamic(s, "hcsum.vhd");
+	assert_int_equal(patch_file(img, 512 + 100, v4, 1), 0);
+	expect_bad(img, "checksum");
+	/* a fixed disk with a bad checksum has no copy */
+	{
+		const char *fx = scratch_path(s, "fx.vhd");
+		struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_FIXED,
+					      .size = MiB };
+		struct disk_error err = { 0 };
+		assert_int_equal(disk_create(fx, &o, &err), 0);
+		assert_int_equal(patch_file(fx, MiB + 40, v4, 1), 0);
+		expect_bad(fx, "checksum");
+		/* and a truncated fixed disk */
+		unlink(fx);
+		assert_int_equal(disk_create(fx, &o, &err), 0);
+		uint8_t f[512];
+		assert_int_equal(read_at(fx, MiB, f, 512), 0);
+		assert_int_equal(truncate(fx, 1000 * 512), 0);
+		assert_int_equal(patch_file(fx, 999 * 512, f, 512), 0);
+		expect_bad(fx, "truncated");
+	}
+
+	/* BAT entry past the end of the file */
+	img = make_dynamic(s, "batpast.vhd");
+	put_be32_at(v4, 0x00100000);
+	assert_int_equal(patch_file(img, 1536 + 4, v4, 4), 0);
+	expect_bad(img, "past the end");
+	/* BAT entry over the header */
+	img = make_dynamic(s, "batover.vhd");
+	put_be32_at(v4, 1);
+	assert_int_equal(patch_file(img, 1536 + 4, v4, 4), 0);
+	expect_bad(img, "overlaps");
+	/* two entries on one block */
+	img = make_dynamic(s, "batdup.vhd");
+	assert_int_equal(read_at(img, 1536, v4, 4), 0);
+	assert_int_equal(patch_file(img, 1536 + 8, v4, 4), 0);
+	expect_bad(img, "overlap");
+
+	/* block size not a power of two, zero, absurd */
+	uint32_t sizes[] = { 3 * 1024 * 1024, 0, 256, 0x80000000u };
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+		img = make_dynamic(s, "bs.vhd");
+		put_be32_at(v4, sizes[i]);
+		patch_header(img, 32, v4, 4);
+		expect_bad(img, "block size");
+	}
+	/* too few BAT entries for the size */
+	img = make_dynamic(s, "few.vhd");
+	put_be32_at(v4, 2);
+	patch_header(img, 28, v4, 4);
+	expect_bad(img, "does not cover");
+	/* absurd entry count: the table would lie outside the file */
+	img = make_dynamic(s, "many.vhd");
+	put_be32_at(v4, 0x7fffffff);
+	patch_header(img, 28, v4, 4);
+	expect_bad(img, "outside the file");
+	/* table offset beyond the file */
+	img = make_dynamic(s, "tbl.vhd");
+	put_be64_at(v8, 1ULL << 40);
+	patch_header(img, 16, v8, 8);
+	expect_bad(img, "outside the file");
+	/* header offset beyond the file */
+	img = make_dynamic(s, "hoff.vhd");
+	patch_footers(img, 16, v8, 8);
+	expect_bad(img, "header offset");
+	/* absurd sizes */
+	img = make_dynamic(s, "size.vhd");
+	put_be64_at(v8, 1ULL << 50);
+	patch_footers(img, 48, v8, 8);
+	expect_bad(img, "absurd");
+	img = make_dynamic(s, "size0.vhd");
+	put_be64_at(v8, 0);
+	patch_footers(img, 48, v8, 8);
+	expect_bad(img, "absurd");
+	/* unknown disk type and version */
+	img = make_dynamic(s, "type.vhd");
+	put_be32_at(v4, 9);
+	patch_footers(img, 60, v4, 4);
+	expect_bad(img, "disk type");
+	img = make_dynamic(s, "ver.vhd");
+	put_be32_at(v4, 0x00020000);
+	patch_footers(img, 12, v4, 4);
+	expect_bad(img, "version");
+	/* header cookie */
+	img = make_dynamic(s, "cookie.vhd");
+	patch_header(img, 0, "notspars", 8);
+	expect_bad(img, "cxsparse");
+}
+
+static void test_footer_recovery(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = make_dynamic(s, "rec.vhd");
+	struct disk_error err = { 0 };
+	char report[2048];
+	uint8_t junk[512], buf[4096], want[4096];
+	struct stat st;
+	struct disk *d;
+
+	assert_int_equal(stat(img, &st), 0);
+	memset(junk, 0xee, sizeof(junk));
+	assert_int_equal(patch_file(img, (uint64_t)st.st_size - 512, junk, sizeof(junk)), 0);
+	/* reads work from the copy */
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	fill_random(want, sizeof(want), 1);
+	assert_int_equal(disk_pread(d, buf, sizeof(buf), 6 * MiB), 0);
+	assert_memory_equal(buf, want, sizeof(buf));
+	assert_int_equal(disk_close(d), 0);
+	/* check reports it; repair fixes it; then clean */
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 1);
+	assert_non_null(strstr(report, "damaged"));
+	assert_int_equal(disk_check(img, true, report, sizeof(report), &err), 0);
+	assert_non_null(strstr(report, "repaired"));
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	/* a damaged copy at offset 0 is found and fixed too */
+	assert_int_equal(patch_file(img, 100, junk, 8), 0);
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 1);
+	assert_non_null(strstr(report, "offset 0"));
+	assert_int_equal(disk_check(img, true, report, sizeof(report), &err), 0);
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	if (have_tool("qemu-img"))
+		compare_with_qemu(s, img);
+}
+
+/* ---- crash consistency: SIGKILL during allocating writes ---- */
+
+/* The child writes sector-sized records (seq, pattern) to random sectors
+ * and, after each flush, reports through the pipe how many records are
+ * durable. */
+static void crash_writer(const char *img, int fd_out, uint64_t seed)
+{
+	struct disk_error err = { 0 };
+	struct disk *d;
+	uint8_t buf[4096];
+	uint32_t seq = 0;
+
+	if (disk_open(img, 0, &d, &err))
+		_exit(2);
+	for (;;) {
+		for (int i = 0; i < 16; i++, seq++) {
+			uint64_t slot = (seed + seq * 2654435761ULL) % (32 * MiB / 4096);
+			fill_random(buf, sizeof(buf), seq);
+			memcpy(buf, &seq, sizeof(seq));
+			if (disk_pwrite(d, buf, sizeof(buf), slot * 4096))
+				_exit(3);
+		}
+		if (disk_flush(d))
+			_exit(4);
+		if (write(fd_out, &seq, sizeof(seq)) != sizeof(seq))
+			_exit(5);
+	}
+}
+
+static void test_kill_consistency(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = scratch_path(s, "crash.vhd");
+	enum disk_type types[] = { DISK_TYPE_DYNAMIC, DISK_TYPE_DYNAMIC };
+	int trials = 12;
+	uint64_t total_durable = 0;
+
+	for (int t = 0; t < trials; t++) {
+		struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = types[t % 2],
+					      .size = 32 * MiB,
+					      .block_size = (t % 2) ? 64 * 1024 : 2 * MiB };
+		struct disk_error err = { 0 };
+		uint32_t durable = 0, v;
+		int p[2];
+		pid_t pid;
+		struct disk *d;
+
+		unlink(img);
+		assert_int_equal(disk_create(img, &o, &err), 0);
+		assert_int_equal(pipe(p), 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			close(p[0]);
+			crash_writer(img, p[1], (uint64_t)t * 77);
+		}
+		close(p[1]);
+		struct timespec ts = { 0, (long)(20 + t * 13) * 1000000L };
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		while (read(p[0], &v, sizeof(v)) == sizeof(v))
+			durable = v;
+		close(p[0]);
+		total_durable += durable;
+
+		/* every flushed record is there: the last writer of each slot
+		 * among the durable ones, or a later one */
+		assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+		uint32_t *last = calloc(32 * MiB / 4096, sizeof(*last));
+		for (uint32_t q = 0; q < durable; q++)
+			last[((uint64_t)t * 77 + q * 2654435761ULL) % (32 * MiB / 4096)] = q + 1;
+		for (uint64_t slot = 0; slot < 32 * MiB / 4096; slot++) {
+			uint8_t buf[4096], want[4096];
+			uint32_t got;
+			assert_int_equal(disk_pread(d, buf, sizeof(buf), slot * 4096), 0);
+			memcpy(&got, buf, sizeof(got));
+			if (!last[slot])
+				continue;
+			/* a later, unflushed write may have landed too */
+			assert_true(got >= last[slot] - 1);
+			fill_random(want, sizeof(want), got);
+			memcpy(want, &got, sizeof(got));
+			assert_memory_equal(buf, want, sizeof(buf));
+		}
+		free(last);
+		assert_int_equal(disk_close(d), 0);
+		char report[1024];
+		assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+		if (t == trials - 1 && have_tool("qemu-img"))
+			compare_with_qemu(s, img);
+	}
+	/* the writer got far enough to make the test mean something */
+	print_message("%llu records flushed over %d trials\n", (unsigned long long)total_durable,
+		      trials);
+	assert_true(total_durable > 0);
+}
+
+/* A failing create (the file-size limit stops its writes) leaves nothing. */
+static void test_create_failure_cleans_up(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = scratch_path(s, "fail.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_FIXED,
+				      .size = 64 * MiB };
+	struct disk_error err = { 0 };
+	struct rlimit old, lim = { 1 * MiB, 1 * MiB };
+	int ret;
+
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim.rlim_max = old.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	ret = disk_create(img, &o, &err);
+	setrlimit(RLIMIT_FSIZE, &old);
+	assert_true(ret < 0);
+	assert_non_null(strstr(err.msg, img));
+	assert_int_equal(access(img, F_OK), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_hyperv_fixed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hyperv_dynamic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qemu_images, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ours_in_qemu, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_geometry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dynamic_rw, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_footer_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_consistency, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_failure_cleans_up, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
