@@ -1,0 +1,47 @@
+/* The contract between the test guest's ring-0 part (boot.S, kernel.c) and
+ * its ring-3 part (everything else): system-call numbers, selectors, vectors
+ * and the per-CPU slots. Included from C and from assembly. */
+#ifndef GUEST_ABI_H
+#define GUEST_ABI_H
+
+#define GUEST_MAX_CPUS 256
+#define KSTACK_SIZE 8192   /* ring-0 stack per CPU (exceptions only) */
+#define USTACK_SIZE 65536  /* ring-3 stack per CPU */
+
+/* GDT selectors (laid out so SYSRET could be used: user data at USER_BASE+8,
+ * user code at +16). */
+#define SEL_KCODE64 0x08
+#define SEL_KDATA 0x10
+#define SEL_USER_BASE 0x18
+#define SEL_UDATA 0x20
+#define SEL_UCODE64 0x28
+#define SEL_KCODE32 0x30
+#define SEL_TSS0 0x40 /* 16 bytes per CPU */
+
+/* Interrupt vectors (only taken inside SYS_IDLE's sti;hlt). */
+#define VEC_TIMER 0x40
+#define VEC_WAKE 0x41 /* IPI or MSI-X wake-up */
+#define VEC_SPURIOUS 0xff
+
+/* AP trampoline: copied below 1 MiB by ring 3; SIPI vector = page number. */
+#define TRAMPOLINE_ADDR 0x8000
+
+#define LAPIC_BASE 0xfee00000
+
+/* System calls: ud2 from ring 3 (#UD, VEC_SYSCALL) with the number in rax,
+ * arguments in rdi, rsi, rdx, r10; result in rax. (Neither SYSCALL nor
+ * int $n work from ring 3 under the nested hypervisor of our CI hosts.) */
+#define VEC_SYSCALL 6
+#define SYS_WRITE 0	 /* (buf, len): bytes to COM1 */
+#define SYS_IO 1	 /* (port, IO_* flags, value): port I/O, returns value read */
+#define SYS_IDLE 2	 /* (tsc_deadline or 0): sti; hlt; cli — wakes on any interrupt */
+#define SYS_FLUSH_TLB 3	 /* reloads CR3 */
+#define SYS_TRIPLEFAULT 4 /* empty IDT, then a fault */
+#define SYS_HALT 5	 /* cli; hlt forever */
+#define SYS_WRMSR 6	 /* (msr, value) */
+#define SYS_RDMSR 7	 /* (msr) */
+
+#define IO_SIZE_MASK 7 /* 1, 2 or 4 bytes */
+#define IO_OUT 8
+
+#endif

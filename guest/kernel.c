@@ -1,0 +1,234 @@
+/* The ring-0 C of the test guest: per-CPU descriptor tables and MSRs, the
+ * system calls and the fault report. Kept tiny because on nested hosts every
+ * ring-0 instruction is emulated; ring 3 does the real work. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "abi.h"
+#include "kernel.h"
+
+#define COM1 0x3f8
+#define MSR_TSC_DEADLINE 0x6e0
+
+struct tss {
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;
+} __attribute__((packed));
+
+struct idt_gate {
+	uint16_t off_lo, sel;
+	uint8_t ist, type;
+	uint16_t off_mid;
+	uint32_t off_hi, reserved;
+} __attribute__((packed));
+
+struct fault_frame {
+	uint64_t r11, r10, r9, r8, rdi, rsi, rdx, rcx, rax;
+	uint64_t vector, error, rip, cs, rflags, rsp, ss;
+};
+
+/* Ring 0 has no allocator: these live in the image. */
+static struct tss tss[GUEST_MAX_CPUS];
+static struct idt_gate idt[256] __attribute__((aligned(16)));
+static unsigned uart_fifo = 1;
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+static void wrmsr(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static uint64_t rdmsr(uint32_t msr)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static void lapic_write(unsigned reg, uint32_t v)
+{
+	*(volatile uint32_t *)(uintptr_t)(LAPIC_BASE + reg) = v;
+}
+
+static void idt_build(void)
+{
+	for (unsigned v = 0; v < 256; v++) {
+		uint64_t off = (uint64_t)(uintptr_t)isr_stubs + 16 * v;
+		if (v == VEC_SYSCALL)
+			off = (uint64_t)(uintptr_t)syscall_entry;
+		idt[v].off_lo = (uint16_t)off;
+		idt[v].sel = SEL_KCODE64;
+		idt[v].type = 0x8e; /* present, DPL 0, interrupt gate */
+		idt[v].off_mid = (uint16_t)(off >> 16);
+		idt[v].off_hi = (uint32_t)(off >> 32);
+	}
+}
+
+static void uart_init(void)
+{
+	outb(COM1 + 1, 0x00); /* no interrupts */
+	outb(COM1 + 3, 0x03); /* 8N1 */
+	outb(COM1 + 2, 0x07); /* enable and clear the FIFOs */
+	if ((inb(COM1 + 2) & 0xc0) == 0xc0)
+		uart_fifo = 16;
+}
+
+static void uart_write(const char *buf, uint64_t len)
+{
+	while (len) {
+		unsigned n = len < uart_fifo ? (unsigned)len : uart_fifo;
+		while (!(inb(COM1 + 5) & 0x20))
+			;
+		for (unsigned i = 0; i < n; i++)
+			outb(COM1, (uint8_t)buf[i]);
+		buf += n;
+		len -= n;
+	}
+}
+
+void kernel_init_cpu(uint32_t idx)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)(uintptr_t)idt };
+	uint64_t base = (uint64_t)(uintptr_t)&tss[idx];
+	uint64_t *desc = (uint64_t *)((char *)gdt + SEL_TSS0 + 16 * idx);
+	uint16_t sel = (uint16_t)(SEL_TSS0 + 16 * idx);
+
+	if (idx == 0) {
+		idt_build();
+		uart_init();
+	}
+	tss[idx].rsp[0] = (uint64_t)(uintptr_t)kstacks + (uint64_t)(idx + 1) * KSTACK_SIZE;
+	tss[idx].iomap_base = sizeof(struct tss);
+	desc[0] = (sizeof(struct tss) - 1) | ((base & 0xffffff) << 16) | (0x89ULL << 40) |
+		  ((base >> 24 & 0xff) << 56);
+	desc[1] = base >> 32;
+	__asm__ volatile("ltr %0" : : "r"(sel));
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	lapic_write(0x80, 0);			/* TPR */
+	lapic_write(0xf0, 0x100 | VEC_SPURIOUS); /* software enable */
+	lapic_write(0x350, 0x10000);		/* LINT0 masked: no 8259 */
+}
+
+static uint64_t sys_io(uint64_t port, uint64_t flags, uint64_t value)
+{
+	uint16_t p = (uint16_t)port;
+
+	switch (flags) {
+	case 1 | IO_OUT:
+		outb(p, (uint8_t)value);
+		return 0;
+	case 2 | IO_OUT:
+		__asm__ volatile("outw %0, %1" : : "a"((uint16_t)value), "Nd"(p));
+		return 0;
+	case 4 | IO_OUT:
+		__asm__ volatile("outl %0, %1" : : "a"((uint32_t)value), "Nd"(p));
+		return 0;
+	case 1:
+		return inb(p);
+	case 2: {
+		uint16_t v;
+		__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(p));
+		return v;
+	}
+	case 4: {
+		uint32_t v;
+		__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p));
+		return v;
+	}
+	}
+	return (uint64_t)-1;
+}
+
+static __attribute__((noreturn)) void triple_fault(void)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) empty = { 0, 0 };
+
+	__asm__ volatile("lidt %0; int3" : : "m"(empty));
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
+uint64_t kernel_syscall(uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t nr)
+{
+	(void)a3;
+	switch (nr) {
+	case SYS_WRITE:
+		uart_write((const char *)(uintptr_t)a0, a1);
+		return 0;
+	case SYS_IO:
+		return sys_io(a0, a1, a2);
+	case SYS_IDLE:
+		if (a0)
+			wrmsr(MSR_TSC_DEADLINE, a0);
+		__asm__ volatile("sti; hlt; cli" ::: "memory");
+		return 0;
+	case SYS_FLUSH_TLB: {
+		uint64_t cr3;
+		__asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
+		return 0;
+	}
+	case SYS_TRIPLEFAULT:
+		triple_fault();
+	case SYS_HALT:
+		for (;;)
+			__asm__ volatile("cli; hlt");
+	case SYS_WRMSR:
+		wrmsr((uint32_t)a0, a1);
+		return 0;
+	case SYS_RDMSR:
+		return rdmsr((uint32_t)a0);
+	}
+	return (uint64_t)-1;
+}
+
+static char *put_hex(char *p, const char *label, uint64_t v)
+{
+	while (*label)
+		*p++ = *label++;
+	*p++ = '0';
+	*p++ = 'x';
+	for (int s = 60; s >= 0; s -= 4)
+		*p++ = "0123456789abcdef"[(v >> s) & 0xf];
+	return p;
+}
+
+/* An exception: report it on COM1 and triple-fault, so the VMM sees a crash
+ * rather than a clean power-off. */
+void kernel_fault(struct fault_frame *f)
+{
+	char line[256], *p = line;
+	uint64_t cr2;
+
+	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+	p = put_hex(p, "FAULT vector=", f->vector);
+	p = put_hex(p, " error=", f->error);
+	p = put_hex(p, " rip=", f->rip);
+	p = put_hex(p, " cs=", f->cs);
+	p = put_hex(p, " rsp=", f->rsp);
+	p = put_hex(p, " cr2=", cr2);
+	*p++ = '\n';
+	uart_write(line, (uint64_t)(p - line));
+	triple_fault();
+}
