@@ -1,0 +1,430 @@
+/* VHDX through the public disk API: Hyper-V's own files, qemu-img as the
+ * independent peer in both directions, differencing chains, resize. */
+#include "test_vhdx_util.h"
+
+#define HYPERV_FIXED_SHA "bc0be4623b15aa84216fb31ba24e3b621ec7f1c72d198c990ac0eced222d9f62"
+#define HYPERV_DYNAMIC_SHA "8e2b5e9265d694b42b81819e3bff29770eff4ed0f4f9f311693ff3dbdc93efac"
+#define HYPERV_PARENT "Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx"
+
+static void check_guid(const struct guid *g, const char *want)
+{
+	char s[GUID_STR_LEN];
+
+	assert_string_equal(guid_to_string(g, s), want);
+}
+
+static void test_hyperv_fixed(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_hyperv(t, "fixed.vhdx"), sha[65];
+	struct disk_info info;
+	uint8_t sec[512];
+	size_t before_len, after_len;
+	uint8_t *before = vt_slurp(img, &before_len), *after;
+	struct disk *d = vt_open(img, DISK_OPEN_RDONLY);
+
+	disk_get_info(d, &info);
+	assert_int_equal(info.format, DISK_FORMAT_VHDX);
+	assert_int_equal(info.type, DISK_TYPE_FIXED);
+	assert_int_equal(info.virtual_size, 10485760);
+	assert_int_equal(info.block_size, 2 * MiB);
+	assert_int_equal(info.logical_sector, 512);
+	assert_int_equal(info.allocated, 10485760);
+	check_guid(&info.disk_id, "4a49d245-db0a-4634-9818-9f93db5ba6c1");
+	assert_int_equal(disk_pread(d, sec, 512, 0), 0);
+	assert_int_equal(sec[510], 0x55);
+	assert_int_equal(sec[511], 0xaa);
+	assert_int_equal(disk_pread(d, sec, 512, 0x200000), 0);
+	for (int i = 0; i < 512; i++)
+		assert_int_equal(sec[i], 0xff);
+	vt_dump(d, vt_path(t, "fixed.raw"));
+	disk_close(d);
+	vt_sha256(vt_path(t, "fixed.raw"), sha);
+	assert_string_equal(sha, HYPERV_FIXED_SHA);
+	after = vt_slurp(img, &after_len);
+	assert_int_equal(before_len, after_len);
+	assert_memory_equal(before, after, before_len);
+	free(before);
+	free(after);
+}
+
+static void test_hyperv_dynamic(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_hyperv(t, "dynamic.vhdx"), sha[65];
+	struct disk_info info;
+	struct disk *d = vt_open(img, DISK_OPEN_RDONLY);
+
+	disk_get_info(d, &info);
+	assert_int_equal(info.type, DISK_TYPE_DYNAMIC);
+	assert_int_equal(info.virtual_size, 10485760);
+	assert_int_equal(info.block_size, 32 * MiB);
+	assert_int_equal(info.logical_sector, 512);
+	check_guid(&info.disk_id, "788015f0-5e93-4bd2-a5de-b0cd8459db11");
+	vt_dump(d, vt_path(t, "dynamic.raw"));
+	disk_close(d);
+	vt_sha256(vt_path(t, "dynamic.raw"), sha);
+	assert_string_equal(sha, HYPERV_DYNAMIC_SHA);
+	/* a read-write open of a Windows file works too (and leaves it valid) */
+	d = vt_open(img, 0);
+	assert_int_equal(disk_close(d), 0);
+	d = vt_open(img, DISK_OPEN_RDONLY);
+	vt_dump(d, vt_path(t, "dynamic2.raw"));
+	disk_close(d);
+	vt_sha256(vt_path(t, "dynamic2.raw"), sha);
+	assert_string_equal(sha, HYPERV_DYNAMIC_SHA);
+}
+
+static void test_hyperv_differencing(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_hyperv(t, "differencing.avhdx");
+	struct disk_error err = { 0 };
+	struct disk_info info;
+	struct disk *d = NULL;
+	uint8_t *buf = malloc(2 * MiB);
+	const char *tail;
+	int ret;
+
+	d = vt_open(img, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT);
+	disk_get_info(d, &info);
+	assert_int_equal(info.type, DISK_TYPE_DIFFERENCING);
+	assert_true(info.has_parent);
+	assert_int_equal(info.virtual_size, 8 * GiB);
+	assert_int_equal(info.block_size, 2 * MiB);
+	assert_int_equal(info.logical_sector, 512);
+	assert_int_equal(info.physical_sector, 4096);
+	check_guid(&info.disk_id, "89ca62b5-b00d-4b8e-b79a-87e20cad5a40");
+	check_guid(&info.parent_linkage, "ff34003b-11ed-4cf8-a166-b2be05e20b80");
+	tail = strrchr(info.parent_path, '/');
+	assert_non_null(tail);
+	assert_string_equal(tail + 1, HYPERV_PARENT);
+	assert_string_equal(info.parent_path, vt_path(t, HYPERV_PARENT));
+	/* data of a block not in this file needs the parent */
+	bool alloc = true;
+	uint64_t run = 0;
+	assert_int_equal(disk_block_status(d, 0, 8 * GiB, &alloc, &run), 0);
+	uint64_t hole = alloc ? run : 0;
+	if (hole < 8 * GiB)
+		assert_int_equal(disk_pread(d, buf, 512, hole), -ENXIO);
+	disk_close(d);
+
+	ret = disk_open(img, DISK_OPEN_RDONLY, &d, &err);
+	assert_int_equal(ret, -ENOENT);
+	assert_non_null(strstr(err.msg, HYPERV_PARENT));
+	free(buf);
+}
+
+/* A raw file with random data in some ranges and zero holes elsewhere. */
+static void make_raw(const char *path, uint64_t size, unsigned seed)
+{
+	uint8_t *buf = calloc(1, size);
+	uint64_t x = seed;
+
+	assert_non_null(buf);
+	for (int i = 0; i < 12; i++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		uint64_t off = (x >> 16) % size & ~511ULL;
+		uint64_t len = MIN(size - off, (uint64_t)((x >> 40) % (3 * MiB)) & ~511ULL);
+		vt_fill(buf + off, (size_t)len, seed + (unsigned)i);
+	}
+	vt_fill(buf + size - 4096, 4096, seed); /* the last sector too */
+	vt_spew(path, buf, size);
+	free(buf);
+}
+
+static void assert_same_as_raw(const struct vt *t, const char *img, const char *raw)
+{
+	char a[65], b[65];
+	struct disk *d = vt_open(img, DISK_OPEN_RDONLY);
+
+	vt_dump(d, vt_path(t, "dump.raw"));
+	disk_close(d);
+	vt_sha256(vt_path(t, "dump.raw"), a);
+	vt_sha256(raw, b);
+	assert_string_equal(a, b);
+}
+
+static void test_qemu_made(void **state)
+{
+	struct vt *t = *state;
+	const char *bs[] = { "1M", "8M", "32M" };
+	char *raw = vt_path(t, "src.raw");
+
+	if (!vt_have_qemu_img())
+		skip(); /* qemu-img is not installed on this host */
+	make_raw(raw, 45 * MiB + 3 * 512, 7);
+	for (size_t i = 0; i < ARRAY_SIZE(bs); i++) {
+		char *img = vt_path(t, "q.vhdx"), *empty = vt_path(t, "e.vhdx");
+		struct disk_info info;
+		struct disk *d;
+		uint8_t z[4096];
+
+		unlink(img);
+		unlink(empty);
+		assert_int_equal(vt_run("qemu-img convert -f raw -O vhdx -o block_size=%s '%s' '%s'",
+					bs[i], raw, img), 0);
+		assert_same_as_raw(t, img, raw);
+		assert_int_equal(vt_run("qemu-img create -q -f vhdx -o block_size=%s '%s' 20M",
+					bs[i], empty), 0);
+		d = vt_open(empty, DISK_OPEN_RDONLY);
+		disk_get_info(d, &info);
+		assert_int_equal(info.virtual_size, 20 * MiB);
+		assert_int_equal(info.allocated, 0);
+		assert_int_equal(disk_pread(d, z, sizeof(z), 19 * MiB), 0);
+		for (size_t k = 0; k < sizeof(z); k++)
+			assert_int_equal(z[k], 0);
+		disk_close(d);
+	}
+}
+
+/* Writes a pattern through the library and into a raw shadow file. */
+static void write_both(struct disk *d, int raw, uint64_t off, size_t len, unsigned seed)
+{
+	uint8_t *buf = malloc(len);
+
+	vt_fill(buf, len, seed);
+	assert_int_equal(disk_pwrite(d, buf, len, off), 0);
+	assert_int_equal(pwrite_full(raw, buf, len, (off_t)off), 0);
+	free(buf);
+}
+
+static void zero_raw(int raw, uint64_t off, uint64_t len)
+{
+	uint8_t *z = calloc(1, len);
+
+	assert_int_equal(pwrite_full(raw, z, len, (off_t)off), 0);
+	free(z);
+}
+
+static void exercise(const struct vt *t, const char *img, const char *raw_path, uint32_t lsec)
+{
+	struct disk *d = vt_open(img, 0);
+	uint64_t size = disk_size(d);
+	int raw = open(raw_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+	assert_true(raw >= 0);
+	assert_int_equal(ftruncate(raw, (off_t)size), 0);
+	write_both(d, raw, 0, lsec, 1);
+	write_both(d, raw, 3 * MiB - lsec, 2 * lsec + 8192, 2); /* crosses blocks */
+	write_both(d, raw, 10 * MiB, 4 * MiB, 3);
+	write_both(d, raw, size - lsec, lsec, 4);
+	write_both(d, raw, 20 * MiB + 7 * lsec, 5 * lsec, 5);
+	assert_int_equal(disk_flush(d), 0);
+	assert_int_equal(disk_discard(d, 10 * MiB, 1 * MiB), 0); /* a whole 1 MiB block or part */
+	zero_raw(raw, 10 * MiB, 1 * MiB);
+	assert_int_equal(disk_write_zeroes(d, 12 * MiB + lsec, 3 * lsec, false), 0);
+	zero_raw(raw, 12 * MiB + lsec, 3 * lsec);
+	write_both(d, raw, 10 * MiB + 2 * lsec, lsec, 6); /* write into the discarded range */
+	assert_int_equal(disk_close(d), 0);
+	close(raw);
+}
+
+static void test_ours_with_qemu(void **state)
+{
+	struct vt *t = *state;
+	struct {
+		enum disk_type type;
+		uint32_t bs, lsec;
+	} cases[] = {
+		{ DISK_TYPE_DYNAMIC, 1 * MiB, 512 },  { DISK_TYPE_DYNAMIC, 32 * MiB, 512 },
+		{ DISK_TYPE_FIXED, 1 * MiB, 512 },    { DISK_TYPE_FIXED, 8 * MiB, 512 },
+		{ DISK_TYPE_DYNAMIC, 1 * MiB, 4096 }, { DISK_TYPE_FIXED, 2 * MiB, 4096 },
+	};
+	bool qemu = vt_have_qemu_img();
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char *img = vt_path(t, "ours.vhdx"), *raw = vt_path(t, "ours.raw");
+		char report[1024] = "";
+		struct disk_error err = { 0 };
+
+		unlink(img);
+		vt_create(img, cases[i].type, 40 * MiB + 3 * 4096, cases[i].bs, cases[i].lsec, NULL);
+		exercise(t, img, raw, cases[i].lsec);
+		assert_same_as_raw(t, img, raw);
+		assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+		if (qemu && cases[i].lsec == 512) {
+			assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+			assert_int_equal(vt_run("qemu-img compare -q -f vhdx -F raw '%s' '%s'", img,
+						raw), 0);
+		}
+	}
+}
+
+static void test_differencing_chain(void **state)
+{
+	struct vt *t = *state;
+	char *base = vt_path(t, "base.vhdx"), *mid = vt_path(t, "mid.vhdx");
+	char *top = vt_path(t, "top.vhdx"), *raw = vt_path(t, "chain.raw");
+	struct disk_error err = { 0 };
+	struct disk_info info;
+	struct disk *d;
+	int rawfd;
+
+	vt_create(base, DISK_TYPE_DYNAMIC, 16 * MiB, 1 * MiB, 512, NULL);
+	rawfd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	assert_int_equal(ftruncate(rawfd, 16 * MiB), 0);
+	d = vt_open(base, 0);
+	write_both(d, rawfd, 0, 4 * MiB, 11);
+	disk_close(d);
+	vt_create(mid, DISK_TYPE_DIFFERENCING, 0, 0, 0, base);
+	d = vt_open(mid, 0);
+	write_both(d, rawfd, 512, 1024, 12);		/* partial: sector bitmap */
+	write_both(d, rawfd, 2 * MiB, 2 * MiB, 13);	/* a whole block */
+	write_both(d, rawfd, 5 * MiB + 4096, 4096, 14); /* over a parent hole */
+	disk_close(d);
+	vt_create(top, DISK_TYPE_DIFFERENCING, 0, 0, 0, mid);
+	d = vt_open(top, 0);
+	write_both(d, rawfd, 1024, 512, 15);
+	write_both(d, rawfd, 3 * MiB - 512, 1024, 16);
+	assert_int_equal(disk_discard(d, 3 * MiB - 512, 512), 0); /* back to mid's data */
+	{
+		/* mid wrote seed 13 over [2M, 4M): the discarded sector shows that */
+		uint8_t *m = malloc(2 * MiB);
+		vt_fill(m, 2 * MiB, 13);
+		assert_int_equal(pwrite_full(rawfd, m + MiB - 512, 512, 3 * MiB - 512), 0);
+		free(m);
+	}
+	disk_get_info(d, &info);
+	assert_true(info.has_parent);
+	assert_string_equal(info.parent_path, mid);
+	disk_close(d);
+	close(rawfd);
+	assert_same_as_raw(t, top, raw);
+
+	/* the parent changes: linkage no longer matches */
+	d = vt_open(base, 0);
+	uint8_t sec[512] = { 1 };
+	assert_int_equal(disk_pwrite(d, sec, 512, 15 * MiB), 0);
+	disk_close(d);
+	assert_int_equal(disk_open(mid, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "does not match"));
+
+	/* moving the child's parent: found again through set-parent */
+	assert_int_equal(vt_run("mkdir -p '%s/moved' && mv '%s' '%s/moved/'", t->dir, top, t->dir), 0);
+	d = vt_open(vt_path(t, "moved/top.vhdx"), DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT);
+	disk_close(d);
+	assert_int_equal(disk_set_parent(vt_path(t, "moved/top.vhdx"), base, &err), -EINVAL);
+}
+
+static void test_set_parent(void **state)
+{
+	struct vt *t = *state;
+	char *base = vt_path(t, "p.vhdx"), *child = vt_path(t, "c.vhdx");
+	struct disk_error err = { 0 };
+	struct disk *d;
+	uint8_t a[4096], b[4096];
+
+	vt_create(base, DISK_TYPE_DYNAMIC, 8 * MiB, 1 * MiB, 512, NULL);
+	d = vt_open(base, 0);
+	vt_fill(a, sizeof(a), 21);
+	assert_int_equal(disk_pwrite(d, a, sizeof(a), 4096), 0);
+	disk_close(d);
+	vt_create(child, DISK_TYPE_DIFFERENCING, 0, 0, 0, base);
+	assert_int_equal(vt_run("mkdir -p '%s/elsewhere' && mv '%s' '%s/elsewhere/renamed.vhdx'",
+				t->dir, base, t->dir), 0);
+	assert_int_equal(disk_open(child, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "p.vhdx"));
+	assert_int_equal(disk_set_parent(child, vt_path(t, "elsewhere/renamed.vhdx"), &err), 0);
+	d = vt_open(child, DISK_OPEN_RDONLY);
+	assert_int_equal(disk_pread(d, b, sizeof(b), 4096), 0);
+	assert_memory_equal(a, b, sizeof(a));
+	disk_close(d);
+	/* a different disk of the same size is refused */
+	vt_create(vt_path(t, "other.vhdx"), DISK_TYPE_DYNAMIC, 8 * MiB, 1 * MiB, 512, NULL);
+	assert_int_equal(disk_set_parent(child, vt_path(t, "other.vhdx"), &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "does not match"));
+}
+
+static void test_resize(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_path(t, "r.vhdx");
+	struct disk_error err = { 0 };
+	struct disk *d;
+	uint8_t a[4096], b[4096];
+
+	vt_create(img, DISK_TYPE_DYNAMIC, 64 * MiB, 1 * MiB, 512, NULL);
+	d = vt_open(img, 0);
+	vt_fill(a, sizeof(a), 31);
+	assert_int_equal(disk_pwrite(d, a, sizeof(a), 10 * MiB), 0);
+	disk_close(d);
+	assert_int_equal(disk_resize(img, 8 * MiB, &err), -ENOTEMPTY);
+	assert_int_equal(disk_resize(img, 32 * MiB, &err), 0);
+	assert_int_equal(disk_resize(img, 96 * MiB, &err), 0);
+	/* far enough that the BAT region must move */
+	assert_int_equal(disk_resize(img, 300 * GiB, &err), 0);
+	d = vt_open(img, 0);
+	assert_int_equal(disk_size(d), 300 * GiB);
+	assert_int_equal(disk_pread(d, b, sizeof(b), 10 * MiB), 0);
+	assert_memory_equal(a, b, sizeof(a));
+	assert_int_equal(disk_pread(d, b, sizeof(b), 299 * GiB), 0);
+	for (size_t i = 0; i < sizeof(b); i++)
+		assert_int_equal(b[i], 0);
+	assert_int_equal(disk_pwrite(d, a, sizeof(a), 299 * GiB), 0);
+	disk_close(d);
+	d = vt_open(img, DISK_OPEN_RDONLY);
+	assert_int_equal(disk_pread(d, b, sizeof(b), 299 * GiB), 0);
+	assert_memory_equal(a, b, sizeof(a));
+	disk_close(d);
+	if (vt_have_qemu_img())
+		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+	/* a fixed disk grows with allocated blocks */
+	img = vt_path(t, "rf.vhdx");
+	vt_create(img, DISK_TYPE_FIXED, 8 * MiB, 1 * MiB, 512, NULL);
+	assert_int_equal(disk_resize(img, 20 * MiB, &err), 0);
+	d = vt_open(img, 0);
+	struct disk_info info;
+	disk_get_info(d, &info);
+	assert_int_equal(info.allocated, 20 * MiB);
+	disk_close(d);
+	assert_int_equal(disk_resize(img, 4 * MiB, &err), -ENOTEMPTY);
+	if (vt_have_qemu_img())
+		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+}
+
+static void test_create_errors(void **state)
+{
+	struct vt *t = *state;
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHDX, .type = DISK_TYPE_DYNAMIC,
+				      .size = 8 * MiB, .block_size = 3 * MiB };
+	struct disk_error err = { 0 };
+
+	assert_int_equal(disk_create(vt_path(t, "bad.vhdx"), &o, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "block size"));
+	assert_int_equal(access(vt_path(t, "bad.vhdx"), F_OK), -1);
+	o.block_size = 0;
+	o.size = 65 * TiB;
+	assert_int_equal(disk_create(vt_path(t, "bad.vhdx"), &o, &err), -EINVAL);
+	o.size = 8 * MiB;
+	o.logical_sector = 1024;
+	assert_int_equal(disk_create(vt_path(t, "bad.vhdx"), &o, &err), -EINVAL);
+	/* 64 TiB itself is fine, and sparse */
+	o.logical_sector = 4096;
+	o.size = 64 * TiB;
+	o.block_size = 256 * MiB;
+	assert_int_equal(disk_create(vt_path(t, "big.vhdx"), &o, &err), 0);
+	struct disk *d = vt_open(vt_path(t, "big.vhdx"), 0);
+	uint8_t a[4096], b[4096];
+	vt_fill(a, sizeof(a), 3);
+	assert_int_equal(disk_pwrite(d, a, sizeof(a), 64 * TiB - 4096), 0);
+	assert_int_equal(disk_pread(d, b, sizeof(b), 64 * TiB - 4096), 0);
+	assert_memory_equal(a, b, sizeof(a));
+	disk_close(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_hyperv_fixed, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_hyperv_dynamic, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_hyperv_differencing, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_qemu_made, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_ours_with_qemu, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_differencing_chain, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_set_parent, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_resize, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_create_errors, vt_setup, vt_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
