@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -228,7 +229,11 @@ static void test_concurrent_readers(void **state)
 				 0);
 	for (unsigned t = 0; t < 3; t++)
 		assert_int_equal(pthread_create(&th[t], NULL, reader_thread, &s), 0);
-	for (unsigned i = 0; i < 2000; i++) {
+	/* On a loaded host the readers may start late: make sure they run
+	 * before and during the writes. */
+	while (atomic_load(&s.lookups) < 1000)
+		sched_yield();
+	for (unsigned i = 0; i < 2000 || atomic_load(&s.lookups) < 100000; i++) {
 		uint64_t base = 0x1800 + (i % 3) * 0x1000;
 		assert_int_equal(io_bus_register(s.bus, base, 0x10, &rec_ops, &dyn, "dyn"), 0);
 		assert_int_equal(io_bus_unregister(s.bus, base), 0);

@@ -1,0 +1,363 @@
+/* MC146818 CMOS RTC at PORT_RTC (index) / PORT_RTC+1 (data).
+ *
+ * The clock is the host's UTC time plus an offset the guest changes by
+ * writing the time registers (immediately, or all at once when it clears
+ * register B's SET bit after setting it). Values are BCD or binary and
+ * 12- or 24-hour as register B says. UIP reads set during the last 2.2 ms
+ * of each second, as on the real part, so guests that wait for the update
+ * edge find it. The rest of the 128 bytes is plain CMOS RAM, preset with
+ * the memory-size bytes firmware reads.
+ *
+ * Not emulated: the periodic, alarm and update-ended interrupts (IRQ 8);
+ * register C reads 0. Linux reads the time without them. */
+#include "vmm/hw/hw.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "vmm/bus/bus.h"
+#include "vmm/layout.h"
+#include "vmm/vm.h"
+
+#define CMOS_SIZE 128
+
+enum {
+	REG_SEC = 0x00,
+	REG_MIN = 0x02,
+	REG_HOUR = 0x04,
+	REG_WDAY = 0x06,
+	REG_MDAY = 0x07,
+	REG_MON = 0x08,
+	REG_YEAR = 0x09,
+	REG_A = 0x0a,
+	REG_B = 0x0b,
+	REG_C = 0x0c,
+	REG_D = 0x0d,
+	REG_CENTURY = 0x32,
+};
+
+#define A_UIP 0x80
+#define B_SET 0x80
+#define B_BINARY 0x04
+#define B_24H 0x02
+#define D_VRT 0x80
+
+/* UIP rises 244 us before the update and stays up through the update
+ * cycle (1984 us at the 32.768 kHz time base). */
+#define UIP_NS (244000ULL + 1984000ULL)
+
+struct rtc {
+	struct vm *vm;
+	pthread_mutex_t lock;
+	uint8_t index;
+	uint8_t cmos[CMOS_SIZE]; /* RAM and registers A/B; time fields unused */
+	int64_t offset_s;	 /* guest time - host time */
+	bool frozen;		 /* SET is on: time reads/writes go to `held` */
+	struct tm held;
+	uint64_t ram_below_4g, ram_above_4g;
+};
+
+/* Nanoseconds into the current wall-clock second (the guest's clock has
+ * the same phase: its offset is whole seconds). */
+static uint64_t now_realtime_ns_in_second(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_nsec;
+}
+
+static bool is_time_reg(unsigned reg)
+{
+	return reg == REG_SEC || reg == REG_MIN || reg == REG_HOUR || reg == REG_WDAY ||
+	       reg == REG_MDAY || reg == REG_MON || reg == REG_YEAR || reg == REG_CENTURY;
+}
+
+static uint8_t to_bcd(unsigned v)
+{
+	return (uint8_t)(((v / 10) % 10) << 4 | (v % 10));
+}
+
+static unsigned from_bcd(uint8_t v)
+{
+	return (v >> 4) * 10 + (v & 0x0f);
+}
+
+static uint8_t encode(const struct rtc *r, unsigned v)
+{
+	return (r->cmos[REG_B] & B_BINARY) ? (uint8_t)v : to_bcd(v);
+}
+
+static unsigned decode(const struct rtc *r, uint8_t v)
+{
+	return (r->cmos[REG_B] & B_BINARY) ? v : from_bcd(v);
+}
+
+static void guest_now(const struct rtc *r, struct tm *tm)
+{
+	time_t t = time(NULL) + (time_t)r->offset_s;
+
+	gmtime_r(&t, tm);
+}
+
+static uint8_t read_time_field(const struct rtc *r, const struct tm *tm, unsigned reg)
+{
+	unsigned hour;
+	uint8_t pm;
+
+	switch (reg) {
+	case REG_SEC:
+		return encode(r, (unsigned)tm->tm_sec);
+	case REG_MIN:
+		return encode(r, (unsigned)tm->tm_min);
+	case REG_HOUR:
+		if (r->cmos[REG_B] & B_24H)
+			return encode(r, (unsigned)tm->tm_hour);
+		hour = (unsigned)tm->tm_hour % 12;
+		pm = tm->tm_hour >= 12 ? 0x80 : 0;
+		return (uint8_t)(encode(r, hour ? hour : 12) | pm);
+	case REG_WDAY:
+		return encode(r, (unsigned)tm->tm_wday + 1);
+	case REG_MDAY:
+		return encode(r, (unsigned)tm->tm_mday);
+	case REG_MON:
+		return encode(r, (unsigned)tm->tm_mon + 1);
+	case REG_YEAR:
+		return encode(r, (unsigned)(tm->tm_year + 1900) % 100);
+	case REG_CENTURY:
+		return encode(r, (unsigned)(tm->tm_year + 1900) / 100);
+	}
+	return 0;
+}
+
+/* Applies a guest write of one time field to tm. Out-of-range values are
+ * stored as given; timegm() normalises them later, as good as any answer. */
+static void write_time_field(const struct rtc *r, struct tm *tm, unsigned reg, uint8_t v)
+{
+	unsigned hour;
+
+	switch (reg) {
+	case REG_SEC:
+		tm->tm_sec = (int)decode(r, v);
+		break;
+	case REG_MIN:
+		tm->tm_min = (int)decode(r, v);
+		break;
+	case REG_HOUR:
+		if (r->cmos[REG_B] & B_24H) {
+			tm->tm_hour = (int)decode(r, v);
+		} else {
+			hour = decode(r, v & 0x7f) % 12;
+			tm->tm_hour = (int)(hour + ((v & 0x80) ? 12 : 0));
+		}
+		break;
+	case REG_WDAY:
+		break; /* derived from the date */
+	case REG_MDAY:
+		tm->tm_mday = (int)decode(r, v);
+		break;
+	case REG_MON:
+		tm->tm_mon = (int)decode(r, v) - 1;
+		break;
+	case REG_YEAR:
+		tm->tm_year = (tm->tm_year + 1900) / 100 * 100 + (int)(decode(r, v) % 100) - 1900;
+		break;
+	case REG_CENTURY:
+		tm->tm_year = (int)(decode(r, v) % 100) * 100 + (tm->tm_year + 1900) % 100 - 1900;
+		break;
+	}
+}
+
+static void set_guest_time(struct rtc *r, struct tm *tm)
+{
+	time_t t = timegm(tm);
+
+	if (t != (time_t)-1)
+		r->offset_s = (int64_t)t - (int64_t)time(NULL);
+}
+
+static uint8_t rtc_read_reg(struct rtc *r, unsigned reg)
+{
+	struct tm tm;
+
+	if (is_time_reg(reg)) {
+		if (r->frozen)
+			return read_time_field(r, &r->held, reg);
+		guest_now(r, &tm);
+		return read_time_field(r, &tm, reg);
+	}
+	switch (reg) {
+	case REG_A:
+		if (!r->frozen && now_realtime_ns_in_second() >= 1000000000ULL - UIP_NS)
+			return r->cmos[REG_A] | A_UIP;
+		return r->cmos[REG_A] & (uint8_t)~A_UIP;
+	case REG_C:
+		return 0;
+	case REG_D:
+		return D_VRT;
+	}
+	return r->cmos[reg];
+}
+
+static void rtc_write_reg(struct rtc *r, unsigned reg, uint8_t v)
+{
+	struct tm tm;
+
+	if (is_time_reg(reg)) {
+		if (r->frozen) {
+			write_time_field(r, &r->held, reg, v);
+		} else {
+			guest_now(r, &tm);
+			write_time_field(r, &tm, reg, v);
+			set_guest_time(r, &tm);
+		}
+		return;
+	}
+	switch (reg) {
+	case REG_A:
+		r->cmos[REG_A] = v & 0x7f; /* UIP is read-only */
+		break;
+	case REG_B:
+		if ((v & B_SET) && !r->frozen) {
+			guest_now(r, &r->held);
+			r->frozen = true;
+		} else if (!(v & B_SET) && r->frozen) {
+			r->frozen = false;
+			set_guest_time(r, &r->held);
+		}
+		r->cmos[REG_B] = v;
+		break;
+	case REG_C:
+	case REG_D:
+		break; /* read-only */
+	default:
+		r->cmos[reg] = v;
+		break;
+	}
+}
+
+static void rtc_io_read(void *opaque, uint64_t off, void *data, unsigned len)
+{
+	struct rtc *r = opaque;
+	uint8_t *out = data;
+
+	pthread_mutex_lock(&r->lock);
+	for (unsigned i = 0; i < len; i++) {
+		/* The index port is write-only and floats high. */
+		out[i] = (off + i == 1) ? rtc_read_reg(r, r->index) : 0xff;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void rtc_io_write(void *opaque, uint64_t off, const void *data, unsigned len)
+{
+	struct rtc *r = opaque;
+	const uint8_t *in = data;
+
+	pthread_mutex_lock(&r->lock);
+	for (unsigned i = 0; i < len; i++) {
+		if (off + i == 0)
+			r->index = in[i] & 0x7f; /* bit 7 masks NMI: nothing to mask */
+		else
+			rtc_write_reg(r, r->index, in[i]);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+static const struct io_ops rtc_ops = {
+	.read = rtc_io_read,
+	.write = rtc_io_write,
+};
+
+static void put_cmos16(uint8_t *cmos, unsigned reg, uint64_t v)
+{
+	if (v > 0xffff)
+		v = 0xffff;
+	cmos[reg] = (uint8_t)v;
+	cmos[reg + 1] = (uint8_t)(v >> 8);
+}
+
+/* The memory-size bytes BIOSes (SeaBIOS among them) read, in QEMU's
+ * layout, and the standard checksum over 0x10-0x2d. */
+static void rtc_fill_cmos(struct rtc *r)
+{
+	uint8_t *c = r->cmos;
+	uint64_t above_1m = r->ram_below_4g > MiB ? r->ram_below_4g - MiB : 0;
+	uint64_t above_16m = r->ram_below_4g > 16 * MiB ? r->ram_below_4g - 16 * MiB : 0;
+	uint64_t high = r->ram_above_4g / (64 * KiB);
+	unsigned ncpus = vm_vcpu_count(r->vm);
+	unsigned sum = 0;
+
+	memset(c, 0, CMOS_SIZE);
+	c[REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz rate */
+	c[REG_B] = B_24H;
+	put_cmos16(c, 0x15, 640);		  /* base memory, KiB */
+	put_cmos16(c, 0x17, above_1m / KiB);	  /* extended memory, KiB */
+	put_cmos16(c, 0x30, above_1m / KiB);	  /* (again, POST's copy) */
+	put_cmos16(c, 0x34, above_16m / (64 * KiB)); /* above 16 MiB, 64 KiB units */
+	c[0x5b] = (uint8_t)high;		  /* above 4 GiB, 64 KiB units */
+	c[0x5c] = (uint8_t)(high >> 8);
+	c[0x5d] = (uint8_t)(high >> 16);
+	c[0x5f] = (uint8_t)(ncpus ? ncpus - 1 : 0); /* SeaBIOS: CPUs - 1 */
+	for (unsigned i = 0x10; i <= 0x2d; i++)
+		sum += c[i];
+	c[0x2e] = (uint8_t)(sum >> 8);
+	c[0x2f] = (uint8_t)sum;
+}
+
+static void rtc_power_on(struct rtc *r)
+{
+	r->index = 0;
+	r->frozen = false;
+	rtc_fill_cmos(r);
+	/* The guest's clock setting survives a reset, as a battery would
+	 * keep it. */
+}
+
+int rtc_create(struct vm *vm, uint64_t ram_below_4g, uint64_t ram_above_4g, struct rtc **out)
+{
+	struct rtc *r = calloc(1, sizeof(*r));
+	int err;
+
+	if (!r)
+		return -ENOMEM;
+	err = -pthread_mutex_init(&r->lock, NULL);
+	if (err)
+		goto err_free;
+	r->vm = vm;
+	r->ram_below_4g = ram_below_4g;
+	r->ram_above_4g = ram_above_4g;
+	rtc_power_on(r);
+	err = io_bus_register(vm_pio_bus(vm), PORT_RTC, 2, &rtc_ops, r, "rtc");
+	if (err)
+		goto err_lock;
+	*out = r;
+	return 0;
+
+err_lock:
+	pthread_mutex_destroy(&r->lock);
+err_free:
+	free(r);
+	return err;
+}
+
+void rtc_reset(struct rtc *r)
+{
+	pthread_mutex_lock(&r->lock);
+	rtc_power_on(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void rtc_destroy(struct rtc *r)
+{
+	if (!r)
+		return;
+	io_bus_unregister(vm_pio_bus(r->vm), PORT_RTC);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
