@@ -581,9 +581,9 @@ void virtio_dev_destroy(struct virtio_dev *vdev)
 	virtio_dev_unlock(vdev);
 	for (unsigned i = 0; i < vdev->nqueues; i++)
 		close(vdev->queues[i].kick_fd);
-	if (vdev->ops->destroy)
-		vdev->ops->destroy(vdev);
 	pthread_mutex_destroy(&vdev->lock);
+	if (vdev->ops->destroy)
+		vdev->ops->destroy(vdev); /* frees vdev with the device */
 }
 
 void virtio_dev_pause(struct virtio_dev *vdev)

@@ -1,0 +1,49 @@
+/* A test double of the services virtio devices use from vm.h and
+ * bus/pci.h: guest RAM from a buffer, a real event loop on its own thread,
+ * a PCI "bus" that records the functions added, and MSI-X that counts the
+ * vectors delivered. ioeventfds are refused, so kicks take the path
+ * through the notify area that a worker without them would take.
+ * Not linked into the worker. */
+#ifndef CLOISON_TESTS_VIRTIO_DOUBLE_H
+#define CLOISON_TESTS_VIRTIO_DOUBLE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmm/bus/pci.h"
+#include "vmm/guest_mem.h"
+#include "vmm/vm.h"
+
+#define VD_RAM_SIZE (8u << 20)
+#define VD_MAX_DEVS 8
+#define VD_MAX_VEC 70
+
+struct pci_msix {
+	unsigned nvec;
+	unsigned delivered[VD_MAX_VEC];
+};
+
+struct vm {
+	struct guest_mem mem;
+	uint8_t *ram;
+	struct evloop *loop;
+	pthread_t loop_thread;
+	unsigned ncpus;
+	struct pci_device *devs[VD_MAX_DEVS];
+	struct pci_msix *msix[VD_MAX_DEVS]; /* owned here, like a bus would */
+	unsigned ndevs;
+};
+
+struct vm *vd_create(unsigned ncpus);
+void vd_destroy(struct vm *vm);
+
+/* BAR 0 accesses of device i, as a vCPU would make them. */
+uint64_t vd_read(struct vm *vm, unsigned dev, uint64_t off, unsigned len);
+void vd_write(struct vm *vm, unsigned dev, uint64_t off, uint64_t v, unsigned len);
+/* Times vector vec of device dev was delivered. */
+unsigned vd_vector_count(struct vm *vm, unsigned dev, unsigned vec);
+/* Finds a virtio vendor capability of cfg_type; its offset or 0. */
+unsigned vd_find_virtio_cap(struct vm *vm, unsigned dev, uint8_t cfg_type);
+
+#endif
