@@ -32,12 +32,12 @@ static inline int scratch_remove(struct scratch *s)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-/* "<dir>/<name>" in a static rotating buffer (8 slots). */
+/* "<dir>/<name>" in a static rotating buffer: valid for the next 63 calls. */
 static inline const char *scratch_path(struct scratch *s, const char *name)
 {
-	static char bufs[8][256];
+	static char bufs[64][256];
 	static int next;
-	char *b = bufs[next++ % 8];
+	char *b = bufs[next++ % 64];
 
 	snprintf(b, 256, "%s/%s", s->dir, name);
 	return b;
