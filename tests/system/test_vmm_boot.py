@@ -1,0 +1,137 @@
+"""The test guest under cloison-vmm: boot facts, SMP, memory layout, serial
+back ends, pidfile."""
+import os
+import re
+import socket
+import time
+
+import pytest
+
+from vmmlib import Vmm, expected_e820, parse_guest_e820, ram_bytes, GiB, MiB
+
+pytestmark = pytest.mark.usefixtures("kvm")
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_boots_with_all_cpus_online(vmm_bin, testguest, tmp_path, cpus):
+    with Vmm(vmm_bin, testguest, tmp_path, cpus=cpus) as vm:
+        assert vm.wait_exit(60) == 0, vm.tails()
+        facts = vm.boot_facts()
+        assert facts["boot"] == "ok"
+        assert int(facts["cpus_online"]) == cpus
+        assert facts["cmdline"] == ""
+        assert facts.get("poweroff") == "1"
+
+
+def test_memory_map_256m(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, memory="256M") as vm:
+        assert vm.wait_exit(60) == 0, vm.tails()
+        facts = vm.boot_facts()
+        e820 = parse_guest_e820(facts["e820"])
+        assert e820 == expected_e820(256 * MiB)
+        assert int(facts["mem_total"]) == ram_bytes(e820)
+
+
+def test_5g_hole_and_high_memory(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, memory="5G", cmdline="touchlast") as vm:
+        assert vm.wait_exit(120) == 0, vm.tails()
+        facts = vm.boot_facts()
+        e820 = parse_guest_e820(facts["e820"])
+        assert e820 == expected_e820(5 * GiB)
+        # Nothing listed as RAM in the hole; 2 GiB of RAM from 4 GiB.
+        assert not [r for r in e820 if r[2] == 1 and r[0] < 4 * GiB and r[1] > 3 * GiB]
+        assert (4 * GiB, 6 * GiB, 1) in e820
+        assert int(facts["mem_total"]) == 5 * GiB - (0x100000 - 0x9fc00)
+        assert int(facts["last_page"], 16) == 6 * GiB - 4096
+        assert facts["touch_ok"] == "1"
+
+
+def test_touch_range_above_4g(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, memory="4608M",
+             cmdline="touch=0x100000000-0x101000000") as vm:
+        assert vm.wait_exit(120) == 0, vm.tails()
+        facts = vm.boot_facts()
+        assert facts["touch_ok"] == "1"
+        assert int(facts["touch_pages"]) == 4096
+
+
+def test_exact_command_line(vmm_bin, testguest, tmp_path):
+    cmdline = "hello  world x=1,2 quote=\"a b\" \u00e9t\u00e9 last"
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline=cmdline) as vm:
+        assert vm.wait_exit(60) == 0, vm.tails()
+        assert vm.boot_facts()["cmdline"] == cmdline
+
+
+def test_pidfile_written_while_running(vmm_bin, testguest, tmp_path):
+    pidfile = tmp_path / "vmm.pid"
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", pidfile=pidfile) as vm:
+        vm.wait_result("boot")
+        vm.wait_for(lambda: pidfile.exists(), 10, "the pidfile")
+        assert int(pidfile.read_text()) == vm.proc.pid
+        vm.control().request("poweroff")
+        assert vm.wait_exit(30) == 0
+        assert not pidfile.exists()
+
+
+def test_serial_unix_replays_to_late_client(vmm_bin, testguest, tmp_path):
+    path = str(tmp_path / "serial.sock")
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", serial="unix:" + path) as vm:
+        ctl = vm.control()
+        deadline = time.monotonic() + 30
+        data = b""
+        # Connect after the guest booted: the replay must hold the boot facts.
+        time.sleep(0.5)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.settimeout(1)
+        while b"RESULT boot=ok" not in data and time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            data += chunk
+        assert b"RESULT boot=ok" in data
+        assert data.startswith(b"cloison-testguest")
+        # A second client gets the same replay.
+        s2 = socket.socket(socket.AF_UNIX)
+        s2.connect(path)
+        s2.settimeout(5)
+        first = s2.recv(65536)
+        assert first.startswith(b"cloison-testguest")
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0
+        assert not os.path.exists(path)
+
+
+def test_serial_pty(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", serial="pty") as vm:
+        m = vm.wait_for(lambda: re.search(r"serial console on (/dev/pts/\d+)", vm.stderr()),
+                        20, "the pty path on stderr")
+        fd = os.open(m.group(1), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            vm.control().request("reset")  # boot again so output arrives while we read
+            data = b""
+            deadline = time.monotonic() + 30
+            while b"RESULT boot=ok" not in data and time.monotonic() < deadline:
+                try:
+                    data += os.read(fd, 65536)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            assert b"RESULT boot=ok" in data
+        finally:
+            os.close(fd)
+
+
+def test_serial_none_and_file_append(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path / "a", serial="none") as vm:
+        assert vm.wait_exit(60) == 0
+        assert vm.serial() == ""
+    log = tmp_path / "append.log"
+    log.write_text("previous line\n")
+    with Vmm(vmm_bin, testguest, tmp_path / "b", serial="file:%s" % log) as vm:
+        assert vm.wait_exit(60) == 0
+    text = log.read_text()
+    assert text.startswith("previous line\n")
+    assert "RESULT boot=ok" in text
