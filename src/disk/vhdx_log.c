@@ -95,8 +95,8 @@ static void validate_entry(const struct vhdx *v, const uint8_t *log, uint32_t po
 	info->valid = true;
 	info->len = len;
 	info->tail = vhdx_le32(h + 12);
-	info->flushed = vhdx_le64(h + 40);
-	info->last = vhdx_le64(h + 48);
+	info->flushed = vhdx_le64(h + 48);
+	info->last = vhdx_le64(h + 56);
 }
 
 /* Appends the entry at pos to the page list (data pages copied). */
@@ -401,8 +401,8 @@ static uint8_t *build_entry(struct vhdx *v, const struct vhdx_page *pages, int n
 	vhdx_put64(e + 16, seq);
 	vhdx_put32(e + 24, (uint32_t)n);
 	guid_to_le(&v->hdr.log_guid, e + 32);
-	vhdx_put64(e + 40, v->durable_size);
-	vhdx_put64(e + 48, v->file_size);
+	vhdx_put64(e + 48, v->durable_size);
+	vhdx_put64(e + 56, v->file_size);
 	ndata = 0;
 	for (int i = 0; i < n; i++) {
 		uint8_t *d = e + ENTRY_HDR + DESC_SIZE * i;
