@@ -309,13 +309,18 @@ def test_compact_gives_back_zero_blocks(tmp_path, name, bs):
     r = json.loads(ok("compact", p, "--json").stdout)
     assert r["blocks_given_back"] == 3
     after = info(p)
-    assert after["allocated"] == 3 * block
-    assert p.stat().st_blocks < usage_before or after["file_size"] < before["file_size"], \
-        "compact did not give space back to the host"
+    # Either the blocks left the block table (allocation shrinks) or their
+    # space went back to the host (holes): both count, nothing else does.
+    unmapped = before["allocated"] - after["allocated"]
+    freed = (usage_before - p.stat().st_blocks) * 512
+    assert unmapped == 3 * block or freed >= 3 * block, (unmapped, freed)
+    assert r["blocks_unmapped"] * block == unmapped
+    assert r["disk_usage_after"] < r["disk_usage_before"]
     assert sha256(to_raw(p, tmp_path / "after.raw")) == content
     ok("check", p)
-    # Nothing more to do the second time.
-    assert json.loads(ok("compact", p, "--json").stdout)["blocks_given_back"] == 0
+    if unmapped:
+        # Nothing more to do the second time.
+        assert json.loads(ok("compact", p, "--json").stdout)["blocks_given_back"] == 0
 
 
 def test_compact_differencing_keeps_zeroes_that_hide_parent_data(tmp_path):
