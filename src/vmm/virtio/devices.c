@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "vmm/virtio/blk.h"
+#include "vmm/virtio/console.h"
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/rng.h"
 #include "vmm/virtio/virtio.h"
@@ -121,6 +122,27 @@ int virtio_add_rng(struct vm *vm, char *err, size_t errlen)
 	ret = d ? virtio_rng_create(vm, &dev, err, errlen) : -ENOSPC;
 	if (!ret)
 		d->devs[d->ndevs++] = dev;
+	pthread_mutex_unlock(&registry.lock);
+	return ret;
+}
+
+int virtio_add_console(struct vm *vm, const char *spec, char *err, size_t errlen)
+{
+	struct console_spec s;
+	struct vm_devices *d;
+	struct virtio_dev *dev;
+	int ret;
+
+	ret = console_spec_parse(spec, &s, err, errlen);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&registry.lock);
+	d = reserve(vm, err, errlen);
+	ret = d ? virtio_console_create(vm, &s, d->nconsoles, &dev, err, errlen) : -ENOSPC;
+	if (!ret) {
+		d->devs[d->ndevs++] = dev;
+		d->nconsoles++;
+	}
 	pthread_mutex_unlock(&registry.lock);
 	return ret;
 }

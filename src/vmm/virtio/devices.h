@@ -22,6 +22,13 @@ int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen);
 /* entropy from getrandom() */
 int virtio_add_rng(struct vm *vm, char *err, size_t errlen);
 
+/* A virtio-console (one port) whose host side is "unix:PATH" (the worker
+ * listens; one client at a time gets the guest's output and its input
+ * goes to the guest) or "file:PATH" (output appended). Linux calls it
+ * /dev/hvc0. Added by the virtio part for a --console option. */
+int virtio_console_spec_check(const char *spec, char *err, size_t errlen);
+int virtio_add_console(struct vm *vm, const char *spec, char *err, size_t errlen);
+
 /* Quiesces every virtio device (pause) and restarts them (resume); reset
  * returns them all to the just-created state (in-place reboot). */
 void virtio_devices_pause(struct vm *vm);

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "common/util.h"
 #include "vmm/virtio/blk.h"
+#include "vmm/virtio/console.h"
 #include "vmm/virtio/devices.h"
 #include "vmm/virtio/net.h"
 
@@ -123,4 +125,35 @@ int virtio_net_spec_check(const char *spec, char *err, size_t errlen)
 	struct net_spec s;
 
 	return net_spec_parse(spec, &s, err, errlen);
+}
+
+int console_spec_parse(const char *spec, struct console_spec *out, char *err, size_t errlen)
+{
+	const char *path;
+
+	memset(out, 0, sizeof(*out));
+	if (!strncmp(spec, "unix:", 5)) {
+		out->kind = CONSOLE_UNIX;
+		path = spec + 5;
+	} else if (!strncmp(spec, "file:", 5)) {
+		out->kind = CONSOLE_FILE;
+		path = spec + 5;
+	} else {
+		snprintf(err, errlen, "--console: '%s': expected unix:PATH or file:PATH", spec);
+		return -EINVAL;
+	}
+	if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		snprintf(err, errlen, "--console: the path must be 1 to %zu characters",
+			 sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return -EINVAL;
+	}
+	snprintf(out->path, sizeof(out->path), "%s", path);
+	return 0;
+}
+
+int virtio_console_spec_check(const char *spec, char *err, size_t errlen)
+{
+	struct console_spec s;
+
+	return console_spec_parse(spec, &s, err, errlen);
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "virtio_driver.h"
@@ -241,6 +242,52 @@ static void test_rng(void **state)
 	vd_destroy(vm);
 }
 
+static void test_console(void **state)
+{
+	struct vm *vm = vd_create(1);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct vdrv d;
+	char err[256], path[48], got[64] = "";
+	struct vdrv_seg rx = { RXBUF_GPA, 64, true }, tx = { TXBUF_GPA, 11, false };
+	uint32_t used_len;
+	int client;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/test_vcons_%d.sock", (int)getpid());
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	assert_int_equal(virtio_console_spec_check("tcp:1234", err, sizeof(err)), -EINVAL);
+	assert_int_equal(virtio_console_spec_check("unix:", err, sizeof(err)), -EINVAL);
+	snprintf(got, sizeof(got), "unix:%s", path);
+	assert_int_equal(virtio_add_console(vm, got, err, sizeof(err)), 0);
+	/* A second console on a live socket is refused. */
+	assert_int_equal(virtio_add_console(vm, got, err, sizeof(err)), -EADDRINUSE);
+	vdrv_attach(&d, vm, 0);
+	assert_int_equal(vm->devs[0]->config[2] | vm->devs[0]->config[3] << 8, 0x1043);
+	assert_int_not_equal(vdrv_init(&d, F_VERSION_1, 2) & 8, 0);
+	client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(client, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	usleep(50000); /* the event loop accepts */
+	/* guest -> host */
+	memcpy(vdrv_ptr(&d, TXBUF_GPA), "hello host\n", 11);
+	vdrv_post(&d, 1, &tx, 1, 0);
+	vdrv_kick(&d, 1);
+	assert_true(vdrv_wait_used(&d, 1, 3000, NULL, NULL));
+	memset(got, 0, sizeof(got));
+	assert_int_equal(recv(client, got, sizeof(got), 0), 11);
+	assert_string_equal(got, "hello host\n");
+	/* host -> guest */
+	vdrv_post(&d, 0, &rx, 1, 0);
+	vdrv_kick(&d, 0);
+	assert_int_equal(send(client, "hi guest", 8, 0), 8);
+	assert_true(vdrv_wait_used(&d, 0, 3000, NULL, &used_len));
+	assert_int_equal(used_len, 8);
+	assert_memory_equal(vdrv_ptr(&d, RXBUF_GPA), "hi guest", 8);
+	close(client);
+	virtio_devices_destroy(vm);
+	vd_destroy(vm);
+	assert_int_not_equal(access(path, F_OK), 0); /* the socket is removed */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +297,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readable_rx_buffer_needs_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tx_without_frame_needs_reset, setup, teardown),
 		cmocka_unit_test(test_rng),
+		cmocka_unit_test(test_console),
 	};
 	int fd;
 
