@@ -179,8 +179,10 @@ static json_t *cmd_stop_ok(struct control *ctl, const char *what, const char **c
 			   char *message, size_t mlen)
 {
 	enum vm_state s = vm_get_state(ctl->vm);
+	bool poweroff = !strcmp(what, "power off");
 
-	if (s != VM_STATE_RUNNING && s != VM_STATE_PAUSED)
+	if (s != VM_STATE_RUNNING && s != VM_STATE_PAUSED &&
+	    !(poweroff && s == VM_STATE_RESETTING))
 		return invalid_state(ctl, what, code, message, mlen);
 	return json_object();
 }

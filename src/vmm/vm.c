@@ -300,10 +300,29 @@ static void kick_all(struct vm *vm)
 			vcpu_kick(&vm->vcpus[i]);
 }
 
+/* When requests pile up, the more final one wins: a power-off or crash
+ * that arrives during an in-place reset must not be lost. */
+static int stop_rank(enum vm_stop_reason r)
+{
+	switch (r) {
+	case VM_STOP_NONE:
+		return 0;
+	case VM_STOP_RESET:
+		return 1;
+	case VM_STOP_POWEROFF:
+		return 2;
+	case VM_STOP_CRASH:
+		return 3;
+	case VM_STOP_VMM_ERROR:
+		return 4;
+	}
+	return 0;
+}
+
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *detail)
 {
 	pthread_mutex_lock(&vm->lock);
-	if (vm->stop_reason == VM_STOP_NONE) {
+	if (stop_rank(reason) > stop_rank(vm->stop_reason)) {
 		vm->stop_reason = reason;
 		snprintf(vm->stop_detail, sizeof(vm->stop_detail), "%s", detail ? detail : "");
 	}
@@ -888,8 +907,10 @@ int vm_run(struct vm *vm)
 			return 1;
 		}
 		pthread_mutex_lock(&vm->lock);
-		vm->stop_reason = VM_STOP_NONE;
-		vm->stop_detail[0] = 0;
+		if (vm->stop_reason == VM_STOP_RESET) {
+			vm->stop_reason = VM_STOP_NONE;
+			vm->stop_detail[0] = 0;
+		} /* else a power-off or crash came meanwhile: handled next round */
 		vm->pause_requested = false;
 		vm->state = VM_STATE_RUNNING;
 		vm->reset_gen++;

@@ -1,0 +1,230 @@
+"""The control socket and the exit statuses, each checked against what the
+test guest does, not just the reply."""
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from vmmlib import Vmm
+
+pytestmark = pytest.mark.usefixtures("kvm")
+
+
+def counts(vm):
+    return [int(v) for v in vm.result_values("count")]
+
+
+def test_status(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", cpus=2, memory="384M",
+             name="demo") as vm:
+        vm.wait_result("boot")
+        r = vm.control().request("status")
+        assert r["id"] == 1 and r["ok"] is True
+        res = r["result"]
+        assert res["state"] == "running"
+        assert res["name"] == "demo"
+        assert res["vcpus"] == 2
+        assert res["memory"] == 384 << 20
+        assert res["pid"] == vm.proc.pid
+        assert res["uptime_ms"] >= 0
+
+
+def test_pause_stops_the_guest_and_resume_continues(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count") as vm:
+        ctl = vm.control()
+        vm.wait_result("count", 30, count=3)
+        r = ctl.request("pause")
+        assert r["ok"] is True, r
+        ctl.wait_event(lambda e: e == {"event": "state", "state": "paused"})
+        assert ctl.request("status")["result"]["state"] == "paused"
+        time.sleep(0.3)  # output already in flight settles
+        frozen = counts(vm)
+        time.sleep(1.0)
+        assert counts(vm) == frozen, "the guest kept counting while paused"
+        r = ctl.request("resume")
+        assert r["ok"] is True, r
+        ctl.wait_event(lambda e: e == {"event": "state", "state": "running"})
+        vm.wait_result("count", 30, count=len(frozen) + 3)
+        assert counts(vm)[-1] > frozen[-1]
+        assert ctl.request("status")["result"]["state"] == "running"
+
+
+def test_invalid_state(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve") as vm:
+        ctl = vm.control()
+        r = ctl.request("resume")
+        assert r["ok"] is False and r["error"]["code"] == "invalid-state"
+        assert ctl.request("pause")["ok"] is True
+        r = ctl.request("pause")
+        assert r["ok"] is False and r["error"]["code"] == "invalid-state"
+        r = ctl.request("shutdown")
+        assert r["ok"] is False and r["error"]["code"] == "invalid-state"
+        assert ctl.request("resume")["ok"] is True
+
+
+def test_bad_requests(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve") as vm:
+        ctl = vm.control()
+        r = ctl.request("frobnicate")
+        assert r["ok"] is False
+        assert r["error"]["code"] == "unknown-command"
+        assert "frobnicate" in r["error"]["message"]
+        assert "status" in r["error"]["message"]
+        for raw in (b"this is not json\n", b"[1,2]\n", b'{"id":7}\n', b'{"cmd":5}\n'):
+            ctl.send_raw(raw)
+            r = ctl.recv_response()
+            assert r["ok"] is False and r["error"]["code"] == "bad-request", (raw, r)
+        # The id is echoed whatever its type, and the client still works.
+        ctl.send_raw(json.dumps({"id": "abc", "cmd": "status"}) + "\n")
+        assert ctl.recv_response("abc")["ok"] is True
+        # A line past 64 KiB is refused and the connection closed.
+        ctl.send_raw(b"x" * (70 * 1024))
+        r = ctl.recv_response()
+        assert r["error"]["code"] == "bad-request"
+        assert vm.running()
+        assert vm.control().request("status")["ok"] is True
+
+
+def test_poweroff(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count") as vm:
+        vm.wait_result("count")
+        ctl = vm.control()
+        other = vm.control()
+        assert ctl.request("poweroff")["ok"] is True
+        for c in (ctl, other):
+            ev = c.wait_event(lambda e: e.get("event") == "exit")
+            assert ev["reason"] == "poweroff" and ev["status"] == 0
+        assert vm.wait_exit(30) == 0
+        assert not os.path.exists(vm.control_path)
+
+
+def test_reset_reboots_in_place(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", cpus=2) as vm:
+        vm.wait_result("boot")
+        ctl = vm.control()
+        assert ctl.request("reset")["ok"] is True
+        ev = ctl.wait_event(lambda e: e.get("event") == "reset")
+        assert ev["reason"] == "control"
+        ctl.wait_event(lambda e: e == {"event": "state", "state": "running"})
+        vm.wait_result("boot", 30, count=2)
+        assert vm.result_values("cpus_online") == ["2", "2"]
+        assert ctl.request("status")["result"]["state"] == "running"
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0
+
+
+def test_reset_while_paused_runs_again(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count") as vm:
+        vm.wait_result("count")
+        ctl = vm.control()
+        assert ctl.request("pause")["ok"] is True
+        assert ctl.request("reset")["ok"] is True
+        vm.wait_result("boot", 30, count=2)
+        assert ctl.request("status")["result"]["state"] == "running"
+
+
+def test_reset_with_no_reboot_exits_3(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", no_reboot=True) as vm:
+        vm.wait_result("boot")
+        ctl = vm.control()
+        assert ctl.request("reset")["ok"] is True
+        ev = ctl.wait_event(lambda e: e.get("event") == "exit")
+        assert ev["status"] == 3
+        assert vm.wait_exit(30) == 3
+
+
+def test_shutdown_presses_the_power_button(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count") as vm:
+        vm.wait_result("count")
+        ctl = vm.control()
+        assert ctl.request("shutdown")["ok"] is True
+        ctl.wait_event(lambda e: e == {"event": "power-button"})
+        assert vm.wait_exit(30) == 0, vm.tails()
+        assert vm.result_values("power_button") == ["1"]
+        assert vm.result_values("poweroff") == ["1"]
+
+
+def test_shutdown_ignored_by_the_guest(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count acpi=ignore") as vm:
+        vm.wait_result("count")
+        ctl = vm.control()
+        assert ctl.request("shutdown")["ok"] is True
+        n = len(counts(vm))
+        vm.wait_result("count", 30, count=n + 5)  # still counting
+        assert vm.running()
+        assert vm.result_values("power_button") == []
+        assert ctl.request("poweroff")["ok"] is True
+        assert vm.wait_exit(30) == 0
+
+
+def test_guest_reboot(vmm_bin, testguest, tmp_path):
+    # Without --no-reboot the guest reboots in place (and asks again).
+    with Vmm(vmm_bin, testguest, tmp_path / "a", cmdline="reboot") as vm:
+        ctl = vm.control()
+        vm.wait_result("boot", 60, count=3)
+        ev = ctl.wait_event(lambda e: e.get("event") == "reset")
+        assert ev["reason"] == "guest"
+        # Also while a reset is under way, poweroff is honoured.
+        assert ctl.request("poweroff")["ok"] is True
+        assert vm.wait_exit(30) == 0
+    with Vmm(vmm_bin, testguest, tmp_path / "b", cmdline="reboot", no_reboot=True) as vm:
+        assert vm.wait_exit(60) == 3, vm.tails()
+        assert vm.result_values("boot") == ["ok"]
+
+
+def test_guest_crash_exits_4_with_registers(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="triplefault") as vm:
+        ctl = vm.control()
+        assert vm.wait_exit(60) == 4, vm.tails()
+        err = vm.stderr()
+        assert "vCPU 0 registers" in err
+        assert "rip=" in err and "cr0=" in err and "cs " in err
+        assert "crash" in err
+        ev = [e for e in ctl.events if e.get("event") == "exit"]
+        if not ev:
+            try:
+                ev = [ctl.wait_event(lambda e: e.get("event") == "exit", 2)]
+            except AssertionError:
+                ev = []
+        assert ev and ev[0]["status"] == 4 and ev[0]["reason"] == "crash"
+        assert "vCPU 0" in ev[0]["detail"]
+
+
+def test_control_path_in_use(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path / "a", cmdline="run=serve") as vm:
+        vm.wait_result("boot")
+        with Vmm(vmm_bin, testguest, tmp_path / "b", control=False,
+                 extra=["--control", vm.control_path]) as second:
+            assert second.wait_exit(30) == 1
+            assert "in use" in second.stderr()
+            assert second.serial() == ""  # nothing started
+        assert vm.control().request("status")["ok"] is True
+
+
+def test_stale_control_socket_is_replaced(vmm_bin, testguest, tmp_path):
+    path = str(tmp_path / "control.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()  # a socket file nobody listens on
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve") as vm:
+        assert vm.control().request("status")["ok"] is True
+
+
+def test_control_path_not_a_socket(vmm_bin, testguest, tmp_path):
+    path = tmp_path / "control.sock"
+    path.write_text("precious")
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve") as vm:
+        assert vm.wait_exit(30) == 1
+        assert "not a socket" in vm.stderr()
+    assert path.read_text() == "precious"
+
+
+def test_sigterm_stops_the_worker(vmm_bin, testguest, tmp_path):
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve") as vm:
+        vm.wait_result("boot")
+        vm.kill(15)
+        assert vm.wait_exit(30) == 1
+        assert "signal" in vm.stderr()
+        assert not os.path.exists(vm.control_path)
