@@ -262,6 +262,7 @@ void user_main(uint32_t start_info)
 	out("RESULT boot=ok\n");
 
 	for_each_word(g, option_word, NULL);
+	workloads_start(g, &ctx.keep_running);
 	for_each_word(g, action_word, &ctx);
 	if (ctx.keep_running)
 		serve(g, ctx.counting);

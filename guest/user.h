@@ -59,6 +59,8 @@ struct acpi_info {
 };
 
 struct virtio_dev;
+struct blk_dev;
+struct net_dev;
 
 /* All ring-3 state of the guest. One instance, owned by main.c. */
 struct guest {
@@ -80,6 +82,18 @@ struct guest {
 	uint64_t heap_next, heap_end; /* bump allocator, identity mapped */
 	uint32_t bsp_apic_id;
 	volatile uint32_t cpus_online;
+
+	/* Devices, opened on first use (workloads.c). */
+	struct blk_dev *blk0;
+	struct virtio_dev *rng;
+	struct net_dev *net;
+	/* Options for the device workloads. */
+	uint64_t opt_bs, opt_secs;
+	unsigned opt_qd;
+	uint32_t opt_ip;
+	unsigned opt_prefix;
+	bool opt_have_ip;
+	bool net_busy;
 
 	char line[16384]; /* scratch for long RESULT lines */
 };
@@ -193,6 +207,8 @@ void workloads_option(struct guest *g, const char *w, size_t wlen);
 /* Runs an action word: 0, -1 for a bad value, -2 for an unknown word.
  * Sets *keep_running when the guest must serve until powered off. */
 int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_running);
+/* Starts devices that serve for as long as the guest runs (ip=). */
+void workloads_start(struct guest *g, bool *keep_running);
 /* One polling pass over the devices that serve (the NIC). */
 void workloads_serve(struct guest *g);
 bool workloads_busy(struct guest *g);	 /* work was done: do not sleep */

@@ -1,27 +1,129 @@
-/* Device workloads: the command-line words that drive virtio devices. */
-#include "user.h"
+/* The command-line words that drive virtio devices (docs/testguest.md):
+ * options first (bs=, qd=, secs=, ip=), then actions in order. */
+#include "virtio.h"
+
+static bool parse_ip(const char *s, size_t len, uint32_t *ip, unsigned *prefix)
+{
+	uint32_t v = 0;
+	unsigned part = 0, octets = 0;
+	size_t i = 0;
+	bool digit = false;
+
+	for (; i < len && s[i] != '/'; i++) {
+		if (s[i] == '.') {
+			if (!digit || part > 255 || ++octets > 3)
+				return false;
+			v = v << 8 | part;
+			part = 0;
+			digit = false;
+		} else if (s[i] >= '0' && s[i] <= '9') {
+			part = part * 10 + (unsigned)(s[i] - '0');
+			digit = true;
+		} else {
+			return false;
+		}
+	}
+	if (!digit || part > 255 || octets != 3)
+		return false;
+	*ip = v << 8 | part;
+	*prefix = 24;
+	if (i < len) {
+		bool ok;
+		uint64_t p = parse_dec(s + i + 1, len - i - 1, &ok);
+		if (!ok || p > 32)
+			return false;
+		*prefix = (unsigned)p;
+	}
+	return true;
+}
+
+static const char *const option_prefixes[] = { "acpi=", "bs=", "qd=", "secs=", "ip=", NULL };
 
 bool workloads_is_option(const char *w, size_t wlen)
 {
-	return word_is(w, wlen, "acpi=ignore");
+	for (const char *const *p = option_prefixes; *p; p++)
+		if (word_has_prefix(w, wlen, *p))
+			return true;
+	return false;
 }
 
 void workloads_option(struct guest *g, const char *w, size_t wlen)
 {
-	(void)g;
-	(void)w;
-	(void)wlen;
+	const char *end;
+	bool ok;
+
+	if (word_has_prefix(w, wlen, "bs=")) {
+		g->opt_bs = parse_size(w + 3, &end);
+		if ((size_t)(end - w) != wlen)
+			g->opt_bs = 0;
+	} else if (word_has_prefix(w, wlen, "qd=")) {
+		g->opt_qd = (unsigned)parse_dec(w + 3, wlen - 3, &ok);
+	} else if (word_has_prefix(w, wlen, "secs=")) {
+		g->opt_secs = parse_dec(w + 5, wlen - 5, &ok);
+	} else if (word_has_prefix(w, wlen, "ip=")) {
+		g->opt_have_ip = parse_ip(w + 3, wlen - 3, &g->opt_ip, &g->opt_prefix);
+		if (!g->opt_have_ip)
+			out("RESULT bad_word=ip\n");
+	}
+}
+
+static int act_blkfill(struct guest *g, const char *arg, size_t len)
+{
+	bool ok;
+	uint64_t v = parse_dec(arg, len, &ok);
+
+	if (!ok || v > 255)
+		return -1;
+	return blk_fill(g, (uint8_t)v);
+}
+
+static int act_blkbench(struct guest *g, const char *arg, size_t len)
+{
+	static const char *const modes[] = { "randread", "randwrite", "seqread", "seqwrite", NULL };
+
+	for (const char *const *m = modes; *m; m++)
+		if (word_is(arg, len, *m))
+			return blk_bench(g, *m, g->opt_bs ? g->opt_bs : 4096, g->opt_qd ? g->opt_qd : 1,
+					 g->opt_secs ? g->opt_secs : 5);
+	return -1;
 }
 
 int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_running)
 {
-	(void)g;
-	(void)w;
-	(void)wlen;
+	if (word_has_prefix(w, wlen, "blkfill="))
+		return act_blkfill(g, w + 8, wlen - 8);
+	if (word_is(w, wlen, "blksum"))
+		return blk_sum(g);
+	if (word_is(w, wlen, "blkverify"))
+		return blk_verify(g);
+	if (word_is(w, wlen, "blkro"))
+		return blk_readonly_check(g);
+	if (word_has_prefix(w, wlen, "blkbench="))
+		return act_blkbench(g, w + 9, wlen - 9);
+	if (word_is(w, wlen, "rng"))
+		return rng_run(g);
+	if (word_has_prefix(w, wlen, "hostile=")) {
+		if (!word_is(w, wlen, "hostile=blk"))
+			return -1;
+		return hostile_run(g, "blk");
+	}
 	(void)keep_running;
 	return -2;
 }
 
-void workloads_serve(struct guest *g) { (void)g; }
-bool workloads_busy(struct guest *g) { (void)g; return false; }
-bool workloads_active(struct guest *g) { (void)g; return false; }
+void workloads_start(struct guest *g, bool *keep_running)
+{
+	if (!g->opt_have_ip)
+		return;
+	if (net_start(g, g->opt_ip, g->opt_prefix, &g->net) == 0)
+		*keep_running = true;
+}
+
+void workloads_serve(struct guest *g)
+{
+	if (g->net)
+		g->net_busy = net_poll(g->net);
+}
+
+bool workloads_busy(struct guest *g) { return g->net_busy; }
+bool workloads_active(struct guest *g) { return g->net != NULL; }

@@ -1,0 +1,374 @@
+/* A ring-3 virtio-blk driver and its workloads: blkfill, blksum, blkverify,
+ * blkro and blkbench (docs/testguest.md). One queue, requests of three
+ * descriptors (header, data, status), polled completions. */
+#include "virtio.h"
+
+#define VIRTIO_BLK_F_SIZE_MAX (1ULL << 1)
+#define VIRTIO_BLK_F_SEG_MAX (1ULL << 2)
+#define VIRTIO_BLK_F_RO (1ULL << 5)
+#define VIRTIO_BLK_F_FLUSH (1ULL << 9)
+#define T_IN 0
+#define T_OUT 1
+#define T_FLUSH 4
+#define SECTOR 512
+#define CHUNK (1u << 20)
+#define MAX_SLOTS 64
+#define STATUS_PENDING 0xff
+
+struct blk_req_hdr {
+	uint32_t type, reserved;
+	uint64_t sector;
+};
+
+struct blk_slot {
+	struct blk_req_hdr hdr;
+	volatile uint8_t status;
+	bool busy;
+	uint8_t *buf;
+	uint32_t len;
+};
+
+struct blk_dev {
+	struct virtio_dev v;
+	uint64_t capacity; /* bytes */
+	uint32_t max_io;
+	struct blk_slot *slots; /* MAX_SLOTS */
+	int16_t head_slot[VQ_MAX_SIZE];
+};
+
+uint64_t blk_capacity(const struct blk_dev *b) { return b->capacity; }
+
+int blk_open(struct guest *g, unsigned n, struct blk_dev **res)
+{
+	struct blk_dev *b = mm_alloc(g, sizeof(*b), 64);
+	uint64_t want = VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX;
+
+	if (!b || virtio_open(g, VIRTIO_ID_BLK, n, want, 1, &b->v))
+		return -1;
+	b->slots = mm_alloc(g, sizeof(struct blk_slot) * MAX_SLOTS, 64);
+	if (!b->slots)
+		return -1;
+	b->capacity = virtio_cfg64(&b->v, 0) * SECTOR;
+	b->max_io = CHUNK;
+	if (b->v.features & VIRTIO_BLK_F_SIZE_MAX) {
+		uint32_t size_max = virtio_cfg32(&b->v, 8) & ~(SECTOR - 1);
+		if (size_max && size_max < b->max_io)
+			b->max_io = size_max;
+	}
+	virtio_ready(&b->v);
+	out("blk%u: %lu bytes, features 0x%lx, queue %u, max request %u\n", n, b->capacity,
+	    b->v.features, b->v.vq[0].size, b->max_io);
+	*res = b;
+	return 0;
+}
+
+/* Queues one request on slot s (data buffer optional for flush). */
+static int blk_submit(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector, void *buf,
+		      uint32_t len)
+{
+	struct blk_slot *sl = &b->slots[s];
+	struct virtio_buf bufs[3];
+	unsigned n = 0;
+	int head;
+
+	sl->hdr.type = type;
+	sl->hdr.reserved = 0;
+	sl->hdr.sector = sector;
+	sl->status = STATUS_PENDING;
+	bufs[n++] = (struct virtio_buf){ (uint64_t)(uintptr_t)&sl->hdr, sizeof(sl->hdr), false };
+	if (len)
+		bufs[n++] = (struct virtio_buf){ (uint64_t)(uintptr_t)buf, len, type == T_IN };
+	bufs[n++] = (struct virtio_buf){ (uint64_t)(uintptr_t)&sl->status, 1, true };
+	head = virtq_add(&b->v.vq[0], bufs, n);
+	if (head < 0)
+		return -1;
+	b->head_slot[head] = (int16_t)s;
+	sl->busy = true;
+	return 0;
+}
+
+/* A completed slot, or -1 when none is ready. */
+static int blk_reap(struct blk_dev *b)
+{
+	int head = virtq_get(&b->v.vq[0], NULL), s;
+
+	if (head < 0)
+		return -1;
+	s = b->head_slot[head];
+	b->slots[s].busy = false;
+	return s;
+}
+
+static int blk_wait(struct blk_dev *b)
+{
+	int s;
+
+	while ((s = blk_reap(b)) < 0)
+		cpu_relax();
+	return s;
+}
+
+int blk_rw(struct blk_dev *b, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+	if (blk_submit(b, 0, type, sector, buf, len))
+		return -1;
+	virtq_kick(&b->v.vq[0]);
+	return b->slots[blk_wait(b)].status;
+}
+
+static struct blk_dev *first_disk(struct guest *g)
+{
+	if (!g->blk0 && blk_open(g, 0, &g->blk0)) {
+		out("RESULT blk_error=no virtio-blk device\n");
+		return NULL;
+	}
+	return g->blk0;
+}
+
+static int flush(struct blk_dev *b)
+{
+	if (!(b->v.features & VIRTIO_BLK_F_FLUSH))
+		return 0;
+	return blk_rw(b, T_FLUSH, 0, NULL, 0);
+}
+
+/* Runs len bytes of sequential requests of one type from the start of the
+ * disk, qd in flight, calling done() in disk order for each chunk. */
+static int blk_stream(struct guest *g, struct blk_dev *b, uint32_t type, unsigned qd,
+		      void (*prepare)(uint8_t *buf, uint32_t len, uint64_t off, void *arg),
+		      int (*done)(const uint8_t *buf, uint32_t len, uint64_t off, void *arg), void *arg)
+{
+	uint64_t chunks = (b->capacity + b->max_io - 1) / b->max_io, submitted = 0, finished = 0;
+	bool ready[MAX_SLOTS] = { false };
+	int err = 0;
+
+	for (unsigned s = 0; s < qd; s++)
+		if (!b->slots[s].buf && !(b->slots[s].buf = mm_alloc(g, CHUNK, PAGE_SIZE)))
+			return -1;
+	while (finished < chunks) {
+		bool queued = false;
+		int s;
+
+		while (submitted < chunks && submitted - finished < qd) {
+			uint64_t off = submitted * b->max_io;
+			uint32_t len = (uint32_t)(b->capacity - off < b->max_io ? b->capacity - off : b->max_io);
+			unsigned slot = (unsigned)(submitted % qd);
+			if (prepare)
+				prepare(b->slots[slot].buf, len, off, arg);
+			b->slots[slot].len = len;
+			if (blk_submit(b, slot, type, off / SECTOR, b->slots[slot].buf, len))
+				return -1;
+			submitted++;
+			queued = true;
+		}
+		if (queued)
+			virtq_kick(&b->v.vq[0]);
+		while ((s = blk_reap(b)) >= 0)
+			ready[s] = true;
+		s = (int)(finished % qd);
+		if (!ready[s]) {
+			cpu_relax();
+			continue;
+		}
+		ready[s] = false;
+		if (b->slots[s].status != 0 && !err) {
+			out("RESULT blk_io_status=%u offset=%lu\n", b->slots[s].status, finished * b->max_io);
+			err = -1;
+		}
+		if (done && !err)
+			err = done(b->slots[s].buf, b->slots[s].len, finished * b->max_io, arg);
+		finished++;
+	}
+	return err;
+}
+
+static void fill_value(uint8_t *buf, uint32_t len, uint64_t off, void *arg)
+{
+	(void)off;
+	memset(buf, *(const uint8_t *)arg, len);
+}
+
+int blk_fill(struct guest *g, uint8_t value)
+{
+	struct blk_dev *b = first_disk(g);
+	int err, fl;
+
+	if (!b)
+		return -1;
+	err = blk_stream(g, b, T_OUT, 4, fill_value, NULL, &value);
+	fl = flush(b);
+	out("RESULT blk_capacity=%lu\n", b->capacity);
+	out("RESULT blk_flush_status=%d\n", fl);
+	out("RESULT blkfill=%s\n", err || fl ? "error" : "ok");
+	return 0;
+}
+
+static int hash_chunk(const uint8_t *buf, uint32_t len, uint64_t off, void *arg)
+{
+	(void)off;
+	sha256_update(arg, buf, len);
+	return 0;
+}
+
+int blk_sum(struct guest *g)
+{
+	struct blk_dev *b = first_disk(g);
+	struct sha256 sha;
+	uint8_t digest[32];
+	char hex[65];
+
+	if (!b)
+		return -1;
+	sha256_init(&sha);
+	if (blk_stream(g, b, T_IN, 4, NULL, hash_chunk, &sha)) {
+		out("RESULT blksum=error\n");
+		return 0;
+	}
+	sha256_final(&sha, digest);
+	for (int i = 0; i < 32; i++)
+		fmt(hex + 2 * i, 3, "%02x", digest[i]);
+	out("RESULT blk_capacity=%lu\n", b->capacity);
+	out("RESULT blk_sha256=%s\n", hex);
+	return 0;
+}
+
+static uint64_t sector_word(uint64_t off, unsigned i) { return (off / SECTOR) * 0x100000001b3ULL ^ i ^ 0xc10150; }
+
+static void fill_pattern(uint8_t *buf, uint32_t len, uint64_t off, void *arg)
+{
+	uint64_t *w = (uint64_t *)buf;
+	(void)arg;
+	for (uint32_t i = 0; i < len / 8; i++)
+		w[i] = sector_word(off + (uint64_t)i * 8, i % 64);
+}
+
+static int check_pattern(const uint8_t *buf, uint32_t len, uint64_t off, void *arg)
+{
+	const uint64_t *w = (const uint64_t *)buf;
+	uint64_t *bad = arg;
+
+	for (uint32_t i = 0; i < len / 8; i++) {
+		if (w[i] != sector_word(off + (uint64_t)i * 8, i % 64)) {
+			*bad = off + (uint64_t)i * 8;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int blk_verify(struct guest *g)
+{
+	struct blk_dev *b = first_disk(g);
+	uint64_t bad = 0;
+	int err;
+
+	if (!b)
+		return -1;
+	err = blk_stream(g, b, T_OUT, 4, fill_pattern, NULL, NULL);
+	if (!err)
+		err = flush(b);
+	if (!err)
+		err = blk_stream(g, b, T_IN, 4, NULL, check_pattern, &bad);
+	if (err && bad)
+		out("RESULT blkverify=bad offset=%lu\n", bad);
+	else
+		out("RESULT blkverify=%s\n", err ? "error" : "ok");
+	return 0;
+}
+
+int blk_readonly_check(struct guest *g)
+{
+	struct blk_dev *b = first_disk(g);
+	uint8_t *buf;
+	int rd, wr;
+
+	if (!b || !(buf = mm_alloc(g, PAGE_SIZE, PAGE_SIZE)))
+		return -1;
+	out("RESULT blk_readonly=%d\n", (b->v.features & VIRTIO_BLK_F_RO) ? 1 : 0);
+	rd = blk_rw(b, T_IN, 0, buf, SECTOR);
+	out("RESULT blk_read_status=%d\n", rd);
+	/* Writes back what it read, so a writable disk is left unchanged. */
+	wr = blk_rw(b, T_OUT, 0, buf, SECTOR);
+	out("RESULT blk_write_status=%d\n", wr);
+	return 0;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint64_t secs)
+{
+	struct blk_dev *b = first_disk(g);
+	bool rnd = mode[0] == 'r' && mode[1] == 'a', wr = mode[3] == 'w' || mode[4] == 'w';
+	uint64_t blocks, ops = 0, bytes = 0, errors = 0, seq = 0, seed = rdtsc() | 1, t0, t1, end;
+	uint32_t type = wr ? T_OUT : T_IN;
+	unsigned inflight = 0;
+
+	if (!b)
+		return -1;
+	if (bs < SECTOR || bs % SECTOR || bs > b->max_io) {
+		out("RESULT blk_error=bs must be a multiple of 512 up to %u\n", b->max_io);
+		return -1;
+	}
+	if (qd < 1)
+		qd = 1;
+	if (qd > MAX_SLOTS || qd > b->v.vq[0].size / 3u)
+		qd = b->v.vq[0].size / 3u < MAX_SLOTS ? b->v.vq[0].size / 3u : MAX_SLOTS;
+	blocks = b->capacity / bs;
+	if (!blocks)
+		return -1;
+	for (unsigned s = 0; s < qd; s++) {
+		if (!b->slots[s].buf && !(b->slots[s].buf = mm_alloc(g, CHUNK, PAGE_SIZE)))
+			return -1;
+		memset(b->slots[s].buf, 0xa5, bs);
+	}
+	t0 = rdtsc();
+	end = t0 + secs * g->tsc_hz;
+	for (;;) {
+		bool queued = false;
+		int s;
+		bool stop = rdtsc() >= end;
+
+		for (unsigned k = 0; !stop && k < qd; k++) {
+			uint64_t blk;
+			if (b->slots[k].busy)
+				continue;
+			blk = rnd ? xorshift(&seed) % blocks : seq++ % blocks;
+			if (blk_submit(b, k, type, blk * bs / SECTOR, b->slots[k].buf, (uint32_t)bs))
+				break;
+			inflight++;
+			queued = true;
+		}
+		if (queued)
+			virtq_kick(&b->v.vq[0]);
+		while ((s = blk_reap(b)) >= 0) {
+			inflight--;
+			if (b->slots[s].status)
+				errors++;
+			ops++;
+			bytes += bs;
+		}
+		if (stop && !inflight)
+			break;
+	}
+	t1 = rdtsc();
+	{
+		uint64_t ns = (t1 - t0) / g->tsc_hz * 1000000000ULL + (t1 - t0) % g->tsc_hz * 1000000000ULL / g->tsc_hz;
+		out("RESULT blk_mode=%s\n", mode);
+		out("RESULT blk_bs=%lu\n", bs);
+		out("RESULT blk_qd=%u\n", qd);
+		out("RESULT blk_ops=%lu\n", ops);
+		out("RESULT blk_bytes=%lu\n", bytes);
+		out("RESULT blk_ns=%lu\n", ns);
+		out("RESULT blk_iops=%lu\n", ns ? ops * 1000000000UL / ns : 0);
+		out("RESULT blk_mbps=%lu\n", ns ? bytes * 1000UL / ns : 0);
+		out("RESULT blk_errors=%lu\n", errors);
+		out("RESULT blk_kicks=%lu\n", b->v.vq[0].kicks);
+	}
+	return 0;
+}

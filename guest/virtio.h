@@ -1,0 +1,145 @@
+/* Ring-3 virtio 1.x over PCI (modern transport) for the test guest: PCI
+ * config through ECAM (or 0xCF8 via a system call on machines without
+ * MCFG), split virtqueues polled on their used rings, no interrupts. */
+#ifndef GUEST_VIRTIO_H
+#define GUEST_VIRTIO_H
+
+#include "user.h"
+
+#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_BLK 2
+#define VIRTIO_ID_RNG 4
+
+#define VIRTIO_F_VERSION_1 (1ULL << 32)
+
+#define VIRTIO_STATUS_ACK 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define VIRTIO_STATUS_FAILED 0x80
+
+#define VQ_MAX_SIZE 256
+#define VIRTIO_MAX_QUEUES 4
+#define VIRTIO_MAX_DEVS 8
+
+#define VRING_DESC_F_NEXT 1
+#define VRING_DESC_F_WRITE 2
+
+struct vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+struct vring_avail {
+	uint16_t flags, idx;
+	uint16_t ring[];
+};
+
+struct vring_used_elem {
+	uint32_t id, len;
+};
+
+struct vring_used {
+	uint16_t flags, idx;
+	struct vring_used_elem ring[];
+};
+
+struct virtq {
+	uint16_t index, size;
+	volatile struct vring_desc *desc;
+	volatile struct vring_avail *avail;
+	volatile struct vring_used *used;
+	uint16_t free_head, num_free;
+	uint16_t avail_idx, last_used;
+	uint64_t notify_addr;
+	uint64_t kicks;
+};
+
+struct pci_addr {
+	uint8_t bus, dev, fn;
+};
+
+struct virtio_dev {
+	struct guest *g;
+	struct pci_addr pci;
+	unsigned type; /* VIRTIO_ID_* */
+	uint64_t common, notify_base, isr, device_cfg; /* MMIO addresses */
+	uint32_t notify_mult;
+	uint64_t features;
+	unsigned nqueues;
+	struct virtq vq[VIRTIO_MAX_QUEUES];
+};
+
+struct virtio_buf {
+	uint64_t addr;
+	uint32_t len;
+	bool device_writes;
+};
+
+/* --- pci.c --- */
+uint32_t pci_read32(struct guest *g, struct pci_addr a, unsigned off);
+void pci_write32(struct guest *g, struct pci_addr a, unsigned off, uint32_t v);
+/* Finds virtio devices on bus 0: their PCI addresses and types, in slot
+ * order. Returns how many (at most max). */
+unsigned pci_find_virtio(struct guest *g, struct pci_addr *out, unsigned *types, unsigned max);
+
+/* --- virtio.c --- */
+/* Finds the n-th (0-based) virtio device of the type, maps its
+ * capabilities, resets it, negotiates wanted & offered features (VERSION_1
+ * required) and sets up nqueues queues. 0 or -1 (reason printed). */
+int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, unsigned nqueues,
+		struct virtio_dev *d);
+/* Writes DRIVER_OK. */
+void virtio_ready(struct virtio_dev *d);
+/* Resets the device (status 0) and waits for it. */
+void virtio_reset(struct virtio_dev *d);
+uint8_t virtio_status(struct virtio_dev *d);
+uint8_t virtio_cfg8(struct virtio_dev *d, unsigned off);
+uint32_t virtio_cfg32(struct virtio_dev *d, unsigned off);
+uint64_t virtio_cfg64(struct virtio_dev *d, unsigned off);
+
+/* Posts a chain (device-readable buffers first); head id, or -1 when the
+ * queue has too few free descriptors. Does not notify. */
+int virtq_add(struct virtq *q, const struct virtio_buf *bufs, unsigned n);
+/* Publishes what virtq_add posted and notifies the device unless it asked
+ * not to be. */
+void virtq_kick(struct virtq *q);
+/* A finished chain: its head id (and *len written by the device), or -1. */
+int virtq_get(struct virtq *q, uint32_t *len);
+
+/* --- devices --- */
+struct blk_dev;
+int blk_open(struct guest *g, unsigned n, struct blk_dev **res);
+uint64_t blk_capacity(const struct blk_dev *b); /* bytes */
+int blk_fill(struct guest *g, uint8_t value);
+int blk_sum(struct guest *g);
+int blk_verify(struct guest *g);
+int blk_readonly_check(struct guest *g);
+int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint64_t secs);
+/* One synchronous request: VIRTIO_BLK_T_*; returns the status byte or -1. */
+int blk_rw(struct blk_dev *b, uint32_t type, uint64_t sector, void *buf, uint32_t len);
+
+int rng_read(struct guest *g, unsigned n, void *buf, uint32_t len, uint32_t *got);
+int rng_run(struct guest *g);
+
+struct net_dev;
+int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **res);
+/* One polling pass; true if a packet was handled. */
+bool net_poll(struct net_dev *n);
+
+int hostile_run(struct guest *g, const char *target);
+
+/* --- sha256.c --- */
+struct sha256 {
+	uint32_t h[8];
+	uint64_t len;
+	uint8_t buf[64];
+	unsigned used;
+};
+void sha256_init(struct sha256 *s);
+void sha256_update(struct sha256 *s, const void *data, size_t len);
+void sha256_final(struct sha256 *s, uint8_t out[32]);
+
+#endif
