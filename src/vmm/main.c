@@ -58,6 +58,7 @@ enum {
 	OPT_NET,
 	OPT_NO_REBOOT,
 	OPT_PIDFILE,
+	OPT_BOOT_PROTOCOL,
 	OPT_CHECK_HOST,
 	OPT_JSON,
 	OPT_HELP,
@@ -77,6 +78,7 @@ static const struct option long_options[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+	{ "boot-protocol", required_argument, NULL, OPT_BOOT_PROTOCOL },
 	{ "check-host", no_argument, NULL, OPT_CHECK_HOST },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "help", no_argument, NULL, OPT_HELP },
@@ -89,6 +91,7 @@ static void usage(FILE *f)
 	fputs("usage: cloison-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]\n"
 	      "                   [--cpus N] [--serial stdio|file:PATH|unix:PATH|pty|none]\n"
 	      "                   [--control PATH] [--name NAME] [--no-reboot] [--pidfile PATH]\n"
+	      "                   [--boot-protocol auto|linux|pvh]\n"
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
 	      "       cloison-vmm --check-host [--json]\n"
@@ -110,6 +113,9 @@ static void usage(FILE *f)
 	      "  --net SPEC       virtio-net NIC on a tap device, repeatable\n"
 	      "  --no-reboot      exit with status 3 when the guest resets\n"
 	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
+	      "  --boot-protocol auto|linux|pvh\n"
+	      "                   how to enter the kernel (auto: PVH when the ELF has the\n"
+	      "                   note, else the Linux 64-bit boot protocol)\n"
 	      "  --check-host     report whether this host can run cloison (--json for JSON)\n"
 	      "\n"
 	      "Exit status: 0 guest powered off, 1 VMM error, 2 usage error, 3 guest reset\n"
@@ -240,6 +246,16 @@ static int parse_one(struct options *o, int c, const char *arg)
 		if (!*arg)
 			return usage_error("--pidfile: the path is empty");
 		return set_once(&o->pidfile, "--pidfile", arg);
+	case OPT_BOOT_PROTOCOL:
+		if (!strcmp(arg, "auto"))
+			o->vm.protocol = BOOT_PROTO_AUTO;
+		else if (!strcmp(arg, "linux"))
+			o->vm.protocol = BOOT_PROTO_LINUX;
+		else if (!strcmp(arg, "pvh"))
+			o->vm.protocol = BOOT_PROTO_PVH;
+		else
+			return usage_error("--boot-protocol %s: expected auto, linux or pvh", arg);
+		return 0;
 	case OPT_CHECK_HOST:
 		o->check_host = true;
 		return 0;

@@ -587,6 +587,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 			goto out;
 	}
 	in = (struct boot_input){
+		.protocol = vm->cfg.protocol,
 		.kernel = kernel.data,
 		.kernel_len = kernel.len,
 		.initrd = initrd.data,
@@ -598,6 +599,10 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	ret = boot_load_kernel(&vm->mem, &in, &vm->boot, why, sizeof(why));
 	if (ret)
 		ret = fail(err, errlen, -EINVAL, "kernel '%s': %s", vm->cfg.kernel, why);
+	else
+		log_debug("loaded %s: entry 0x%" PRIx64 ", image [0x%" PRIx64 ", 0x%" PRIx64 ")%s",
+			  vm->boot.format, vm->boot.rip, vm->boot.kernel_start, vm->boot.kernel_end,
+			  vm->boot.initrd_gpa ? ", initrd" : "");
 	unmap_file(&initrd);
 out:
 	unmap_file(&kernel);

@@ -42,7 +42,14 @@ enum boot_entry_mode {
 	BOOT_ENTRY_PVH,	    /* flat protected mode, paging off, EBX = start info */
 };
 
+enum boot_protocol {
+	BOOT_PROTO_AUTO = 0, /* by content: bzImage, PVH note, else vmlinux */
+	BOOT_PROTO_LINUX,    /* Linux boot protocol even when a PVH note exists */
+	BOOT_PROTO_PVH,	     /* PVH entry; an image without the note is refused */
+};
+
 struct boot_input {
+	enum boot_protocol protocol;
 	const uint8_t *kernel;
 	size_t kernel_len;
 	const uint8_t *initrd; /* NULL when there is none */

@@ -430,12 +430,20 @@ int boot_load_kernel(struct guest_mem *mem, const struct boot_input *in, struct 
 	if (in->kernel_len == 0)
 		return fail(err, errlen, -ENOEXEC, "the kernel file is empty");
 	if (is_bzimage(in->kernel, in->kernel_len)) {
+		if (in->protocol == BOOT_PROTO_PVH)
+			return fail(err, errlen, -ENOEXEC,
+				    "a bzImage has no PVH entry; use the Linux boot protocol");
 		ret = load_bzimage(mem, in, out, err, errlen);
 	} else if (in->kernel_len >= SELFMAG && !memcmp(in->kernel, ELFMAG, SELFMAG)) {
 		ret = boot_elf_load(mem, in->kernel, in->kernel_len, &elf, err, errlen);
 		if (ret)
 			return ret;
 		ret = pvh_find_entry(in->kernel, in->kernel_len, &pvh_entry);
+		if (ret == -ENOENT && in->protocol == BOOT_PROTO_PVH)
+			return fail(err, errlen, -ENOEXEC,
+				    "the ELF file has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
+		if (ret == 0 && in->protocol == BOOT_PROTO_LINUX)
+			ret = -ENOENT;
 		if (ret == 0) {
 			elf.entry = pvh_entry;
 			ret = pvh_setup(mem, in, &elf, out, err, errlen);
