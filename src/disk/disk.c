@@ -658,6 +658,22 @@ int disk_check(const char *path, bool repair, char *report, size_t len, struct d
 		ret = d->ops->check(d, repair, report, len);
 	if (ret < 0)
 		disk_fail(err, ret, "%s: check failed: %s", path, strerror(-ret));
+	if (ret >= 0 && d->type == DISK_TYPE_DIFFERENCING) {
+		/* the chain is part of the disk: a missing or wrong parent is a
+		 * problem check reports (repair cannot fix it; set-parent can) */
+		struct disk_error perr = { { 0 } };
+		struct disk *full = NULL;
+
+		if (disk_open(path, DISK_OPEN_RDONLY, &full, &perr) == 0) {
+			disk_close(full);
+		} else if (report && len) {
+			size_t used = strnlen(report, len);
+			snprintf(report + used, len - used, "%s\n", perr.msg);
+			ret++;
+		} else {
+			ret++;
+		}
+	}
 	int r = disk_close(d);
 	if (ret >= 0 && r)
 		ret = disk_fail(err, r, "%s: flush failed: %s", path, strerror(-r));

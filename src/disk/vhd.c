@@ -696,12 +696,9 @@ static int alloc_block(struct disk *d, struct vhd *v, uint32_t blk)
 	/* Dynamic disks mark every sector present (unwritten ones read as the
 	 * zeroes the new space holds); differencing disks only what is written. */
 	memset(bitmap, d->type == DISK_TYPE_DIFFERENCING ? 0 : 0xff, v->bitmap_size);
+	/* The old footer is left where it is when the alignment gap holds it:
+	 * no block refers to that space. */
 	ret = pwrite_full(v->mfd, v->footer_raw, VHD_FOOTER_SIZE, (off_t)end);
-	if (!ret && off > v->free_off) {
-		/* the old footer must not look like data of another block */
-		static const uint8_t zero[VHD_FOOTER_SIZE];
-		ret = pwrite_full(v->mfd, zero, VHD_FOOTER_SIZE, (off_t)v->free_off);
-	}
 	if (!ret)
 		ret = pwrite_full(v->mfd, bitmap, v->bitmap_size, (off_t)off);
 	if (ret) {

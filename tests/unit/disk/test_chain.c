@@ -191,10 +191,15 @@ static void test_missing_parent(void **state)
 	assert_memory_equal(buf, mt + 1 * MiB, 1024);
 	assert_int_equal(disk_pread(d, buf, 4096, 0), -ENXIO);
 	assert_int_equal(disk_close(d), 0);
+	/* check reports the broken chain */
+	char report[1024];
+	assert_int_equal(disk_check(top, false, report, sizeof(report), &err), 1);
+	assert_non_null(strstr(report, "not found"));
 	/* set-parent re-points mid at the moved base */
 	assert_int_equal(disk_set_parent(scratch_path(s, "mid.vhd"), scratch_path(s, "gone.vhd"),
 					 &err), 0);
 	verify(top, mt);
+	assert_int_equal(disk_check(top, false, report, sizeof(report), &err), 0);
 	free(mb);
 	free(mm);
 	free(mt);
