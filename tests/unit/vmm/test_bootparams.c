@@ -411,6 +411,30 @@ static void test_pvh_bad(void **state)
 	assert_int_equal(load(f), 0);
 }
 
+static void test_protocol_choice(void **state)
+{
+	struct fixture *f = *state;
+
+	/* A PVH ELF entered through the Linux 64-bit protocol. */
+	make_elf64(f, 0x100000, 0x100010, 0x100020, 4);
+	f->in.protocol = BOOT_PROTO_LINUX;
+	assert_int_equal(load(f), 0);
+	assert_int_equal(f->out.mode, BOOT_ENTRY_LINUX64);
+	assert_int_equal(f->out.rip, 0x100010);
+	free(f->img);
+	/* PVH asked for, but no note. */
+	make_elf64(f, 0x100000, 0x100010, 0, 0);
+	f->in.protocol = BOOT_PROTO_PVH;
+	assert_int_equal(load(f), -ENOEXEC);
+	assert_non_null(strstr(f->err, "PVH"));
+	free(f->img);
+	/* A bzImage has no PVH entry. */
+	make_bzimage(f, 0x20f, XLF_KERNEL_64);
+	assert_int_equal(load(f), -ENOEXEC);
+	f->in.protocol = BOOT_PROTO_AUTO;
+	assert_int_equal(load(f), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +447,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_elf32_without_pvh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pvh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pvh_bad, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_protocol_choice, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
