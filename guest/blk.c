@@ -372,3 +372,6 @@ int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint6
 	}
 	return 0;
 }
+
+struct virtq *blk_queue(struct blk_dev *b) { return &b->v.vq[0]; }
+struct virtio_dev *blk_virtio(struct blk_dev *b) { return &b->v; }

@@ -118,6 +118,9 @@ int blk_sum(struct guest *g);
 int blk_verify(struct guest *g);
 int blk_readonly_check(struct guest *g);
 int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint64_t secs);
+/* For hostile.c, which writes descriptors by hand. */
+struct virtq *blk_queue(struct blk_dev *b);
+struct virtio_dev *blk_virtio(struct blk_dev *b);
 /* One synchronous request: VIRTIO_BLK_T_*; returns the status byte or -1. */
 int blk_rw(struct blk_dev *b, uint32_t type, uint64_t sector, void *buf, uint32_t len);
 
