@@ -13,28 +13,50 @@
 
 #define SIZE (24 * MiB)
 
+/* Each test runs for VHD and for VHDX (the prestate picks the format). */
+struct chain_state {
+	struct scratch s; /* first: tests use it as their scratch */
+	enum disk_format fmt;
+};
+
+static enum disk_format fmt_vhd = DISK_FORMAT_VHD, fmt_vhdx = DISK_FORMAT_VHDX;
+
+/* The format under test, for the helpers (set by setup). */
+static enum disk_format cur_fmt;
+
 static int setup(void **state)
 {
-	struct scratch *s = calloc(1, sizeof(*s));
+	struct chain_state *st = calloc(1, sizeof(*st));
 
-	if (!s || scratch_make(s, "test_chain"))
+	if (!st || scratch_make(&st->s, "test_chain"))
 		return -1;
-	*state = s;
+	st->fmt = *state ? *(enum disk_format *)*state : DISK_FORMAT_VHD;
+	cur_fmt = st->fmt;
+	*state = st;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct scratch *s = *state;
-	int ret = scratch_remove(s);
+	struct chain_state *st = *state;
+	int ret = scratch_remove(&st->s);
 
-	free(s);
+	free(st);
 	return ret;
+}
+
+/* "<dir>/<stem>.vhd" or ".vhdx" for the format under test. */
+static const char *img(struct scratch *s, const char *stem)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "%s.%s", stem, disk_format_name(cur_fmt));
+	return scratch_path(s, name);
 }
 
 static void create(const char *path, enum disk_type type, const char *parent)
 {
-	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = type,
+	struct disk_create_opts o = { .format = cur_fmt, .type = type,
 				      .size = parent ? 0 : SIZE, .parent = parent };
 	struct disk_error err = { 0 };
 	int ret = disk_create(path, &o, &err);
@@ -79,9 +101,9 @@ static void verify(const char *path, const uint8_t *model)
 /* base <- mid <- top, each written at overlapping and separate places. */
 static void make_chain(struct scratch *s, uint8_t *m_base, uint8_t *m_mid, uint8_t *m_top)
 {
-	const char *base = scratch_path(s, "base.vhd");
-	const char *mid = scratch_path(s, "mid.vhd");
-	const char *top = scratch_path(s, "top.vhd");
+	const char *base = img(s, "base");
+	const char *mid = img(s, "mid");
+	const char *top = img(s, "top");
 
 	create(base, DISK_TYPE_DYNAMIC, NULL);
 	put(base, m_base, 0, 6 * MiB, 1);
@@ -107,11 +129,11 @@ static void test_three_levels(void **state)
 	struct disk *d;
 
 	make_chain(s, mb, mm, mt);
-	verify(scratch_path(s, "top.vhd"), mt);
-	verify(scratch_path(s, "mid.vhd"), mm);
-	verify(scratch_path(s, "base.vhd"), mb);
+	verify(img(s, "top"), mt);
+	verify(img(s, "mid"), mm);
+	verify(img(s, "base"), mb);
 
-	assert_int_equal(disk_open(scratch_path(s, "top.vhd"), DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_open(img(s, "top"), DISK_OPEN_RDONLY, &d, &err), 0);
 	disk_get_info(d, &info);
 	assert_int_equal(info.type, DISK_TYPE_DIFFERENCING);
 	assert_true(info.has_parent);
@@ -135,7 +157,7 @@ static void test_three_levels(void **state)
 	assert_int_equal(disk_close(d), 0);
 
 	/* discard in a child brings the parent's data back; write_zeroes hides it */
-	const char *top = scratch_path(s, "top.vhd");
+	const char *top = img(s, "top");
 	assert_int_equal(disk_open(top, 0, &d, &err), 0);
 	assert_int_equal(disk_discard(d, 10 * MiB, 64 * 1024), 0);
 	memcpy(mt + 10 * MiB, mm + 10 * MiB, 64 * 1024);
@@ -148,11 +170,11 @@ static void test_three_levels(void **state)
 
 	/* the parent-less view qemu has of the child: what the child wrote is
 	 * in its allocated blocks */
-	if (have_tool("qemu-img")) {
+	if (cur_fmt == DISK_FORMAT_VHD && have_tool("qemu-img")) {
 		const char *out = scratch_path(s, "q.raw");
 		size_t len;
 		assert_int_equal(run_cmd("qemu-img convert -f vpc -O raw '%s' '%s'",
-					 scratch_path(s, "mid.vhd"), out), 0);
+					 img(s, "mid"), out), 0);
 		uint8_t *q = slurp(out, &len);
 		assert_int_equal(len, SIZE);
 		assert_memory_equal(q + 1 * MiB + 512, mm + 1 * MiB + 512, 4096);
@@ -168,14 +190,14 @@ static void test_missing_parent(void **state)
 {
 	struct scratch *s = *state;
 	uint8_t *mb = calloc(1, SIZE), *mm = calloc(1, SIZE), *mt = calloc(1, SIZE);
-	const char *top = scratch_path(s, "top.vhd");
+	const char *top = img(s, "top");
 	struct disk_error err = { 0 };
 	struct disk_info info;
 	struct disk *d = NULL;
 	uint8_t buf[4096];
 
 	make_chain(s, mb, mm, mt);
-	assert_int_equal(rename(scratch_path(s, "base.vhd"), scratch_path(s, "gone.vhd")), 0);
+	assert_int_equal(rename(img(s, "base"), img(s, "gone")), 0);
 	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
 	assert_null(d);
 	print_message("%s\n", err.msg);
@@ -196,7 +218,7 @@ static void test_missing_parent(void **state)
 	assert_int_equal(disk_check(top, false, report, sizeof(report), &err), 1);
 	assert_non_null(strstr(report, "not found"));
 	/* set-parent re-points mid at the moved base */
-	assert_int_equal(disk_set_parent(scratch_path(s, "mid.vhd"), scratch_path(s, "gone.vhd"),
+	assert_int_equal(disk_set_parent(img(s, "mid"), img(s, "gone"),
 					 &err), 0);
 	verify(top, mt);
 	assert_int_equal(disk_check(top, false, report, sizeof(report), &err), 0);
@@ -209,10 +231,10 @@ static void test_mismatched_parent(void **state)
 {
 	struct scratch *s = *state;
 	uint8_t *mb = calloc(1, SIZE), *mm = calloc(1, SIZE), *mt = calloc(1, SIZE);
-	const char *top = scratch_path(s, "top.vhd");
-	const char *mid = scratch_path(s, "mid.vhd");
-	const char *base = scratch_path(s, "base.vhd");
-	const char *other = scratch_path(s, "other.vhd");
+	const char *top = img(s, "top");
+	const char *mid = img(s, "mid");
+	const char *base = img(s, "base");
+	const char *other = img(s, "other");
 	struct disk_error err = { 0 };
 	uint8_t *before, *after;
 	size_t blen, alen;
@@ -220,7 +242,7 @@ static void test_mismatched_parent(void **state)
 
 	make_chain(s, mb, mm, mt);
 	/* another disk of the same size takes the parent's place */
-	assert_int_equal(rename(base, scratch_path(s, "real-base.vhd")), 0);
+	assert_int_equal(rename(base, img(s, "real-base")), 0);
 	create(other, DISK_TYPE_DYNAMIC, NULL);
 	assert_int_equal(rename(other, base), 0);
 	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
@@ -232,16 +254,25 @@ static void test_mismatched_parent(void **state)
 	struct disk *real, *fake;
 	struct disk_info ri, fi;
 	char rs[GUID_STR_LEN], fs[GUID_STR_LEN];
-	assert_int_equal(disk_open(scratch_path(s, "real-base.vhd"), DISK_OPEN_RDONLY, &real, &err),
+	assert_int_equal(disk_open(img(s, "real-base"), DISK_OPEN_RDONLY, &real, &err),
 			 0);
 	assert_int_equal(disk_open(base, DISK_OPEN_RDONLY, &fake, &err), 0);
 	disk_get_info(real, &ri);
 	disk_get_info(fake, &fi);
 	disk_close(real);
 	disk_close(fake);
+	/* the message names the id the child expects (VHD: the parent's unique
+	 * id; VHDX: its DataWriteGuid), and for VHD the impostor's id */
+	struct disk_info mi;
+	assert_int_equal(disk_open(mid, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &d, &err), 0);
+	disk_get_info(d, &mi);
+	assert_int_equal(disk_close(d), 0);
 	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
-	assert_non_null(strstr(err.msg, guid_to_string(&ri.disk_id, rs)));
-	assert_non_null(strstr(err.msg, guid_to_string(&fi.disk_id, fs)));
+	assert_non_null(strstr(err.msg, guid_to_string(&mi.parent_linkage, rs)));
+	if (cur_fmt == DISK_FORMAT_VHD) {
+		assert_non_null(strstr(err.msg, guid_to_string(&ri.disk_id, rs)));
+		assert_non_null(strstr(err.msg, guid_to_string(&fi.disk_id, fs)));
+	}
 	/* set-parent to the wrong disk is refused and changes nothing */
 	before = slurp(mid, &blen);
 	assert_int_equal(disk_set_parent(mid, base, &err), -EINVAL);
@@ -251,9 +282,11 @@ static void test_mismatched_parent(void **state)
 	assert_memory_equal(before, after, blen);
 	free(before);
 	free(after);
-	/* a parent whose time stamp changed is refused too */
-	assert_int_equal(rename(scratch_path(s, "real-base.vhd"), base), 0);
+	assert_int_equal(rename(img(s, "real-base"), base), 0);
 	verify(top, mt);
+	if (cur_fmt != DISK_FORMAT_VHD)
+		goto out;
+	/* VHD: a parent whose time stamp changed is refused too */
 	uint8_t f[512];
 	struct stat st;
 	assert_int_equal(stat(base, &st), 0);
@@ -264,6 +297,7 @@ static void test_mismatched_parent(void **state)
 	assert_int_equal(patch_file(base, 0, f, 512), 0);
 	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "time stamp"));
+out:
 	free(mb);
 	free(mm);
 	free(mt);
@@ -272,9 +306,9 @@ static void test_mismatched_parent(void **state)
 static void test_cycle(void **state)
 {
 	struct scratch *s = *state;
-	const char *p = scratch_path(s, "p.vhd");
-	const char *a = scratch_path(s, "a.vhd");
-	const char *b = scratch_path(s, "b.vhd");
+	const char *p = img(s, "p");
+	const char *a = img(s, "a");
+	const char *b = img(s, "b");
 	struct disk_error err = { 0 };
 	struct disk *d = NULL;
 
@@ -289,7 +323,7 @@ static void test_cycle(void **state)
 	assert_non_null(strstr(err.msg, "loops"));
 	assert_int_equal(disk_open(a, DISK_OPEN_RDONLY, &d, &err), -ELOOP);
 	/* and a disk that is its own parent */
-	assert_int_equal(rename(a, scratch_path(s, "a2.vhd")), 0);
+	assert_int_equal(rename(a, img(s, "a2")), 0);
 	assert_int_equal(symlink(p, a), 0); /* a.vhd -> p.vhd (b), b's parent is a */
 	assert_int_equal(disk_open(p, DISK_OPEN_RDONLY, &d, &err), -ELOOP);
 }
@@ -302,14 +336,14 @@ static void test_depth(void **state)
 	struct disk *d = NULL;
 	uint8_t sec[512], back[512];
 
-	snprintf(prev, sizeof(prev), "%s", scratch_path(s, "d0.vhd"));
+	snprintf(prev, sizeof(prev), "%s", img(s, "d0"));
 	create(prev, DISK_TYPE_DYNAMIC, NULL);
 	memset(sec, 0x42, sizeof(sec));
 	uint8_t *model = calloc(1, SIZE);
 	put(prev, model, 0, 512, 9);
 	free(model);
 	for (int i = 1; i < DISK_MAX_CHAIN; i++) {
-		snprintf(cur, sizeof(cur), "%s/d%d.vhd", s->dir, i);
+		snprintf(cur, sizeof(cur), "%s/d%d.%s", s->dir, i, disk_format_name(cur_fmt));
 		create(cur, DISK_TYPE_DIFFERENCING, prev);
 		snprintf(prev, sizeof(prev), "%s", cur);
 	}
@@ -321,7 +355,8 @@ static void test_depth(void **state)
 	assert_memory_equal(back, want, 512);
 	assert_int_equal(disk_close(d), 0);
 	/* one more is refused */
-	snprintf(cur, sizeof(cur), "%s/d%d.vhd", s->dir, DISK_MAX_CHAIN);
+	snprintf(cur, sizeof(cur), "%s/d%d.%s", s->dir, DISK_MAX_CHAIN,
+		 disk_format_name(cur_fmt));
 	create(cur, DISK_TYPE_DIFFERENCING, prev);
 	assert_int_equal(disk_open(cur, DISK_OPEN_RDONLY, &d, &err), -ELOOP);
 	print_message("%s\n", err.msg);
@@ -334,73 +369,86 @@ static void test_depth(void **state)
 static void test_mixed_formats(void **state)
 {
 	struct scratch *s = *state;
-	const char *raw = scratch_path(s, "p.img");
-	const char *p = scratch_path(s, "p.vhd");
-	const char *c = scratch_path(s, "c.vhd");
-	struct disk_create_opts o = { .format = DISK_FORMAT_RAW, .type = DISK_TYPE_FIXED,
-				      .size = SIZE };
+	enum disk_format other = cur_fmt == DISK_FORMAT_VHD ? DISK_FORMAT_VHDX : DISK_FORMAT_VHD;
+	enum disk_format others[] = { DISK_FORMAT_RAW, other };
+	const char *p = img(s, "p");
+	const char *c = img(s, "c");
 	struct disk_error err = { 0 };
 	struct disk *d = NULL;
 
-	assert_int_equal(disk_create(raw, &o, &err), 0);
-	/* a VHD child of a raw parent is refused at creation */
-	o.format = DISK_FORMAT_VHD;
-	o.type = DISK_TYPE_DIFFERENCING;
-	o.size = 0;
-	o.parent = raw;
-	assert_int_equal(disk_create(c, &o, &err), -EINVAL);
-	assert_non_null(strstr(err.msg, "mixed"));
-	assert_int_equal(access(c, F_OK), -1);
-	/* and at open, when another format takes the parent's place */
-	create(p, DISK_TYPE_DYNAMIC, NULL);
-	create(c, DISK_TYPE_DIFFERENCING, p);
-	assert_int_equal(rename(raw, p), 0);
-	assert_int_equal(disk_open(c, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
-	print_message("%s\n", err.msg);
-	assert_non_null(strstr(err.msg, "mixed"));
-	/* a child must have its parent's size */
-	o.parent = c;
-	o.size = SIZE * 2;
-	/* c cannot be opened (its parent is raw now): an error, and no file */
-	assert_int_equal(disk_create(scratch_path(s, "x.vhd"), &o, &err), -EINVAL);
-	assert_non_null(strstr(err.msg, "mixed"));
-	assert_int_equal(access(scratch_path(s, "x.vhd"), F_OK), -1);
+	for (size_t i = 0; i < ARRAY_SIZE(others); i++) {
+		const char *foreign = scratch_path(s, "foreign");
+		struct disk_create_opts o = { .format = others[i], .type = DISK_TYPE_DYNAMIC,
+					      .size = SIZE };
+
+		unlink(foreign);
+		unlink(c);
+		unlink(p);
+		assert_int_equal(disk_create(foreign, &o, &err), 0);
+		/* a child of another format's parent is refused at creation */
+		o.format = cur_fmt;
+		o.type = DISK_TYPE_DIFFERENCING;
+		o.size = 0;
+		o.parent = foreign;
+		assert_int_equal(disk_create(c, &o, &err), -EINVAL);
+		print_message("%s\n", err.msg);
+		assert_non_null(strstr(err.msg, "mixed"));
+		assert_int_equal(access(c, F_OK), -1);
+		/* and at open, when another format takes the parent's place */
+		create(p, DISK_TYPE_DYNAMIC, NULL);
+		create(c, DISK_TYPE_DIFFERENCING, p);
+		assert_int_equal(rename(foreign, p), 0);
+		assert_int_equal(disk_open(c, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
+		print_message("%s\n", err.msg);
+		assert_non_null(strstr(err.msg, "mixed"));
+		assert_null(d);
+		/* nor can a child be made on the broken chain */
+		o.parent = c;
+		assert_int_equal(disk_create(img(s, "x"), &o, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "mixed"));
+		assert_int_equal(access(img(s, "x"), F_OK), -1);
+	}
 }
 
 static void test_child_size(void **state)
 {
 	struct scratch *s = *state;
-	const char *p = scratch_path(s, "p.vhd");
-	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DIFFERENCING,
+	const char *p = img(s, "p");
+	struct disk_create_opts o = { .format = cur_fmt, .type = DISK_TYPE_DIFFERENCING,
 				      .size = SIZE * 2, .parent = p };
 	struct disk_error err = { 0 };
 
 	create(p, DISK_TYPE_DYNAMIC, NULL);
-	assert_int_equal(disk_create(scratch_path(s, "c.vhd"), &o, &err), -EINVAL);
+	assert_int_equal(disk_create(img(s, "c"), &o, &err), -EINVAL);
+	print_message("%s\n", err.msg);
 	assert_non_null(strstr(err.msg, "differs"));
-	assert_int_equal(access(scratch_path(s, "c.vhd"), F_OK), -1);
+	assert_int_equal(access(img(s, "c"), F_OK), -1);
 	/* the relative locator wins when the pair moves together */
-	create(scratch_path(s, "c.vhd"), DISK_TYPE_DIFFERENCING, p);
+	create(img(s, "c"), DISK_TYPE_DIFFERENCING, p);
 	assert_int_equal(run_cmd("mkdir '%s/moved' && mv '%s' '%s' '%s/moved/'", s->dir, p,
-				 scratch_path(s, "c.vhd"), s->dir), 0);
+				 img(s, "c"), s->dir), 0);
 	struct disk *d;
 	char moved[256];
-	snprintf(moved, sizeof(moved), "%s/moved/c.vhd", s->dir);
+	snprintf(moved, sizeof(moved), "%s/moved/c.%s", s->dir, disk_format_name(cur_fmt));
 	assert_int_equal(disk_open(moved, DISK_OPEN_RDONLY, &d, &err), 0);
 	assert_non_null(strstr(disk_path(disk_parent(d)), "/moved/"));
 	assert_int_equal(disk_close(d), 0);
 }
 
+#define BOTH(t)                                                                \
+	{ #t "_vhd", t, setup, teardown, &fmt_vhd },                           \
+	{ #t "_vhdx", t, setup, teardown, &fmt_vhdx }
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_three_levels, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_missing_parent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mismatched_parent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cycle, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mixed_formats, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_child_size, setup, teardown),
+		BOTH(test_three_levels),
+		BOTH(test_missing_parent),
+		BOTH(test_mismatched_parent),
+		BOTH(test_cycle),
+		BOTH(test_depth),
+		BOTH(test_mixed_formats),
+		BOTH(test_child_size),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
