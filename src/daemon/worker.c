@@ -389,6 +389,34 @@ static int reap(struct vm *vm, pid_t pid, bool child)
 	return vm->exit_seen ? vm->exit_status : INT32_MIN;
 }
 
+/* Reads the worker's replies and events until it goes away. While the VM
+ * is starting the worker may still report "starting" (not yet running its
+ * vCPUs), so status is asked again every few milliseconds until it runs. */
+static void monitor_follow(struct vm *vm, int fd, char *line, size_t len)
+{
+	static const char status_req[] = "{\"id\":0,\"cmd\":\"status\"}\n";
+
+	if (write_full(fd, status_req, sizeof(status_req) - 1))
+		return;
+	for (;;) {
+		pthread_mutex_lock(&vm->d->lock);
+		bool starting = vm->state == VM_STARTING;
+		pthread_mutex_unlock(&vm->d->lock);
+		if (starting) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			int n = poll(&p, 1, 10);
+			if (n == 0) {
+				if (write_full(fd, status_req, sizeof(status_req) - 1))
+					return;
+				continue;
+			}
+		}
+		if (read_line(fd, line, len) <= 0)
+			return;
+		handle_line(vm, line);
+	}
+}
+
 struct monitor_args {
 	struct vm *vm;
 	pid_t pid;
@@ -415,9 +443,7 @@ static void *monitor_main(void *arg)
 		pthread_mutex_lock(&d->lock);
 		vm->monitor_fd = fd;
 		pthread_mutex_unlock(&d->lock);
-		if (write_full(fd, "{\"id\":0,\"cmd\":\"status\"}\n", 24) == 0)
-			while (read_line(fd, line, sizeof(line)) > 0)
-				handle_line(vm, line);
+		monitor_follow(vm, fd, line, sizeof(line));
 		pthread_mutex_lock(&d->lock);
 		vm->monitor_fd = -1;
 		bool detached = d->shutting_down;

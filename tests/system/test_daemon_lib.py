@@ -1,0 +1,199 @@
+"""Helpers for the cloisond system tests (imported by test_daemon_*.py and
+test_cli_vm*.py): a daemon with a private state dir and socket, the real CLI
+against it, raw HTTP over the unix socket, and console reading. No tests
+here: pytest collects this module and finds none."""
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import binary, run
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+
+class Daemon:
+    """A cloisond on a private state dir; the socket lives in a short /tmp
+    dir because sun_path holds 108 bytes."""
+
+    def __init__(self, state_dir, extra_args=()):
+        self.bin = binary("cloisond")
+        self.cli_bin = binary("cloison")
+        self.vmm = binary("cloison-vmm")
+        self.guest = binary("cloison-testguest")
+        self.state_dir = str(state_dir)
+        self.sockdir = tempfile.mkdtemp(prefix="cld")
+        os.chmod(self.sockdir, 0o755)
+        self.socket = os.path.join(self.sockdir, "api.sock")
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.log_path = os.path.join(self.sockdir, "cloisond.log")
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bin), "--state-dir", self.state_dir, "--socket", self.socket,
+             "--vmm", str(self.vmm)] + self.extra_args,
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail("cloisond exited with %d:\n%s" % (self.proc.returncode, self.log()))
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(self.socket)
+                s.close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        pytest.fail("cloisond did not listen on %s:\n%s" % (self.socket, self.log()))
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, sig=signal.SIGQUIT, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def cli(self, *args, user=None, timeout=120, stdin=None):
+        cmd = [str(self.cli_bin)] + [str(a) for a in args]
+        env = dict(os.environ, CLOISON_SOCKET=self.socket)
+        if user:
+            cmd = ["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups",
+                   "--reset-env", "env", "CLOISON_SOCKET=" + self.socket] + cmd
+        return run(cmd, env=env, timeout=timeout, stdin=stdin)
+
+    def ok(self, *args, **kw):
+        r = self.cli(*args, **kw)
+        assert r.returncode == 0, "cloison %s -> %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s" % (
+            " ".join(map(str, args)), r.returncode, r.stdout, r.stderr, self.log()[-3000:])
+        return r
+
+    def json(self, *args, **kw):
+        return json.loads(self.ok(*(list(args) + ["--json"]), **kw).stdout)
+
+    def vm(self, name):
+        return self.json("vm", "show", name)
+
+    def state(self, name):
+        return self.vm(name)["state"]
+
+    def wait_state(self, name, state, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = self.vm(name)
+            if v["state"] == state:
+                return v
+            time.sleep(0.05)
+        pytest.fail("VM %s did not reach %s: %s" % (name, state, self.vm(name)))
+
+    def http(self, method, path, body=None, headers=None):
+        c = UnixHTTPConnection(self.socket)
+        hdrs = dict(headers or {})
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=body, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        try:
+            return r.status, json.loads(data) if data else None
+        except ValueError:
+            return r.status, data
+
+    def create(self, name, cmdline="", *extra):
+        self.ok("vm", "create", name, "--kernel", self.guest, "--cmdline", cmdline,
+                "--memory", "128M", *extra)
+
+    def console_until(self, name, needle, timeout=60):
+        """Attaches `cloison vm console` and reads until needle appears;
+        returns everything read."""
+        env = dict(os.environ, CLOISON_SOCKET=self.socket)
+        p = subprocess.Popen([str(self.cli_bin), "vm", "console", name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        out = b""
+        deadline = time.time() + timeout
+        try:
+            while time.time() < deadline and needle.encode() not in out:
+                r, _, _ = select.select([p.stdout], [], [], 0.5)
+                if r:
+                    chunk = os.read(p.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    out += chunk
+        finally:
+            p.kill()
+            p.wait()
+        text = out.decode(errors="replace")
+        assert needle in text, "console of %s never showed %r; got:\n%s\nstderr: %s" % (
+            name, needle, text[-2000:], p.stderr.read().decode(errors="replace"))
+        return text
+
+    def worker_pids(self):
+        pids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    argv = f.read().split(b"\0")
+                cwd = os.readlink("/proc/%s/cwd" % name)
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"cloison-vmm") and cwd.startswith(self.state_dir):
+                pids.append(int(name))
+        return pids
+
+    def cleanup(self):
+        """Stops the daemon and kills every worker it left (tests leave
+        nothing running)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(tmp_path, kvm):
+    d = Daemon(tmp_path / "state").start()
+    yield d
+    d.cleanup()
