@@ -723,7 +723,6 @@ static int verb_console(struct common *c, int argc, char **argv)
 			if (n <= 0) {
 				/* End of input: keep showing output until the VM stops. */
 				stdin_open = false;
-				shutdown(fd, SHUT_WR);
 				continue;
 			}
 			if (tty && memchr(buf, 0x1d, (size_t)n))

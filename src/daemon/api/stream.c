@@ -196,9 +196,9 @@ static void *console_main(void *arg)
 		if (client_open && p[0].revents & (POLLIN | POLLHUP | POLLERR))
 			if (!pump(c->client, c->serial_fd)) {
 				/* The client closed its sending side (stdin at EOF):
-				 * keep showing the guest's output. */
+				 * keep showing the guest's output, and do not pass the
+				 * half-close on (the worker would drop us). */
 				client_open = false;
-				shutdown(c->serial_fd, SHUT_WR);
 			}
 	}
 	close(c->serial_fd);
