@@ -38,6 +38,7 @@ struct pci_device {
 	uint8_t slot;
 	uint8_t last_cap; /* offset of the last capability, 0 = none */
 	struct pci_msix *msix;
+	uint16_t cap_end; /* first free config byte after the capabilities (pci.c's) */
 	/* Optional: called after the guest wrote config (after the write
 	 * landed in config[]). */
 	void (*config_written)(struct pci_device *dev, unsigned off, unsigned len);
@@ -70,6 +71,17 @@ int pci_device_add_cap(struct pci_device *dev, const void *cap, unsigned len);
  * PCI MMIO window (naturally aligned) and enables decoding for them.
  * 0 or -errno (-ENOSPC when the bus is full). */
 int pci_bus_add_device(struct pci_bus *bus, struct pci_device *dev);
+
+/* Takes dev off the bus: unmaps its BARs, frees its MSI-X state (routes,
+ * irqfds, eventfds) and frees the slot. Call before freeing dev, with the
+ * vCPUs stopped or paused. */
+void pci_bus_remove_device(struct pci_bus *bus, struct pci_device *dev);
+
+/* Returns every device to its power-on configuration (in-place reboot):
+ * command register and BARs as pci_bus_add_device left them, MSI-X off
+ * with all vectors masked and nothing pending. Device models reset their
+ * own state separately. */
+void pci_bus_reset(struct pci_bus *bus);
 
 /* MSI-X: nvec vectors, table and PBA in BAR bar at the given offsets (the
  * BAR's own ops must forward accesses in those ranges to pci_msix_access;
