@@ -57,10 +57,10 @@ int tap_adopt_fd(int fd, int vnet_hdr_len, char ifname[IFNAMSIZ])
 
 	memset(&ifr, 0, sizeof(ifr));
 	if (ioctl(fd, TUNGETIFF, &ifr) < 0)
-		return errno == EBADF ? -EBADF : -EINVAL;
+		return errno == EBADF ? -EBADF : -ENOTTY;
 	if ((ifr.ifr_flags & (IFF_TAP | IFF_TUN)) != IFF_TAP || !(ifr.ifr_flags & IFF_NO_PI) ||
 	    !(ifr.ifr_flags & IFF_VNET_HDR))
-		return -EINVAL;
+		return -ENOTTY;
 	ret = setup_fd(fd, vnet_hdr_len);
 	if (ret)
 		return ret;

@@ -23,7 +23,7 @@ int tap_open(const char *name, int vnet_hdr_len, char ifname[IFNAMSIZ]);
 
 /* Checks that fd is a tap with IFF_VNET_HDR and no packet info (a tap
  * passed in by whoever started us), sets the header size and makes it
- * non-blocking. 0 or -errno (-EINVAL: not such a tap). */
+ * non-blocking. 0 or -errno (-ENOTTY: not such a tap; -EBADF: no such fd). */
 int tap_adopt_fd(int fd, int vnet_hdr_len, char ifname[IFNAMSIZ]);
 
 /* Tells the tap which offloads the guest accepts (TAP_OFFLOAD_*). */

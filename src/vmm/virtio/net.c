@@ -282,7 +282,7 @@ static int open_tap(struct net *n, char *err, size_t errlen)
 	ret = tap_adopt_fd(n->spec.fd, NET_HDR_LEN, n->ifname);
 	if (ret) {
 		snprintf(err, errlen, "fd %d: %s", n->spec.fd,
-			 ret == -EINVAL ? "not a tap opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR"
+			 ret == -ENOTTY ? "not a tap opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR"
 					: strerror(-ret));
 		return ret;
 	}

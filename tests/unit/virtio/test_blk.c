@@ -455,7 +455,8 @@ static void test_bad_specs(void **state)
 			 -EINVAL);
 	assert_int_equal(virtio_net_spec_check("fd=x", err, sizeof(err)), -EINVAL);
 	/* fd 0 is not a tap */
-	assert_int_equal(virtio_add_net(vm, "fd=0", err, sizeof(err)), -EINVAL);
+	assert_int_equal(virtio_add_net(vm, "fd=0", err, sizeof(err)), -ENOTTY);
+	assert_non_null(strstr(err, "not a tap"));
 	vd_destroy(vm);
 }
 
