@@ -202,6 +202,8 @@ int inventory_create(struct daemon *d, struct vm_config *cfg, struct vm **out, c
 int inventory_save(struct vm *vm);
 /* Removes the config and runtime files (never disks) and unlinks vm. */
 int inventory_remove(struct daemon *d, struct vm *vm);
+/* Frees every VM (daemon exit; no monitor thread may run). */
+void inventory_free_all(struct daemon *d);
 /* Persists the runtime status (state, reason) of vm; caller holds d->lock. */
 void inventory_save_status(struct vm *vm);
 
@@ -242,6 +244,8 @@ void worker_detach_all(struct daemon *d);
 /* ---- events (events.c) ---- */
 /* Queues an event (caller holds d->lock); takes ownership of j. */
 void events_push_locked(struct daemon *d, const char *type, json_t *j);
+/* Frees the ring (daemon exit). */
+void events_free_all(struct daemon *d);
 
 /* ---- roles (auth.c) ---- */
 struct peer {

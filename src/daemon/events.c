@@ -30,3 +30,11 @@ void events_push_locked(struct daemon *d, const char *type, json_t *j)
 	json_decref(j);
 	pthread_cond_broadcast(&d->cond);
 }
+
+void events_free_all(struct daemon *d)
+{
+	for (size_t i = 0; i < EVENT_RING_SIZE; i++) {
+		free(d->ring[i].json);
+		d->ring[i].json = NULL;
+	}
+}

@@ -64,6 +64,15 @@ struct vm *inventory_get(struct daemon *d, const char *name_or_id)
 	return vm;
 }
 
+void inventory_free_all(struct daemon *d)
+{
+	while (d->vms) {
+		struct vm *vm = d->vms;
+		d->vms = vm->next;
+		vm_free(vm);
+	}
+}
+
 void inventory_put(struct daemon *d, struct vm *vm)
 {
 	pthread_mutex_lock(&d->lock);

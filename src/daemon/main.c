@@ -319,5 +319,12 @@ out:
 		close(d->listen_fd);
 	unlink(d->socket_path);
 	log_info("stopped");
+	if (status == 0) {
+		inventory_free_all(d);
+		events_free_all(d);
+		for (unsigned i = 0; i < d->n_admins; i++)
+			free(d->admins[i]);
+		free(d);
+	}
 	return status;
 }

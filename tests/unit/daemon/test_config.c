@@ -1,0 +1,180 @@
+/* VM configuration: the create/set body parser refuses what it must (by
+ * field name) and the stored schema round-trips. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "daemon/daemon.h"
+
+static int apply(struct vm_config *c, const char *body, bool create, char *err, size_t len)
+{
+	json_error_t jerr;
+	json_t *j = json_loads(body, JSON_ALLOW_NUL, &jerr);
+	bool hw;
+
+	assert_non_null(j);
+	int r = vm_config_apply_json(c, j, create, &hw, err, len);
+	json_decref(j);
+	return r;
+}
+
+static void expect_refused(const char *body, bool create, const char *needle)
+{
+	struct vm_config c = { 0 };
+	char err[512] = "";
+
+	assert_int_equal(apply(&c, body, create, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, needle))
+		fail_msg("body %s: error '%s' does not mention '%s'", body, err, needle);
+	vm_config_clear(&c);
+}
+
+static void test_create_defaults(void **state)
+{
+	struct vm_config c = { 0 };
+	char err[512];
+
+	assert_int_equal(apply(&c, "{\"name\":\"a\",\"kernel\":\"/k\"}", true, err, sizeof(err)), 0);
+	assert_string_equal(c.name, "a");
+	assert_int_equal(c.cpus, 1);
+	assert_int_equal(c.memory, 256ULL << 20);
+	assert_int_equal(c.generation, 1);
+	assert_string_equal(c.cmdline, "");
+	assert_null(c.initrd);
+	vm_config_clear(&c);
+}
+
+static void test_create_refusals(void **state)
+{
+	expect_refused("{\"kernel\":\"/k\"}", true, "'name' is required");
+	expect_refused("{\"name\":\"a\"}", true, "'kernel' is required");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"x\":1}", true, "unknown field 'x'");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"k\"}", true, "absolute path");
+	expect_refused("{\"name\":\"a\",\"kernel\":5}", true, "'kernel' must be a string");
+	expect_refused("{\"name\":\"a/b\",\"kernel\":\"/k\"}", true, "not a valid VM name");
+	expect_refused("{\"name\":\"\",\"kernel\":\"/k\"}", true, "not a valid VM name");
+	expect_refused("{\"name\":\"-a\",\"kernel\":\"/k\"}", true, "not a valid VM name");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cpus\":0}", true, "between 1 and 255");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cpus\":256}", true, "between 1 and 255");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cpus\":1.5}", true, "must be an integer");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"memory\":1048576}", true, "'memory'");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"memory\":134217729}", true, "multiple of 1 MiB");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"generation\":2}", true, "generation");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"disks\":{}}", true, "must be an array");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"disks\":[\"/d\",\"/d\"]}", true, "attached twice");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"disks\":[{\"readonly\":true}]}", true,
+		       "'disks[0].path' is required");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"disks\":[{\"path\":\"/d\",\"ro\":1}]}", true,
+		       "unknown field 'disks[0].ro'");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"network_adapters\":[{\"mac\":\"auto\"}]}", true,
+		       "'network_adapters[0].tap' is required");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"network_adapters\":[{\"tap\":\"t\",\"mac\":\"01:00:00:00:00:01\"}]}",
+		       true, "unicast MAC");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"network_adapters\":[{\"tap\":\"a/b\"}]}", true,
+		       "tap device name");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"automatic_stop_action\":\"save\"}", true,
+		       "keep-running, shutdown, turn-off");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"operators\":[\"bad user\"]}", true,
+		       "user name");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cmdline\":\"a\\u0000b\"}", true, "NUL");
+	expect_refused("[]", true, "must be a JSON object");
+	/* Set-only fields are not create fields. */
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"add_disks\":[]}", true, "unknown field 'add_disks'");
+	/* Name and id cannot change through set. */
+	expect_refused("{\"name\":\"b\"}", false, "unknown field 'name'");
+}
+
+static void test_set_lists_and_hw_flag(void **state)
+{
+	struct vm_config c = { 0 };
+	char err[512];
+	bool hw;
+	json_t *j;
+
+	assert_int_equal(apply(&c, "{\"name\":\"a\",\"kernel\":\"/k\",\"disks\":[\"/d1\"],"
+				   "\"operators\":[\"alice\"]}", true, err, sizeof(err)), 0);
+	j = json_loads("{\"notes\":\"n\",\"add_operators\":[\"bob\",\"alice\"]}", 0, NULL);
+	assert_int_equal(vm_config_apply_json(&c, j, false, &hw, err, sizeof(err)), 0);
+	json_decref(j);
+	assert_false(hw);
+	assert_int_equal(c.n_operators, 2);
+	j = json_loads("{\"remove_operators\":[\"alice\"],\"add_disks\":[{\"path\":\"/d2\",\"readonly\":true}]}", 0, NULL);
+	assert_int_equal(vm_config_apply_json(&c, j, false, &hw, err, sizeof(err)), 0);
+	json_decref(j);
+	assert_true(hw);
+	assert_int_equal(c.n_operators, 1);
+	assert_string_equal(c.operators[0], "bob");
+	assert_int_equal(c.n_disks, 2);
+	assert_true(c.disks[1].readonly);
+	j = json_loads("{\"remove_disks\":[\"/nope\"]}", 0, NULL);
+	assert_int_equal(vm_config_apply_json(&c, j, false, &hw, err, sizeof(err)), -EINVAL);
+	json_decref(j);
+	assert_non_null(strstr(err, "not attached"));
+	j = json_loads("{\"remove_operators\":[\"carol\"]}", 0, NULL);
+	assert_int_equal(vm_config_apply_json(&c, j, false, &hw, err, sizeof(err)), -EINVAL);
+	json_decref(j);
+	vm_config_clear(&c);
+}
+
+static void test_roundtrip(void **state)
+{
+	struct vm_config c = { 0 }, back, copy;
+	char err[512];
+
+	assert_int_equal(apply(&c, "{\"name\":\"rt\",\"kernel\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"x y\","
+				   "\"cpus\":4,\"memory\":536870912,\"disks\":[{\"path\":\"/d\",\"readonly\":true}],"
+				   "\"network_adapters\":[{\"tap\":\"tap0\",\"mac\":\"02:AA:bb:00:00:01\"}],"
+				   "\"automatic_start_action\":\"start\",\"automatic_start_delay\":5,"
+				   "\"automatic_stop_action\":\"turn-off\",\"notes\":\"hello\",\"operators\":[\"op\"]}",
+			       true, err, sizeof(err)), 0);
+	assert_int_equal(guid_generate(&c.id), 0);
+	vm_config_stamp(&c);
+	json_t *j = vm_config_to_json(&c);
+	assert_int_equal(json_integer_value(json_object_get(j, "schema_version")), CONFIG_SCHEMA_VERSION);
+	assert_int_equal(vm_config_from_json(j, &back, err, sizeof(err)), 0);
+	json_t *j2 = vm_config_to_json(&back);
+	assert_true(json_equal(j, j2));
+	assert_string_equal(back.nics[0].mac, "02:aa:bb:00:00:01");
+	assert_false(back.nics[0].mac_auto);
+	assert_int_equal(vm_config_copy(&copy, &back), 0);
+	json_t *j3 = vm_config_to_json(&copy);
+	assert_true(json_equal(j, j3));
+	json_decref(j);
+	json_decref(j2);
+	json_decref(j3);
+	vm_config_clear(&c);
+	vm_config_clear(&back);
+	vm_config_clear(&copy);
+}
+
+static void test_stored_schema_checks(void **state)
+{
+	struct vm_config c;
+	char err[512];
+	json_t *j = json_loads("{\"schema_version\":2,\"id\":\"00000000-0000-4000-8000-000000000001\"}", 0, NULL);
+
+	assert_int_equal(vm_config_from_json(j, &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "schema_version"));
+	json_decref(j);
+	j = json_loads("{\"schema_version\":1,\"id\":\"nope\"}", 0, NULL);
+	assert_int_equal(vm_config_from_json(j, &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "'id'"));
+	json_decref(j);
+	vm_config_clear(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_create_defaults),
+		cmocka_unit_test(test_create_refusals),
+		cmocka_unit_test(test_set_lists_and_hw_flag),
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_stored_schema_checks),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
