@@ -789,7 +789,7 @@ int cli_vm(int argc, char **argv)
 
 	if (argc < 2) {
 		vm_usage(stderr);
-		return CLI_EXIT_USAGE;
+		return cli_error(CLI_EXIT_USAGE, "expected a verb after 'cloison vm'");
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		vm_usage(stdout);
