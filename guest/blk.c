@@ -43,7 +43,7 @@ int blk_open(struct guest *g, unsigned n, struct blk_dev **res)
 	struct blk_dev *b = mm_alloc(g, sizeof(*b), 64);
 	uint64_t want = VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX;
 
-	if (!b || virtio_open(g, VIRTIO_ID_BLK, n, want, 1, &b->v))
+	if (!b || virtio_open(g, VIRTIO_ID_BLK, n, want, 1, 0, &b->v))
 		return -1;
 	b->slots = mm_alloc(g, sizeof(struct blk_slot) * MAX_SLOTS, 64);
 	if (!b->slots)

@@ -49,9 +49,9 @@ static void publish(struct virtq *q, uint16_t head)
 
 static void step_loop(struct hostile *h, struct virtq *q)
 {
+	/* Readable only, so the loop itself is the first thing wrong. */
 	set_desc(q, 0, (uint64_t)(uintptr_t)h->hdr, 16, VRING_DESC_F_NEXT, 1);
-	set_desc(q, 1, (uint64_t)(uintptr_t)h->buf, 512, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2);
-	set_desc(q, 2, (uint64_t)(uintptr_t)h->status, 1, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 0);
+	set_desc(q, 1, (uint64_t)(uintptr_t)h->buf, 512, VRING_DESC_F_NEXT, 0);
 	publish(q, 0);
 }
 

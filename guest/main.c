@@ -185,8 +185,15 @@ static void serve(struct guest *g, bool counting)
 			out("RESULT count=%lu\n", ++count);
 			next += COUNT_PERIOD_NS;
 		}
-		if (!workloads_busy(g))
-			timer_sleep_ns(g, workloads_active(g) ? 1000000 : 10000000);
+		if (!workloads_busy(g)) {
+			uint64_t ns = workloads_idle_ns(g), now = timer_ns(g);
+			if (counting && next > now && next - now < ns)
+				ns = next - now;
+			if (ns)
+				timer_wait_ns(g, ns);
+			else
+				cpu_relax();
+		}
 	}
 }
 

@@ -154,6 +154,8 @@ static void handle_frame(struct net_dev *n, uint8_t *f, uint32_t len)
 		answer_ip(n, f, len);
 }
 
+bool net_wakes(const struct net_dev *n) { return n->v.wake; }
+
 bool net_poll(struct net_dev *n)
 {
 	bool any = false;
@@ -196,7 +198,7 @@ int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **re
 {
 	struct net_dev *n = mm_alloc(g, sizeof(*n), 64);
 
-	if (!n || virtio_open(g, VIRTIO_ID_NET, 0, VIRTIO_NET_F_MAC, 2, &n->v)) {
+	if (!n || virtio_open(g, VIRTIO_ID_NET, 0, VIRTIO_NET_F_MAC, 2, 1u << 0, &n->v)) {
 		out("RESULT net_error=no usable virtio-net device\n");
 		return -1;
 	}
@@ -223,6 +225,7 @@ int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **re
 	announce(n);
 	out("RESULT net_mac=%02x:%02x:%02x:%02x:%02x:%02x\n", n->mac[0], n->mac[1], n->mac[2],
 	    n->mac[3], n->mac[4], n->mac[5]);
+	out("net: %s\n", n->v.wake ? "MSI-X wake-ups" : "polling every 1 ms");
 	out("RESULT net_ip=%u.%u.%u.%u/%u\n", ip >> 24, ip >> 16 & 0xff, ip >> 8 & 0xff, ip & 0xff,
 	    prefix);
 	*res = n;

@@ -11,7 +11,7 @@ static struct virtio_dev *rng_dev(struct guest *g, unsigned n)
 	if (n == 0 && g->rng)
 		return g->rng;
 	d = mm_alloc(g, sizeof(*d), 64);
-	if (!d || virtio_open(g, VIRTIO_ID_RNG, n, 0, 1, d))
+	if (!d || virtio_open(g, VIRTIO_ID_RNG, n, 0, 1, 0, d))
 		return NULL;
 	virtio_ready(d);
 	if (n == 0)

@@ -106,6 +106,19 @@ void timer_init(struct guest *g)
 	    g->tsc_deadline ? "tsc-deadline" : "lapic one-shot");
 }
 
+void timer_wait_ns(struct guest *g, uint64_t ns)
+{
+	uint64_t deadline = rdtsc() + timer_ns_to_tsc(g, ns);
+
+	if (g->tsc_deadline) {
+		sys_call(SYS_IDLE, deadline, 0, 0, 0);
+	} else {
+		uint64_t ticks = (ns / 1000000 + 1) * g->lapic_ticks_per_ms;
+		lapic_write(LAPIC_TIMER_INIT, ticks > 0xffffffffu ? 0xffffffffu : (uint32_t)ticks);
+		sys_call(SYS_IDLE, 0, 0, 0, 0);
+	}
+}
+
 void timer_sleep_ns(struct guest *g, uint64_t ns)
 {
 	uint64_t deadline = rdtsc() + timer_ns_to_tsc(g, ns);

@@ -94,6 +94,7 @@ struct guest {
 	unsigned opt_prefix;
 	bool opt_have_ip;
 	bool net_busy;
+	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
 
 	char line[16384]; /* scratch for long RESULT lines */
 };
@@ -185,6 +186,9 @@ uint64_t timer_ns(const struct guest *g); /* since boot, from the TSC */
 uint64_t timer_ns_to_tsc(const struct guest *g, uint64_t ns);
 /* Sleeps in hlt (not spinning) for ns. */
 void timer_sleep_ns(struct guest *g, uint64_t ns);
+/* One hlt: returns after at most about ns, or on any interrupt (a device's
+ * MSI-X wake-up) sooner. */
+void timer_wait_ns(struct guest *g, uint64_t ns);
 void busy_wait_us(const struct guest *g, uint64_t us);
 
 /* --- smp.c --- */
@@ -212,6 +216,8 @@ void workloads_start(struct guest *g, bool *keep_running);
 /* One polling pass over the devices that serve (the NIC). */
 void workloads_serve(struct guest *g);
 bool workloads_busy(struct guest *g);	 /* work was done: do not sleep */
-bool workloads_active(struct guest *g); /* a device serves: sleep briefly */
+/* How long the serve loop may sleep before polling again (ns): short for a
+ * NIC without interrupts, long when its MSI-X wakes the guest. */
+uint64_t workloads_idle_ns(struct guest *g);
 
 #endif

@@ -21,6 +21,8 @@
 #define CC_Q_USED 0x30
 
 #define CAP_VENDOR 0x09
+#define CAP_MSIX 0x11
+#define CC_MSIX_CONFIG 0x10
 #define CAP_COMMON 1
 #define CAP_NOTIFY 2
 #define CAP_ISR 3
@@ -98,6 +100,34 @@ static void add_status(struct virtio_dev *d, uint8_t bits)
 	wr8(d->common + CC_STATUS, (uint8_t)(virtio_status(d) | bits));
 }
 
+/* MSI-X table entry 0 -> VEC_WAKE on the BSP, function enabled. */
+static bool msix_setup(struct virtio_dev *d)
+{
+	struct guest *g = d->g;
+	uint8_t off = (uint8_t)(pci_read32(g, d->pci, 0x34) & 0xfc);
+
+	for (int guard = 0; off && guard < 48; guard++) {
+		uint32_t hdr = pci_read32(g, d->pci, off);
+
+		if ((hdr & 0xff) == CAP_MSIX) {
+			uint32_t tbl = pci_read32(g, d->pci, off + 4u);
+			uint64_t base = bar_address(g, d->pci, tbl & 7);
+			uint64_t entry = base + (tbl & ~7u);
+
+			if (!base || mm_map(g, entry, entry + 16, true))
+				return false;
+			mmio_write32(entry, (uint32_t)LAPIC_BASE | g->bsp_apic_id << 12);
+			mmio_write32(entry + 4, 0);
+			mmio_write32(entry + 8, VEC_WAKE);
+			mmio_write32(entry + 12, 0); /* unmasked */
+			pci_write32(g, d->pci, off, (hdr & ~(1u << 30)) | 1u << 31);
+			return true;
+		}
+		off = (uint8_t)((hdr >> 8) & 0xfc);
+	}
+	return false;
+}
+
 static int setup_queue(struct virtio_dev *d, uint16_t index)
 {
 	struct virtq *q = &d->vq[index];
@@ -120,7 +150,9 @@ static int setup_queue(struct virtio_dev *d, uint16_t index)
 		q->desc[i].next = (uint16_t)(i + 1);
 	q->num_free = q->size;
 	wr16(d->common + CC_Q_SIZE, q->size);
-	wr16(d->common + CC_Q_MSIX, 0xffff); /* no interrupts: we poll */
+	wr16(d->common + CC_Q_MSIX, d->wake_queues >> index & 1 ? 0 : 0xffff);
+	if (d->wake_queues >> index & 1 && rd16(d->common + CC_Q_MSIX) != 0)
+		d->wake = false;
 	mmio_write32(d->common + CC_Q_DESC, (uint32_t)(uintptr_t)q->desc);
 	mmio_write32(d->common + CC_Q_DESC + 4, (uint32_t)((uint64_t)(uintptr_t)q->desc >> 32));
 	mmio_write32(d->common + CC_Q_AVAIL, (uint32_t)(uintptr_t)q->avail);
@@ -141,7 +173,7 @@ static uint64_t read_features(struct virtio_dev *d)
 }
 
 int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, unsigned nqueues,
-		struct virtio_dev *d)
+		uint32_t wake_queues, struct virtio_dev *d)
 {
 	struct pci_addr addrs[VIRTIO_MAX_DEVS];
 	unsigned types[VIRTIO_MAX_DEVS], found = pci_find_virtio(g, addrs, types, VIRTIO_MAX_DEVS);
@@ -192,6 +224,11 @@ int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, uns
 	d->nqueues = nqueues;
 	if (rd16(d->common + CC_NUM_QUEUES) < nqueues)
 		return -1;
+	if (wake_queues && msix_setup(d)) {
+		d->wake = true;
+		d->wake_queues = wake_queues;
+		wr16(d->common + CC_MSIX_CONFIG, 0xffff);
+	}
 	for (unsigned i = 0; i < nqueues; i++) {
 		if (setup_queue(d, (uint16_t)i)) {
 			out("virtio: queue %u set-up failed\n", i);

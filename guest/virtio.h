@@ -69,6 +69,8 @@ struct virtio_dev {
 	uint32_t notify_mult;
 	uint64_t features;
 	unsigned nqueues;
+	bool wake; /* MSI-X wake-ups are set up */
+	uint32_t wake_queues;
 	struct virtq vq[VIRTIO_MAX_QUEUES];
 };
 
@@ -88,9 +90,12 @@ unsigned pci_find_virtio(struct guest *g, struct pci_addr *out, unsigned *types,
 /* --- virtio.c --- */
 /* Finds the n-th (0-based) virtio device of the type, maps its
  * capabilities, resets it, negotiates wanted & offered features (VERSION_1
- * required) and sets up nqueues queues. 0 or -1 (reason printed). */
+ * required) and sets up nqueues queues. Queues in the wake_queues bit mask
+ * get MSI-X vector 0, which sends VEC_WAKE to the BSP: it only ends a
+ * SYS_IDLE early (completions are still found by polling); d->wake says
+ * whether that worked. 0 or -1 (reason printed). */
 int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, unsigned nqueues,
-		struct virtio_dev *d);
+		uint32_t wake_queues, struct virtio_dev *d);
 /* Writes DRIVER_OK. */
 void virtio_ready(struct virtio_dev *d);
 /* Resets the device (status 0) and waits for it. */
@@ -129,6 +134,8 @@ int rng_run(struct guest *g);
 
 struct net_dev;
 int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **res);
+/* True when the NIC's receive queue wakes the guest through MSI-X. */
+bool net_wakes(const struct net_dev *n);
 /* One polling pass; true if a packet was handled. */
 bool net_poll(struct net_dev *n);
 

@@ -37,7 +37,7 @@ static bool parse_ip(const char *s, size_t len, uint32_t *ip, unsigned *prefix)
 	return true;
 }
 
-static const char *const option_prefixes[] = { "acpi=", "bs=", "qd=", "secs=", "ip=", NULL };
+static const char *const option_prefixes[] = { "acpi=", "bs=", "qd=", "secs=", "ip=", "idle=", NULL };
 
 bool workloads_is_option(const char *w, size_t wlen)
 {
@@ -60,6 +60,8 @@ void workloads_option(struct guest *g, const char *w, size_t wlen)
 		g->opt_qd = (unsigned)parse_dec(w + 3, wlen - 3, &ok);
 	} else if (word_has_prefix(w, wlen, "secs=")) {
 		g->opt_secs = parse_dec(w + 5, wlen - 5, &ok);
+	} else if (word_is(w, wlen, "idle=poll")) {
+		g->opt_idle_poll = true;
 	} else if (word_has_prefix(w, wlen, "ip=")) {
 		g->opt_have_ip = parse_ip(w + 3, wlen - 3, &g->opt_ip, &g->opt_prefix);
 		if (!g->opt_have_ip)
@@ -126,4 +128,11 @@ void workloads_serve(struct guest *g)
 }
 
 bool workloads_busy(struct guest *g) { return g->net_busy; }
-bool workloads_active(struct guest *g) { return g->net != NULL; }
+uint64_t workloads_idle_ns(struct guest *g)
+{
+	if (g->opt_idle_poll)
+		return 0;
+	if (g->net && !net_wakes(g->net))
+		return 1000000;
+	return 10000000;
+}
