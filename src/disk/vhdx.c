@@ -302,7 +302,7 @@ static int vhdx_open(struct disk *d, struct disk_error *err)
 {
 	struct vhdx *v;
 	struct stat st;
-	char ident[8];
+	uint8_t *ident = NULL;
 	int ret;
 
 	v = calloc(1, sizeof(*v));
@@ -317,13 +317,16 @@ static int vhdx_open(struct disk *d, struct disk_error *err)
 		goto fail;
 	}
 	v->file_size = v->durable_size = (uint64_t)st.st_size;
-	if (v->file_size < VHDX_HEADER_SECTION || pread_full(d->fd, ident, 8, 0) ||
+	ident = alloc_aligned(4096); /* aligned: the file may be O_DIRECT */
+	if (!ident || v->file_size < VHDX_HEADER_SECTION || pread_full(d->fd, ident, 4096, 0) ||
 	    memcmp(ident, "vhdxfile", 8)) {
+		free(ident);
 		ret = disk_fail(err, -EINVAL, "%s: VHDX: not a VHDX file or truncated (%llu bytes, "
 				"the header section alone is 1 MiB)", d->path,
 				(unsigned long long)v->file_size);
 		goto fail;
 	}
+	free(ident);
 	ret = vhdx_parse_headers(v, err);
 	if (!ret)
 		ret = vhdx_log_replay(v, err);

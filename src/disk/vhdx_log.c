@@ -113,9 +113,8 @@ static int collect_entry(struct vhdx *v, const uint8_t *entry, struct vhdx_page 
 		if (!memcmp(d, "desc", 4)) {
 			const uint8_t *s = entry + (uint64_t)(ds + ndata++) * VHDX_LOG_SECTOR;
 
-			p.data = malloc(VHDX_LOG_SECTOR);
-			if (!p.data)
-				return -ENOMEM;
+			if (posix_memalign((void **)&p.data, 4096, VHDX_LOG_SECTOR))
+				return -ENOMEM; /* aligned: the file may be O_DIRECT */
 			memcpy(p.data, d + 8, 8);
 			memcpy(p.data + 8, s + 8, 4084);
 			memcpy(p.data + 4092, d + 4, 4);
@@ -252,7 +251,8 @@ int vhdx_log_replay(struct vhdx *v, struct disk_error *err)
 		return disk_fail(err, -EINVAL, "%s: VHDX: log of %u bytes is absurdly large", path,
 				 v->log_len);
 	nsect = v->log_len / VHDX_LOG_SECTOR;
-	log = malloc(v->log_len);
+	if (posix_memalign((void **)&log, 4096, v->log_len))
+		log = NULL;
 	entry = malloc(v->log_len);
 	info = calloc(nsect, sizeof(*info));
 	if (!log || !entry || !info) {
