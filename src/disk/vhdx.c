@@ -668,7 +668,11 @@ static int vhdx_flush(struct disk *d)
 /* Zeroes file bytes [off, off+len): a hole where the filesystem can. */
 static int zero_file_range(struct vhdx *v, uint64_t off, uint64_t len)
 {
-	if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+	/* a fixed disk keeps its space allocated (LeaveBlockAllocated) */
+	int mode = v->leave_allocated ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+				      : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+
+	if (fallocate(v->fd, mode, (off_t)off, (off_t)len) == 0)
 		return 0;
 	for (uint64_t done = 0; done < len;) {
 		size_t n = (size_t)MIN(len - done, (uint64_t)ZERO_BUF);

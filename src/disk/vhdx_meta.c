@@ -626,8 +626,8 @@ int vhdx_parse_metadata(struct vhdx *v, struct disk_error *err)
 	m = v->meta;
 	v->block_size = vhdx_le32(m + items[MI_PARAMS].off);
 	flags = vhdx_le32(m + items[MI_PARAMS].off + 4);
-	v->leave_allocated = flags & 1;
 	v->has_parent = flags & 2;
+	v->leave_allocated = (flags & 1) && !v->has_parent; /* ignored with a parent */
 	v->vsize = vhdx_le64(m + items[MI_VSIZE].off);
 	v->vsize_item_off = items[MI_VSIZE].off;
 	guid_from_le(&v->disk_id, m + items[MI_PAGE83].off);
