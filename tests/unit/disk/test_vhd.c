@@ -726,6 +726,8 @@ static void test_footer_recovery(void **state)
 
 /* ---- crash consistency: SIGKILL during allocating writes ---- */
 
+#define CRASH_SLOTS (32 * MiB / 4096)
+
 /* The child writes sector-sized records (seq, pattern) to random sectors
  * and, after each flush, reports through the pipe how many records are
  * durable. */
@@ -740,7 +742,7 @@ static void crash_writer(const char *img, int fd_out, uint64_t seed)
 		_exit(2);
 	for (;;) {
 		for (int i = 0; i < 16; i++, seq++) {
-			uint64_t slot = (seed + seq * 2654435761ULL) % (32 * MiB / 4096);
+			uint64_t slot = (seed + seq * 2654435761ULL) % CRASH_SLOTS;
 			fill_random(buf, sizeof(buf), seq);
 			memcpy(buf, &seq, sizeof(seq));
 			if (disk_pwrite(d, buf, sizeof(buf), slot * 4096))
@@ -753,23 +755,49 @@ static void crash_writer(const char *img, int fd_out, uint64_t seed)
 	}
 }
 
+/* A slot either holds what was there before the writer ran (zeroes, or
+ * the base's pattern under a differencing disk) or one whole record. */
+static uint32_t slot_record(const uint8_t *buf, bool *valid)
+{
+	uint8_t want[4096];
+	uint32_t got;
+
+	memcpy(&got, buf, sizeof(got));
+	fill_random(want, sizeof(want), got);
+	memcpy(want, &got, sizeof(got));
+	*valid = !memcmp(buf, want, sizeof(want));
+	return got;
+}
+
 static void test_kill_consistency(void **state)
 {
 	struct scratch *s = *state;
 	const char *img = scratch_path(s, "crash.vhd");
-	enum disk_type types[] = { DISK_TYPE_DYNAMIC, DISK_TYPE_DYNAMIC };
-	int trials = 12;
+	const char *base = scratch_path(s, "crash-base.vhd");
+	int trials = 15;
 	uint64_t total_durable = 0;
+	uint8_t *base_data = malloc(32 * MiB);
+	struct disk_create_opts bo = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				       .size = 32 * MiB };
+	struct disk_error err = { 0 };
+	struct disk *d;
+
+	/* the parent of the differencing trials: a pattern in every slot */
+	fill_random(base_data, 32 * MiB, 99);
+	assert_int_equal(disk_create(base, &bo, &err), 0);
+	assert_int_equal(disk_open(base, 0, &d, &err), 0);
+	assert_int_equal(disk_pwrite(d, base_data, 32 * MiB, 0), 0);
+	assert_int_equal(disk_close(d), 0);
 
 	for (int t = 0; t < trials; t++) {
-		struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = types[t % 2],
-					      .size = 32 * MiB,
-					      .block_size = (t % 2) ? 64 * 1024 : 2 * MiB };
-		struct disk_error err = { 0 };
+		enum disk_type type = t % 3 == 2 ? DISK_TYPE_DIFFERENCING : DISK_TYPE_DYNAMIC;
+		struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = type,
+					      .size = type == DISK_TYPE_DIFFERENCING ? 0 : 32 * MiB,
+					      .block_size = (t % 3 == 1) ? 64 * 1024 : 0,
+					      .parent = type == DISK_TYPE_DIFFERENCING ? base : NULL };
 		uint32_t durable = 0, v;
 		int p[2];
 		pid_t pid;
-		struct disk *d;
 
 		unlink(img);
 		assert_int_equal(disk_create(img, &o, &err), 0);
@@ -790,36 +818,40 @@ static void test_kill_consistency(void **state)
 		close(p[0]);
 		total_durable += durable;
 
-		/* every flushed record is there: the last writer of each slot
-		 * among the durable ones, or a later one */
+		/* every flushed record is there (or a later one), and nothing
+		 * anywhere is torn or foreign */
 		assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
-		uint32_t *last = calloc(32 * MiB / 4096, sizeof(*last));
+		uint32_t *last = calloc(CRASH_SLOTS, sizeof(*last));
 		for (uint32_t q = 0; q < durable; q++)
-			last[((uint64_t)t * 77 + q * 2654435761ULL) % (32 * MiB / 4096)] = q + 1;
-		for (uint64_t slot = 0; slot < 32 * MiB / 4096; slot++) {
-			uint8_t buf[4096], want[4096];
-			uint32_t got;
+			last[((uint64_t)t * 77 + q * 2654435761ULL) % CRASH_SLOTS] = q + 1;
+		for (uint64_t slot = 0; slot < CRASH_SLOTS; slot++) {
+			uint8_t buf[4096];
+			bool valid;
 			assert_int_equal(disk_pread(d, buf, sizeof(buf), slot * 4096), 0);
-			memcpy(&got, buf, sizeof(got));
-			if (!last[slot])
+			uint32_t got = slot_record(buf, &valid);
+			if (last[slot]) {
+				assert_true(valid);
+				assert_true(got >= last[slot] - 1);
 				continue;
-			/* a later, unflushed write may have landed too */
-			assert_true(got >= last[slot] - 1);
-			fill_random(want, sizeof(want), got);
-			memcpy(want, &got, sizeof(got));
-			assert_memory_equal(buf, want, sizeof(buf));
+			}
+			const uint8_t *before = type == DISK_TYPE_DIFFERENCING
+						    ? base_data + slot * 4096 : NULL;
+			bool untouched = before ? !memcmp(buf, before, 4096)
+						: !buf[0] && !memcmp(buf, buf + 1, 4095);
+			assert_true(untouched || valid);
 		}
 		free(last);
 		assert_int_equal(disk_close(d), 0);
 		char report[1024];
 		assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
-		if (t == trials - 1 && have_tool("qemu-img"))
+		if (t == trials - 2 && have_tool("qemu-img"))
 			compare_with_qemu(s, img);
 	}
 	/* the writer got far enough to make the test mean something */
 	print_message("%llu records flushed over %d trials\n", (unsigned long long)total_durable,
 		      trials);
 	assert_true(total_durable > 0);
+	free(base_data);
 }
 
 /* A failing create (the file-size limit stops its writes) leaves nothing. */
@@ -844,6 +876,202 @@ static void test_create_failure_cleans_up(void **state)
 	assert_int_equal(access(img, F_OK), -1);
 }
 
+/* The size conventions QEMU reads by (block/vpc.c): "qemu"/"vpc " go by
+ * CHS unless the geometry is maximal; "qem2" (force_size), "win " and
+ * others by current_size. Whatever qemu-img sees, we see. */
+static void test_qemu_size_conventions(void **state)
+{
+	struct scratch *s = *state;
+	const char *a = scratch_path(s, "qem2.vhd");
+	const char *b = scratch_path(s, "chs.vhd");
+	uint8_t f[512];
+	struct stat st;
+
+	if (!have_tool("qemu-img") || !have_tool("qemu-io"))
+		skip(); /* the peer is not installed */
+	/* force_size: a size CHS cannot express, creator "qem2" */
+	assert_int_equal(run_cmd("qemu-img create -q -f vpc -o subformat=dynamic,force_size=on "
+				 "'%s' 10001k", a), 0);
+	assert_int_equal(run_cmd("qemu-io -f vpc -c 'write -P 0x77 9M 700k' '%s' >/dev/null",
+				 a), 0);
+	assert_int_equal(read_at(a, 0, f, 512), 0);
+	assert_memory_equal(f + 28, "qem2", 4);
+	compare_with_qemu(s, a);
+	/* creator "qemu" whose current_size is larger than its CHS size: the
+	 * guest saw the CHS size, and so do we */
+	assert_int_equal(run_cmd("qemu-img create -q -f vpc -o subformat=dynamic '%s' 20M", b),
+			 0);
+	assert_int_equal(run_cmd("qemu-io -f vpc -c 'write -P 0x21 0 20M' '%s' >/dev/null", b),
+			 0);
+	assert_int_equal(stat(b, &st), 0);
+	assert_int_equal(read_at(b, 0, f, 512), 0);
+	assert_memory_equal(f + 28, "qemu", 4);
+	uint64_t chs = (uint64_t)(f[56] << 8 | f[57]) * f[58] * f[59] * 512;
+	put_be64_at(f + 48, chs + 64 * 1024);
+	vhd_test_fix_checksum(f, 512, 64);
+	assert_int_equal(patch_file(b, 0, f, 512), 0);
+	assert_int_equal(patch_file(b, (uint64_t)st.st_size - 512, f, 512), 0);
+	compare_with_qemu(s, b);
+	struct disk_error err = { 0 };
+	struct disk *d;
+	assert_int_equal(disk_open(b, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_size(d), chs);
+	assert_int_equal(disk_close(d), 0);
+	/* the same bytes from Hyper-V ("win ") mean current_size */
+	memcpy(f + 28, "win ", 4);
+	vhd_test_fix_checksum(f, 512, 64);
+	assert_int_equal(patch_file(b, 0, f, 512), 0);
+	assert_int_equal(patch_file(b, (uint64_t)st.st_size - 512, f, 512), 0);
+	compare_with_qemu(s, b);
+	assert_int_equal(disk_open(b, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_size(d), chs + 64 * 1024);
+	assert_int_equal(disk_close(d), 0);
+}
+
+/* Virtual PC's old fixed disks end in a 511-byte footer. */
+static void test_footer_511(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = scratch_path(s, "vpc511.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_FIXED,
+				      .size = MiB };
+	struct disk_error err = { 0 };
+	uint8_t buf[512], back[512];
+	struct disk *d;
+
+	assert_int_equal(disk_create(img, &o, &err), 0);
+	fill_random(buf, sizeof(buf), 4);
+	assert_int_equal(patch_file(img, MiB - 512, buf, 512), 0);
+	assert_int_equal(truncate(img, MiB + 511), 0); /* the last byte is reserved, 0 */
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_size(d), MiB);
+	assert_int_equal(disk_pread(d, back, 512, MiB - 512), 0);
+	assert_memory_equal(buf, back, 512);
+	assert_int_equal(disk_close(d), 0);
+}
+
+/* Parent locators of every platform code we read, each the only way to
+ * the parent (which lives in another folder). */
+static void test_locator_codes(void **state)
+{
+	struct scratch *s = *state;
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 4 * MiB };
+	struct disk_error err = { 0 };
+	char pdir[200], cdir[200], parent[256], child[256], abs_parent[4096];
+	struct {
+		const char *code;
+		bool relative, utf16;
+	} codes[] = {
+		{ "W2ru", true, true }, { "W2ku", false, true }, { "Wi2r", true, false },
+		{ "Wi2k", false, false }, { "MacX", false, false },
+	};
+	uint8_t sec[512], back[512];
+
+	snprintf(pdir, sizeof(pdir), "%s/parents", s->dir);
+	snprintf(cdir, sizeof(cdir), "%s/children", s->dir);
+	assert_int_equal(mkdir(pdir, 0755), 0);
+	assert_int_equal(mkdir(cdir, 0755), 0);
+	snprintf(parent, sizeof(parent), "%s/p.vhd", pdir);
+	snprintf(child, sizeof(child), "%s/c.vhd", cdir);
+	assert_int_equal(disk_create(parent, &o, &err), 0);
+	struct disk *d;
+	fill_random(sec, sizeof(sec), 8);
+	assert_int_equal(disk_open(parent, 0, &d, &err), 0);
+	assert_int_equal(disk_pwrite(d, sec, 512, 4096), 0);
+	assert_int_equal(disk_close(d), 0);
+	assert_non_null(realpath(parent, abs_parent));
+
+	for (size_t i = 0; i < ARRAY_SIZE(codes); i++) {
+		struct disk_create_opts c = { .format = DISK_FORMAT_VHD,
+					      .type = DISK_TYPE_DIFFERENCING, .parent = parent };
+		uint8_t h[1024], data[8400] = { 0 };
+		char text[4200];
+		size_t len = 0;
+
+		unlink(child);
+		assert_int_equal(disk_create(child, &c, &err), 0);
+		if (codes[i].relative)
+			snprintf(text, sizeof(text), "..\\parents\\p.vhd");
+		else if (!strcmp(codes[i].code, "MacX"))
+			snprintf(text, sizeof(text), "file://%s", abs_parent);
+		else
+			snprintf(text, sizeof(text), "%s", abs_parent);
+		for (const char *t = text; *t; t++) {
+			data[len++] = (uint8_t)*t;
+			if (codes[i].utf16)
+				data[len++] = 0;
+		}
+		/* one locator, at the old W2ku data (room for the UTF-16 path) */
+		assert_int_equal(read_at(child, 512, h, sizeof(h)), 0);
+		uint64_t off = 0;
+		for (int k = 0; k < 8; k++)
+			off = off ? off : ((uint64_t)be32_at(h + 576 + 24 * k + 16) << 32 |
+					   be32_at(h + 576 + 24 * k + 20));
+		memset(h + 576, 0, 24 * 8);
+		memset(h + 64, 0, 512); /* no parent name either */
+		memcpy(h + 576, codes[i].code, 4);
+		put_be32_at(h + 576 + 4, 1024);
+		put_be32_at(h + 576 + 8, (uint32_t)len);
+		put_be64_at(h + 576 + 16, off);
+		vhd_test_fix_checksum(h, sizeof(h), 36);
+		assert_int_equal(patch_file(child, off, data, len + 2), 0);
+		assert_int_equal(patch_file(child, 512, h, sizeof(h)), 0);
+		int ret = disk_open(child, DISK_OPEN_RDONLY, &d, &err);
+		if (ret)
+			print_message("%s: %s\n", codes[i].code, err.msg);
+		assert_int_equal(ret, 0);
+		assert_int_equal(disk_pread(d, back, 512, 4096), 0);
+		assert_memory_equal(sec, back, 512);
+		assert_int_equal(disk_close(d), 0);
+	}
+	/* a Mac alias blob alone leads nowhere: a clear error */
+	uint8_t h[1024];
+	assert_int_equal(read_at(child, 512, h, sizeof(h)), 0);
+	memcpy(h + 576, "Mac ", 4);
+	vhd_test_fix_checksum(h, sizeof(h), 36);
+	assert_int_equal(patch_file(child, 512, h, sizeof(h)), 0);
+	assert_int_equal(disk_open(child, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, child));
+}
+
+/* O_DIRECT data I/O (metadata keeps using the page cache). */
+static void test_direct(void **state)
+{
+	struct scratch *s = *state;
+	const char *img = scratch_path(s, "direct.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 8 * MiB };
+	struct disk_error err = { 0 };
+	struct disk *d;
+	void *buf = NULL, *back = NULL;
+	int fd;
+
+	/* tmpfs and some others have no O_DIRECT */
+	fd = open(scratch_path(s, "probe"), O_CREAT | O_RDWR | O_DIRECT, 0644);
+	if (fd < 0) {
+		print_message("no O_DIRECT on %s\n", s->dir);
+		skip();
+	}
+	close(fd);
+	assert_int_equal(posix_memalign(&buf, 4096, 65536), 0);
+	assert_int_equal(posix_memalign(&back, 4096, 65536), 0);
+	fill_random(buf, 65536, 12);
+	assert_int_equal(disk_create(img, &o, &err), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_DIRECT, &d, &err), 0);
+	assert_int_equal(disk_pwrite(d, buf, 65536, 2 * MiB - 32768), 0);
+	assert_int_equal(disk_flush(d), 0);
+	assert_int_equal(disk_pread(d, back, 65536, 2 * MiB - 32768), 0);
+	assert_memory_equal(buf, back, 65536);
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_pread(d, back, 65536, 2 * MiB - 32768), 0);
+	assert_memory_equal(buf, back, 65536);
+	assert_int_equal(disk_close(d), 0);
+	free(buf);
+	free(back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -859,6 +1087,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_footer_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_consistency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_failure_cleans_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qemu_size_conventions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_footer_511, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_locator_codes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
