@@ -711,8 +711,8 @@ int worker_adopt(struct vm *vm, char *why, size_t whylen)
 	vm_set_state_locked(vm, state && !strcmp(state, "paused") ? VM_PAUSED : VM_RUNNING,
 			    "adopted after a cloisond restart");
 	pthread_mutex_unlock(&vm->d->lock);
-	json_decref(result);
 	log_info("vm %s: adopted worker pid %d (%s)", vm->cfg.name, (int)pid, state ?: "?");
+	json_decref(result);
 	r = start_monitor(vm, pid, false, fd);
 	if (r) {
 		close(fd);

@@ -148,7 +148,9 @@ class Daemon:
         out = b""
         deadline = time.time() + timeout
         try:
-            while time.time() < deadline and needle.encode() not in out:
+            # Read until the needle and the end of its line.
+            while time.time() < deadline and (
+                    needle.encode() not in out or b"\n" not in out.split(needle.encode(), 1)[1]):
                 r, _, _ = select.select([p.stdout], [], [], 0.5)
                 if r:
                     chunk = os.read(p.stdout.fileno(), 65536)
