@@ -588,8 +588,15 @@ static int bitmap_get(struct vhd *v, uint32_t blk, uint8_t **bits)
 	return 0;
 }
 
+/* BAT entries change only from unused to a block, under the lock, with a
+ * release store; readers of dynamic disks load them without the lock. */
+static uint32_t bat_entry(struct vhd *v, uint32_t blk)
+{
+	return __atomic_load_n(&v->bat[blk], __ATOMIC_ACQUIRE);
+}
+
 /* Where [off, off+len) starts: fills the longest uniform run inside one
- * block. Lock held. */
+ * block. Lock held for differencing disks (their bitmaps). */
 static int vhd_lookup(struct disk *d, struct vhd *v, uint64_t off, uint64_t len,
 		      struct vhd_run *run)
 {
@@ -599,12 +606,14 @@ static int vhd_lookup(struct disk *d, struct vhd *v, uint64_t off, uint64_t len,
 	uint8_t *bits;
 	int ret;
 
+	uint32_t entry = bat_entry(v, blk);
+
 	run->len = n;
-	if (v->bat[blk] == VHD_BAT_UNUSED) {
+	if (entry == VHD_BAT_UNUSED) {
 		run->kind = d->type == DISK_TYPE_DIFFERENCING ? RUN_PARENT : RUN_ZERO;
 		return 0;
 	}
-	run->file_off = (uint64_t)v->bat[blk] * VHD_SECTOR + v->bitmap_size + in;
+	run->file_off = (uint64_t)entry * VHD_SECTOR + v->bitmap_size + in;
 	run->kind = RUN_DATA;
 	/* Dynamic disks: allocated blocks are read whole, as QEMU and Hyper-V
 	 * do; only differencing disks mean "parent" by a clear bit. */
@@ -620,6 +629,19 @@ static int vhd_lookup(struct disk *d, struct vhd *v, uint64_t off, uint64_t len,
 	run->len = (i - s) * VHD_SECTOR;
 	run->kind = first ? RUN_DATA : RUN_PARENT;
 	return 0;
+}
+
+/* vhd_lookup with the lock when the format needs it. */
+static int lookup(struct disk *d, struct vhd *v, uint64_t off, uint64_t len, struct vhd_run *run)
+{
+	int ret;
+
+	if (d->type == DISK_TYPE_DYNAMIC)
+		return vhd_lookup(d, v, off, len, run);
+	pthread_mutex_lock(&v->lock);
+	ret = vhd_lookup(d, v, off, len, run);
+	pthread_mutex_unlock(&v->lock);
+	return ret;
 }
 
 static int read_parent(struct disk *d, uint8_t *buf, uint64_t len, uint64_t off)
@@ -650,9 +672,7 @@ static int vhd_pread(struct disk *d, void *buf, size_t len, uint64_t off)
 	while (len && !ret) {
 		struct vhd_run run;
 
-		pthread_mutex_lock(&v->lock);
-		ret = vhd_lookup(d, v, off, len, &run);
-		pthread_mutex_unlock(&v->lock);
+		ret = lookup(d, v, off, len, &run);
 		if (ret)
 			break;
 		switch (run.kind) {
@@ -708,7 +728,7 @@ static int alloc_block(struct disk *d, struct vhd *v, uint32_t blk)
 	v->free_off = end;
 	v->footer_pos = end;
 	v->footer_recovered = false;
-	v->bat[blk] = (uint32_t)(off / VHD_SECTOR);
+	__atomic_store_n(&v->bat[blk], (uint32_t)(off / VHD_SECTOR), __ATOMIC_RELEASE);
 	mark_bat_dirty(v, blk);
 	if (d->type == DISK_TYPE_DIFFERENCING) {
 		free(v->bitmaps[blk].bits);
@@ -766,7 +786,17 @@ static int vhd_pwrite(struct disk *d, const void *buf, size_t len, uint64_t off)
 		uint64_t n = MIN((uint64_t)len, v->block_size - in);
 		bool need_bits = false;
 		uint64_t file_off;
+		uint32_t entry = bat_entry(v, blk);
 
+		if (d->type == DISK_TYPE_DYNAMIC && entry != VHD_BAT_UNUSED) {
+			/* the common case: an allocated block, no lock */
+			ret = pwrite_full(d->fd, p, n,
+					  (off_t)((uint64_t)entry * VHD_SECTOR + v->bitmap_size + in));
+			p += n;
+			off += n;
+			len -= n;
+			continue;
+		}
 		pthread_mutex_lock(&v->lock);
 		if (v->bat[blk] == VHD_BAT_UNUSED)
 			ret = alloc_block(d, v, blk);
@@ -903,10 +933,10 @@ static int vhd_zero_range(struct disk *d, uint64_t off, uint64_t len, bool punch
 	while (len && !ret) {
 		struct vhd_run run;
 
-		pthread_mutex_lock(&v->lock);
-		ret = vhd_lookup(d, v, off, len, &run);
-		pthread_mutex_unlock(&v->lock);
-		if (!ret && run.kind == RUN_DATA)
+		ret = lookup(d, v, off, len, &run);
+		if (ret)
+			break;
+		if (run.kind == RUN_DATA)
 			ret = zero_file_range(d->fd, run.file_off, run.len, punch);
 		off += run.len;
 		len -= run.len;
@@ -974,9 +1004,7 @@ static int vhd_map(struct disk *d, uint64_t off, uint64_t len, struct disk_exten
 		ext->len = len;
 		return 0;
 	}
-	pthread_mutex_lock(&v->lock);
-	ret = vhd_lookup(d, v, off, len, &run);
-	pthread_mutex_unlock(&v->lock);
+	ret = lookup(d, v, off, len, &run);
 	if (ret)
 		return ret;
 	ext->kind = run.kind == RUN_DATA ? DISK_EXTENT_DATA
