@@ -83,6 +83,7 @@ struct vhdx {
 	struct vhdx_header hdr; /* the current header */
 	int hdr_slot;		/* 0 or 1: where hdr was read from */
 	bool hdr_bad[2];	/* a copy failed its checks (for check) */
+	bool hdr_stale;		/* the other copy is valid but older and different */
 	bool rt_bad[2];
 	bool rt_differ;
 

@@ -557,7 +557,7 @@ int vhdx_resize(struct disk *d, uint64_t new_size, struct disk_error *err)
 	if (ret)
 		goto out;
 	new_entries = vhdx_bat_count(new_size, v->block_size, v->lsec, v->has_parent);
-	ret = vhdx_mark_dirty(v, false);
+	ret = vhdx_mark_dirty(v, true); /* the virtual disk changes: children must notice */
 	if (!ret)
 		ret = build_new_bat(v, new_size, &nb, &cap);
 	if (ret)
@@ -761,6 +761,13 @@ static int repair_copies(struct vhdx *v, bool repair, char *report, size_t len)
 		    repair ? "; rewritten from the good copy" : "");
 		if (!repair || vhdx_mark_dirty(v, false) || vhdx_header_update(v, &v->hdr))
 			left++;
+	}
+	if (v->hdr_stale && !v->hdr_bad[0] && !v->hdr_bad[1]) {
+		/* normal between the two steps of an update; only a note */
+		say(report, len, "header copy %d is older than copy %d%s", 2 - v->hdr_slot,
+		    v->hdr_slot + 1, repair ? "; brought up to date" : " (harmless)");
+		if (repair && !vhdx_mark_dirty(v, false) && !vhdx_header_update(v, &v->hdr))
+			v->hdr_stale = false;
 	}
 	if (v->rt_bad[0] || v->rt_bad[1] || v->rt_differ) {
 		int good = v->rt_bad[0] ? 1 : 0;

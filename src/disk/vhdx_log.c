@@ -194,7 +194,7 @@ static void find_active(const struct vhdx *v, const struct log_entry_info *info,
 	*count = 0;
 	*head_seq = 0;
 	for (uint32_t s = 0; s < nsect; s++) {
-		uint32_t pos = s, n = 0, tail_idx = UINT32_MAX, first_pos = s * VHDX_LOG_SECTOR;
+		uint32_t pos = s, n = 0, tail_idx = UINT32_MAX;
 		uint32_t tail_pos = 0;
 		const struct log_entry_info *e = &info[s], *head = NULL;
 
@@ -223,7 +223,6 @@ static void find_active(const struct vhdx *v, const struct log_entry_info *info,
 			pos = (uint32_t)(((uint64_t)pos * VHDX_LOG_SECTOR + info[pos].len) %
 					 v->log_len / VHDX_LOG_SECTOR);
 		}
-		(void)first_pos;
 		if (tail_idx == UINT32_MAX || head->seq <= *head_seq)
 			continue;
 		*head_seq = head->seq;

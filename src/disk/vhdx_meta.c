@@ -162,6 +162,11 @@ int vhdx_parse_headers(struct vhdx *v, struct disk_error *err)
 				 "CRC-32C or version in both copies)", path);
 	v->hdr_slot = (ok[0] && ok[1]) ? (h[1].seq > h[0].seq) : ok[1];
 	v->hdr = h[v->hdr_slot];
+	if (ok[0] && ok[1]) {
+		struct vhdx_header other = h[1 - v->hdr_slot];
+		other.seq = v->hdr.seq;
+		v->hdr_stale = memcmp(&other, &v->hdr, sizeof(other)) != 0;
+	}
 	if (v->hdr.log_length % VHDX_ALIGN || v->hdr.log_offset % VHDX_ALIGN ||
 	    (v->hdr.log_length && v->hdr.log_offset < VHDX_HEADER_SECTION))
 		return disk_fail(err, -EINVAL, "%s: VHDX: log at %llu (%u bytes) is not 1 MiB "

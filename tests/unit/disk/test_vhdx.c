@@ -467,6 +467,86 @@ static void test_direct_io(void **state)
 	free(b);
 }
 
+/* disk_map: where guest ranges live, for callers doing their own I/O. */
+static void test_map(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_path(t, "m.vhdx"), *child = vt_path(t, "mc.vhdx");
+	struct disk_extent ext;
+	uint8_t a[4096], b[4096];
+	struct disk *d;
+
+	vt_create(img, DISK_TYPE_DYNAMIC, 8 * MiB, 1 * MiB, 512, NULL);
+	d = vt_open(img, 0);
+	vt_fill(a, sizeof(a), 61);
+	assert_int_equal(disk_pwrite(d, a, sizeof(a), 1 * MiB + 4096), 0);
+	assert_int_equal(disk_map(d, 0, 8 * MiB, &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_ZERO);
+	assert_int_equal(ext.len, 1 * MiB);
+	assert_int_equal(disk_map(d, 1 * MiB + 4096, 8 * MiB - (1 * MiB + 4096), &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_DATA);
+	assert_int_equal(ext.len, 1 * MiB - 4096);
+	assert_int_equal(pread_full(ext.fd, b, sizeof(b), (off_t)ext.file_off), 0);
+	assert_memory_equal(a, b, sizeof(a));
+	assert_int_equal(disk_map(d, 2 * MiB, 100 * 512, &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_ZERO);
+	assert_int_equal(ext.len, 100 * 512);
+	disk_close(d);
+
+	vt_create(child, DISK_TYPE_DIFFERENCING, 0, 1 * MiB, 0, img);
+	d = vt_open(child, 0);
+	assert_int_equal(disk_pwrite(d, a, 1024, 3 * MiB + 512), 0);
+	assert_int_equal(disk_map(d, 3 * MiB, 8 * MiB - (3 * MiB), &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_PARENT);
+	assert_int_equal(ext.len, 512);
+	assert_int_equal(disk_map(d, 3 * MiB + 512, 8 * MiB - (3 * MiB + 512), &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_DATA);
+	assert_int_equal(ext.len, 1024);
+	assert_int_equal(pread_full(ext.fd, b, 1024, (off_t)ext.file_off), 0);
+	assert_memory_equal(a, b, 1024);
+	assert_int_equal(disk_map(d, 3 * MiB + 1536, 8 * MiB - (3 * MiB + 1536), &ext), 0);
+	assert_int_equal(ext.kind, DISK_EXTENT_PARENT);
+	assert_int_equal(ext.len, 5 * MiB - 1536);
+	bool alloc;
+	uint64_t run;
+	assert_int_equal(disk_block_status(d, 0, 8 * MiB, &alloc, &run), 0);
+	assert_false(alloc);
+	assert_int_equal(run, 3 * MiB + 512);
+	disk_close(d);
+}
+
+/* A header copy that is valid but older: a note, brought up to date by repair. */
+static void test_stale_header(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_path(t, "s.vhdx"), report[1024] = "";
+	struct disk_error err = { 0 };
+	size_t len;
+	uint8_t *before, *after;
+	struct disk *d;
+
+	vt_create(img, DISK_TYPE_DYNAMIC, 8 * MiB, 1 * MiB, 512, NULL);
+	before = vt_slurp(img, &len);
+	d = vt_open(img, 0);
+	uint8_t a[512] = { 9 };
+	assert_int_equal(disk_pwrite(d, a, 512, 0), 0);
+	disk_close(d);
+	after = vt_slurp(img, &len);
+	/* put back one old header copy: valid CRC, lower sequence, old guids */
+	memcpy(after + 64 * KiB, before + 64 * KiB, 4096);
+	vt_spew(img, after, len);
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	assert_non_null(strstr(report, "older"));
+	report[0] = 0;
+	assert_int_equal(disk_check(img, true, report, sizeof(report), &err), 0);
+	assert_non_null(strstr(report, "up to date"));
+	report[0] = 0;
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	assert_null(strstr(report, "older"));
+	free(before);
+	free(after);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -480,6 +560,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resize, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_create_errors, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_direct_io, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_map, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_stale_header, vt_setup, vt_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
