@@ -67,6 +67,7 @@ struct blk_queue {
 	unsigned index;
 	struct blk_req *free;
 	unsigned allocated;
+	unsigned inflight; /* requests in the backend */
 	bool watched;
 };
 
@@ -151,6 +152,10 @@ static void blk_complete(void *owner, struct blk_req *req, int err)
 	*req->status = status;
 	virtq_push(virtio_dev_vq(&b->vdev, req->qidx), req->elem->head, req->written);
 	b->dirty |= 1ULL << req->qidx;
+	if (req->in_backend) {
+		req->in_backend = false;
+		b->queues[req->qidx].inflight--;
+	}
 	req_put(&b->queues[req->qidx], req);
 }
 
@@ -279,6 +284,8 @@ static bool handle_one(struct blk *b, unsigned qidx)
 		      e->iov[e->nout + e->nin - 1].iov_len - 1;
 	status = parse_req(b, req, e, &h);
 	if (status < 0) {
+		req->in_backend = true;
+		bq->inflight++;
 		b->be->ops->submit(b->be, qidx, req);
 		return true;
 	}
@@ -288,13 +295,35 @@ static bool handle_one(struct blk *b, unsigned qidx)
 	return true;
 }
 
+/* Takes every available request of qidx to the backend. While requests
+ * are in flight the driver need not kick: their completions bring us back
+ * here to look at the ring again (what a kick costs a guest — an exit —
+ * is worth saving at high queue depths). */
+static void service_queue(struct blk *b, unsigned qidx)
+{
+	struct virtq *vq = virtio_dev_vq(&b->vdev, qidx);
+
+	for (;;) {
+		while (virtio_dev_active(&b->vdev) && handle_one(b, qidx))
+			;
+		b->be->ops->flush_batch(b->be, qidx);
+		if (!virtio_dev_active(&b->vdev))
+			return;
+		if (b->queues[qidx].inflight) {
+			virtq_set_notify(vq, false);
+			return;
+		}
+		virtq_set_notify(vq, true);
+		if (!virtq_has_avail(vq))
+			return;
+	}
+}
+
 static void blk_queue_notify(struct virtio_dev *vdev, unsigned qidx)
 {
 	struct blk *b = to_blk(vdev);
 
-	while (virtio_dev_active(vdev) && handle_one(b, qidx))
-		;
-	b->be->ops->flush_batch(b->be, qidx);
+	service_queue(b, qidx);
 	signal_dirty(b);
 }
 
@@ -305,6 +334,11 @@ static void completion_cb(void *opaque, uint32_t events)
 
 	virtio_dev_lock(&b->vdev);
 	b->be->ops->reap(b->be, bq->index);
+	/* Signal first: the guest can work on what completed while we look
+	 * for what it queued meanwhile. */
+	signal_dirty(b);
+	if (virtio_dev_active(&b->vdev) && virtio_dev_vq(&b->vdev, bq->index)->enabled)
+		service_queue(b, bq->index);
 	signal_dirty(b);
 	virtio_dev_unlock(&b->vdev);
 }
@@ -314,6 +348,8 @@ static void blk_stop(struct virtio_dev *vdev)
 	struct blk *b = to_blk(vdev);
 
 	b->be->ops->drain(b->be);
+	for (unsigned i = 0; i < vdev->nqueues; i++)
+		b->queues[i].inflight = 0;
 	signal_dirty(b);
 }
 

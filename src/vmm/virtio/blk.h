@@ -35,6 +35,7 @@ struct blk_req {
 	uint8_t *status;  /* the guest's status byte */
 	uint32_t written; /* bytes written into the guest's buffers */
 	int result;	  /* backend scratch: 0 or -errno once done */
+	bool in_backend;  /* counted in its queue's in-flight requests */
 	struct virtq_elem *elem;
 	struct blk_req *next; /* free list, backend lists */
 };

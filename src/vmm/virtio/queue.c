@@ -138,6 +138,7 @@ int virtq_enable(struct virtq *q, bool event_idx, bool indirect)
 	q->used_idx = 0;
 	q->signalled_used = 0;
 	q->signalled_valid = false;
+	q->no_notify = false;
 	q->error[0] = '\0';
 	q->enabled = true;
 	return 0;
@@ -273,7 +274,7 @@ int virtq_pop(struct virtq *q, struct virtq_elem *elem)
 		return 0;
 	avail = avail_idx(q);
 	if (avail == q->last_avail) {
-		if (!q->event_idx)
+		if (!q->event_idx || q->no_notify)
 			return 0;
 		set_avail_event(q, q->last_avail);
 		/* The driver may have added a buffer before it saw the new
@@ -298,7 +299,7 @@ int virtq_pop(struct virtq *q, struct virtq_elem *elem)
 	if (ret)
 		return ret;
 	q->last_avail++;
-	if (q->event_idx)
+	if (q->event_idx && !q->no_notify)
 		set_avail_event(q, q->last_avail);
 	return 1;
 }
@@ -306,8 +307,23 @@ int virtq_pop(struct virtq *q, struct virtq_elem *elem)
 void virtq_unpop(struct virtq *q)
 {
 	q->last_avail--;
-	if (q->event_idx)
+	if (q->event_idx && !q->no_notify)
 		set_avail_event(q, q->last_avail);
+}
+
+void virtq_set_notify(struct virtq *q, bool on)
+{
+	q->no_notify = !on;
+	if (!q->enabled)
+		return;
+	if (q->event_idx) {
+		if (on)
+			set_avail_event(q, q->last_avail);
+	} else {
+		store16(q->used, on ? 0 : VIRTQ_USED_F_NO_NOTIFY);
+	}
+	if (on)
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 void virtq_push(struct virtq *q, uint16_t head, uint32_t written)

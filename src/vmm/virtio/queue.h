@@ -54,6 +54,7 @@ struct virtq {
 	uint16_t used_idx;	 /* our copy of used->idx */
 	uint16_t signalled_used; /* used_idx at the last interrupt */
 	bool signalled_valid;
+	bool no_notify; /* the device asked not to be kicked */
 	char error[160]; /* why the last call failed with -EIO */
 };
 
@@ -90,6 +91,13 @@ int virtq_pop(struct virtq *q, struct virtq_elem *elem);
 /* Gives back the chain taken by the last virtq_pop (the device could not
  * use it yet, e.g. no packet to receive after all). */
 void virtq_unpop(struct virtq *q);
+
+/* Asks the driver to kick us when it adds buffers (on), or not to bother
+ * (off: the device will look at the ring anyway, e.g. when in-flight
+ * requests complete). Uses VIRTQ_USED_F_NO_NOTIFY, or with EVENT_IDX stops
+ * moving avail_event. After turning kicks back on, check virtq_has_avail():
+ * a buffer may have arrived while they were off. */
+void virtq_set_notify(struct virtq *q, bool on);
 
 /* True if the driver has made buffers available we have not taken. */
 bool virtq_has_avail(const struct virtq *q);

@@ -508,6 +508,37 @@ static void test_event_idx(void **state)
 	assert_false(virtq_should_notify(&f->q));
 }
 
+static void test_notify_suppression(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t avail_event_gpa = USED_GPA + 4 + 8 * QSIZE;
+
+	enable(f, false, false);
+	virtq_set_notify(&f->q, false);
+	assert_int_equal(rd16(f, USED_GPA), VIRTQ_USED_F_NO_NOTIFY);
+	virtq_set_notify(&f->q, true);
+	assert_int_equal(rd16(f, USED_GPA), 0);
+
+	/* With EVENT_IDX, "off" freezes avail_event where it was. */
+	virtq_reset(&f->q);
+	f->q.size = QSIZE;
+	f->q.desc_gpa = DESC_GPA;
+	f->q.avail_gpa = AVAIL_GPA;
+	f->q.used_gpa = USED_GPA;
+	enable(f, true, false);
+	virtq_set_notify(&f->q, false);
+	for (unsigned i = 0; i < 3; i++) {
+		set_desc(f, i, DATA_GPA, 4, VIRTQ_DESC_F_WRITE, 0);
+		make_avail(f, i);
+		assert_int_equal(virtq_pop(&f->q, f->e), 1);
+	}
+	assert_int_equal(virtq_pop(&f->q, f->e), 0);
+	assert_int_equal(rd16(f, avail_event_gpa), 0);
+	virtq_set_notify(&f->q, true);
+	assert_int_equal(rd16(f, avail_event_gpa), 3);
+	assert_false(virtq_has_avail(&f->q));
+}
+
 static void test_unpop(void **state)
 {
 	struct fixture *f = *state;
@@ -593,6 +624,7 @@ int main(void)
 		T(test_too_many_segments),
 		T(test_enable_checks),
 		T(test_event_idx),
+		T(test_notify_suppression),
 		T(test_unpop),
 		T(test_reset),
 		T(test_iov_helpers),
