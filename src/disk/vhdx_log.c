@@ -441,7 +441,9 @@ int vhdx_log_commit(struct vhdx *v, const struct vhdx_page *pages, int n)
 	ret = vhdx_mark_dirty(v, false);
 	if (ret)
 		return ret;
-	if (guid_is_zero(&v->hdr.log_guid)) {
+	if (!v->log_ours) {
+		/* a fresh LogGuid per open: entries left by anyone before
+		 * (valid or not) can never join our sequences */
 		struct vhdx_header h = v->hdr;
 
 		guid_generate(&h.log_guid);
@@ -449,6 +451,7 @@ int vhdx_log_commit(struct vhdx *v, const struct vhdx_page *pages, int n)
 		if (ret)
 			return ret;
 		v->log_head = 0;
+		v->log_ours = true;
 	}
 	if (fdatasync(v->fd) < 0)
 		return -errno;
