@@ -197,7 +197,7 @@ static int layout_for(const char *path, const struct disk_create_opts *o, struct
 {
 	l->diff = o->type == DISK_TYPE_DIFFERENCING;
 	l->fixed = o->type == DISK_TYPE_FIXED;
-	l->bs = o->block_size ? o->block_size : l->diff ? 2 * 1024 * 1024 : VHDX_DEFAULT_BLOCK;
+	l->bs = o->block_size ? o->block_size : VHDX_DEFAULT_BLOCK; /* disk.h: 32 MiB */
 	l->lsec = o->logical_sector ? o->logical_sector
 				    : parent ? ((struct vhdx *)parent->priv)->lsec : 512;
 	l->psec = o->physical_sector ? o->physical_sector : 4096;
