@@ -56,7 +56,7 @@ static int command(struct fixture *f, uint8_t cmd, int arg, uint8_t *reply, unsi
 static void test_linux_controller_probe(void **state)
 {
 	struct fixture *f = *state;
-	uint8_t r[3], ctr;
+	uint8_t r[3] = { 0 }, ctr;
 
 	/* Flush: nothing pending at power-on. */
 	assert_int_equal(vmd_inb(f->vm, CMD) & 0x01, 0);
