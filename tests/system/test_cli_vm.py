@@ -149,3 +149,27 @@ def test_set_and_remove_keep_disks(daemon, tmp_path):
     out = daemon.ok("vm", "remove", "s").stdout
     assert "Kept its disk " + str(b) in out
     assert a.exists() and b.exists()
+
+
+def complete(daemon, words):
+    """Runs the bash completion for `words` (the last is being typed)."""
+    script = ("source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _cloison; printf '%%s\\n' \"${COMPREPLY[@]}\""
+              % (os.path.join(os.path.dirname(__file__), "..", "..", "completions", "cloison.bash"),
+                 " ".join("'%s'" % w for w in words), len(words) - 1))
+    env = dict(os.environ, CLOISON_SOCKET=daemon.socket,
+               PATH=os.path.dirname(str(daemon.cli_bin)) + ":" + os.environ["PATH"])
+    r = run(["bash", "-c", script], env=env)
+    assert r.returncode == 0, r.stderr
+    return sorted(w for w in r.stdout.split("\n") if w)
+
+
+def test_bash_completion(daemon):
+    assert complete(daemon, ["cloison", "v"]) == ["vm"]
+    assert complete(daemon, ["cloison", "vm", "st"]) == ["start", "stop"]
+    assert "--turn-off" in complete(daemon, ["cloison", "vm", "stop", "--"])
+    daemon.create("alpha")
+    daemon.create("beta")
+    assert complete(daemon, ["cloison", "vm", "start", ""]) == ["alpha", "beta"]
+    assert complete(daemon, ["cloison", "vm", "show", "al"]) == ["alpha"]
+    assert complete(daemon, ["cloison", "vm", "set", "x", "--automatic-stop-action", ""]) == \
+        ["keep-running", "shutdown", "turn-off"]
