@@ -572,13 +572,15 @@ void virtio_dev_destroy(struct virtio_dev *vdev)
 		if (vdev->attached)
 			evloop_del_fd(vdev->loop, q->kick_fd);
 	}
-	vdev->attached = false;
 	if (vdev->running && vdev->ops->stop)
 		vdev->ops->stop(vdev);
 	vdev->running = false;
 	vdev->irq_pending = 0;
 	vdev->config_irq_pending = false;
 	virtio_dev_unlock(vdev);
+	if (vdev->attached)
+		pci_bus_remove_device(vm_pci_bus(vdev->vm), &vdev->pci);
+	vdev->attached = false;
 	for (unsigned i = 0; i < vdev->nqueues; i++)
 		close(vdev->queues[i].kick_fd);
 	pthread_mutex_destroy(&vdev->lock);

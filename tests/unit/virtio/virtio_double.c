@@ -48,7 +48,7 @@ void vd_destroy(struct vm *vm)
 	pthread_join(vm->loop_thread, NULL);
 	evloop_destroy(vm->loop);
 	for (unsigned i = 0; i < vm->ndevs; i++)
-		free(vm->msix[i]);
+		free(vm->msix[i]); /* devices that failed before removal */
 	free(vm->ram);
 	free(vm);
 }
@@ -173,6 +173,19 @@ int pci_bus_add_device(struct pci_bus *bus, struct pci_device *dev)
 	vm->msix[vm->ndevs] = dev->msix;
 	vm->devs[vm->ndevs++] = dev;
 	return 0;
+}
+
+void pci_bus_remove_device(struct pci_bus *bus, struct pci_device *dev)
+{
+	struct vm *vm = (struct vm *)bus;
+
+	for (unsigned i = 0; i < vm->ndevs; i++) {
+		if (vm->devs[i] == dev) {
+			free(vm->msix[i]);
+			vm->msix[i] = NULL;
+			vm->devs[i] = NULL;
+		}
+	}
 }
 
 int pci_msix_init(struct pci_device *dev, struct vm *vm, unsigned bar, unsigned nvec,
