@@ -15,11 +15,13 @@ Both tools get the same count, request size, step and queue depth (qemu-img
 bench's default depth 64; our bench runs 64 threads since the library's
 calls are synchronous), and both use the page cache (qemu-img bench's
 default cache mode, writeback). Each tool starts from its own copy of the
-same file (made by cloison; qemu-img opens it). Every case runs --repeat
+same file: a fresh empty dynamic image made by `cloison disk create` for
+each write run, a copy of one full image (made by `cloison disk convert`
+from random data) for the read runs; qemu-img opens our files. Every case runs --repeat
 times and the best run counts. Prints MiB/s, ours/qemu and ours/raw.
 
-usage: bench/disk_lib.py [--build DIR] [--size 1G] [--count N] [--repeat 3]
-                         [--dir /var/tmp] [--formats vhdx,vhd]
+usage: bench/disk_lib.py [--build DIR] [--size 512M] [--count N] [--repeat 3]
+                         [--dir /dev/shm] [--formats vhdx,vhd]
 """
 import argparse
 import os
@@ -89,10 +91,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("CLOISON_BUILD", TOP / "build"))
-    ap.add_argument("--size", default="1G")
+    ap.add_argument("--size", default="512M")
     ap.add_argument("--count", type=int, default=75000, help="4 KiB requests per run")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--dir", default="/dev/shm",
+                    help="where the images go (default tmpfs: this host's ext4 discards on unlink, which makes deleting 1 GiB files take minutes)")
     ap.add_argument("--formats", default="vhdx,vhd")
     a = ap.parse_args()
     build = pathlib.Path(a.build).resolve()
@@ -113,21 +116,25 @@ def main():
         fmts = [f for f in a.formats.split(",") if f]
         for fmt in ["raw"] + fmts:
             qfmt = {"vhdx": "vhdx", "vhd": "vpc", "raw": "raw"}[fmt]
-            empty, full = work / ("empty." + fmt), work / ("full." + fmt)
+            full = work / ("full." + fmt)
             if fmt == "raw":
-                sh([cli, "disk", "create", empty, "--size", size, "--type", "dynamic"])
-                shutil.copy(full_raw, full)
+                full = full_raw
             else:
-                sh([cli, "disk", "create", empty, "--size", size])
                 sh([cli, "disk", "convert", full_raw, full, "--type", "dynamic"])
             for case in ("write-4k-rand", "write-1m-seq", "read-4k-rand", "read-1m-seq"):
-                src = empty if case.startswith("write") else full
+                src = full
                 best = {"ours": 0.0, "qemu": 0.0}
                 for _ in range(a.repeat):
                     for who in ("ours", "qemu"):
                         img = work / ("run-%s.%s" % (who, fmt))
-                        if case.startswith("write") or not img.exists():
-                            sh(["cp", "--sparse=always", src, img])
+                        if case.startswith("write"):
+                            # a fresh empty image, made the same way each time
+                            if img.exists():
+                                img.unlink()
+                            sh([cli, "disk", "create", img, "--size", size,
+                                "--type", "dynamic"])
+                        elif not img.exists():
+                            shutil.copyfile(src, img)
                         if who == "ours":
                             v = run_ours(tools, case, img, qfmt, size, a.count)
                         else:

@@ -98,6 +98,8 @@ def test_sigkill_during_allocating_writes(tmp_path, fmt, opts, window):
         assert r.returncode in (0, 1), "%s: check\n%s%s" % (what, r.stdout, r.stderr)
         if r.returncode:
             assert all("log" in f for f in findings), "%s: check: %s" % (what, findings)
+            i = json.loads(ok("info", img, "--json").stdout)
+            assert i["log_replayed"] is True, "%s: info does not say the log was replayed" % what
         # 3. read-write open replays into the file; still consistent, and
         #    now the check is clean
         r = run([writer, "verify", img, seed, COUNT, flushed, "--rw"])
