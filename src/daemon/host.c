@@ -110,10 +110,10 @@ json_t *host_info_json(struct daemon *d)
 	meminfo(&total, &avail);
 	uname(&un);
 	uint64_t disk_free = statvfs(d->state_dir, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o,"
+	return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:o,"
 			 " s:{s:i, s:I, s:I, s:I, s:i, s:I}}",
 			 "hostname", un.nodename, "kernel", un.release, "cloisond_version",
-			 CLOISON_VERSION, "state_dir", d->state_dir, "worker", d->vmm_path,
+			 CLOISON_VERSION, "cloisond_pid", (int)getpid(), "state_dir", d->state_dir, "worker", d->vmm_path,
 			 "virtualization", kvm ? kvm : json_null(), "vms", vmc, "resources",
 			 "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN), "memory_total",
 			 (json_int_t)total, "memory_available", (json_int_t)avail,

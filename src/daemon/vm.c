@@ -367,6 +367,7 @@ void vm_run_start_actions(struct daemon *d)
 void vm_run_stop_actions(struct daemon *d)
 {
 	struct vm *list[4096];
+	bool turn_off[4096];
 	unsigned n = 0;
 	char err[512];
 	bool forced;
@@ -376,12 +377,15 @@ void vm_run_stop_actions(struct daemon *d)
 		if (vm->cfg.stop_action != VM_STOP_KEEP_RUNNING &&
 		    (vm->state == VM_RUNNING || vm->state == VM_PAUSED)) {
 			vm->refs++;
+			/* A paused guest cannot see the power button. */
+			turn_off[n] = vm->cfg.stop_action == VM_STOP_TURN_OFF ||
+				      vm->state == VM_PAUSED;
 			list[n++] = vm;
 		}
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct vm *vm = list[i];
-		bool off = vm->cfg.stop_action == VM_STOP_TURN_OFF || vm->state == VM_PAUSED;
+		bool off = turn_off[i];
 		log_info("vm %s: automatic stop action: %s", vm->cfg.name,
 			 off ? "turn off" : "shut down");
 		if (vm_op_stop(vm, off, d->default_stop_timeout, &forced, err, sizeof(err)))

@@ -204,3 +204,33 @@ def test_autostart(tmp_path, kvm):
         assert d.state("manual") == "off"
     finally:
         d.cleanup()
+
+
+def test_detached_daemon(tmp_path, kvm):
+    """--daemon returns once the socket serves; the daemon logs to its
+    state dir and stops on SIGQUIT."""
+    import subprocess
+    from conftest import binary
+    d = Daemon(tmp_path / "state")
+    r = subprocess.run([str(binary("cloisond")), "--state-dir", d.state_dir, "--socket", d.socket,
+                        "--vmm", str(d.vmm), "--daemon"], capture_output=True, text=True, timeout=30)
+    try:
+        assert r.returncode == 0, r.stderr
+        host = d.json("host", "info")   # serving at once, no wait
+        pid = host["cloisond_pid"]
+        assert os.path.exists(os.path.join(d.state_dir, "cloisond.log"))
+        # A second daemon on the same state dir or socket is refused.
+        r2 = subprocess.run([str(binary("cloisond")), "--state-dir", d.state_dir, "--socket",
+                             d.socket], capture_output=True, text=True, timeout=30)
+        assert r2.returncode == 1 and "another cloisond uses this state directory" in r2.stderr
+        r3 = subprocess.run([str(binary("cloisond")), "--state-dir", str(tmp_path / "other"),
+                             "--socket", d.socket], capture_output=True, text=True, timeout=30)
+        assert r3.returncode == 1 and "already serving this socket" in r3.stderr, r3.stderr
+        os.kill(pid, signal.SIGQUIT)
+        for _ in range(200):
+            if not os.path.exists("/proc/%d" % pid):
+                break
+            time.sleep(0.05)
+        assert not os.path.exists(d.socket)
+    finally:
+        d.cleanup()

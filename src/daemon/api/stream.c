@@ -280,6 +280,12 @@ void api_vm_console(struct api_request *req)
 	c->d = req->d;
 	c->serial_fd = fd;
 	struct MHD_Response *resp = MHD_create_response_for_upgrade(on_upgrade, c);
+	if (!resp) {
+		close(fd);
+		free(c);
+		api_error(req, 500, "internal", "cannot create the upgrade response");
+		return;
+	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "cloison-console");
 	req->result = MHD_queue_response(req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
 	MHD_destroy_response(resp);
