@@ -72,7 +72,7 @@ static int w_reboot(struct word_ctx *c)
 static int w_triplefault(struct word_ctx *c)
 {
 	(void)c;
-	out("triplefault: empty IDT, then int3\n");
+	out("triplefault: empty IDT, then a #GP\n");
 	sys_call(SYS_TRIPLEFAULT, 0, 0, 0, 0);
 	return 0;
 }

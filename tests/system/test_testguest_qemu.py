@@ -49,29 +49,25 @@ def e820_ranges(value):
     return out
 
 
-@pytest.mark.parametrize("cpus", [1, 2, 4])
-def test_boot_facts_cmdline_and_cpus(testguest, cpus):
-    cmdline = "x=1 unusual-word=a,b:c  two  spaces"
-    rc, out, r = boot(testguest, cmdline, cpus=cpus)
+@pytest.mark.parametrize("cpus,machine,cmdline", [
+    (1, "pc", ""),  # an empty command line: boot facts, then power off
+    (2, "q35", "x=1 unusual-word=a,b:c  two  spaces"),
+    (4, "q35", "x=1 unusual-word=a,b:c  two  spaces"),
+])
+def test_boot_facts_cmdline_and_cpus(testguest, cpus, machine, cmdline):
+    rc, out, r = boot(testguest, cmdline, machine=machine, cpus=cpus)
     assert rc == 0, out
     assert out.splitlines()[0].startswith("cloison-testguest"), out
     assert r["cmdline"] == cmdline, out
     assert r["cpus_online"] == str(cpus), out
     assert r["boot"] == "ok", out
     assert r["poweroff"] == "1", out
-    # Unknown words are reported, not fatal.
-    assert ("unknown_word", "two") in r["_all"], out
+    if cmdline:
+        # Unknown words are reported, not fatal.
+        assert ("unknown_word", "two") in r["_all"], out
     ram = sum(e - s for s, e, t in e820_ranges(r["e820"]) if t == 1)
     assert int(r["mem_total"]) == ram
     assert 250 << 20 < ram <= 256 << 20
-
-
-def test_empty_cmdline_powers_off_on_pc_machine(testguest):
-    rc, out, r = boot(testguest, "", machine="pc", cpus=2)
-    assert rc == 0, out
-    assert r["cmdline"] == ""
-    assert r["cpus_online"] == "2"
-    assert r["poweroff"] == "1"
 
 
 def test_touchlast_above_4g(testguest):
@@ -238,3 +234,62 @@ print("ok")
             qemu.kill()
             qemu.wait()
         subprocess.run(["ip", "netns", "del", ns])
+
+
+@pytest.mark.parametrize("word,line", [("reboot", "reboot: 0xfe to port 0x64"),
+                                       ("triplefault", "triplefault: empty IDT, then a #GP")])
+def test_reset_words_end_the_run_without_power_off(testguest, word, line):
+    """With -no-reboot QEMU exits on the guest's reset; without it the guest
+    would boot again. Either way the guest must not claim a power-off."""
+    rc, out, r = boot(testguest, word)
+    assert rc == 0, out
+    assert r["boot"] == "ok" and line in out, out
+    assert "poweroff" not in r, out
+    assert "FAULT" not in out, out
+
+
+def monitor_run(guest, cmdline, tmp_path, after_count=3, wait=10):
+    """Boots with a QEMU monitor socket; once `count` printed after_count
+    lines, presses the ACPI power button; returns (status, serial text)."""
+    import socket
+    import time
+    need_qemu()
+    serial, mon = tmp_path / "serial.txt", tmp_path / "mon.sock"
+    q = subprocess.Popen(
+        [QEMU, "-enable-kvm", "-cpu", "EPYC", "-M", "q35", "-m", "256M", "-kernel", str(guest),
+         "-append", cmdline, "-display", "none", "-nodefaults", "-no-reboot",
+         "-serial", "file:%s" % serial, "-monitor", "unix:%s,server=on,wait=off" % mon],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if serial.exists() and "RESULT count=%d\n" % after_count in serial.read_text():
+                break
+            time.sleep(0.2)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(mon))
+        s.sendall(b"system_powerdown\n")
+        try:
+            return q.wait(timeout=wait), serial.read_text()
+        except subprocess.TimeoutExpired:
+            return None, serial.read_text()
+    finally:
+        if q.poll() is None:
+            q.kill()
+            q.wait()
+
+
+def test_count_then_power_button_powers_off(testguest, tmp_path):
+    rc, text = monitor_run(testguest, "count", tmp_path)
+    counts = [int(l.split("=")[1]) for l in text.splitlines() if l.startswith("RESULT count=")]
+    assert counts[:3] == [1, 2, 3], text
+    assert "RESULT power_button=1" in text and "RESULT poweroff=1" in text, text
+    assert rc == 0, text
+
+
+def test_acpi_ignore_keeps_counting(testguest, tmp_path):
+    rc, text = monitor_run(testguest, "count acpi=ignore", tmp_path, wait=5)
+    assert rc is None, text  # still running 5 s after the button
+    assert "power button ignored" in text and "power_button=1" not in text, text
+    counts = [int(l.split("=")[1]) for l in text.splitlines() if l.startswith("RESULT count=")]
+    assert counts[-1] >= 3 + 25, text  # ~10 per second kept coming
