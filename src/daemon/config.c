@@ -313,7 +313,8 @@ static int parse_nic(json_t *v, unsigned idx, struct vm_nic *nic, char *err, siz
 					 nic->tap);
 		} else if (!strcmp(key, "mac")) {
 			if (json_is_null(val) || (json_is_string(val) &&
-						  !strcmp(json_string_value(val), "auto")))
+						  (!strcmp(json_string_value(val), "auto") ||
+						   !json_string_length(val))))
 				continue;
 			if (!json_is_string(val) || macpool_parse(json_string_value(val), nic->mac))
 				r = fail(err, errlen,

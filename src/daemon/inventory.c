@@ -285,6 +285,9 @@ static int load_one(struct daemon *d, const char *dirname, const char *file)
 		vm_config_clear(&cfg);
 		return -EEXIST;
 	}
+	for (unsigned i = 0; i < cfg.n_nics; i++)
+		if (!cfg.nics[i].mac[0] && macpool_allocate(d, cfg.nics[i].mac))
+			log_warn("%s: no MAC address left for adapter %u", path, i);
 	struct vm *vm = vm_new(d, &cfg);
 	if (!vm) {
 		pthread_mutex_unlock(&d->lock);
