@@ -95,13 +95,19 @@ def test_create_refuses_missing_files(daemon, tmp_path):
     assert daemon.json("vm", "list") == []
 
 
-@pytest.mark.parametrize("fmt", ["vhdx", "vhd", "raw"])
+@pytest.mark.parametrize("fmt", ["vhdx", "vhd", "raw", "avhdx"])
 def test_disk_served_through_the_daemon(daemon, tmp_path, fmt):
     """A disk of each format, created by `cloison disk create`, attached with
-    `vm create --disk`: the guest fills it, then a second boot reads it back."""
+    `vm create --disk`: the guest fills it, then a second boot reads it back.
+    avhdx: a differencing VHDX whose parent is a dynamic VHDX."""
     path = tmp_path / ("d." + fmt)
     size = 8 << 20
-    daemon.ok("disk", "create", path, "--size", str(size), "--type", "dynamic")
+    if fmt == "avhdx":
+        parent = tmp_path / "parent.vhdx"
+        daemon.ok("disk", "create", parent, "--size", str(size), "--type", "dynamic")
+        daemon.ok("disk", "create", path, "--type", "differencing", "--parent", parent)
+    else:
+        daemon.ok("disk", "create", path, "--size", str(size), "--type", "dynamic")
     daemon.create("fill", "blkfill=171", "--disk", path)
     daemon.ok("vm", "start", "fill")
     v = daemon.wait_state("fill", "off", timeout=120)
