@@ -25,10 +25,8 @@ static int raw_open(struct disk *d, struct disk_error *err)
 	if (fstat(d->fd, &st) < 0)
 		return disk_fail(err, -errno, "%s: cannot stat: %s", d->path, strerror(errno));
 	if (S_ISBLK(st.st_mode)) {
-		/* disk.c already checked the ioctl works */
-		d->size = 0;
-		if (lseek(d->fd, 0, SEEK_END) >= 0)
-			d->size = (uint64_t)lseek(d->fd, 0, SEEK_CUR);
+		off_t end = lseek(d->fd, 0, SEEK_END);
+		d->size = end > 0 ? (uint64_t)end : 0;
 	} else {
 		d->size = (uint64_t)st.st_size;
 	}

@@ -496,6 +496,10 @@ static int vhd_open(struct disk *d, struct disk_error *err)
 		goto fail;
 	}
 	fsize = (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode)) { /* a VHD on a block device (an LV, say) */
+		off_t end = lseek(v->mfd, 0, SEEK_END);
+		fsize = end > 0 ? (uint64_t)end : 0;
+	}
 	if (fsize < VHD_FOOTER_SIZE) {
 		ret = disk_fail(err, -EINVAL, "%s: too small (%llu bytes) to be a VHD", d->path,
 				(unsigned long long)fsize);
