@@ -795,10 +795,9 @@ int vm_start(struct vm *vm)
 
 	if (ret)
 		return ret;
-	ret = pthread_create(&vm->loop_thread, NULL, loop_thread, vm);
-	if (ret)
-		return -ret;
-	vm->loop_running = true;
+	/* vCPU threads start parked (state CREATED); the event loop, which
+	 * serves the control socket, starts last so that no request sees a
+	 * half-started VM. */
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		ret = vcpu_start_thread(&vm->vcpus[i]);
 		if (ret)
@@ -809,6 +808,10 @@ int vm_start(struct vm *vm)
 	vm->state = VM_STATE_RUNNING;
 	update_want_park(vm);
 	pthread_mutex_unlock(&vm->lock);
+	ret = pthread_create(&vm->loop_thread, NULL, loop_thread, vm);
+	if (ret)
+		return -ret;
+	vm->loop_running = true;
 	return 0;
 }
 

@@ -12,7 +12,7 @@ from vmmlib import Vmm, expected_e820, parse_guest_e820, ram_bytes, GiB, MiB
 pytestmark = pytest.mark.usefixtures("kvm")
 
 
-@pytest.mark.parametrize("cpus", [1, 2, 4])
+@pytest.mark.parametrize("cpus", [1, 2, 4, 64, 255])
 def test_boots_with_all_cpus_online(vmm_bin, testguest, tmp_path, cpus):
     with Vmm(vmm_bin, testguest, tmp_path, cpus=cpus) as vm:
         assert vm.wait_exit(60) == 0, vm.tails()
