@@ -65,10 +65,29 @@ void smp_start(struct guest *g)
 		out("smp: only %u of %u CPUs came up\n", g->cpus_online, expected);
 }
 
+void smp_run_on_aps(struct guest *g, void (*fn)(struct guest *g, uint32_t idx, void *arg), void *arg)
+{
+	g->ap_fn = fn;
+	g->ap_arg = arg;
+	__atomic_fetch_add(&g->ap_gen, 1, __ATOMIC_SEQ_CST);
+	/* Fixed IPI to all but self; an AP between its check and its hlt keeps
+	 * it pending (IF=0 in ring 3) and wakes at once. */
+	lapic_write(LAPIC_ICR_HI, 0);
+	lapic_write(LAPIC_ICR_LO, 0xc0000 | VEC_WAKE);
+}
+
 void user_ap_main(uint32_t idx)
 {
-	(void)idx;
-	__atomic_fetch_add(&ap_guest->cpus_online, 1, __ATOMIC_SEQ_CST);
-	for (;;) /* parked in hlt; an IPI would wake it for work */
+	struct guest *g = ap_guest;
+	uint64_t seen = 0;
+
+	__atomic_fetch_add(&g->cpus_online, 1, __ATOMIC_SEQ_CST);
+	for (;;) { /* parked in hlt until smp_run_on_aps() */
+		uint64_t gen = __atomic_load_n(&g->ap_gen, __ATOMIC_ACQUIRE);
+		if (gen != seen) {
+			seen = gen;
+			g->ap_fn(g, idx, g->ap_arg);
+		}
 		sys_call(SYS_IDLE, 0, 0, 0, 0);
+	}
 }

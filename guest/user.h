@@ -61,6 +61,7 @@ struct acpi_info {
 struct virtio_dev;
 struct blk_dev;
 struct net_dev;
+struct dirty;
 
 /* All ring-3 state of the guest. One instance, owned by main.c. */
 struct guest {
@@ -82,6 +83,11 @@ struct guest {
 	uint64_t heap_next, heap_end; /* bump allocator, identity mapped */
 	uint32_t bsp_apic_id;
 	volatile uint32_t cpus_online;
+	/* Work for the APs (smp_run_on_aps). */
+	uint64_t ap_gen;
+	void (*ap_fn)(struct guest *g, uint32_t idx, void *arg);
+	void *ap_arg;
+	struct dirty *dirty; /* dirty=SIZE, dirty.c */
 
 	/* Devices, opened on first use (workloads.c). */
 	struct blk_dev *blk0;
@@ -93,7 +99,7 @@ struct guest {
 	uint32_t opt_ip;
 	unsigned opt_prefix;
 	bool opt_have_ip;
-	bool net_busy;
+	bool net_busy, dirty_busy;
 	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
 
 	char line[16384]; /* scratch for long RESULT lines */
@@ -195,6 +201,8 @@ void busy_wait_us(const struct guest *g, uint64_t us);
 /* Starts every AP the MADT lists; returns when they are all online or after
  * a timeout. */
 void smp_start(struct guest *g);
+/* Wakes every AP to run fn(g, idx, arg) (idx 1..N-1) once. */
+void smp_run_on_aps(struct guest *g, void (*fn)(struct guest *g, uint32_t idx, void *arg), void *arg);
 void lapic_write(unsigned reg, uint32_t v);
 uint32_t lapic_read(unsigned reg);
 
@@ -203,6 +211,12 @@ void user_main(uint32_t start_info);
 void user_ap_main(uint32_t idx);
 /* Idles for ~10 ms, polling the power button. */
 void guest_idle(struct guest *g);
+
+/* --- dirty.c --- */
+/* dirty=SIZE: starts dirtying SIZE bytes of RAM on every CPU. */
+int dirty_start(struct guest *g, uint64_t size);
+/* From the serve loop: the BSP's share (when alone) and the report. */
+bool dirty_poll(struct guest *g);
 
 /* --- device workloads (workloads.c) --- */
 /* Options (bs=, qd=, secs=, ip=, ...) are read before any action runs. */

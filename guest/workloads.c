@@ -104,12 +104,20 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 		return act_blkbench(g, w + 9, wlen - 9);
 	if (word_is(w, wlen, "rng"))
 		return rng_run(g);
+	if (word_has_prefix(w, wlen, "dirty=")) {
+		const char *end;
+		uint64_t size = parse_size(w + 6, &end);
+		if ((size_t)(end - w) != wlen || !size)
+			return -1;
+		if (dirty_start(g, size) == 0)
+			*keep_running = true;
+		return 0;
+	}
 	if (word_has_prefix(w, wlen, "hostile=")) {
 		if (!word_is(w, wlen, "hostile=blk"))
 			return -1;
 		return hostile_run(g, "blk");
 	}
-	(void)keep_running;
 	return -2;
 }
 
@@ -123,11 +131,11 @@ void workloads_start(struct guest *g, bool *keep_running)
 
 void workloads_serve(struct guest *g)
 {
-	if (g->net)
-		g->net_busy = net_poll(g->net);
+	g->net_busy = g->net ? net_poll(g->net) : false;
+	g->dirty_busy = dirty_poll(g);
 }
 
-bool workloads_busy(struct guest *g) { return g->net_busy; }
+bool workloads_busy(struct guest *g) { return g->net_busy || g->dirty_busy; }
 uint64_t workloads_idle_ns(struct guest *g)
 {
 	if (g->opt_idle_poll)

@@ -248,7 +248,7 @@ def test_reset_words_end_the_run_without_power_off(testguest, word, line):
     assert "FAULT" not in out, out
 
 
-def monitor_run(guest, cmdline, tmp_path, after_count=3, wait=10):
+def monitor_run(guest, cmdline, tmp_path, after_count=3, wait=10, cpus=1, until=None):
     """Boots with a QEMU monitor socket; once `count` printed after_count
     lines, presses the ACPI power button; returns (status, serial text)."""
     import socket
@@ -256,14 +256,16 @@ def monitor_run(guest, cmdline, tmp_path, after_count=3, wait=10):
     need_qemu()
     serial, mon = tmp_path / "serial.txt", tmp_path / "mon.sock"
     q = subprocess.Popen(
-        [QEMU, "-enable-kvm", "-cpu", "EPYC", "-M", "q35", "-m", "256M", "-kernel", str(guest),
+        [QEMU, "-enable-kvm", "-cpu", "EPYC", "-M", "q35", "-m", "256M", "-smp", str(cpus),
+         "-kernel", str(guest),
          "-append", cmdline, "-display", "none", "-nodefaults", "-no-reboot",
          "-serial", "file:%s" % serial, "-monitor", "unix:%s,server=on,wait=off" % mon],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            if serial.exists() and "RESULT count=%d\n" % after_count in serial.read_text():
+            text = serial.read_text() if serial.exists() else ""
+            if (until or "RESULT count=%d\n" % after_count) in text:
                 break
             time.sleep(0.2)
         s = socket.socket(socket.AF_UNIX)
@@ -293,3 +295,16 @@ def test_acpi_ignore_keeps_counting(testguest, tmp_path):
     assert "power button ignored" in text and "power_button=1" not in text, text
     counts = [int(l.split("=")[1]) for l in text.splitlines() if l.startswith("RESULT count=")]
     assert counts[-1] >= 3 + 25, text  # ~10 per second kept coming
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_dirty_keeps_memory_dirty_without_lost_writes(testguest, tmp_path, cpus):
+    rc, text = monitor_run(testguest, "dirty=16M", tmp_path, cpus=cpus,
+                           until="RESULT dirty_passes=", wait=20)
+    assert rc == 0, text
+    assert "RESULT dirty_bytes=16777216" in text, text
+    passes = [int(l.split("=")[1]) for l in text.splitlines()
+              if l.startswith("RESULT dirty_passes=")]
+    assert passes and passes[0] > 0, text
+    assert "dirty_errors" not in text, text
+    assert "RESULT power_button=1" in text
