@@ -99,21 +99,32 @@ static int blk_reap(struct blk_dev *b)
 	return s;
 }
 
+/* A device that stops answering must not hang the guest: every wait ends
+ * after STALL_SECS without a completion. */
+#define STALL_SECS 10
+
 static int blk_wait(struct blk_dev *b)
 {
+	uint64_t deadline = rdtsc() + STALL_SECS * b->v.g->tsc_hz;
 	int s;
 
-	while ((s = blk_reap(b)) < 0)
+	while ((s = blk_reap(b)) < 0) {
+		if (rdtsc() > deadline)
+			return -1;
 		cpu_relax();
+	}
 	return s;
 }
 
 int blk_rw(struct blk_dev *b, uint32_t type, uint64_t sector, void *buf, uint32_t len)
 {
+	int s;
+
 	if (blk_submit(b, 0, type, sector, buf, len))
 		return -1;
 	virtq_kick(&b->v.vq[0]);
-	return b->slots[blk_wait(b)].status;
+	s = blk_wait(b);
+	return s < 0 ? -1 : b->slots[s].status;
 }
 
 static struct blk_dev *first_disk(struct guest *g)
@@ -140,6 +151,7 @@ static int blk_stream(struct guest *g, struct blk_dev *b, uint32_t type, unsigne
 {
 	uint64_t chunks = (b->capacity + b->max_io - 1) / b->max_io, submitted = 0, finished = 0;
 	bool ready[MAX_SLOTS] = { false };
+	uint64_t deadline = rdtsc() + STALL_SECS * g->tsc_hz;
 	int err = 0;
 
 	for (unsigned s = 0; s < qd; s++)
@@ -163,10 +175,16 @@ static int blk_stream(struct guest *g, struct blk_dev *b, uint32_t type, unsigne
 		}
 		if (queued)
 			virtq_kick(&b->v.vq[0]);
-		while ((s = blk_reap(b)) >= 0)
+		while ((s = blk_reap(b)) >= 0) {
 			ready[s] = true;
+			deadline = rdtsc() + STALL_SECS * g->tsc_hz;
+		}
 		s = (int)(finished % qd);
 		if (!ready[s]) {
+			if (rdtsc() > deadline) {
+				out("RESULT blk_error=no completion for %d s\n", STALL_SECS);
+				return -1;
+			}
 			cpu_relax();
 			continue;
 		}
@@ -346,6 +364,10 @@ int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint6
 		}
 		if (queued)
 			virtq_kick(&b->v.vq[0]);
+		if (stop && rdtsc() > end + STALL_SECS * g->tsc_hz) {
+			out("RESULT blk_error=no completion for %d s\n", STALL_SECS);
+			break;
+		}
 		while ((s = blk_reap(b)) >= 0) {
 			inflight--;
 			if (b->slots[s].status)
