@@ -9,9 +9,9 @@
  * 7.2's rule; STEP defaults to BUFSIZE), reads unless -w. DEPTH requests
  * are in flight at once (default 64, qemu-img's default): DEPTH threads
  * each take the next request number, since the library's calls are
- * synchronous. All requests share one buffer, as in qemu-img bench (the
- * data is irrelevant; 64 private 1 MiB buffers would measure cache misses
- * instead of the library). Threads are started before the clock
+ * synchronous. Each queue slot (thread) has its own buffer, filled before
+ * the clock starts, as qemu-img bench gives each of its DEPTH requests its
+ * own part of one DEPTH*BUFSIZE allocation. Threads are started before the clock
  * starts (a barrier releases them). Like qemu-img bench, the time ends when
  * the last request completes; the final disk_flush of a write run happens
  * after that (qemu-img flushes when it closes the image) and is printed
@@ -38,7 +38,8 @@ struct bench {
 	atomic_uint_fast64_t next;
 	atomic_int error;
 	pthread_barrier_t ready, start;
-	void *buf; /* one buffer for every request, as qemu-img bench has */
+	uint8_t *buf; /* depth * bufsize bytes: slot i uses buf + i * bufsize */
+	atomic_uint slots;
 };
 
 static uint64_t request_offset(const struct bench *b, uint64_t i)
@@ -49,6 +50,7 @@ static uint64_t request_offset(const struct bench *b, uint64_t i)
 static void *worker(void *arg)
 {
 	struct bench *b = arg;
+	uint8_t *buf = b->buf + (uint64_t)atomic_fetch_add(&b->slots, 1) * b->bufsize;
 
 	pthread_barrier_wait(&b->ready);
 	pthread_barrier_wait(&b->start);
@@ -58,9 +60,9 @@ static void *worker(void *arg)
 		if (i >= b->count || atomic_load(&b->error))
 			break;
 		if (b->write)
-			ret = disk_pwrite(b->d, b->buf, b->bufsize, request_offset(b, i));
+			ret = disk_pwrite(b->d, buf, b->bufsize, request_offset(b, i));
 		else
-			ret = disk_pread(b->d, b->buf, b->bufsize, request_offset(b, i));
+			ret = disk_pread(b->d, buf, b->bufsize, request_offset(b, i));
 		if (ret) {
 			atomic_store(&b->error, ret);
 			break;
@@ -114,9 +116,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	b.size = disk_size(b.d);
-	if (posix_memalign(&b.buf, 4096, b.bufsize))
+	if (posix_memalign((void **)&b.buf, 4096, depth * b.bufsize))
 		return 1;
-	memset(b.buf, 0xa5, b.bufsize);
+	memset(b.buf, 0xa5, depth * b.bufsize);
 	th = calloc(depth, sizeof(*th));
 	if (!th)
 		return 1;

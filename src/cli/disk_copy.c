@@ -482,6 +482,7 @@ static int merge_into_parent(const char *child_path, bool progress, bool json)
 	struct copy_stats stats = { 0 };
 	struct disk *child, *parent;
 	char parent_path[4096];
+	uint64_t grow_to;
 	struct progress prog;
 	int ret, st;
 
@@ -494,20 +495,25 @@ static int merge_into_parent(const char *child_path, bool progress, bool json)
 				 child_path);
 	}
 	snprintf(parent_path, sizeof(parent_path), "%s", disk_path(disk_parent(child)));
-	if (disk_size(child) > disk_size(disk_parent(child))) {
-		disk_close(child);
-		return cli_error(CLI_EXIT_CONFLICT,
-				 "%s is larger than its parent %s; grow the parent first with "
-				 "'cloison disk resize %s --size %llu'",
-				 child_path, parent_path, parent_path,
-				 (unsigned long long)disk_size(child));
-	}
+	grow_to = disk_size(child) > disk_size(disk_parent(child)) ? disk_size(child) : 0;
 	/* The link is verified; keep the child alone so that writing the
 	 * parent does not pull stale parent data through it. */
 	disk_close(child);
 	ret = disk_open(child_path, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &child, &err);
 	if (ret)
 		return disk_cli_fail(child_path, ret, &err);
+	/* A child grown past its parent: the parent grows first (the merge
+	 * changes the parent anyway), so the child's tail has a place. */
+	if (grow_to) {
+		ret = disk_resize(parent_path, grow_to, &err);
+		if (ret) {
+			disk_close(child);
+			fprintf(stderr, "cloison: error: %s is larger than its parent and the parent "
+					"cannot grow; nothing was merged\n",
+				child_path);
+			return disk_cli_fail(parent_path, ret, &err);
+		}
+	}
 	ret = disk_open(parent_path, 0, &parent, &err);
 	if (ret) {
 		disk_close(child);

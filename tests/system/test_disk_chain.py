@@ -168,3 +168,19 @@ def test_set_parent_after_move_and_refusal_of_wrong_parent(tmp_path, ext, dext, 
     shutil.move(tmp_path / "elsewhere", together / "elsewhere")
     shutil.move(child, together / child.name)
     m.check(together / child.name, tmp_path)
+
+
+def test_merge_child_larger_than_parent_grows_the_parent(tmp_path):
+    base, child = tmp_path / "base.vhdx", tmp_path / "child.avhdx"
+    ok("create", base, "--size", "8M", "--block-size", "1M")
+    io_write(base, 0, b"\x11" * 4096, tmp_path)
+    ok("create", child, "--parent", base)
+    ok("resize", child, "--size", "16M")
+    io_write(child, 12 * MiB, b"\x42" * 4096, tmp_path)
+    assert io_read(child, 0, 4096) == b"\x11" * 4096
+    ok("merge", child)
+    assert not child.exists()
+    assert info(base)["virtual_size"] == 16 * MiB
+    assert io_read(base, 12 * MiB, 4096) == b"\x42" * 4096
+    assert io_read(base, 0, 4096) == b"\x11" * 4096
+    ok("check", base)

@@ -249,7 +249,8 @@ def test_create_and_info(tmp_path, name, args, facts):
             assert i["allocated"] == 0
     text = ok("info", p).stdout
     assert "virtual size:" in text and i["format"] in text
-    assert ok("check", p).returncode == 0
+    c = json.loads(ok("check", p, "--json").stdout)
+    assert c["clean"] is True and c["problems"] == 0 and c["findings"] == []
 
 
 def test_create_json_prints_info(tmp_path):
