@@ -15,7 +15,7 @@
 #include "common/util.h"
 #include "disk/disk.h"
 
-#define DISK_THREADS 4
+#define DISK_THREADS 8
 
 struct done_list {
 	int efd;
