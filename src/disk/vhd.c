@@ -478,7 +478,6 @@ static int vhd_open(struct disk *d, struct disk_error *err)
 	if (!v)
 		return disk_fail(err, -ENOMEM, "%s: out of memory", d->path);
 	pthread_mutex_init(&v->lock, NULL);
-	v->epoch = 1;
 	v->mfd = d->fd;
 	if (d->flags & DISK_OPEN_DIRECT) {
 		/* metadata goes through the page cache: small, unaligned I/O */
@@ -699,7 +698,10 @@ static int vhd_pread(struct disk *d, void *buf, size_t len, uint64_t off)
 
 static void mark_bat_dirty(struct vhd *v, uint32_t blk)
 {
-	v->bat_dirty[blk / 128] = v->epoch;
+	if (!v->bat_dirty[blk / 128]) {
+		v->bat_dirty[blk / 128] = true;
+		v->ndirty++;
+	}
 }
 
 /* Appends a block for blk at the end of the file. Lock held. The new
@@ -737,7 +739,7 @@ static int alloc_block(struct disk *d, struct vhd *v, uint32_t blk)
 	if (d->type == DISK_TYPE_DIFFERENCING) {
 		free(v->bitmaps[blk].bits);
 		v->bitmaps[blk].bits = bitmap;
-		v->bitmaps[blk].dirty = 0; /* on disk already */
+		v->bitmaps[blk].dirty = false; /* on disk already */
 	} else {
 		free(bitmap);
 	}
@@ -759,8 +761,10 @@ static int mark_sectors(struct vhd *v, uint32_t blk, uint64_t s, uint64_t n, boo
 			changed = true;
 		}
 	}
-	if (changed)
-		v->bitmaps[blk].dirty = v->epoch;
+	if (changed && !v->bitmaps[blk].dirty) {
+		v->bitmaps[blk].dirty = true;
+		v->ndirty++;
+	}
 	return 0;
 }
 
@@ -833,28 +837,28 @@ static int sync_fds(struct vhd *v, int fd)
 	return 0;
 }
 
-/* Writes the bitmaps and BAT sectors dirtied up to epoch e. Lock held. */
-static int write_metadata(struct vhd *v, uint64_t e, bool *wrote)
+/* Writes the dirty bitmaps and BAT sectors. Lock held. */
+static int write_metadata(struct vhd *v)
 {
 	uint32_t nsec = v->entries / 128 + 1;
 	uint8_t sec[VHD_SECTOR];
 	int ret;
 
-	for (uint32_t i = 0; v->bitmaps && i < v->entries; i++) {
+	for (uint32_t i = 0; v->bitmaps && i < v->entries && v->ndirty; i++) {
 		struct vhd_bitmap *bm = &v->bitmaps[i];
-		if (!bm->dirty || bm->dirty > e)
+		if (!bm->dirty)
 			continue;
 		ret = pwrite_full(v->mfd, bm->bits, v->bitmap_size,
 				  (off_t)v->bat[i] * VHD_SECTOR);
 		if (ret)
 			return ret;
-		bm->dirty = 0;
-		*wrote = true;
+		bm->dirty = false;
+		v->ndirty--;
 	}
-	for (uint32_t s = 0; s < nsec; s++) {
+	for (uint32_t s = 0; s < nsec && v->ndirty; s++) {
 		uint64_t first = (uint64_t)s * 128;
 		uint64_t count = MIN(128ULL, v->entries - first);
-		if (!v->bat_dirty[s] || v->bat_dirty[s] > e)
+		if (!v->bat_dirty[s])
 			continue;
 		memset(sec, 0xff, sizeof(sec));
 		for (uint64_t i = 0; i < count; i++)
@@ -863,17 +867,19 @@ static int write_metadata(struct vhd *v, uint64_t e, bool *wrote)
 				  (off_t)(v->hdr.table_offset + first * 4));
 		if (ret)
 			return ret;
-		v->bat_dirty[s] = 0;
-		*wrote = true;
+		v->bat_dirty[s] = false;
+		v->ndirty--;
 	}
 	return 0;
 }
 
+/* Data first, then the metadata that makes it visible. The lock is held
+ * from the last data sync to the metadata write, so no allocation or
+ * bitmap change whose data is not yet durable can slip in between; a sync
+ * without the lock first keeps that window short. */
 static int vhd_flush(struct disk *d)
 {
 	struct vhd *v = d->priv;
-	bool wrote = false;
-	uint64_t e;
 	int ret;
 
 	if (d->type == DISK_TYPE_FIXED) {
@@ -881,19 +887,18 @@ static int vhd_flush(struct disk *d)
 			return -errno;
 		return 0;
 	}
-	/* Only metadata dirtied before the data sync may be written after it:
-	 * later allocations may have data still in flight. */
-	pthread_mutex_lock(&v->lock);
-	e = v->epoch++;
-	pthread_mutex_unlock(&v->lock);
 	ret = sync_fds(v, d->fd);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&v->lock);
-	ret = write_metadata(v, e, &wrote);
-	pthread_mutex_unlock(&v->lock);
-	if (!ret && wrote)
+	if (v->ndirty) {
 		ret = sync_fds(v, d->fd);
+		if (!ret)
+			ret = write_metadata(v);
+		if (!ret)
+			ret = sync_fds(v, d->fd);
+	}
+	pthread_mutex_unlock(&v->lock);
 	return ret;
 }
 

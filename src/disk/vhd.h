@@ -82,11 +82,11 @@ struct vhd_header {
 /* In-memory bitmap of one block of a differencing disk. */
 struct vhd_bitmap {
 	uint8_t *bits;	/* bitmap_size bytes, NULL until loaded */
-	uint64_t dirty; /* flush epoch that dirtied it, 0 when clean */
+	bool dirty;	/* changed since it was last written */
 };
 
 /* Per-open state (struct disk.priv). lock guards bat, bat_dirty, bitmaps,
- * free_off and epoch; data I/O to allocated blocks runs without it. */
+ * free_off and ndirty; data I/O to allocated blocks runs without it. */
 struct vhd {
 	int mfd; /* metadata fd (not O_DIRECT) */
 	bool own_mfd;
@@ -104,10 +104,10 @@ struct vhd {
 	uint32_t bitmap_size;
 	unsigned block_shift;
 	uint32_t *bat;	    /* host order */
-	uint64_t *bat_dirty; /* per BAT sector: flush epoch that dirtied it */
+	bool *bat_dirty;     /* per 512-byte BAT sector: changed since written */
 	struct vhd_bitmap *bitmaps; /* differencing only */
 	uint64_t free_off;  /* the next block goes here; the footer follows */
-	uint64_t epoch;	    /* flush epoch, starts at 1 */
+	uint64_t ndirty;    /* dirty bitmaps + BAT sectors */
 	uint64_t meta_end;  /* end of header/BAT/locator data */
 	pthread_mutex_t lock;
 };

@@ -690,7 +690,7 @@ static int grow_bat(struct disk *d, struct vhd *v, uint32_t entries, struct disk
 	uint64_t new_bytes = ALIGN_UP((uint64_t)entries * 4, (uint64_t)VHD_SECTOR);
 	uint64_t bat_end = v->hdr.table_offset + new_bytes, limit = v->free_off;
 	uint32_t *bat;
-	uint64_t *dirty;
+	bool *dirty;
 	struct vhd_bitmap *bms = NULL;
 	uint8_t *fill;
 	int ret;
