@@ -214,6 +214,7 @@ def test_detached_daemon(tmp_path, kvm):
     d = Daemon(tmp_path / "state")
     r = subprocess.run([str(binary("cloisond")), "--state-dir", d.state_dir, "--socket", d.socket,
                         "--vmm", str(d.vmm), "--daemon"], capture_output=True, text=True, timeout=30)
+    pid = None
     try:
         assert r.returncode == 0, r.stderr
         host = d.json("host", "info")   # serving at once, no wait
@@ -232,5 +233,8 @@ def test_detached_daemon(tmp_path, kvm):
                 break
             time.sleep(0.05)
         assert not os.path.exists(d.socket)
+        pid = None
     finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
         d.cleanup()
