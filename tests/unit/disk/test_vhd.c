@@ -78,6 +78,12 @@ static void check_hyperv(struct scratch *s, const char *name, enum disk_type typ
 	assert_int_equal(info.virtual_size, 10 * MiB);
 	assert_int_equal(info.logical_sector, 512);
 	assert_int_equal(info.block_size, block_size);
+	if (type == DISK_TYPE_FIXED) /* data + the 512-byte footer */
+		assert_int_equal(info.file_size, 10486272);
+	assert_int_equal(info.allocated, type == DISK_TYPE_FIXED ? 10 * MiB : 6 * MiB);
+	uint8_t footer[512];
+	assert_int_equal(read_at(img, info.file_size - 512, footer, 512), 0);
+	assert_memory_equal(footer + 28, "win ", 4); /* made by Hyper-V */
 	buf = read_all(d);
 	assert_int_equal(write_file(raw, buf, 10 * MiB), 0);
 	assert_int_equal(file_sha256(raw, hash), 0);
