@@ -168,19 +168,14 @@ static int parse_cpus(const char *s, unsigned *out)
 static int check_device_spec(const char *opt, const char *spec)
 {
 	char err[256] = "";
-	int ret;
+	int ret = !strcmp(opt, "--disk") ? virtio_disk_spec_check(spec, err, sizeof(err))
+					 : virtio_net_spec_check(spec, err, sizeof(err));
 
-#ifdef CLOISON_HAVE_VIRTIO
-	ret = !strcmp(opt, "--disk") ? virtio_disk_spec_check(spec, err, sizeof(err))
-				     : virtio_net_spec_check(spec, err, sizeof(err));
+	if (ret && strstr(err, opt))
+		return usage_error("%s", err);
 	if (ret)
 		return usage_error("%s %s: %s", opt, spec, err);
-#else
-	(void)spec;
-	(void)err;
-	ret = usage_error("%s: virtio devices are not part of this build yet", opt);
-#endif
-	return ret;
+	return 0;
 }
 
 static int set_once(const char **slot, const char *opt, const char *val)
