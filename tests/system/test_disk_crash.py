@@ -97,7 +97,9 @@ def test_sigkill_during_allocating_writes(tmp_path, fmt, opts, window):
         findings = json.loads(r.stdout)["findings"] if r.stdout else [r.stderr]
         assert r.returncode in (0, 1), "%s: check\n%s%s" % (what, r.stdout, r.stderr)
         if r.returncode:
-            assert all("log" in f for f in findings), "%s: check: %s" % (what, findings)
+            # (plus notes the check itself calls harmless)
+            assert all("log" in f or "harmless" in f for f in findings), \
+                "%s: check: %s" % (what, findings)
             i = json.loads(ok("info", img, "--json").stdout)
             assert i["log_replayed"] is True, "%s: info does not say the log was replayed" % what
         # 3. the replay is written into the file - by a read-write open, or
