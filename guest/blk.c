@@ -254,7 +254,7 @@ static uint64_t sector_word(uint64_t off, unsigned i) { return (off / SECTOR) * 
 
 static void fill_pattern(uint8_t *buf, uint32_t len, uint64_t off, void *arg)
 {
-	uint64_t *w = (uint64_t *)buf;
+	uint64_t *w = (void *)buf; /* page-aligned buffers */
 	(void)arg;
 	for (uint32_t i = 0; i < len / 8; i++)
 		w[i] = sector_word(off + (uint64_t)i * 8, i % 64);
@@ -262,7 +262,7 @@ static void fill_pattern(uint8_t *buf, uint32_t len, uint64_t off, void *arg)
 
 static int check_pattern(const uint8_t *buf, uint32_t len, uint64_t off, void *arg)
 {
-	const uint64_t *w = (const uint64_t *)buf;
+	const uint64_t *w = (const void *)buf;
 	uint64_t *bad = arg;
 
 	for (uint32_t i = 0; i < len / 8; i++) {

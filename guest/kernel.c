@@ -109,7 +109,7 @@ void kernel_init_cpu(uint32_t idx)
 		uint64_t base;
 	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)(uintptr_t)idt };
 	uint64_t base = (uint64_t)(uintptr_t)&tss[idx];
-	uint64_t *desc = (uint64_t *)((char *)gdt + SEL_TSS0 + 16 * idx);
+	uint64_t *desc = &gdt[(SEL_TSS0 + 16 * idx) / 8];
 	uint16_t sel = (uint16_t)(SEL_TSS0 + 16 * idx);
 
 	if (idx == 0) {
