@@ -100,7 +100,8 @@ struct disk_create_opts {
 	enum disk_format format;
 	enum disk_type type;
 	uint64_t size;		 /* virtual size; 0 with a parent = parent's size */
-	uint32_t block_size;	 /* 0 = default (VHDX 32 MiB, VHD 2 MiB) */
+	uint32_t block_size;	 /* 0 = default (VHDX 32 MiB, 2 MiB for a differencing VHDX
+				    as Hyper-V; VHD 2 MiB) */
 	uint32_t logical_sector; /* 0 = 512 */
 	uint32_t physical_sector; /* 0 = 4096 for VHDX, 512 for VHD */
 	const char *parent;	 /* differencing: path to the parent */

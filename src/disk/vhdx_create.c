@@ -197,7 +197,9 @@ static int layout_for(const char *path, const struct disk_create_opts *o, struct
 {
 	l->diff = o->type == DISK_TYPE_DIFFERENCING;
 	l->fixed = o->type == DISK_TYPE_FIXED;
-	l->bs = o->block_size ? o->block_size : VHDX_DEFAULT_BLOCK; /* disk.h: 32 MiB */
+	/* differencing: 2 MiB, as Hyper-V makes .avhdx files (small blocks keep
+	 * copy-on-write cheap); else 32 MiB */
+	l->bs = o->block_size ? o->block_size : l->diff ? 2 * 1024 * 1024 : VHDX_DEFAULT_BLOCK;
 	l->lsec = o->logical_sector ? o->logical_sector
 				    : parent ? ((struct vhdx *)parent->priv)->lsec : 512;
 	l->psec = o->physical_sector ? o->physical_sector : 4096;
@@ -762,11 +764,12 @@ static int repair_copies(struct vhdx *v, bool repair, char *report, size_t len)
 		if (!repair || vhdx_mark_dirty(v, false) || vhdx_header_update(v, &v->hdr))
 			left++;
 	}
-	if (v->hdr_stale && !v->hdr_bad[0] && !v->hdr_bad[1]) {
-		/* normal between the two steps of an update; only a note */
-		say(report, len, "header copy %d is older than copy %d%s", 2 - v->hdr_slot,
-		    v->hdr_slot + 1, repair ? "; brought up to date" : " (harmless)");
-		if (repair && !vhdx_mark_dirty(v, false) && !vhdx_header_update(v, &v->hdr))
+	if (repair && v->hdr_stale && !v->hdr_bad[0] && !v->hdr_bad[1]) {
+		/* normal (e.g. after a crash): not a finding, but repair makes
+		 * both copies current */
+		say(report, len, "header copy %d was older than copy %d; brought up to date",
+		    2 - v->hdr_slot, v->hdr_slot + 1);
+		if (!vhdx_mark_dirty(v, false) && !vhdx_header_update(v, &v->hdr))
 			v->hdr_stale = false;
 	}
 	if (v->rt_bad[0] || v->rt_bad[1] || v->rt_differ) {
