@@ -155,12 +155,16 @@ def test_no_device_is_reported_not_fatal(testguest):
     assert r["poweroff"] == "1"
 
 
-def test_hostile_driver_leaves_other_device_working(testguest, tmp_path):
+@pytest.mark.parametrize("other", ["rng", "blk1"])
+def test_hostile_driver_leaves_other_device_working(testguest, tmp_path, other):
     disk = tmp_path / "victim.img"
     disk.write_bytes(b"\0" * (1 << 20))
-    rc, out, r = boot(testguest, "hostile=blk", extra=disk_args(disk) + RNG)
+    second = tmp_path / "other.img"
+    second.write_bytes(b"\1" * (1 << 20))
+    extra = RNG if other == "rng" else disk_args(second, idx=1)
+    rc, out, r = boot(testguest, "hostile=blk", extra=disk_args(disk) + extra)
     assert rc == 0, out
-    assert r["hostile_other"] == "rng"
+    assert r["hostile_other"] == other
     assert r["hostile_other_baseline_ok"] == "1"
     for step in ("loop", "badaddr", "overlong", "badidx"):
         assert r["hostile_%s_other_ok" % step] == "1", out
