@@ -2,7 +2,7 @@
  * `qemu-img bench` does so the two can be compared request for request:
  *
  *   disk_bench [-w] [-c COUNT] [-d DEPTH] [-s BUFSIZE] [-S STEP] [-o OFFSET]
- *              [--raw] [--direct] IMAGE
+ *              [--pattern BYTE] [--raw] [--direct] IMAGE
  *
  * COUNT requests (default 75000) of BUFSIZE bytes (default 4096) at
  * offsets OFFSET, OFFSET+STEP, ... wrapped modulo the image size (qemu-img
@@ -16,6 +16,7 @@
  * the last request completes; the final disk_flush of a write run happens
  * after that (qemu-img flushes when it closes the image) and is printed
  * separately.
+ * Written data is BYTE (default 0, qemu-img bench's default --pattern).
  * --raw opens IMAGE as raw without probing; --direct uses O_DIRECT.
  * Prints "Run completed in S seconds." like qemu-img bench, then
  * "ops/s N MiB/s M". */
@@ -81,12 +82,13 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "raw", no_argument, NULL, 'R' },
 		{ "direct", no_argument, NULL, 'D' },
+		{ "pattern", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct bench b = { .count = 75000, .bufsize = 4096 };
 	struct disk_error err = { { 0 } };
 	unsigned flags = 0;
-	uint64_t depth = 64, t0, t1, t2;
+	uint64_t depth = 64, pattern = 0, t0, t1, t2;
 	pthread_t *th;
 	int c, ret;
 
@@ -101,6 +103,7 @@ int main(int argc, char **argv)
 		case 'o': bad = parse_num(optarg, &b.offset); break;
 		case 'R': flags |= DISK_OPEN_FORMAT_RAW; break;
 		case 'D': flags |= DISK_OPEN_DIRECT; break;
+		case 'P': bad = parse_num(optarg, &pattern) || pattern > 255; break;
 		default: bad = 1;
 		}
 		if (bad)
@@ -118,7 +121,7 @@ int main(int argc, char **argv)
 	b.size = disk_size(b.d);
 	if (posix_memalign((void **)&b.buf, 4096, depth * b.bufsize))
 		return 1;
-	memset(b.buf, 0xa5, depth * b.bufsize);
+	memset(b.buf, (int)pattern, depth * b.bufsize);
 	th = calloc(depth, sizeof(*th));
 	if (!th)
 		return 1;
@@ -163,6 +166,6 @@ int main(int argc, char **argv)
 	return 0;
 usage:
 	fprintf(stderr, "usage: disk_bench [-w] [-c COUNT] [-d DEPTH] [-s BUFSIZE] [-S STEP] "
-			"[-o OFFSET] [--raw] [--direct] IMAGE\n");
+			"[-o OFFSET] [--pattern BYTE] [--raw] [--direct] IMAGE\n");
 	return 2;
 }
