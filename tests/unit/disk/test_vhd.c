@@ -1078,6 +1078,59 @@ static void test_direct(void **state)
 	free(back);
 }
 
+/* set-parent after the parent moved to another folder: the new locators
+ * work, and the relative one keeps working when both move together. */
+static void test_set_parent_moves(void **state)
+{
+	struct scratch *s = *state;
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 4 * MiB };
+	struct disk_error err = { 0 };
+	char a[200], b[200], p[256], c[256], p2[256], c2[256];
+	uint8_t sec[512], back[512];
+	struct disk *d;
+
+	snprintf(a, sizeof(a), "%s/a", s->dir);
+	snprintf(b, sizeof(b), "%s/b", s->dir);
+	assert_int_equal(mkdir(a, 0755), 0);
+	assert_int_equal(mkdir(b, 0755), 0);
+	snprintf(p, sizeof(p), "%s/p.vhd", a);
+	snprintf(c, sizeof(c), "%s/c.vhd", a);
+	snprintf(p2, sizeof(p2), "%s/moved-p.vhd", b);
+	assert_int_equal(disk_create(p, &o, &err), 0);
+	fill_random(sec, sizeof(sec), 21);
+	assert_int_equal(disk_open(p, 0, &d, &err), 0);
+	assert_int_equal(disk_pwrite(d, sec, 512, 8192), 0);
+	assert_int_equal(disk_close(d), 0);
+	o.type = DISK_TYPE_DIFFERENCING;
+	o.size = 0;
+	o.parent = p;
+	assert_int_equal(disk_create(c, &o, &err), 0);
+	/* the parent moves (and is renamed) into b */
+	assert_int_equal(rename(p, p2), 0);
+	assert_int_equal(disk_open(c, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
+	assert_int_equal(disk_set_parent(c, p2, &err), 0);
+	assert_int_equal(disk_open(c, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_pread(d, back, 512, 8192), 0);
+	assert_memory_equal(sec, back, 512);
+	assert_int_equal(disk_close(d), 0);
+	/* both move under a new root: only the relative locator still works */
+	assert_int_equal(run_cmd("mv '%s' '%s/a2' && mv '%s' '%s/b2'", a, s->dir, b, s->dir), 0);
+	snprintf(c2, sizeof(c2), "%s/a2/c.vhd", s->dir);
+	assert_int_equal(disk_open(c2, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "moved-p.vhd"));
+	assert_int_equal(run_cmd("mkdir '%s/root' && mv '%s/a2' '%s/root/a' && mv '%s/b2' "
+				 "'%s/root/b'", s->dir, s->dir, s->dir, s->dir, s->dir), 0);
+	snprintf(c2, sizeof(c2), "%s/root/a/c.vhd", s->dir);
+	assert_int_equal(disk_open(c2, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_non_null(strstr(disk_path(disk_parent(d)), "/root/a/../b/moved-p.vhd"));
+	assert_int_equal(disk_pread(d, back, 512, 8192), 0);
+	assert_memory_equal(sec, back, 512);
+	assert_int_equal(disk_close(d), 0);
+	char report[512];
+	assert_int_equal(disk_check(c2, false, report, sizeof(report), &err), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1097,6 +1150,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_footer_511, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locator_codes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_parent_moves, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
