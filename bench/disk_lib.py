@@ -18,7 +18,10 @@ default cache mode, writeback). Each tool starts from its own copy of the
 same file: a fresh empty dynamic image made by `cloison disk create` for
 each write run, a copy of one full image (made by `cloison disk convert`
 from random data) for the read runs; qemu-img opens our files. Every case runs --repeat
-times and the best run counts. Prints MiB/s, ours/qemu and ours/raw.
+times and the best run counts. Prints MiB/s (each tool's own clock), the
+CPU time (user + system, from wait4) each process used, and the ratios:
+on a loaded shared host the wall-clock figures swing with scheduling while
+the CPU time per run stays put, so both are shown.
 
 usage: bench/disk_lib.py [--build DIR] [--size 512M] [--count N] [--repeat 3]
                          [--dir /dev/shm] [--formats vhdx,vhd]
@@ -27,6 +30,7 @@ import argparse
 import os
 import pathlib
 import random
+import resource
 import re
 import shutil
 import subprocess
@@ -45,6 +49,23 @@ def sh(cmd):
     return r.stdout
 
 
+def timed(cmd):
+    """Runs a bench program; returns (its stdout, the CPU seconds - user +
+    system - it used, from wait4)."""
+    p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate()
+    # communicate() reaped it, so its rusage is in RUSAGE_CHILDREN now
+    if p.returncode:
+        sys.exit("failed: %s\n%s%s" % (" ".join(map(str, cmd)), out, err))
+    return out
+
+
+def child_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def seconds(out):
     m = re.search(r"Run completed in ([0-9.]+) seconds", out)
     if not m:
@@ -60,13 +81,20 @@ def bench_args(case, size, count):
     return ["-c", n, "-s", MiB, "-S", MiB], n * MiB
 
 
+def measure(cmd, nbytes):
+    """(MiB/s by the tool's own wall clock, CPU seconds the process used)."""
+    before = child_cpu()
+    out = timed(cmd)
+    return nbytes / seconds(out) / MiB, child_cpu() - before
+
+
 def run_ours(tools, case, image, qfmt, size, count):
     args, nbytes = bench_args(case, size, count)
     extra = ["--raw"] if qfmt == "raw" else []
     cmd = [tools / "disk_bench", "-d", 64] + args + extra
     if case.startswith("write"):
         cmd.append("-w")
-    return nbytes / seconds(sh(cmd + [image])) / MiB
+    return measure(cmd + [image], nbytes)
 
 
 def run_qemu(case, image, qfmt, size, count):
@@ -74,7 +102,7 @@ def run_qemu(case, image, qfmt, size, count):
     cmd = ["qemu-img", "bench", "-f", qfmt, "-d", 64] + args
     if case.startswith("write"):
         cmd.append("-w")
-    return nbytes / seconds(sh(cmd + [image])) / MiB
+    return measure(cmd + [image], nbytes)
 
 
 def make_full_raw(path, size):
@@ -124,6 +152,7 @@ def main():
             for case in ("write-4k-rand", "write-1m-seq", "read-4k-rand", "read-1m-seq"):
                 src = full
                 best = {"ours": 0.0, "qemu": 0.0}
+                cpu = {"ours": 1e9, "qemu": 1e9}
                 for _ in range(a.repeat):
                     for who in ("ours", "qemu"):
                         img = work / ("run-%s.%s" % (who, fmt))
@@ -136,27 +165,32 @@ def main():
                         elif not img.exists():
                             shutil.copyfile(src, img)
                         if who == "ours":
-                            v = run_ours(tools, case, img, qfmt, size, a.count)
+                            v, c = run_ours(tools, case, img, qfmt, size, a.count)
                         else:
-                            v = run_qemu(case, img, qfmt, size, a.count)
+                            v, c = run_qemu(case, img, qfmt, size, a.count)
                         best[who] = max(best[who], v)
+                        cpu[who] = min(cpu[who], c)
                 for who in ("ours", "qemu"):
                     (work / ("run-%s.%s" % (who, fmt))).unlink()
-                rows.append((fmt, case, best["ours"], best["qemu"]))
-                print("%-5s %-14s ours %8.1f MiB/s  qemu-img %8.1f MiB/s  ours/qemu %5.2f" % (
-                    fmt, case, best["ours"], best["qemu"], best["ours"] / best["qemu"]),
-                    flush=True)
+                rows.append((fmt, case, best["ours"], best["qemu"], cpu["ours"], cpu["qemu"]))
+                print("%-5s %-14s ours %8.1f MiB/s %6.3f s CPU  qemu-img %8.1f MiB/s %6.3f s CPU"
+                      "  ours/qemu %5.2f (CPU %5.2f)" % (
+                          fmt, case, best["ours"], cpu["ours"], best["qemu"], cpu["qemu"],
+                          best["ours"] / best["qemu"], cpu["qemu"] / cpu["ours"]),
+                      flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    raw = {case: (o, q) for fmt, case, o, q in rows if fmt == "raw"}
+    raw = {case: (o, q, co, cq) for fmt, case, o, q, co, cq in rows if fmt == "raw"}
     print()
-    print("| format | case | cloison MiB/s | qemu-img MiB/s | cloison/qemu-img | cloison/raw (cloison) | qemu-img/raw (qemu-img) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for fmt, case, o, q in rows:
-        ro, rq = raw[case]
-        print("| %s | %s | %.1f | %.1f | %.2f | %.0f %% | %.0f %% |" % (
-            fmt, case, o, q, o / q, 100 * o / ro, 100 * q / rq))
+    print("| format | case | cloison MiB/s | qemu-img MiB/s | cloison/qemu-img | "
+          "cloison/raw | CPU s cloison | CPU s qemu-img | CPU qemu-img/cloison | "
+          "CPU raw/format (cloison) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for fmt, case, o, q, co, cq in rows:
+        ro, rq, rco, rcq = raw[case]
+        print("| %s | %s | %.0f | %.0f | %.2f | %.0f %% | %.3f | %.3f | %.2f | %.0f %% |" % (
+            fmt, case, o, q, o / q, 100 * o / ro, co, cq, cq / co, 100 * rco / co))
 
 
 if __name__ == "__main__":
