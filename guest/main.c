@@ -77,6 +77,12 @@ static int w_triplefault(struct word_ctx *c)
 	return 0;
 }
 
+static int w_pmtimer(struct word_ctx *c)
+{
+	timer_check_pm(c->g);
+	return 0;
+}
+
 static int w_device(struct word_ctx *c)
 {
 	return workloads_run(c->g, c->arg, c->arg_len, &c->keep_running);
@@ -95,6 +101,7 @@ static const struct word words[] = {
 	{ "acpi=", w_nothing },
 	{ "reboot", w_reboot },
 	{ "triplefault", w_triplefault },
+	{ "pmtimer", w_pmtimer },
 	{ NULL, NULL },
 };
 

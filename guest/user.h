@@ -196,6 +196,9 @@ void timer_sleep_ns(struct guest *g, uint64_t ns);
  * MSI-X wake-up) sooner. */
 void timer_wait_ns(struct guest *g, uint64_t ns);
 void busy_wait_us(const struct guest *g, uint64_t us);
+/* pmtimer: the ACPI PM timer's rate measured against the TSC over 1 s
+ * (3579545 when both are right). */
+void timer_check_pm(struct guest *g);
 
 /* --- smp.c --- */
 /* Starts every AP the MADT lists; returns when they are all online or after
