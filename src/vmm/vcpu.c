@@ -432,6 +432,14 @@ static bool park_if_asked(struct vcpu *vcpu)
 
 	if (!atomic_load(&vm->want_park))
 		return true;
+	/* KVM finishes a PIO/MMIO read (register write, RIP advance) only on
+	 * the next KVM_RUN; do that now with immediate_exit, so that a reset
+	 * or register dump while parked sees consistent state. */
+	if (vcpu->io_pending) {
+		__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		ioctl(vcpu->fd, KVM_RUN, 0);
+		vcpu->io_pending = false;
+	}
 	pthread_mutex_lock(&vm->lock);
 	vm->parked++;
 	pthread_cond_broadcast(&vm->cond);
@@ -457,6 +465,7 @@ static void *vcpu_thread(void *arg)
 	while (park_if_asked(vcpu)) {
 		struct kvm_run *run = vcpu->run;
 
+		vcpu->io_pending = false;
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			char detail[128];
 			if (errno == EINTR || errno == EAGAIN)
@@ -469,9 +478,11 @@ static void *vcpu_thread(void *arg)
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO:
 			handle_io(vcpu);
+			vcpu->io_pending = true;
 			break;
 		case KVM_EXIT_MMIO:
 			handle_mmio(vcpu);
+			vcpu->io_pending = true;
 			break;
 		case KVM_EXIT_HLT:
 		case KVM_EXIT_INTR:

@@ -62,6 +62,7 @@ struct vcpu {
 	struct kvm_lapic_state lapic0;	 /* power-on LAPIC, for reset */
 	struct kvm_xcrs xcrs0;
 	bool have_xcrs;
+	bool io_pending; /* last exit was PIO/MMIO: KVM completes it on re-entry */
 };
 
 struct gsi_routes {

@@ -228,3 +228,17 @@ def test_sigterm_stops_the_worker(vmm_bin, testguest, tmp_path):
         assert vm.wait_exit(30) == 1
         assert "signal" in vm.stderr()
         assert not os.path.exists(vm.control_path)
+
+
+def test_repeated_resets_while_busy(vmm_bin, testguest, tmp_path):
+    # Resets land at arbitrary points of the guest's I/O: a port or MMIO
+    # access KVM has not completed yet must not leak into the new boot.
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count", cpus=2) as vm:
+        ctl = vm.control()
+        for i in range(2, 8):
+            vm.wait_result("count", 30, count=len(counts(vm)) + 1)
+            if i % 2:
+                assert ctl.request("pause")["ok"] is True
+            assert ctl.request("reset")["ok"] is True
+            vm.wait_result("boot", 30, count=i)
+        assert vm.result_values("cpus_online") == ["2"] * 7
