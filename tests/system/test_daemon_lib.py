@@ -139,9 +139,10 @@ class Daemon:
         self.ok("vm", "create", name, "--kernel", self.guest, "--cmdline", cmdline,
                 "--memory", "128M", *extra)
 
-    def console_until(self, name, needle, timeout=60):
-        """Attaches `cloison vm console` and reads until needle appears;
-        returns everything read."""
+    def console_until(self, name, needle, timeout=60, times=1):
+        """Attaches `cloison vm console` and reads until needle has appeared
+        `times` times (the console replays earlier output, e.g. from before
+        a restart); returns everything read."""
         env = dict(os.environ, CLOISON_SOCKET=self.socket)
         p = subprocess.Popen([str(self.cli_bin), "vm", "console", name], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -149,8 +150,9 @@ class Daemon:
         deadline = time.time() + timeout
         try:
             # Read until the needle and the end of its line.
+            n = needle.encode()
             while time.time() < deadline and (
-                    needle.encode() not in out or b"\n" not in out.split(needle.encode(), 1)[1]):
+                    out.count(n) < times or b"\n" not in out.split(n)[times]):
                 r, _, _ = select.select([p.stdout], [], [], 0.5)
                 if r:
                     chunk = os.read(p.stdout.fileno(), 65536)
@@ -161,7 +163,7 @@ class Daemon:
             p.kill()
             p.wait()
         text = out.decode(errors="replace")
-        assert needle in text, "console of %s never showed %r; got:\n%s\nstderr: %s" % (
+        assert text.count(needle) >= times, "console of %s never showed %r; got:\n%s\nstderr: %s" % (
             name, needle, text[-2000:], p.stderr.read().decode(errors="replace"))
         return text
 
