@@ -366,6 +366,27 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/* Does a block at [off, off+span) cover the footer copy, the header, the
+ * BAT or (differencing) parent locator data? */
+static bool block_hits_metadata(struct disk *d, struct vhd *v, uint64_t off, uint64_t span)
+{
+	if (overlaps(off, span, 0, VHD_FOOTER_SIZE) ||
+	    overlaps(off, span, v->hdr_off, VHD_HEADER_SIZE) ||
+	    overlaps(off, span, v->hdr.table_offset, (uint64_t)v->entries * 4))
+		return true;
+	for (int i = 0; d->type == DISK_TYPE_DIFFERENCING && i < VHD_MAX_LOCATORS; i++) {
+		const struct vhd_locator *l = &v->hdr.loc[i];
+		if (l->code && l->length && overlaps(off, span, l->offset, l->length))
+			return true;
+	}
+	return false;
+}
+
 /* Reads the BAT and checks every entry: inside the file, clear of the
  * metadata, no two blocks overlapping. */
 static int load_bat(struct disk *d, struct vhd *v, uint64_t fsize, struct disk_error *err)
@@ -406,12 +427,10 @@ static int load_bat(struct disk *d, struct vhd *v, uint64_t fsize, struct disk_e
 					i, (unsigned long long)off, (unsigned long long)fsize);
 			goto out;
 		}
-		if (off < v->meta_end && off + span > VHD_FOOTER_SIZE &&
-		    !(off >= v->hdr_off + VHD_HEADER_SIZE &&
-		      off >= v->hdr.table_offset + bat_bytes)) {
+		if (block_hits_metadata(d, v, off, span)) {
 			ret = disk_fail(err, -EINVAL, "%s: VHD block table entry %u (offset %llu) "
-					"overlaps the header or the block table", d->path, i,
-					(unsigned long long)off);
+					"overlaps the header, the block table or a parent "
+					"locator", d->path, i, (unsigned long long)off);
 			goto out;
 		}
 		sorted[nsorted++] = e;

@@ -693,6 +693,37 @@ static void test_corrupt(void **state)
 	img = make_dynamic(s, "cookie.vhd");
 	patch_header(img, 0, "notspars", 8);
 	expect_bad(img, "cxsparse");
+
+	/* differencing: a block over the parent locator data, and locator
+	 * data past the end of the file */
+	const char *parent = make_dynamic(s, "parent.vhd");
+	const char *child = scratch_path(s, "child.vhd");
+	struct disk_create_opts co = { .format = DISK_FORMAT_VHD,
+				       .type = DISK_TYPE_DIFFERENCING, .parent = parent };
+	struct disk_error err = { 0 };
+	uint8_t h[1024];
+	assert_int_equal(disk_create(child, &co, &err), 0);
+	assert_int_equal(read_at(child, 512, h, sizeof(h)), 0);
+	uint32_t loc_sector = (uint32_t)(((uint64_t)be32_at(h + 576 + 16) << 32 |
+					  be32_at(h + 576 + 20)) / 512);
+	put_be32_at(v4, loc_sector);
+	assert_int_equal(patch_file(child, 1536, v4, 4), 0);
+	assert_int_equal(stat(child, &st), 0);
+	assert_int_equal(truncate(child, st.st_size + 8 * MiB), 0); /* room for the block */
+	assert_int_equal(patch_file(child, (uint64_t)st.st_size + 8 * MiB - 512,
+				    "conectix", 0), 0);
+	{
+		uint8_t f[512];
+		assert_int_equal(read_at(child, 0, f, 512), 0);
+		assert_int_equal(patch_file(child, (uint64_t)st.st_size + 8 * MiB - 512, f, 512),
+				 0);
+	}
+	expect_bad(child, "locator");
+	unlink(child);
+	assert_int_equal(disk_create(child, &co, &err), 0);
+	put_be64_at(v8, 1ULL << 40);
+	patch_header(child, 576 + 16, v8, 8);
+	expect_bad(child, "locator");
 }
 
 static void test_footer_recovery(void **state)
