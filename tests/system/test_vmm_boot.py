@@ -135,3 +135,12 @@ def test_serial_none_and_file_append(vmm_bin, testguest, tmp_path):
     text = log.read_text()
     assert text.startswith("previous line\n")
     assert "RESULT boot=ok" in text
+
+
+@pytest.mark.parametrize("size,last", [("64G", 65 * GiB - 4096), ("64M", 64 * MiB - 4096)])
+def test_memory_extremes(vmm_bin, testguest, tmp_path, size, last):
+    with Vmm(vmm_bin, testguest, tmp_path, memory=size, cmdline="touchlast") as vm:
+        assert vm.wait_exit(120) == 0, vm.tails()
+        facts = vm.boot_facts()
+        assert int(facts["last_page"], 16) == last
+        assert facts["touch_ok"] == "1"
