@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,6 +133,37 @@ static bool wait_state_leaves(struct vm *vm, enum vm_state a, enum vm_state b, e
 	return true;
 }
 
+/* Hyper-V refuses to start a VM whose disk another running VM writes (or
+ * reads while this one would write): two writers corrupt an image. Files
+ * are compared by device and inode, so two paths to one file are caught.
+ * Caller holds d->lock. */
+static int check_disks_free_locked(struct vm *vm, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->cfg.n_disks; i++) {
+		const struct vm_disk *mine = &vm->cfg.disks[i];
+		struct stat a, b;
+		if (stat(mine->path, &a) < 0)
+			continue; /* the worker will say what is wrong with it */
+		for (struct vm *o = vm->d->vms; o; o = o->next) {
+			if (o == vm || o->state == VM_OFF || o->state == VM_CRASHED)
+				continue;
+			for (unsigned k = 0; k < o->cfg.n_disks; k++) {
+				const struct vm_disk *theirs = &o->cfg.disks[k];
+				if (mine->readonly && theirs->readonly)
+					continue;
+				if (stat(theirs->path, &b) == 0 && a.st_dev == b.st_dev &&
+				    a.st_ino == b.st_ino) {
+					snprintf(err, errlen,
+						 "disk '%s' is in use by VM '%s', which is %s", mine->path,
+						 o->cfg.name, vm_state_name(o->state));
+					return -EBUSY;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 int vm_op_start(struct vm *vm, char *err, size_t errlen)
 {
 	struct daemon *d = vm->d;
@@ -140,6 +172,8 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	pthread_mutex_lock(&vm->op_lock);
 	pthread_mutex_lock(&d->lock);
 	r = refuse(vm, VM_OP_START, err, errlen);
+	if (!r)
+		r = check_disks_free_locked(vm, err, errlen);
 	if (r)
 		goto out_unlock;
 	vm->start_failed = false;

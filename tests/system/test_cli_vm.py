@@ -179,3 +179,23 @@ def test_bash_completion(daemon):
     assert complete(daemon, ["cloison", "vm", "show", "al"]) == ["alpha"]
     assert complete(daemon, ["cloison", "vm", "set", "x", "--automatic-stop-action", ""]) == \
         ["keep-running", "shutdown", "turn-off"]
+
+
+def test_a_disk_is_not_written_by_two_running_vms(daemon, tmp_path):
+    disk = tmp_path / "shared.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    link = tmp_path / "alias.img"
+    os.symlink(disk, link)
+    daemon.create("one", "run=serve", "--disk", disk)
+    daemon.create("two", "run=serve", "--disk", link)            # same file, other path
+    daemon.create("ro1", "run=serve", "--disk", str(disk) + ",readonly")
+    daemon.ok("vm", "start", "one")
+    r = daemon.cli("vm", "start", "two")
+    assert r.returncode == 4 and "in use by VM 'one'" in r.stderr, r.stderr
+    assert daemon.cli("vm", "start", "ro1").returncode == 4   # one writes it
+    daemon.ok("vm", "stop", "one", "--turn-off")
+    daemon.ok("vm", "set", "one", "--remove-disk", disk, "--add-disk", str(disk) + ",readonly")
+    daemon.ok("vm", "start", "one")
+    daemon.ok("vm", "start", "ro1")                            # two readers are fine
+    for n in ("one", "ro1"):
+        daemon.ok("vm", "stop", n, "--turn-off")
