@@ -532,6 +532,16 @@ int disk_create(const char *path, const struct disk_create_opts *opts, struct di
 					disk_format_name(o.format), disk_format_name(o.format));
 			goto out;
 		}
+		int depth = 1;
+		for (struct disk *p = parent; p->parent; p = p->parent)
+			depth++;
+		if (depth >= DISK_MAX_CHAIN) {
+			ret = disk_fail(err, -ELOOP,
+					"%s: the parent %s heads a chain of %d images; a child "
+					"would make it deeper than %d", path, o.parent, depth,
+					DISK_MAX_CHAIN);
+			goto out;
+		}
 		if (!o.size)
 			o.size = parent->size;
 		if (o.size != parent->size) {

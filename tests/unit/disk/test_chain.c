@@ -328,6 +328,35 @@ static void test_cycle(void **state)
 	assert_int_equal(disk_open(p, DISK_OPEN_RDONLY, &d, &err), -ELOOP);
 }
 
+/* Re-points a VHD differencing disk at parent by editing its header: the
+ * parent's id and time stamp, and one MacX locator with its path. */
+static void repoint_vhd(const char *child, const char *parent)
+{
+	uint8_t f[512], h[1024];
+	char abs[4096], url[4200];
+	struct stat st;
+
+	assert_non_null(realpath(parent, abs));
+	assert_int_equal(stat(parent, &st), 0);
+	assert_int_equal(read_at(parent, (uint64_t)st.st_size - 512, f, 512), 0);
+	assert_int_equal(read_at(child, 512, h, sizeof(h)), 0);
+	uint64_t off = (uint64_t)be32_at(h + 576 + 24 + 16) << 32 | be32_at(h + 576 + 24 + 20);
+	uint32_t space = be32_at(h + 576 + 24 + 4);
+	snprintf(url, sizeof(url), "file://%s", abs);
+	assert_true(strlen(url) <= space);
+	memcpy(h + 40, f + 68, 16); /* parent unique id */
+	memcpy(h + 56, f + 24, 4);  /* parent time stamp */
+	memset(h + 64, 0, 512);
+	memset(h + 576, 0, 24 * 8);
+	memcpy(h + 576, "MacX", 4);
+	put_be32_at(h + 576 + 4, space);
+	put_be32_at(h + 576 + 8, (uint32_t)strlen(url));
+	put_be64_at(h + 576 + 16, off);
+	vhd_test_fix_checksum(h, sizeof(h), 36);
+	assert_int_equal(patch_file(child, off, url, strlen(url)), 0);
+	assert_int_equal(patch_file(child, 512, h, sizeof(h)), 0);
+}
+
 static void test_depth(void **state)
 {
 	struct scratch *s = *state;
@@ -354,13 +383,28 @@ static void test_depth(void **state)
 	assert_int_equal(disk_pread(d, back, 512, 0), 0);
 	assert_memory_equal(back, want, 512);
 	assert_int_equal(disk_close(d), 0);
-	/* one more is refused */
+	/* one more is refused: at creation ... */
+	struct disk_create_opts o = { .format = cur_fmt, .type = DISK_TYPE_DIFFERENCING,
+				      .parent = prev };
 	snprintf(cur, sizeof(cur), "%s/d%d.%s", s->dir, DISK_MAX_CHAIN,
 		 disk_format_name(cur_fmt));
-	create(cur, DISK_TYPE_DIFFERENCING, prev);
-	assert_int_equal(disk_open(cur, DISK_OPEN_RDONLY, &d, &err), -ELOOP);
-	print_message("%s\n", err.msg);
+	assert_int_equal(disk_create(cur, &o, &err), -ELOOP);
 	assert_non_null(strstr(err.msg, "deeper"));
+	assert_int_equal(access(cur, F_OK), -1);
+	/* ... and at open (VHD, where the test can re-point a child by hand):
+	 * a child of a shallower parent, re-pointed at the 64-deep top */
+	if (cur_fmt == DISK_FORMAT_VHD) {
+		char mid_path[256];
+		snprintf(mid_path, sizeof(mid_path), "%s/d%d.vhd", s->dir, DISK_MAX_CHAIN - 2);
+		o.parent = mid_path;
+		assert_int_equal(disk_create(cur, &o, &err), 0); /* 64 images: allowed */
+		repoint_vhd(cur, prev);
+		assert_int_equal(disk_open(cur, DISK_OPEN_RDONLY, &d, &err), -ELOOP);
+		print_message("%s\n", err.msg);
+		assert_non_null(strstr(err.msg, "deeper"));
+	} else {
+		snprintf(cur, sizeof(cur), "%s", prev);
+	}
 	/* the top alone can still be inspected */
 	assert_int_equal(disk_open(cur, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &d, &err), 0);
 	assert_int_equal(disk_close(d), 0);
