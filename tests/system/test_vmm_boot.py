@@ -144,3 +144,37 @@ def test_memory_extremes(vmm_bin, testguest, tmp_path, size, last):
         facts = vm.boot_facts()
         assert int(facts["last_page"], 16) == last
         assert facts["touch_ok"] == "1"
+
+
+def test_serial_stdio_on_a_terminal(vmm_bin, testguest, tmp_path):
+    """On a tty, stdio is put in raw mode while the VM runs and restored at
+    exit; Ctrl-A x powers the VM off."""
+    import pty
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    assert before[3] & termios.ICANON
+    p = subprocess.Popen([str(vmm_bin), "--kernel", str(testguest), "--cmdline", "run=serve",
+                          "--serial", "stdio"], stdin=slave, stdout=slave, stderr=slave,
+                         close_fds=True)
+    try:
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"RESULT boot=ok" not in out and time.monotonic() < deadline:
+            r = __import__("select").select([master], [], [], 0.5)[0]
+            if r:
+                out += os.read(master, 65536)
+        assert b"RESULT boot=ok" in out
+        during = termios.tcgetattr(slave)
+        assert not during[3] & termios.ICANON and not during[3] & termios.ECHO
+        os.write(master, b"\x01x")
+        assert p.wait(timeout=30) == 0
+        after = termios.tcgetattr(slave)
+        assert after[3] == before[3] and after[0] == before[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+        os.close(slave)
