@@ -52,6 +52,9 @@ struct blk_backend_ops {
 	int (*completion_fd)(struct blk_backend *be, unsigned qidx);
 	/* Reports every finished request of qidx. */
 	void (*reap)(struct blk_backend *be, unsigned qidx);
+	/* Optional, cheap (no system call): reports what has finished on
+	 * qidx, if anything; true if it reported something. */
+	bool (*poll)(struct blk_backend *be, unsigned qidx);
 	/* Waits for every request in flight and reports them. */
 	void (*drain)(struct blk_backend *be);
 	void (*close)(struct blk_backend *be);

@@ -147,6 +147,16 @@ static void uring_reap(struct blk_backend *be, unsigned qidx)
 	reap_queue(be, uq);
 }
 
+static bool uring_poll(struct blk_backend *be, unsigned qidx)
+{
+	struct uring_queue *uq = &to_ub(be)->q[qidx];
+
+	if (!io_uring_cq_ready(&uq->ring))
+		return false;
+	reap_queue(be, uq);
+	return true;
+}
+
 static void uring_drain(struct blk_backend *be)
 {
 	struct uring_backend *ub = to_ub(be);
@@ -186,6 +196,7 @@ static const struct blk_backend_ops uring_ops = {
 	.flush_batch = uring_flush_batch,
 	.completion_fd = uring_completion_fd,
 	.reap = uring_reap,
+	.poll = uring_poll,
 	.drain = uring_drain,
 	.close = uring_close,
 };
