@@ -227,6 +227,8 @@ int client_follow(struct client *c, const char *path,
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_sse);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &f);
 	CURLcode cr = curl_easy_perform(h);
+	if (!f.status)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &f.status);
 	if (f.stop) {
 		ret = CLI_EXIT_OK;
 	} else if (cr != CURLE_OK && !f.status) {
@@ -238,7 +240,8 @@ int client_follow(struct client *c, const char *path,
 		ret = cli_error(exit_for_http(f.status), "%s", msg ? msg : "the daemon refused");
 		json_decref(j);
 	} else {
-		ret = cli_error(CLI_EXIT_UNAVAILABLE, "the daemon closed the event stream");
+		ret = cli_error(CLI_EXIT_UNAVAILABLE,
+				"the daemon closed the event stream (it stopped or restarted)");
 	}
 	curl_easy_cleanup(h);
 	free(f.line.data);

@@ -183,7 +183,14 @@ def test_sigquit_leaves_vms_running_sigterm_applies_stop_actions(tmp_path, kvm):
         d.ok("vm", "start", "s1")
         d.ok("vm", "start", "s2")
         pid2 = d.vm("s2")["pid"]
+        import subprocess
+        watch = subprocess.Popen([str(d.cli_bin), "vm", "watch"], stderr=subprocess.PIPE,
+                                 env=dict(os.environ, CLOISON_SOCKET=d.socket), text=True)
+        time.sleep(0.3)
+        t0 = time.time()
         assert d.stop(signal.SIGQUIT) == 0
+        assert time.time() - t0 < 10, "a follower of the event stream held the daemon up"
+        assert watch.wait(timeout=10) == 5 and "closed the event stream" in watch.stderr.read()
         assert len(d.worker_pids()) == 2
         d.start()
         assert d.state("s1") == "running" and d.state("s2") == "running"
