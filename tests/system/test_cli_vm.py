@@ -199,3 +199,34 @@ def test_a_disk_is_not_written_by_two_running_vms(daemon, tmp_path):
     daemon.ok("vm", "start", "ro1")                            # two readers are fine
     for n in ("one", "ro1"):
         daemon.ok("vm", "stop", n, "--turn-off")
+
+
+def test_network_adapter_with_automatic_mac(daemon):
+    """--net tap=NAME: the daemon allocates a MAC from its pool, passes the
+    adapter to the worker, and the guest answers ping with that MAC."""
+    from conftest import require_root, which
+    require_root()
+    if not which("ip") or not which("ping"):
+        pytest.skip("needs iproute2 and ping")
+    tap, host_ip, guest_ip = "cltap%d" % (os.getpid() % 1000), "10.199.77.1", "10.199.77.2"
+    r = run(["ip", "tuntap", "add", "mode", "tap", "name", tap])
+    if r.returncode:
+        pytest.skip("cannot create a tap device here: " + r.stderr.strip())
+    try:
+        run(["ip", "addr", "add", host_ip + "/24", "dev", tap])
+        run(["ip", "link", "set", tap, "up"])
+        daemon.create("n1", "ip=%s/24 run=serve" % guest_ip, "--net", "tap=" + tap)
+        mac = daemon.vm("n1")["network_adapters"][0]["mac"]
+        assert mac.startswith("02:c1:05:")
+        daemon.create("n2", "", "--net", "tap=%s,mac=02:AA:00:00:00:01" % tap)
+        nic = daemon.vm("n2")["network_adapters"][0]
+        assert nic == {"tap": tap, "mac": "02:aa:00:00:00:01", "mac_auto": False}
+        daemon.ok("vm", "start", "n1")
+        daemon.console_until("n1", "RESULT boot=ok")
+        r = run(["ping", "-c", "3", "-W", "5", guest_ip])
+        assert " 0% packet loss" in r.stdout or ", 0% packet loss" in r.stdout, r.stdout
+        neigh = run(["ip", "neigh", "show", "dev", tap]).stdout
+        assert mac in neigh, neigh
+        daemon.ok("vm", "stop", "n1", "--turn-off")
+    finally:
+        run(["ip", "link", "del", tap])
