@@ -247,3 +247,34 @@ def test_config_valid_after_kill9_during_set(tmp_path, kvm):
             assert v["notes"] == cfg["notes"]
     finally:
         d.cleanup()
+
+
+def test_garbage_on_the_socket_does_not_hurt(daemon):
+    """Random bytes, truncated requests, absurd headers and abrupt closes on
+    the API socket: the daemon keeps serving."""
+    import socket as socketmod
+    rnd = random.Random(5)
+    blobs = [b"\x00" * 100, b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+             b"POST /v1/vms HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n{",
+             b"POST /v1/vms HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+             b"GET /v1/vms/" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n",
+             b"GET /v1/vms/%00%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+             b"PATCH /v1/vms/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n{\"a\"",
+             b"GET /v1/events?since=abc HTTP/1.1\r\nHost: x\r\n\r\n",
+             b"POST /v1/vms/x/console HTTP/1.1\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n"]
+    blobs += [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 2000))) for _ in range(100)]
+    for b in blobs:
+        s = socketmod.socket(socketmod.AF_UNIX)
+        s.settimeout(2)
+        s.connect(daemon.socket)
+        try:
+            s.sendall(b)
+            s.shutdown(socketmod.SHUT_WR)
+            s.recv(65536)
+        except OSError:
+            pass
+        s.close()
+    assert daemon.proc.poll() is None, daemon.log()[-2000:]
+    assert daemon.json("vm", "list") == []
+    st, body = daemon.http("GET", "/v1/events?since=abc")
+    assert st == 400 and "sequence number" in body["error"]["message"]
