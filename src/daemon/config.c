@@ -46,6 +46,9 @@ bool vm_name_valid(const char *name)
 
 	if (n == 0 || n > VM_NAME_MAX || name[0] == '.' || name[0] == '-')
 		return false;
+	/* The daemon's own files share the state directory with VM folders. */
+	if (!strncmp(name, "cloisond.", 9))
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -442,7 +445,8 @@ static int apply_field(struct vm_config *c, const char *key, json_t *v, bool cre
 		if (!r && !vm_name_valid(name))
 			r = fail(err, errlen,
 				 "'%s' is not a valid VM name: use 1-64 letters, digits, '.', '_' "
-				 "or '-', not starting with '.' or '-'",
+				 "or '-', not starting with '.' or '-' (names 'cloisond.*' are "
+				 "reserved)",
 				 name);
 		if (!r)
 			snprintf(c->name, sizeof(c->name), "%s", name);

@@ -58,6 +58,7 @@ static void test_create_refusals(void **state)
 	expect_refused("{\"name\":\"a/b\",\"kernel\":\"/k\"}", true, "not a valid VM name");
 	expect_refused("{\"name\":\"\",\"kernel\":\"/k\"}", true, "not a valid VM name");
 	expect_refused("{\"name\":\"-a\",\"kernel\":\"/k\"}", true, "not a valid VM name");
+	expect_refused("{\"name\":\"cloisond.json\",\"kernel\":\"/k\"}", true, "reserved");
 	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cpus\":0}", true, "between 1 and 255");
 	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cpus\":256}", true, "between 1 and 255");
 	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"cpus\":1.5}", true, "must be an integer");
