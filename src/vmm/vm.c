@@ -293,6 +293,7 @@ static void update_want_park(struct vm *vm)
 		pthread_cond_broadcast(&vm->cond);
 }
 
+/* Caller holds vm->lock (thread_started changes under it). */
 static void kick_all(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->nvcpus; i++)
@@ -328,8 +329,8 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *deta
 	}
 	update_want_park(vm);
 	pthread_cond_broadcast(&vm->cond);
-	pthread_mutex_unlock(&vm->lock);
 	kick_all(vm);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 static unsigned threads_started(struct vm *vm)
@@ -345,9 +346,7 @@ void vm_park_vcpus(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
 	atomic_store(&vm->want_park, true);
-	pthread_mutex_unlock(&vm->lock);
 	kick_all(vm);
-	pthread_mutex_lock(&vm->lock);
 	while (vm->parked < threads_started(vm))
 		pthread_cond_wait(&vm->cond, &vm->lock);
 	pthread_mutex_unlock(&vm->lock);
@@ -936,11 +935,17 @@ void vm_destroy(struct vm *vm)
 	vm->quit = true;
 	update_want_park(vm);
 	pthread_cond_broadcast(&vm->cond);
-	pthread_mutex_unlock(&vm->lock);
 	kick_all(vm);
-	for (unsigned i = 0; i < vm->nvcpus; i++)
-		if (vm->vcpus[i].thread_started)
-			pthread_join(vm->vcpus[i].thread, NULL);
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->nvcpus; i++) {
+		if (!vm->vcpus[i].thread_started)
+			continue;
+		pthread_join(vm->vcpus[i].thread, NULL);
+		/* Under the lock: a late stop request must not signal it. */
+		pthread_mutex_lock(&vm->lock);
+		vm->vcpus[i].thread_started = false;
+		pthread_mutex_unlock(&vm->lock);
+	}
 	if (vm->loop_running) {
 		evloop_stop(vm->loop);
 		pthread_join(vm->loop_thread, NULL);
