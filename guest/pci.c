@@ -58,3 +58,80 @@ unsigned pci_find_virtio(struct guest *g, struct pci_addr *out, unsigned *types,
 	}
 	return n;
 }
+
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+
+/* Where BARs go when the firmware left them unassigned (QEMU with qboot):
+ * 32-bit ones above low RAM and ECAM, from 3 GiB, below the IOAPIC; 64-bit
+ * ones just above RAM at a 1 GiB boundary, where QEMU's 64-bit PCI hole
+ * starts. */
+static void windows_init(struct guest *g)
+{
+	uint64_t low = 0xc0000000ULL;
+
+	if (g->pci_next32)
+		return;
+	for (unsigned i = 0; i < g->n_e820; i++) {
+		uint64_t end = g->e820[i].addr + g->e820[i].size;
+		if (g->e820[i].type == 1 && end <= (4ULL << 30) && end > low)
+			low = end;
+	}
+	if (g->acpi.have_ecam && g->acpi.ecam_base < (4ULL << 30)) {
+		uint64_t end = g->acpi.ecam_base + ((uint64_t)g->acpi.ecam_bus_end + 1) * (1ULL << 20);
+		if (end > low && g->acpi.ecam_base < 0xfec00000ULL)
+			low = end;
+	}
+	g->pci_next32 = align_up(low, 1ULL << 24);
+	g->pci_next64 = align_up(g->ram_end > (4ULL << 30) ? g->ram_end : (4ULL << 30), 1ULL << 30);
+}
+
+int pci_assign_bars(struct guest *g, struct pci_addr a)
+{
+	uint32_t cmd = pci_read32(g, a, 4);
+	bool changed = false;
+
+	windows_init(g);
+	for (unsigned bar = 0; bar < 6; bar++) {
+		unsigned off = 0x10 + 4 * bar;
+		uint32_t lo = pci_read32(g, a, off), hi = 0, szlo, szhi = 0xffffffffu;
+		bool is64 = !(lo & 1) && ((lo >> 1) & 3) == 2 && bar < 5;
+		uint64_t size, addr, *next;
+
+		if (lo & 1) /* I/O BAR: not needed by a modern driver */
+			continue;
+		if (is64)
+			hi = pci_read32(g, a, off + 4);
+		if ((lo & ~0xfu) || hi) { /* already placed */
+			bar += is64;
+			continue;
+		}
+		pci_write32(g, a, 4, cmd & ~3u); /* no decoding while sizing */
+		pci_write32(g, a, off, 0xffffffffu);
+		szlo = pci_read32(g, a, off) & ~0xfu;
+		if (is64) {
+			pci_write32(g, a, off + 4, 0xffffffffu);
+			szhi = pci_read32(g, a, off + 4);
+		}
+		size = ~((uint64_t)szhi << 32 | szlo) + 1;
+		if (!szlo && !(is64 && szhi)) { /* not implemented */
+			pci_write32(g, a, off, 0);
+			bar += is64;
+			continue;
+		}
+		next = is64 ? &g->pci_next64 : &g->pci_next32;
+		addr = align_up(*next, size);
+		if (!is64 && addr + size > 0xfec00000ULL)
+			return -1;
+		*next = addr + size;
+		pci_write32(g, a, off, (uint32_t)addr | (lo & 0xf));
+		if (is64)
+			pci_write32(g, a, off + 4, (uint32_t)(addr >> 32));
+		changed = true;
+		bar += is64;
+	}
+	if (changed)
+		out("pci %02x:%02x.%x: BARs placed by the guest (the firmware left them unassigned)\n",
+		    a.bus, a.dev, a.fn);
+	pci_write32(g, a, 4, (cmd & 0xffff) | 0x6); /* memory space, bus master */
+	return 0;
+}

@@ -81,6 +81,7 @@ struct guest {
 	bool acpi_ignore;
 
 	uint64_t heap_next, heap_end; /* bump allocator, identity mapped */
+	uint64_t pci_next32, pci_next64; /* BAR windows (pci.c), 0 until used */
 	uint32_t bsp_apic_id;
 	volatile uint32_t cpus_online;
 	/* Work for the APs (smp_run_on_aps). */

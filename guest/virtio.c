@@ -178,7 +178,6 @@ int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, uns
 	struct pci_addr addrs[VIRTIO_MAX_DEVS];
 	unsigned types[VIRTIO_MAX_DEVS], found = pci_find_virtio(g, addrs, types, VIRTIO_MAX_DEVS);
 	unsigned seen = 0;
-	uint32_t cmd;
 
 	memset(d, 0, sizeof(*d));
 	d->g = g;
@@ -195,9 +194,7 @@ int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, uns
 		out("virtio: no device of type %u number %u\n", type, n);
 		return -1;
 	}
-	cmd = pci_read32(g, d->pci, 4);
-	pci_write32(g, d->pci, 4, (cmd & 0xffff) | 0x6); /* memory space, bus master */
-	if (map_caps(d)) {
+	if (pci_assign_bars(g, d->pci) || map_caps(d)) {
 		out("virtio: %02x:%02x.%x has no usable modern capabilities\n", d->pci.bus, d->pci.dev,
 		    d->pci.fn);
 		return -1;

@@ -83,6 +83,10 @@ struct virtio_buf {
 /* --- pci.c --- */
 uint32_t pci_read32(struct guest *g, struct pci_addr a, unsigned off);
 void pci_write32(struct guest *g, struct pci_addr a, unsigned off, uint32_t v);
+/* Gives every memory BAR the firmware left at 0 an address (windows in
+ * pci.c) and enables memory decoding and bus mastering.
+ * 0 or -1 when the 32-bit window is full. */
+int pci_assign_bars(struct guest *g, struct pci_addr a);
 /* Finds virtio devices on bus 0: their PCI addresses and types, in slot
  * order. Returns how many (at most max). */
 unsigned pci_find_virtio(struct guest *g, struct pci_addr *out, unsigned *types, unsigned max);
