@@ -761,7 +761,7 @@ static int disk_check_cmd(int argc, char **argv)
 	if (!report)
 		return cli_error(CLI_EXIT_ERROR, "out of memory");
 	ret = disk_check(path, repair, report, CHECK_REPORT_LEN, &err);
-	if (ret < 0 && ret != -EOPNOTSUPP) {
+	if (ret < 0) {
 		/* Metadata too damaged to even walk: that is the finding. */
 		if (json) {
 			report_add(report, CHECK_REPORT_LEN, err.msg[0] ? err.msg : strerror(-ret));
@@ -772,8 +772,6 @@ static int disk_check_cmd(int argc, char **argv)
 		free(report);
 		return disk_cli_fail(path, ret, &err);
 	}
-	if (ret < 0)
-		ret = 0;
 	if (json) {
 		check_json(path, ret, report, repair);
 	} else {

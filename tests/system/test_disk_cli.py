@@ -460,3 +460,109 @@ def test_convert_interrupted_leaves_nothing(tmp_path, sig):
     assert p.returncode == 1, (p.returncode, err)
     assert "interrupted" in err
     assert sorted(x.name for x in tmp_path.iterdir()) == ["big.raw"]
+
+
+# ---- hand-damaged VHDX metadata (parsed here, independently of the library) -
+
+import struct
+import uuid
+
+REGION_BAT = uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08")
+REGION_METADATA = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")
+META_VIRTUAL_SIZE = uuid.UUID("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
+META_FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
+
+
+def vhdx_regions(data):
+    """{guid: (offset, length)} from the first region table (64 KiB at 192 KiB)."""
+    rt = data[192 * 1024: 256 * 1024]
+    assert rt[:4] == b"regi"
+    count = struct.unpack_from("<I", rt, 8)[0]
+    out = {}
+    for i in range(count):
+        g, off, length, _ = struct.unpack_from("<16sQII", rt, 16 + 32 * i)
+        out[uuid.UUID(bytes_le=g)] = (off, length)
+    return out
+
+
+def vhdx_metadata_items(data):
+    """{guid: (absolute file offset, length, entry offset)}."""
+    moff, _ = vhdx_regions(data)[REGION_METADATA]
+    assert data[moff:moff + 8] == b"metadata"
+    count = struct.unpack_from("<H", data, moff + 10)[0]
+    out = {}
+    for i in range(count):
+        e = moff + 32 + 32 * i
+        g, off, length, _ = struct.unpack_from("<16sIII", data, e)
+        out[uuid.UUID(bytes_le=g)] = (moff + off, length, e)
+    return out
+
+
+def damaged_copy(tmp_path, good, name, patch):
+    p = tmp_path / name
+    data = bytearray(good.read_bytes())
+    patch(data)
+    p.write_bytes(bytes(data))
+    return p
+
+
+@pytest.fixture
+def good_vhdx(tmp_path):
+    g = tmp_path / "good.vhdx"
+    ok("create", g, "--size", "64M", "--block-size", "1M")
+    io_write(g, 0, random.Random(4).randbytes(MiB), tmp_path)
+    return g
+
+
+def _absurd_size(data):
+    off, _, _ = vhdx_metadata_items(data)[META_VIRTUAL_SIZE]
+    struct.pack_into("<Q", data, off, 1 << 62)
+
+
+def _zero_size(data):
+    off, _, _ = vhdx_metadata_items(data)[META_VIRTUAL_SIZE]
+    struct.pack_into("<Q", data, off, 0)
+
+
+def _bad_block_size(data):
+    off, _, _ = vhdx_metadata_items(data)[META_FILE_PARAMETERS]
+    struct.pack_into("<I", data, off, 3 * MiB)  # not a power of two
+
+
+def _unknown_required_item(data):
+    _, _, e = vhdx_metadata_items(data)[META_FILE_PARAMETERS]
+    data[e:e + 16] = uuid.uuid4().bytes_le  # flags keep IsRequired
+
+
+def _item_past_region(data):
+    _, _, e = vhdx_metadata_items(data)[META_VIRTUAL_SIZE]
+    struct.pack_into("<I", data, e + 16, 0x7FFFFFF0)
+
+
+@pytest.mark.parametrize("patch", [_absurd_size, _zero_size, _bad_block_size,
+                                   _unknown_required_item, _item_past_region],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_damaged_vhdx_metadata_is_refused(tmp_path, good_vhdx, patch):
+    bad = damaged_copy(tmp_path, good_vhdx, "bad.vhdx", patch)
+    before = sha256(bad)
+    for args in (["info", bad], ["check", bad], ["convert", bad, tmp_path / "out.raw"]):
+        r = disk(*args)
+        assert r.returncode == 1, (patch.__name__, args[0], r.returncode, r.stdout, r.stderr)
+        assert "bad.vhdx" in r.stderr + r.stdout
+    assert not (tmp_path / "out.raw").exists()
+    assert sha256(bad) == before
+
+
+def test_vhdx_bat_entry_past_the_end(tmp_path, good_vhdx):
+    def patch(data):
+        boff, _ = vhdx_regions(data)[REGION_BAT]
+        # block 1: FULLY_PRESENT (6) at a file offset far past the end
+        struct.pack_into("<Q", data, boff + 8, (0xFFFFF << 20) | 6)
+    bad = damaged_copy(tmp_path, good_vhdx, "bat.vhdx", patch)
+    before = sha256(bad)
+    r = disk("check", bad)
+    assert r.returncode == 1 and "bat.vhdx" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = disk("convert", bad, tmp_path / "out.raw")
+    assert r.returncode == 1 and "bat.vhdx" in r.stderr, r.stderr
+    assert not (tmp_path / "out.raw").exists()
+    assert sha256(bad) == before
