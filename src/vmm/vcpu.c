@@ -312,6 +312,23 @@ static void print_segment(FILE *f, const char *name, const struct kvm_segment *s
 		s->present, s->db, s->l, s->g);
 }
 
+/* The bytes at the faulting instruction, when its address translates. */
+static void print_code(FILE *f, struct vcpu *vcpu, uint64_t linear)
+{
+	struct kvm_translation tr = { .linear_address = linear };
+	const uint8_t *code;
+
+	if (ioctl(vcpu->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
+		return;
+	code = guest_mem_ptr(&vcpu->vm->mem, tr.physical_address, 16);
+	if (!code)
+		return;
+	fprintf(f, "  code at rip (phys %016llx):", (unsigned long long)tr.physical_address);
+	for (unsigned i = 0; i < 16; i++)
+		fprintf(f, " %02x", code[i]);
+	fprintf(f, "\n");
+}
+
 void vcpu_dump_registers(struct vcpu *vcpu)
 {
 	struct kvm_regs r;
@@ -322,6 +339,7 @@ void vcpu_dump_registers(struct vcpu *vcpu)
 	if (!f)
 		return;
 	fprintf(f, "vCPU %u registers:\n", vcpu->index);
+	memset(&r, 0, sizeof(r));
 	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) == 0) {
 		fprintf(f, "  rip=%016llx rsp=%016llx rflags=%016llx\n", r.rip, r.rsp, r.rflags);
 		fprintf(f, "  rax=%016llx rbx=%016llx rcx=%016llx rdx=%016llx\n", r.rax, r.rbx,
@@ -341,6 +359,7 @@ void vcpu_dump_registers(struct vcpu *vcpu)
 		print_segment(f, "tr", &s.tr);
 		fprintf(f, "  gdt base=%016llx limit=%04x  idt base=%016llx limit=%04x\n",
 			s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
+		print_code(f, vcpu, s.cs.base + r.rip);
 	}
 	fclose(f);
 	buf[sizeof(buf) - 1] = 0;

@@ -2,6 +2,7 @@
 test guest does, not just the reply."""
 import json
 import os
+import re
 import socket
 import time
 
@@ -181,6 +182,7 @@ def test_guest_crash_exits_4_with_registers(vmm_bin, testguest, tmp_path):
         err = vm.stderr()
         assert "vCPU 0 registers" in err
         assert "rip=" in err and "cr0=" in err and "cs " in err
+        assert re.search(r"code at rip \(phys [0-9a-f]+\):( [0-9a-f]{2}){16}", err)
         assert "crash" in err
         ev = [e for e in ctl.events if e.get("event") == "exit"]
         if not ev:
