@@ -566,3 +566,84 @@ def test_vhdx_bat_entry_past_the_end(tmp_path, good_vhdx):
     assert r.returncode == 1 and "bat.vhdx" in r.stderr, r.stderr
     assert not (tmp_path / "out.raw").exists()
     assert sha256(bad) == before
+
+
+# ---- hand-damaged VHD metadata (checksums recomputed so parsing goes deep) ---
+
+def vhd_checksum(block, at):
+    s = sum(block[:at]) + sum(block[at + 4:])
+    return (~s) & 0xFFFFFFFF
+
+
+def vhd_fix(data, off, length, at):
+    struct.pack_into(">I", data, off + at, vhd_checksum(data[off:off + length], at))
+
+
+def vhd_patch_footers(data, fn):
+    for off in (0, len(data) - 512):
+        fn(data, off)
+        vhd_fix(data, off, 512, 64)
+
+
+def vhd_dyn_header(data):
+    return struct.unpack_from(">Q", data, len(data) - 512 + 16)[0]
+
+
+def _vhd_absurd_size(data):
+    def f(d, off):
+        struct.pack_into(">Q", d, off + 48, 1 << 62)
+    vhd_patch_footers(data, f)
+
+
+def _vhd_bad_block_size(data):
+    h = vhd_dyn_header(data)
+    struct.pack_into(">I", data, h + 32, 3 * MiB)
+    vhd_fix(data, h, 1024, 36)
+
+
+def _vhd_absurd_table(data):
+    h = vhd_dyn_header(data)
+    struct.pack_into(">I", data, h + 28, 0xFFFFFFF0)
+    vhd_fix(data, h, 1024, 36)
+
+
+def _vhd_table_past_end(data):
+    h = vhd_dyn_header(data)
+    struct.pack_into(">Q", data, h + 16, 1 << 40)
+    vhd_fix(data, h, 1024, 36)
+
+
+@pytest.mark.parametrize("patch", [_vhd_absurd_size, _vhd_bad_block_size, _vhd_absurd_table,
+                                   _vhd_table_past_end],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_damaged_vhd_metadata_is_refused(tmp_path, patch):
+    good = tmp_path / "good.vhd"
+    ok("create", good, "--size", "16M")
+    io_write(good, 0, random.Random(6).randbytes(MiB), tmp_path)
+    bad = damaged_copy(tmp_path, good, "bad.vhd", patch)
+    before = sha256(bad)
+    for args in (["info", bad], ["check", bad], ["convert", bad, tmp_path / "out.raw"]):
+        r = disk(*args)
+        assert r.returncode == 1, (patch.__name__, args[0], r.returncode, r.stdout, r.stderr)
+        assert "bad.vhd" in r.stderr + r.stdout
+    assert not (tmp_path / "out.raw").exists()
+    assert sha256(bad) == before
+
+
+def test_vhd_bat_entry_past_the_end(tmp_path):
+    good = tmp_path / "good.vhd"
+    ok("create", good, "--size", "16M")
+    io_write(good, 0, random.Random(6).randbytes(4 * MiB), tmp_path)
+
+    def patch(data):
+        h = vhd_dyn_header(data)
+        bat = struct.unpack_from(">Q", data, h + 16)[0]
+        struct.pack_into(">I", data, bat + 4, 0x7FFFFF00)  # block 1, far past the end
+    bad = damaged_copy(tmp_path, good, "bat.vhd", patch)
+    before = sha256(bad)
+    r = disk("check", bad)
+    assert r.returncode == 1 and "bat.vhd" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = disk("convert", bad, tmp_path / "out.raw")
+    assert r.returncode == 1 and "bat.vhd" in r.stderr, r.stderr
+    assert not (tmp_path / "out.raw").exists()
+    assert sha256(bad) == before
