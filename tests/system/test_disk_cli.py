@@ -343,6 +343,19 @@ def test_compact_differencing_keeps_zeroes_that_hide_parent_data(tmp_path):
     assert io_read(child, 0, 4096) == b"\0" * 4096
 
 
+def test_compact_raw_punches_holes(tmp_path):
+    p = tmp_path / "r.raw"
+    data = bytearray(random.Random(8).randbytes(16 * MiB))
+    data[4 * MiB:10 * MiB] = bytes(6 * MiB)  # written zeroes, not a hole
+    p.write_bytes(bytes(data))
+    os.sync()
+    usage = p.stat().st_blocks * 512
+    ok("compact", p)
+    assert p.read_bytes() == bytes(data)
+    assert p.stat().st_size == 16 * MiB
+    assert usage - p.stat().st_blocks * 512 >= 5 * MiB, "no space went back to the host"
+
+
 def test_compact_fixed_is_a_no_op(tmp_path):
     p = tmp_path / "f.vhdx"
     ok("create", p, "--size", "8M", "--type", "fixed", "--block-size", "1M")

@@ -65,6 +65,11 @@ def test_4k_sector_vhdx_round_trip(tmp_path, source_raw):
     assert info(copy)["logical_sector_size"] == 4096
     assert sha256(to_raw(copy, tmp_path / "back.raw")) == sha256(source_raw)
     ok("check", copy)
+    # VHD has 512-byte sectors only: the content carries over all the same
+    vhd = tmp_path / "from4k.vhd"
+    ok("convert", img, vhd)
+    assert info(vhd)["logical_sector_size"] == 512
+    assert sha256(to_raw(vhd, tmp_path / "back2.raw")) == sha256(source_raw)
 
 
 # ---- images qemu-img writes, read by cloison ------------------------------
