@@ -174,12 +174,6 @@ static void action_word(struct guest *g, const char *w, size_t len, void *arg)
 		out("RESULT bad_word=%s\n", g->line);
 }
 
-void guest_idle(struct guest *g)
-{
-	timer_sleep_ns(g, 10000000);
-	acpi_poll_power_button(g);
-}
-
 static void serve(struct guest *g, bool counting)
 {
 	uint64_t count = 0, next = timer_ns(g) + COUNT_PERIOD_NS;

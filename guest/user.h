@@ -213,8 +213,6 @@ uint32_t lapic_read(unsigned reg);
 /* --- main.c --- */
 void user_main(uint32_t start_info);
 void user_ap_main(uint32_t idx);
-/* Idles for ~10 ms, polling the power button. */
-void guest_idle(struct guest *g);
 
 /* --- dirty.c --- */
 /* dirty=SIZE: starts dirtying SIZE bytes of RAM on every CPU. */
