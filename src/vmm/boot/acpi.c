@@ -608,7 +608,8 @@ static size_t build_fadt(struct acpi_writer *w, size_t facs_off, size_t dsdt_off
 	put_gas_io(t + 116, PORT_ACPI_RESET, 8, GAS_ACCESS_BYTE);
 	t[128] = ACPI_RESET_VALUE;
 	t[131] = 0; /* FADT minor version: 6.0 */
-	put64(t + 132, facs);
+	/* X_FIRMWARE_CTRL stays 0: ACPI 6 allows only one of the two FACS
+	 * pointers (Linux lists the FACS twice otherwise). */
 	put64(t + 140, dsdt);
 	put_gas_io(t + 148, PORT_ACPI_PM1A_EVT, 32, GAS_ACCESS_WORD);
 	put_gas_io(t + 172, PORT_ACPI_PM1A_CNT, 16, GAS_ACCESS_WORD);

@@ -10,6 +10,7 @@ struct vm *vmd_create(void)
 	struct vm *vm = calloc(1, sizeof(*vm));
 
 	assert(vm);
+	pthread_mutex_init(&vm->lock, NULL);
 	assert(io_bus_create(&vm->pio, "pio") == 0);
 	assert(io_bus_create(&vm->mmio, "mmio") == 0);
 	vm->ncpus = 1;
@@ -22,6 +23,7 @@ void vmd_destroy(struct vm *vm)
 {
 	io_bus_destroy(vm->pio);
 	io_bus_destroy(vm->mmio);
+	pthread_mutex_destroy(&vm->lock);
 	free(vm);
 }
 
@@ -59,20 +61,24 @@ int vm_set_irq_line(struct vm *vm, unsigned gsi, int level)
 {
 	if (gsi >= VMD_GSIS)
 		return -EINVAL;
+	pthread_mutex_lock(&vm->lock);
 	if (level && !vm->irq_level[gsi])
 		vm->irq_rises[gsi]++;
 	vm->irq_level[gsi] = level ? 1 : 0;
+	pthread_mutex_unlock(&vm->lock);
 	return 0;
 }
 
 int vm_signal_msi(struct vm *vm, uint64_t addr, uint32_t data)
 {
+	pthread_mutex_lock(&vm->lock);
 	if (vm->nmsi < VMD_MAX_MSI)
 		vm->msi[vm->nmsi++] = (struct vmd_msi){ addr, data };
+	pthread_mutex_unlock(&vm->lock);
 	return 0;
 }
 
-int vm_msi_route_add(struct vm *vm, uint64_t addr, uint32_t data, unsigned *gsi)
+static int vm_msi_route_add_locked(struct vm *vm, uint64_t addr, uint32_t data, unsigned *gsi)
 {
 	if (vm->fail_routes)
 		return vm->fail_routes;
@@ -95,7 +101,7 @@ static struct vmd_route *route_of(struct vm *vm, unsigned gsi)
 	return &vm->routes[gsi - VMD_GSIS];
 }
 
-int vm_msi_route_update(struct vm *vm, unsigned gsi, uint64_t addr, uint32_t data)
+static int vm_msi_route_update_locked(struct vm *vm, unsigned gsi, uint64_t addr, uint32_t data)
 {
 	struct vmd_route *r = route_of(vm, gsi);
 
@@ -106,7 +112,7 @@ int vm_msi_route_update(struct vm *vm, unsigned gsi, uint64_t addr, uint32_t dat
 	return 0;
 }
 
-void vm_msi_route_remove(struct vm *vm, unsigned gsi)
+static void vm_msi_route_remove_locked(struct vm *vm, unsigned gsi)
 {
 	struct vmd_route *r = route_of(vm, gsi);
 
@@ -115,7 +121,7 @@ void vm_msi_route_remove(struct vm *vm, unsigned gsi)
 	r->used = false;
 }
 
-int vm_irqfd(struct vm *vm, int eventfd, unsigned gsi, bool assign)
+static int vm_irqfd_locked(struct vm *vm, int eventfd, unsigned gsi, bool assign)
 {
 	struct vmd_route *r = route_of(vm, gsi);
 
@@ -140,8 +146,10 @@ int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, bool mmio, int even
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *detail)
 {
+	pthread_mutex_lock(&vm->lock);
 	vm->stop = reason;
 	vm->nstops++;
+	pthread_mutex_unlock(&vm->lock);
 }
 
 int vmd_route_of_irqfd(struct vm *vm, int fd)
@@ -206,4 +214,42 @@ uint64_t vmd_mmio_read(struct vm *vm, uint64_t addr, unsigned len)
 void vmd_mmio_write(struct vm *vm, uint64_t addr, uint64_t v, unsigned len)
 {
 	io_bus_access(vm->mmio, addr, &v, len, true);
+}
+
+/* The exported versions serialize on the double's lock. */
+int vm_msi_route_add(struct vm *vm, uint64_t addr, uint32_t data, unsigned *gsi)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	ret = vm_msi_route_add_locked(vm, addr, data, gsi);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+int vm_msi_route_update(struct vm *vm, unsigned gsi, uint64_t addr, uint32_t data)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	ret = vm_msi_route_update_locked(vm, gsi, addr, data);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+void vm_msi_route_remove(struct vm *vm, unsigned gsi)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm_msi_route_remove_locked(vm, gsi);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+int vm_irqfd(struct vm *vm, int eventfd, unsigned gsi, bool assign)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	ret = vm_irqfd_locked(vm, eventfd, gsi, assign);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
 }

@@ -5,6 +5,7 @@
 #ifndef CLOISON_TESTS_PLATFORM_VM_DOUBLE_H
 #define CLOISON_TESTS_PLATFORM_VM_DOUBLE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,6 +29,7 @@ struct vmd_route {
 };
 
 struct vm {
+	pthread_mutex_t lock; /* the recording functions may race (random test) */
 	struct io_bus *pio;
 	struct io_bus *mmio;
 	struct pci_bus *pci;
