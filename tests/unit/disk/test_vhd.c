@@ -1162,6 +1162,82 @@ static void test_set_parent_moves(void **state)
 	assert_int_equal(disk_check(c2, false, report, sizeof(report), &err), 0);
 }
 
+/* Threads writing interleaved sectors of the same blocks of a differencing
+ * disk: every bitmap update must survive the others, and the sectors no
+ * one wrote must still show the parent. */
+struct diff_arg {
+	struct disk *d;
+	int id;
+	int ret;
+};
+
+#define DIFF_SECTORS (4 * MiB / 512)
+
+static void *diff_writer(void *p)
+{
+	struct diff_arg *a = p;
+	uint8_t buf[512], back[512];
+
+	for (uint64_t sec = (uint64_t)a->id; sec < DIFF_SECTORS && !a->ret; sec += 8) {
+		fill_random(buf, sizeof(buf), 1000 + sec);
+		a->ret = disk_pwrite(a->d, buf, 512, sec * 512);
+		if (!a->ret)
+			a->ret = disk_pread(a->d, back, 512, sec * 512);
+		if (!a->ret && memcmp(buf, back, 512))
+			a->ret = -EIO;
+		if (!a->ret && sec % 512 == (uint64_t)a->id)
+			a->ret = disk_flush(a->d);
+	}
+	return NULL;
+}
+
+static void test_threads_differencing(void **state)
+{
+	struct scratch *s = *state;
+	const char *base = scratch_path(s, "tb.vhd");
+	const char *child = scratch_path(s, "tc.vhd");
+	struct disk_create_opts o = { .format = DISK_FORMAT_VHD, .type = DISK_TYPE_DYNAMIC,
+				      .size = 4 * MiB, .block_size = 256 * 1024 };
+	struct disk_error err = { 0 };
+	uint8_t *parent = malloc(4 * MiB);
+	struct diff_arg a[4];
+	pthread_t t[4];
+	struct disk *d;
+
+	fill_random(parent, 4 * MiB, 77);
+	assert_int_equal(disk_create(base, &o, &err), 0);
+	assert_int_equal(disk_open(base, 0, &d, &err), 0);
+	assert_int_equal(disk_pwrite(d, parent, 4 * MiB, 0), 0);
+	assert_int_equal(disk_close(d), 0);
+	o.type = DISK_TYPE_DIFFERENCING;
+	o.size = 0;
+	o.parent = base;
+	assert_int_equal(disk_create(child, &o, &err), 0);
+	assert_int_equal(disk_open(child, 0, &d, &err), 0);
+	for (int i = 0; i < 4; i++) {
+		a[i] = (struct diff_arg){ d, i * 2, 0 }; /* even sectors only */
+		assert_int_equal(pthread_create(&t[i], NULL, diff_writer, &a[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].ret, 0);
+	}
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_open(child, DISK_OPEN_RDONLY, &d, &err), 0);
+	for (uint64_t sec = 0; sec < DIFF_SECTORS; sec++) {
+		uint8_t want[512], back[512];
+		bool written = sec % 2 == 0; /* the threads took the even ones */
+		if (written)
+			fill_random(want, sizeof(want), 1000 + sec);
+		else
+			memcpy(want, parent + sec * 512, 512);
+		assert_int_equal(disk_pread(d, back, 512, sec * 512), 0);
+		assert_memory_equal(want, back, 512);
+	}
+	assert_int_equal(disk_close(d), 0);
+	free(parent);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1182,6 +1258,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_locator_codes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_parent_moves, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads_differencing, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
