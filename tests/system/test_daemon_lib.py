@@ -96,10 +96,21 @@ class Daemon:
                    "--reset-env", "env", "CLOISON_SOCKET=" + self.socket] + cmd
         return run(cmd, env=env, timeout=timeout, stdin=stdin)
 
+    def worker_logs(self):
+        """The tail of every VM's worker.log, for failure messages."""
+        out = []
+        for root, _, files in os.walk(self.state_dir):
+            if "worker.log" in files:
+                with open(os.path.join(root, "worker.log"), errors="replace") as f:
+                    out.append("== %s\n%s" % (root, f.read()[-1500:]))
+        return "\n".join(out)
+
     def ok(self, *args, **kw):
         r = self.cli(*args, **kw)
-        assert r.returncode == 0, "cloison %s -> %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s" % (
-            " ".join(map(str, args)), r.returncode, r.stdout, r.stderr, self.log()[-3000:])
+        assert r.returncode == 0, ("cloison %s -> %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s\n"
+                                   "worker logs:\n%s") % (
+            " ".join(map(str, args)), r.returncode, r.stdout, r.stderr, self.log()[-3000:],
+            self.worker_logs())
         return r
 
     def json(self, *args, **kw):
@@ -163,8 +174,10 @@ class Daemon:
             p.kill()
             p.wait()
         text = out.decode(errors="replace")
-        assert text.count(needle) >= times, "console of %s never showed %r; got:\n%s\nstderr: %s" % (
-            name, needle, text[-2000:], p.stderr.read().decode(errors="replace"))
+        assert text.count(needle) >= times, (
+            "console of %s never showed %r %d times; got:\n%s\nstderr: %s\nworker logs:\n%s" % (
+                name, needle, times, text[-2000:], p.stderr.read().decode(errors="replace"),
+                self.worker_logs()))
         return text
 
     def worker_pids(self):

@@ -34,7 +34,7 @@ def test_every_transition(daemon, tmp_path):
     daemon.console_until("t1", "RESULT count=", times=out.count("RESULT count=") + 1)
     # count stops on the power button: a graceful stop ends in off.
     v = daemon.json("vm", "stop", "t1", "--timeout", "60")
-    assert v["state"] == "off" and not v["turned_off"], v
+    assert v["state"] == "off" and not v["turned_off"], (v, daemon.log(), daemon.worker_logs())
     assert daemon.json("vm", "start", "t1")["state"] == "running"
     v = daemon.json("vm", "stop", "t1", "--turn-off")
     assert v["state"] == "off" and v["reason"] == "turned off"
