@@ -82,17 +82,56 @@ static void step_badidx(struct hostile *h, struct virtq *q)
 	virtq_kick(q);
 }
 
+/* With INDIRECT_DESC negotiated (the `indirect` word): broken tables. */
+static void indirect_head(struct hostile *h, struct virtq *q, uint32_t table_len)
+{
+	(void)h;
+	set_desc(q, 0, (uint64_t)(uintptr_t)q->ind, table_len, VRING_DESC_F_INDIRECT, 0);
+	publish(q, 0);
+}
+
+static void step_ind_loop(struct hostile *h, struct virtq *q)
+{
+	volatile struct vring_desc *t = q->ind;
+
+	t[0] = (struct vring_desc){ (uint64_t)(uintptr_t)h->hdr, 16, VRING_DESC_F_NEXT, 1 };
+	t[1] = (struct vring_desc){ (uint64_t)(uintptr_t)h->buf, 512, VRING_DESC_F_NEXT, 0 };
+	indirect_head(h, q, 32);
+}
+
+static void step_ind_nested(struct hostile *h, struct virtq *q)
+{
+	volatile struct vring_desc *t = q->ind;
+
+	t[0] = (struct vring_desc){ (uint64_t)(uintptr_t)h->hdr, 16, VRING_DESC_F_NEXT, 1 };
+	t[1] = (struct vring_desc){ (uint64_t)(uintptr_t)q->ind, 32, VRING_DESC_F_INDIRECT, 0 };
+	indirect_head(h, q, 32);
+}
+
+static void step_ind_badlen(struct hostile *h, struct virtq *q)
+{
+	volatile struct vring_desc *t = q->ind;
+
+	t[0] = (struct vring_desc){ (uint64_t)(uintptr_t)h->hdr, 16, VRING_DESC_F_NEXT, 1 };
+	t[1] = (struct vring_desc){ (uint64_t)(uintptr_t)h->status, 1, VRING_DESC_F_WRITE, 0 };
+	indirect_head(h, q, 20); /* not a multiple of 16 */
+}
+
 struct step {
 	const char *name;
 	void (*post)(struct hostile *h, struct virtq *q);
+	bool needs_indirect;
 };
 
 static const struct step steps[] = {
-	{ "loop", step_loop },
-	{ "badaddr", step_badaddr },
-	{ "overlong", step_overlong },
-	{ "badidx", step_badidx },
-	{ NULL, NULL },
+	{ "loop", step_loop, false },
+	{ "badaddr", step_badaddr, false },
+	{ "overlong", step_overlong, false },
+	{ "badidx", step_badidx, false },
+	{ "indirect_loop", step_ind_loop, true },
+	{ "indirect_nested", step_ind_nested, true },
+	{ "indirect_badlen", step_ind_badlen, true },
+	{ NULL, NULL, false },
 };
 
 static void run_step(struct hostile *h, const struct step *s)
@@ -110,6 +149,10 @@ static void run_step(struct hostile *h, const struct step *s)
 		return;
 	}
 	q = blk_queue(target);
+	if (s->needs_indirect && !q->indirect) {
+		virtio_reset(blk_virtio(target));
+		return;
+	}
 	h->hdr->type = 0;
 	h->hdr->reserved = 0;
 	h->hdr->sector = 0;

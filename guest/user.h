@@ -102,6 +102,7 @@ struct guest {
 	bool opt_have_ip;
 	bool net_busy, dirty_busy;
 	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
+	uint64_t opt_virtio_features; /* eventidx, indirect: asked of every device */
 
 	char line[16384]; /* scratch for long RESULT lines */
 };

@@ -146,6 +146,10 @@ static int setup_queue(struct virtio_dev *d, uint16_t index)
 	q->used = mm_alloc(g, 6 + 8ULL * q->size, PAGE_SIZE);
 	if (!q->desc || !q->avail || !q->used)
 		return -1;
+	q->event_idx = d->features & VIRTIO_F_EVENT_IDX;
+	q->indirect = d->features & VIRTIO_F_INDIRECT_DESC;
+	if (q->indirect && !(q->ind = mm_alloc(g, 16ULL * VQ_IND_MAX * q->size, PAGE_SIZE)))
+		return -1;
 	for (uint16_t i = 0; i < q->size; i++)
 		q->desc[i].next = (uint16_t)(i + 1);
 	q->num_free = q->size;
@@ -202,7 +206,7 @@ int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, uns
 	virtio_reset(d);
 	add_status(d, VIRTIO_STATUS_ACK);
 	add_status(d, VIRTIO_STATUS_DRIVER);
-	d->features = read_features(d) & (wanted | VIRTIO_F_VERSION_1);
+	d->features = read_features(d) & (wanted | VIRTIO_F_VERSION_1 | g->opt_virtio_features);
 	if (!(d->features & VIRTIO_F_VERSION_1)) {
 		out("virtio: device does not offer VERSION_1\n");
 		add_status(d, VIRTIO_STATUS_FAILED);
@@ -241,35 +245,66 @@ void virtio_ready(struct virtio_dev *d)
 	add_status(d, VIRTIO_STATUS_DRIVER_OK);
 }
 
-int virtq_add(struct virtq *q, const struct virtio_buf *bufs, unsigned n)
+static void fill_desc(volatile struct vring_desc *d, const struct virtio_buf *b, bool more,
+		      uint16_t next)
 {
-	uint16_t head = q->free_head, i = head, last = head;
+	d->addr = b->addr;
+	d->len = b->len;
+	d->flags = (uint16_t)((b->device_writes ? VRING_DESC_F_WRITE : 0) | (more ? VRING_DESC_F_NEXT : 0));
+	d->next = next;
+}
 
-	if (!n || q->num_free < n)
-		return -1;
-	for (unsigned k = 0; k < n; k++) {
-		volatile struct vring_desc *d = &q->desc[i];
-		d->addr = bufs[k].addr;
-		d->len = bufs[k].len;
-		d->flags = (uint16_t)((bufs[k].device_writes ? VRING_DESC_F_WRITE : 0) |
-				      (k + 1 < n ? VRING_DESC_F_NEXT : 0));
-		last = i;
-		i = d->next;
-	}
-	(void)last;
-	q->free_head = i;
-	q->num_free = (uint16_t)(q->num_free - n);
+static void publish(struct virtq *q, uint16_t head)
+{
 	q->avail->ring[q->avail_idx % q->size] = head;
 	q->avail_idx++;
+}
+
+int virtq_add(struct virtq *q, const struct virtio_buf *bufs, unsigned n)
+{
+	uint16_t head = q->free_head, i = head;
+
+	if (!n || q->num_free < (q->indirect && n > 1 && n <= VQ_IND_MAX ? 1 : n))
+		return -1;
+	if (q->indirect && n > 1 && n <= VQ_IND_MAX) {
+		volatile struct vring_desc *t = &q->ind[(unsigned)head * VQ_IND_MAX];
+		for (unsigned k = 0; k < n; k++)
+			fill_desc(&t[k], &bufs[k], k + 1 < n, (uint16_t)(k + 1));
+		q->free_head = q->desc[head].next;
+		q->desc[head].addr = (uint64_t)(uintptr_t)t;
+		q->desc[head].len = 16 * n;
+		q->desc[head].flags = VRING_DESC_F_INDIRECT;
+		q->num_free--;
+		publish(q, head);
+		return head;
+	}
+	for (unsigned k = 0; k < n; k++) {
+		uint16_t next = q->desc[i].next; /* the free list's link */
+		fill_desc(&q->desc[i], &bufs[k], k + 1 < n, next);
+		i = next;
+	}
+	q->free_head = i;
+	q->num_free = (uint16_t)(q->num_free - n);
+	publish(q, head);
 	return head;
 }
 
 void virtq_kick(struct virtq *q)
 {
+	uint16_t old = q->published, now = q->avail_idx;
+	bool notify;
+
 	barrier();
-	q->avail->idx = q->avail_idx;
+	q->avail->idx = now;
+	q->published = now;
 	mb();
-	if (!(q->used->flags & 1)) {
+	if (q->event_idx) {
+		uint16_t event = *(volatile uint16_t *)&q->used->ring[q->size];
+		notify = (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+	} else {
+		notify = !(q->used->flags & 1);
+	}
+	if (notify) {
 		wr16(q->notify_addr, q->index);
 		q->kicks++;
 	}
@@ -293,5 +328,7 @@ int virtq_get(struct virtq *q, uint32_t *len)
 	q->desc[i].next = q->free_head;
 	q->free_head = head;
 	q->num_free = (uint16_t)(q->num_free + n);
+	if (q->event_idx) /* used_event: interrupt (MSI-X wake) on the next one */
+		*(volatile uint16_t *)&q->avail->ring[q->size] = q->last_used;
 	return head;
 }

@@ -10,6 +10,8 @@
 #define VIRTIO_ID_BLK 2
 #define VIRTIO_ID_RNG 4
 
+#define VIRTIO_F_INDIRECT_DESC (1ULL << 28)
+#define VIRTIO_F_EVENT_IDX (1ULL << 29)
 #define VIRTIO_F_VERSION_1 (1ULL << 32)
 
 #define VIRTIO_STATUS_ACK 1
@@ -25,6 +27,8 @@
 
 #define VRING_DESC_F_NEXT 1
 #define VRING_DESC_F_WRITE 2
+#define VRING_DESC_F_INDIRECT 4
+#define VQ_IND_MAX 4 /* entries of the indirect table behind each descriptor */
 
 struct vring_desc {
 	uint64_t addr;
@@ -53,6 +57,9 @@ struct virtq {
 	volatile struct vring_used *used;
 	uint16_t free_head, num_free;
 	uint16_t avail_idx, last_used;
+	uint16_t published; /* avail idx the device was last told about */
+	bool event_idx, indirect; /* negotiated VIRTIO_F_EVENT_IDX / INDIRECT_DESC */
+	volatile struct vring_desc *ind; /* VQ_IND_MAX entries per descriptor */
 	uint64_t notify_addr;
 	uint64_t kicks;
 };
@@ -110,10 +117,12 @@ uint32_t virtio_cfg32(struct virtio_dev *d, unsigned off);
 uint64_t virtio_cfg64(struct virtio_dev *d, unsigned off);
 
 /* Posts a chain (device-readable buffers first); head id, or -1 when the
- * queue has too few free descriptors. Does not notify. */
+ * queue has too few free descriptors. With INDIRECT_DESC negotiated a chain
+ * of 2..VQ_IND_MAX buffers takes one descriptor pointing at its table.
+ * Does not notify. */
 int virtq_add(struct virtq *q, const struct virtio_buf *bufs, unsigned n);
 /* Publishes what virtq_add posted and notifies the device unless it asked
- * not to be. */
+ * not to be (VRING_USED_F_NO_NOTIFY, or avail_event with EVENT_IDX). */
 void virtq_kick(struct virtq *q);
 /* A finished chain: its head id (and *len written by the device), or -1. */
 int virtq_get(struct virtq *q, uint32_t *len);

@@ -177,11 +177,19 @@ def test_hostile_driver_leaves_other_device_working(testguest, tmp_path, other):
     second = tmp_path / "other.img"
     second.write_bytes(b"\1" * (1 << 20))
     extra = RNG if other == "rng" else disk_args(second, idx=1)
-    rc, out, r = boot(testguest, "hostile=blk", extra=disk_args(disk) + extra)
+    # With rng as the witness, also negotiate EVENT_IDX and INDIRECT_DESC,
+    # which adds the broken-indirect-table steps.
+    words = "eventidx indirect hostile=blk" if other == "rng" else "hostile=blk"
+    rc, out, r = boot(testguest, words, extra=disk_args(disk) + extra)
     assert rc == 0, out
     assert r["hostile_other"] == other
     assert r["hostile_other_baseline_ok"] == "1"
-    for step in ("loop", "badaddr", "overlong", "badidx"):
+    steps = ["loop", "badaddr", "overlong", "badidx"]
+    if other == "rng":
+        steps += ["indirect_loop", "indirect_nested", "indirect_badlen"]
+    else:
+        assert "hostile_indirect_loop_used" not in r, out
+    for step in steps:
         assert r["hostile_%s_other_ok" % step] == "1", out
         assert r["hostile_%s_used" % step] in ("0", "1"), out
         if step == "badaddr":
@@ -328,3 +336,18 @@ def test_dirty_keeps_memory_dirty_without_lost_writes(testguest, tmp_path, cpus)
     assert passes and passes[0] > 0, text
     assert "dirty_errors" not in text, text
     assert "RESULT power_button=1" in text
+
+
+def test_event_idx_and_indirect_descriptors(testguest, tmp_path):
+    """The same data path with VIRTIO_F_EVENT_IDX and INDIRECT_DESC."""
+    disk = tmp_path / "disk.img"
+    original = os.urandom(3 << 20)
+    disk.write_bytes(original)
+    rc, out, r = boot(testguest, "eventidx indirect blksum blkverify rng "
+                      "blkbench=randread qd=32 secs=1", extra=disk_args(disk) + RNG)
+    assert rc == 0, out
+    m = re.search(r"^blk0: .* features 0x([0-9a-f]+)", out, re.M)
+    assert m and int(m.group(1), 16) & (3 << 28) == 3 << 28, out
+    assert r["blk_sha256"] == hashlib.sha256(original).hexdigest(), out
+    assert r["blkverify"] == "ok" and r["rng_ok"] == "1", out
+    assert r["blk_errors"] == "0" and int(r["blk_ops"]) > 0, out
