@@ -41,10 +41,12 @@
 #define BLK_MAX_QUEUES 16
 #define BLK_ID_BYTES 20
 #define SECTOR 512ULL
-/* How long the event loop keeps looking for a completion (or for the
- * guest's next request) before it goes back to sleep, and how many such
+/* How long the event loop may keep looking for a completion before it
+ * goes back to sleep (adaptive per queue, like QEMU's poll-max-ns: doubled
+ * when a poll finds something, halved when it does not), and how many such
  * rounds one wake-up may run before other devices get the loop. */
-#define BLK_POLL_NS 40000
+#define BLK_POLL_MAX_NS 32000
+#define BLK_POLL_MIN_NS 1000
 #define BLK_POLL_ROUNDS 64
 
 /* struct virtio_blk_config offsets (5.2.4). */
@@ -73,6 +75,7 @@ struct blk_queue {
 	struct blk_req *free;
 	unsigned allocated;
 	unsigned inflight; /* requests in the backend */
+	uint32_t poll_ns;  /* current completion-polling window */
 	bool watched;
 };
 
@@ -305,11 +308,6 @@ static bool completions_ready(struct blk *b, unsigned qidx)
 	return b->be->ops->poll(b->be, qidx);
 }
 
-static bool requests_ready(struct blk *b, unsigned qidx)
-{
-	return virtq_has_avail(virtio_dev_vq(&b->vdev, qidx));
-}
-
 /* Delivers the interrupts asked for so far (drops and retakes the device
  * lock): a driver waiting for one should not wait for our polling. */
 static void deliver_now(struct blk *b)
@@ -321,18 +319,22 @@ static void deliver_now(struct blk *b)
 	}
 }
 
-/* Busy-waits up to BLK_POLL_NS for ready(); a wake-up through the event
- * loop costs more than that on a loaded host, and a nested guest's kick
- * costs it an exit. */
-static bool spin(struct blk *b, unsigned qidx, bool (*ready)(struct blk *, unsigned))
+/* Busy-waits up to the queue's window for completions: a wake-up through
+ * the event loop costs more than that on a loaded host. The window adapts
+ * so a device slower than it does not make us burn a CPU for nothing. */
+static bool spin(struct blk *b, unsigned qidx)
 {
-	uint64_t end = now_ns() + BLK_POLL_NS;
+	struct blk_queue *bq = &b->queues[qidx];
+	uint64_t end = now_ns() + bq->poll_ns;
 
 	do {
-		if (ready(b, qidx))
+		if (completions_ready(b, qidx)) {
+			bq->poll_ns = MIN(bq->poll_ns * 2, (uint32_t)BLK_POLL_MAX_NS);
 			return true;
+		}
 		__builtin_ia32_pause();
 	} while (now_ns() < end);
+	bq->poll_ns = MAX(bq->poll_ns / 2, (uint32_t)BLK_POLL_MIN_NS);
 	return false;
 }
 
@@ -340,8 +342,9 @@ static bool spin(struct blk *b, unsigned qidx, bool (*ready)(struct blk *, unsig
  * are in flight the driver need not kick: their completions bring us back
  * here to look at the ring again (what a kick costs a guest — an exit —
  * is worth saving at high queue depths). With a backend that can be
- * polled, the loop also waits a little for completions and for the
- * guest's next request before sleeping. */
+ * polled, the loop also waits a little for completions before sleeping.
+ * (Waiting for the guest's next request as well was tried: on a host with
+ * more runnable threads than CPUs it takes the CPU the guest needs.) */
 static void service_queue(struct blk *b, unsigned qidx)
 {
 	struct virtq *vq = virtio_dev_vq(&b->vdev, qidx);
@@ -355,19 +358,12 @@ static void service_queue(struct blk *b, unsigned qidx)
 			return;
 		if (b->queues[qidx].inflight) {
 			virtq_set_notify(vq, false);
-			if (!can_poll || round >= BLK_POLL_ROUNDS || !spin(b, qidx, completions_ready))
+			if (!can_poll || round >= BLK_POLL_ROUNDS || !spin(b, qidx))
 				return; /* the completion eventfd brings us back */
 			deliver_now(b);
 			if (!virtio_dev_active(&b->vdev))
 				return;
 			continue;
-		}
-		if (can_poll && round < BLK_POLL_ROUNDS) {
-			deliver_now(b);
-			if (!virtio_dev_active(&b->vdev))
-				return;
-			if (spin(b, qidx, requests_ready))
-				continue;
 		}
 		virtq_set_notify(vq, true);
 		if (!virtq_has_avail(vq))
@@ -535,6 +531,7 @@ int virtio_blk_create(struct vm *vm, const struct blk_spec *spec, unsigned index
 	for (unsigned i = 0; i < nqueues; i++) {
 		b->queues[i].blk = b;
 		b->queues[i].index = i;
+		b->queues[i].poll_ns = BLK_POLL_MAX_NS / 4;
 	}
 	build_config(b, nqueues);
 	snprintf(name, sizeof(name), "virtio-blk%u", index);
