@@ -61,6 +61,7 @@ struct acpi_info {
 struct virtio_dev;
 struct blk_dev;
 struct net_dev;
+struct console_dev;
 struct dirty;
 
 /* All ring-3 state of the guest. One instance, owned by main.c. */
@@ -94,13 +95,14 @@ struct guest {
 	struct blk_dev *blk0;
 	struct virtio_dev *rng;
 	struct net_dev *net;
+	struct console_dev *console;
 	/* Options for the device workloads. */
 	uint64_t opt_bs, opt_secs;
 	unsigned opt_qd;
 	uint32_t opt_ip;
 	unsigned opt_prefix;
 	bool opt_have_ip;
-	bool net_busy, dirty_busy;
+	bool net_busy, dirty_busy, console_busy;
 	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
 	uint64_t opt_virtio_features; /* eventidx, indirect: asked of every device */
 

@@ -154,6 +154,12 @@ bool net_poll(struct net_dev *n);
 
 int hostile_run(struct guest *g, const char *target);
 
+struct console_dev;
+/* `console`: greets the host side of the first virtio-console, then echoes. */
+int console_start(struct guest *g, struct console_dev **res);
+bool console_wakes(const struct console_dev *c);
+bool console_poll(struct console_dev *c);
+
 /* --- sha256.c --- */
 struct sha256 {
 	uint32_t h[8];

@@ -110,6 +110,11 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 		return act_blkbench(g, w + 9, wlen - 9);
 	if (word_is(w, wlen, "rng"))
 		return rng_run(g);
+	if (word_is(w, wlen, "console")) {
+		if (!g->console && console_start(g, &g->console) == 0)
+			*keep_running = true;
+		return 0;
+	}
 	if (word_has_prefix(w, wlen, "dirty=")) {
 		const char *end;
 		uint64_t size = parse_size(w + 6, &end);
@@ -139,14 +144,15 @@ void workloads_serve(struct guest *g)
 {
 	g->net_busy = g->net ? net_poll(g->net) : false;
 	g->dirty_busy = dirty_poll(g);
+	g->console_busy = g->console ? console_poll(g->console) : false;
 }
 
-bool workloads_busy(struct guest *g) { return g->net_busy || g->dirty_busy; }
+bool workloads_busy(struct guest *g) { return g->net_busy || g->dirty_busy || g->console_busy; }
 uint64_t workloads_idle_ns(struct guest *g)
 {
 	if (g->opt_idle_poll)
 		return 0;
-	if (g->net && !net_wakes(g->net))
+	if ((g->net && !net_wakes(g->net)) || (g->console && !console_wakes(g->console)))
 		return 1000000;
 	return 10000000;
 }

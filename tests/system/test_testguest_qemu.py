@@ -351,3 +351,46 @@ def test_event_idx_and_indirect_descriptors(testguest, tmp_path):
     assert r["blk_sha256"] == hashlib.sha256(original).hexdigest(), out
     assert r["blkverify"] == "ok" and r["rng_ok"] == "1", out
     assert r["blk_errors"] == "0" and int(r["blk_ops"]) > 0, out
+
+
+def test_virtio_console_greets_and_echoes(testguest, tmp_path):
+    import socket
+    import time
+    need_qemu()
+    sock, mon, serial = tmp_path / "con.sock", tmp_path / "mon.sock", tmp_path / "serial.txt"
+    q = subprocess.Popen(
+        [QEMU, "-enable-kvm", "-cpu", "EPYC", "-M", "q35", "-m", "256M", "-kernel", str(testguest),
+         "-append", "console", "-display", "none", "-nodefaults", "-no-reboot",
+         "-serial", "file:%s" % serial, "-monitor", "unix:%s,server=on,wait=off" % mon,
+         # wait=on: QEMU starts the guest only once we are connected, so the
+         # greeting cannot be written to nobody.
+         "-chardev", "socket,id=c0,path=%s,server=on,wait=on" % sock,
+         "-device", "virtio-serial-pci,disable-legacy=on", "-device", "virtconsole,chardev=c0"]
+        + firmware_args("qboot"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not sock.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(sock))
+        s.settimeout(60)
+        got = b""
+        while b"\n" not in got:
+            got += s.recv(256)
+        assert got == b"cloison-testguest console: echoing\n", got
+        msg = b"hello, console \x01\xff\n" * 20
+        s.sendall(msg)
+        echo = b""
+        while len(echo) < len(msg):
+            echo += s.recv(4096)
+        assert echo == msg
+        m = socket.socket(socket.AF_UNIX)
+        m.connect(str(mon))
+        m.sendall(b"system_powerdown\n")
+        assert q.wait(timeout=30) == 0
+        text = serial.read_text()
+        assert "RESULT console_ready=1" in text and "RESULT power_button=1" in text, text
+    finally:
+        if q.poll() is None:
+            q.kill()
+            q.wait()
