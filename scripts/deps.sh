@@ -12,7 +12,7 @@ python3 python3-pytest python3-pytest-timeout
 qemu-utils qemu-system-x86 acpica-tools
 iproute2 iputils-ping busybox-static cpio gzip
 lz4 xz-utils
-libvirt-daemon-system libvirt-clients util-linux
+libvirt-daemon-system libvirt-clients util-linux acl
 "
 
 missing=""
