@@ -7,6 +7,7 @@
 #define VIRTIO_BLK_F_SEG_MAX (1ULL << 2)
 #define VIRTIO_BLK_F_RO (1ULL << 5)
 #define VIRTIO_BLK_F_FLUSH (1ULL << 9)
+#define VIRTIO_BLK_F_MQ (1ULL << 12)
 #define T_IN 0
 #define T_OUT 1
 #define T_FLUSH 4
@@ -28,12 +29,21 @@ struct blk_slot {
 	uint32_t len;
 };
 
+/* One request queue's driver state: each queue is only ever used by one
+ * CPU (queue i by CPU i in blkbench with blkmq), so none of it is shared. */
+struct blk_queue_state {
+	struct virtq *vq;
+	struct blk_slot *slots; /* MAX_SLOTS */
+	int16_t head_slot[VQ_MAX_SIZE];
+};
+
 struct blk_dev {
 	struct virtio_dev v;
 	uint64_t capacity; /* bytes */
 	uint32_t max_io;
-	struct blk_slot *slots; /* MAX_SLOTS */
-	int16_t head_slot[VQ_MAX_SIZE];
+	unsigned nq;
+	struct blk_queue_state qs[VIRTIO_MAX_QUEUES];
+	struct blk_slot *slots; /* == qs[0].slots */
 };
 
 uint64_t blk_capacity(const struct blk_dev *b) { return b->capacity; }
@@ -43,11 +53,27 @@ int blk_open(struct guest *g, unsigned n, struct blk_dev **res)
 	struct blk_dev *b = mm_alloc(g, sizeof(*b), 64);
 	uint64_t want = VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX;
 
+	if (g->opt_blk_mq)
+		want |= VIRTIO_BLK_F_MQ;
 	if (!b || virtio_open(g, VIRTIO_ID_BLK, n, want, 1, 0, &b->v))
 		return -1;
-	b->slots = mm_alloc(g, sizeof(struct blk_slot) * MAX_SLOTS, 64);
-	if (!b->slots)
-		return -1;
+	b->nq = 1;
+	if (b->v.features & VIRTIO_BLK_F_MQ) { /* blkmq: one queue per CPU */
+		unsigned want_q = virtio_cfg32(&b->v, 32) >> 16; /* num_queues at 34 */
+		if (want_q > g->cpus_online)
+			want_q = g->cpus_online;
+		if (want_q > VIRTIO_MAX_QUEUES)
+			want_q = VIRTIO_MAX_QUEUES;
+		while (b->nq < want_q && virtio_add_queue(&b->v, (uint16_t)b->nq) == 0)
+			b->nq++;
+	}
+	for (unsigned i = 0; i < b->nq; i++) {
+		b->qs[i].vq = &b->v.vq[i];
+		b->qs[i].slots = mm_alloc(g, sizeof(struct blk_slot) * MAX_SLOTS, 64);
+		if (!b->qs[i].slots)
+			return -1;
+	}
+	b->slots = b->qs[0].slots;
 	b->capacity = virtio_cfg64(&b->v, 0) * SECTOR;
 	b->max_io = CHUNK;
 	if (b->v.features & VIRTIO_BLK_F_SIZE_MAX) {
@@ -56,17 +82,17 @@ int blk_open(struct guest *g, unsigned n, struct blk_dev **res)
 			b->max_io = size_max;
 	}
 	virtio_ready(&b->v);
-	out("blk%u: %lu bytes, features 0x%lx, queue %u, max request %u\n", n, b->capacity,
-	    b->v.features, b->v.vq[0].size, b->max_io);
+	out("blk%u: %lu bytes, features 0x%lx, %u queue(s) of %u, max request %u\n", n, b->capacity,
+	    b->v.features, b->nq, b->v.vq[0].size, b->max_io);
 	*res = b;
 	return 0;
 }
 
-/* Queues one request on slot s (data buffer optional for flush). */
-static int blk_submit(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector, void *buf,
-		      uint32_t len)
+/* Queues one request on slot s of a queue (data buffer optional for flush). */
+static int blk_submit_q(struct blk_queue_state *q, unsigned s, uint32_t type, uint64_t sector,
+			void *buf, uint32_t len)
 {
-	struct blk_slot *sl = &b->slots[s];
+	struct blk_slot *sl = &q->slots[s];
 	struct virtio_buf bufs[3];
 	unsigned n = 0;
 	int head;
@@ -79,25 +105,33 @@ static int blk_submit(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sec
 	if (len)
 		bufs[n++] = (struct virtio_buf){ (uint64_t)(uintptr_t)buf, len, type == T_IN };
 	bufs[n++] = (struct virtio_buf){ (uint64_t)(uintptr_t)&sl->status, 1, true };
-	head = virtq_add(&b->v.vq[0], bufs, n);
+	head = virtq_add(q->vq, bufs, n);
 	if (head < 0)
 		return -1;
-	b->head_slot[head] = (int16_t)s;
+	q->head_slot[head] = (int16_t)s;
 	sl->busy = true;
 	return 0;
 }
 
-/* A completed slot, or -1 when none is ready. */
-static int blk_reap(struct blk_dev *b)
+/* A completed slot of the queue, or -1 when none is ready. */
+static int blk_reap_q(struct blk_queue_state *q)
 {
-	int head = virtq_get(&b->v.vq[0], NULL), s;
+	int head = virtq_get(q->vq, NULL), s;
 
 	if (head < 0)
 		return -1;
-	s = b->head_slot[head];
-	b->slots[s].busy = false;
+	s = q->head_slot[head];
+	q->slots[s].busy = false;
 	return s;
 }
+
+static int blk_submit(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector, void *buf,
+		      uint32_t len)
+{
+	return blk_submit_q(&b->qs[0], s, type, sector, buf, len);
+}
+
+static int blk_reap(struct blk_dev *b) { return blk_reap_q(&b->qs[0]); }
 
 /* A device that stops answering must not hang the guest: every wait ends
  * after STALL_SECS without a completion. */
@@ -319,15 +353,76 @@ static uint64_t xorshift(uint64_t *s)
 	return *s;
 }
 
+struct bench {
+	struct blk_dev *b;
+	bool rnd;
+	uint32_t type;
+	uint64_t bs, blocks, start, end, stall;
+	unsigned qd;
+	struct {
+		uint64_t ops, bytes, errors;
+		bool stalled;
+	} res[VIRTIO_MAX_QUEUES];
+	volatile uint32_t done;
+};
+
+/* Keeps qd requests in flight on queue qi until b->end; runs on CPU qi. */
+static void bench_queue(struct bench *p, unsigned qi)
+{
+	struct blk_queue_state *q = &p->b->qs[qi];
+	uint64_t seq = p->blocks / p->b->nq * qi, seed = (rdtsc() ^ (qi + 1) * 0x9e3779b97f4a7c15ULL) | 1;
+	unsigned inflight = 0;
+
+	for (;;) {
+		bool queued = false, stop = rdtsc() >= p->end;
+		int s;
+
+		for (unsigned k = 0; !stop && k < p->qd; k++) {
+			uint64_t blk;
+			if (q->slots[k].busy)
+				continue;
+			blk = p->rnd ? xorshift(&seed) % p->blocks : seq++ % p->blocks;
+			if (blk_submit_q(q, k, p->type, blk * p->bs / SECTOR, q->slots[k].buf, (uint32_t)p->bs))
+				break;
+			inflight++;
+			queued = true;
+		}
+		if (queued)
+			virtq_kick(q->vq);
+		if (stop && rdtsc() > p->end + p->stall) {
+			p->res[qi].stalled = true;
+			break;
+		}
+		while ((s = blk_reap_q(q)) >= 0) {
+			inflight--;
+			if (q->slots[s].status)
+				p->res[qi].errors++;
+			p->res[qi].ops++;
+			p->res[qi].bytes += p->bs;
+		}
+		if (stop && !inflight)
+			break;
+	}
+	__atomic_fetch_add(&p->done, 1, __ATOMIC_RELEASE);
+}
+
+static void bench_ap(struct guest *g, uint32_t idx, void *arg)
+{
+	struct bench *p = arg;
+
+	(void)g;
+	if (idx < p->b->nq)
+		bench_queue(p, idx);
+}
+
 int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint64_t secs)
 {
 	struct blk_dev *b = first_disk(g);
-	bool rnd = mode[0] == 'r' && mode[1] == 'a', wr = mode[3] == 'w' || mode[4] == 'w';
-	uint64_t blocks, ops = 0, bytes = 0, errors = 0, seq = 0, seed = rdtsc() | 1, t0, t1, end;
-	uint32_t type = wr ? T_OUT : T_IN;
-	unsigned inflight = 0;
+	struct bench *p;
+	uint64_t ops = 0, bytes = 0, errors = 0, kicks = 0, t1, ns;
+	bool stalled = false;
 
-	if (!b)
+	if (!b || !(p = mm_alloc(g, sizeof(*p), 64)))
 		return -1;
 	if (bs < SECTOR || bs % SECTOR || bs > b->max_io) {
 		out("RESULT blk_error=bs must be a multiple of 512 up to %u\n", b->max_io);
@@ -337,61 +432,54 @@ int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint6
 		qd = 1;
 	if (qd > MAX_SLOTS || qd > b->v.vq[0].size / 3u)
 		qd = b->v.vq[0].size / 3u < MAX_SLOTS ? b->v.vq[0].size / 3u : MAX_SLOTS;
-	blocks = b->capacity / bs;
-	if (!blocks)
+	p->b = b;
+	p->rnd = mode[0] == 'r' && mode[1] == 'a';
+	p->type = mode[3] == 'w' || mode[4] == 'w' ? T_OUT : T_IN;
+	p->bs = bs;
+	p->qd = qd;
+	p->blocks = b->capacity / bs;
+	p->stall = STALL_SECS * g->tsc_hz;
+	if (!p->blocks)
 		return -1;
-	for (unsigned s = 0; s < qd; s++) {
-		if (!b->slots[s].buf && !(b->slots[s].buf = mm_alloc(g, CHUNK, PAGE_SIZE)))
-			return -1;
-		memset(b->slots[s].buf, 0xa5, bs);
+	/* Buffers first: the allocator is the BSP's alone. */
+	for (unsigned qi = 0; qi < b->nq; qi++) {
+		for (unsigned s = 0; s < qd; s++) {
+			struct blk_slot *sl = &b->qs[qi].slots[s];
+			if (!sl->buf && !(sl->buf = mm_alloc(g, CHUNK, PAGE_SIZE)))
+				return -1;
+			memset(sl->buf, 0xa5, bs);
+		}
 	}
-	t0 = rdtsc();
-	end = t0 + secs * g->tsc_hz;
-	for (;;) {
-		bool queued = false;
-		int s;
-		bool stop = rdtsc() >= end;
-
-		for (unsigned k = 0; !stop && k < qd; k++) {
-			uint64_t blk;
-			if (b->slots[k].busy)
-				continue;
-			blk = rnd ? xorshift(&seed) % blocks : seq++ % blocks;
-			if (blk_submit(b, k, type, blk * bs / SECTOR, b->slots[k].buf, (uint32_t)bs))
-				break;
-			inflight++;
-			queued = true;
-		}
-		if (queued)
-			virtq_kick(&b->v.vq[0]);
-		if (stop && rdtsc() > end + STALL_SECS * g->tsc_hz) {
-			out("RESULT blk_error=no completion for %d s\n", STALL_SECS);
-			break;
-		}
-		while ((s = blk_reap(b)) >= 0) {
-			inflight--;
-			if (b->slots[s].status)
-				errors++;
-			ops++;
-			bytes += bs;
-		}
-		if (stop && !inflight)
-			break;
-	}
+	p->start = rdtsc();
+	p->end = p->start + secs * g->tsc_hz;
+	if (b->nq > 1)
+		smp_run_on_aps(g, bench_ap, p);
+	bench_queue(p, 0);
+	while (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < b->nq && rdtsc() < p->end + 2 * p->stall)
+		cpu_relax();
 	t1 = rdtsc();
-	{
-		uint64_t ns = (t1 - t0) / g->tsc_hz * 1000000000ULL + (t1 - t0) % g->tsc_hz * 1000000000ULL / g->tsc_hz;
-		out("RESULT blk_mode=%s\n", mode);
-		out("RESULT blk_bs=%lu\n", bs);
-		out("RESULT blk_qd=%u\n", qd);
-		out("RESULT blk_ops=%lu\n", ops);
-		out("RESULT blk_bytes=%lu\n", bytes);
-		out("RESULT blk_ns=%lu\n", ns);
-		out("RESULT blk_iops=%lu\n", ns ? ops * 1000000000UL / ns : 0);
-		out("RESULT blk_mbps=%lu\n", ns ? bytes * 1000UL / ns : 0);
-		out("RESULT blk_errors=%lu\n", errors);
-		out("RESULT blk_kicks=%lu\n", b->v.vq[0].kicks);
+	for (unsigned qi = 0; qi < b->nq; qi++) {
+		ops += p->res[qi].ops;
+		bytes += p->res[qi].bytes;
+		errors += p->res[qi].errors;
+		kicks += b->v.vq[qi].kicks;
+		stalled |= p->res[qi].stalled;
 	}
+	if (stalled || p->done < b->nq)
+		out("RESULT blk_error=no completion for %d s\n", STALL_SECS);
+	ns = (t1 - p->start) / g->tsc_hz * 1000000000ULL +
+	     (t1 - p->start) % g->tsc_hz * 1000000000ULL / g->tsc_hz;
+	out("RESULT blk_mode=%s\n", mode);
+	out("RESULT blk_bs=%lu\n", bs);
+	out("RESULT blk_qd=%u\n", qd);
+	out("RESULT blk_queues=%u\n", b->nq);
+	out("RESULT blk_ops=%lu\n", ops);
+	out("RESULT blk_bytes=%lu\n", bytes);
+	out("RESULT blk_ns=%lu\n", ns);
+	out("RESULT blk_iops=%lu\n", ns ? ops * 1000000000UL / ns : 0);
+	out("RESULT blk_mbps=%lu\n", ns ? bytes * 1000UL / ns : 0);
+	out("RESULT blk_errors=%lu\n", errors);
+	out("RESULT blk_kicks=%lu\n", kicks);
 	return 0;
 }
 

@@ -105,6 +105,7 @@ struct guest {
 	bool net_busy, dirty_busy, console_busy;
 	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
 	uint64_t opt_virtio_features; /* eventidx, indirect: asked of every device */
+	bool opt_blk_mq;	      /* blkmq: one virtio-blk queue per CPU */
 
 	char line[16384]; /* scratch for long RESULT lines */
 };

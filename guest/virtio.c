@@ -240,6 +240,16 @@ int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, uns
 	return 0;
 }
 
+int virtio_add_queue(struct virtio_dev *d, uint16_t index)
+{
+	if (index >= VIRTIO_MAX_QUEUES || rd16(d->common + CC_NUM_QUEUES) <= index ||
+	    setup_queue(d, index))
+		return -1;
+	if (index >= d->nqueues)
+		d->nqueues = index + 1u;
+	return 0;
+}
+
 void virtio_ready(struct virtio_dev *d)
 {
 	add_status(d, VIRTIO_STATUS_DRIVER_OK);

@@ -22,7 +22,7 @@
 #define VIRTIO_STATUS_FAILED 0x80
 
 #define VQ_MAX_SIZE 256
-#define VIRTIO_MAX_QUEUES 4
+#define VIRTIO_MAX_QUEUES 16
 #define VIRTIO_MAX_DEVS 8
 
 #define VRING_DESC_F_NEXT 1
@@ -107,6 +107,8 @@ unsigned pci_find_virtio(struct guest *g, struct pci_addr *out, unsigned *types,
  * whether that worked. 0 or -1 (reason printed). */
 int virtio_open(struct guest *g, unsigned type, unsigned n, uint64_t wanted, unsigned nqueues,
 		uint32_t wake_queues, struct virtio_dev *d);
+/* Sets up one more queue (before virtio_ready). 0 or -1. */
+int virtio_add_queue(struct virtio_dev *d, uint16_t index);
 /* Writes DRIVER_OK. */
 void virtio_ready(struct virtio_dev *d);
 /* Resets the device (status 0) and waits for it. */

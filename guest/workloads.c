@@ -41,7 +41,7 @@ static const char *const option_prefixes[] = { "acpi=", "bs=", "qd=", "secs=", "
 
 bool workloads_is_option(const char *w, size_t wlen)
 {
-	if (word_is(w, wlen, "eventidx") || word_is(w, wlen, "indirect"))
+	if (word_is(w, wlen, "eventidx") || word_is(w, wlen, "indirect") || word_is(w, wlen, "blkmq"))
 		return true;
 	for (const char *const *p = option_prefixes; *p; p++)
 		if (word_has_prefix(w, wlen, *p))
@@ -62,6 +62,8 @@ void workloads_option(struct guest *g, const char *w, size_t wlen)
 		g->opt_qd = (unsigned)parse_dec(w + 3, wlen - 3, &ok);
 	} else if (word_has_prefix(w, wlen, "secs=")) {
 		g->opt_secs = parse_dec(w + 5, wlen - 5, &ok);
+	} else if (word_is(w, wlen, "blkmq")) {
+		g->opt_blk_mq = true;
 	} else if (word_is(w, wlen, "eventidx")) {
 		g->opt_virtio_features |= VIRTIO_F_EVENT_IDX;
 	} else if (word_is(w, wlen, "indirect")) {

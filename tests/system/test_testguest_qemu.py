@@ -394,3 +394,17 @@ def test_virtio_console_greets_and_echoes(testguest, tmp_path):
         if q.poll() is None:
             q.kill()
             q.wait()
+
+
+def test_blk_multiqueue_from_every_cpu(testguest, tmp_path):
+    """blkmq: one queue per vCPU, each driven by its own CPU."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(os.urandom(2 << 20))
+    rc, out, r = boot(testguest, "blkmq blkbench=randread qd=4 secs=1 blkverify", cpus=3,
+                      extra=["-drive", "file=%s,format=raw,if=none,id=d0" % disk,
+                             "-device", "virtio-blk-pci,drive=d0,disable-legacy=on,num-queues=3"])
+    assert rc == 0, out
+    assert r["blk_queues"] == "3", out
+    assert r["blk_errors"] == "0" and int(r["blk_ops"]) > 0, out
+    assert int(r["blk_kicks"]) > 0
+    assert r["blkverify"] == "ok", out
