@@ -951,6 +951,27 @@ static int zero_file_range(int fd, uint64_t off, uint64_t len, bool punch)
 	return 0;
 }
 
+/* A dynamic disk's block discarded whole becomes unallocated again (it
+ * reads as zeroes either way), so allocation figures and compaction see it.
+ * Its data is punched at once; should the new BAT entry not reach the disk
+ * before a crash, the old entry points at zeroes, which is the same. */
+static int unmap_block(struct vhd *v, uint32_t blk, int fd)
+{
+	uint32_t entry;
+
+	pthread_mutex_lock(&v->lock);
+	entry = v->bat[blk];
+	if (entry != VHD_BAT_UNUSED) {
+		__atomic_store_n(&v->bat[blk], VHD_BAT_UNUSED, __ATOMIC_RELEASE);
+		mark_bat_dirty(v, blk);
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (entry == VHD_BAT_UNUSED)
+		return 0;
+	return zero_file_range(fd, (uint64_t)entry * VHD_SECTOR + v->bitmap_size, v->block_size,
+			       true);
+}
+
 static int vhd_zero_range(struct disk *d, uint64_t off, uint64_t len, bool punch)
 {
 	struct vhd *v = d->priv;
@@ -961,6 +982,13 @@ static int vhd_zero_range(struct disk *d, uint64_t off, uint64_t len, bool punch
 	while (len && !ret) {
 		struct vhd_run run;
 
+		if (punch && d->type == DISK_TYPE_DYNAMIC && !(off & (v->block_size - 1)) &&
+		    len >= v->block_size) {
+			ret = unmap_block(v, (uint32_t)(off >> v->block_shift), d->fd);
+			off += v->block_size;
+			len -= v->block_size;
+			continue;
+		}
 		ret = lookup(d, v, off, len, &run);
 		if (ret)
 			break;

@@ -375,6 +375,41 @@ static void test_dynamic_rw(void **state)
 	assert_int_equal(disk_close(d), 0);
 	char report[1024];
 	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+
+	/* a block discarded whole is unallocated again */
+	uint64_t before_alloc;
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	fill_random(model + 4 * MiB, 1 * MiB, 31);
+	assert_int_equal(disk_pwrite(d, model + 4 * MiB, 1 * MiB, 4 * MiB), 0);
+	disk_get_info(d, &info);
+	before_alloc = info.allocated;
+	assert_int_equal(disk_discard(d, 4 * MiB, 1 * MiB), 0);
+	memset(model + 4 * MiB, 0, 1 * MiB);
+	assert_int_equal(disk_block_status(d, 4 * MiB, 1 * MiB, &alloc, &run), 0);
+	assert_false(alloc);
+	disk_get_info(d, &info);
+	assert_int_equal(info.allocated, before_alloc - 1 * MiB);
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_block_status(d, 4 * MiB, 1 * MiB, &alloc, &run), 0);
+	assert_false(alloc);
+	buf = read_all(d);
+	assert_memory_equal(buf, model, size);
+	free(buf);
+	assert_int_equal(disk_close(d), 0);
+	/* writing there again allocates a fresh block */
+	assert_int_equal(disk_open(img, 0, &d, &err), 0);
+	fill_random(model + 4 * MiB + 512, 512, 32);
+	assert_int_equal(disk_pwrite(d, model + 4 * MiB + 512, 512, 4 * MiB + 512), 0);
+	assert_int_equal(disk_close(d), 0);
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
+	buf = read_all(d);
+	assert_memory_equal(buf, model, size);
+	free(buf);
+	assert_int_equal(disk_close(d), 0);
+	if (have_tool("qemu-img"))
+		compare_with_qemu(s, img);
 	free(model);
 }
 
