@@ -8,8 +8,12 @@
  * edge find it. The rest of the 128 bytes is plain CMOS RAM, preset with
  * the memory-size bytes firmware reads.
  *
- * Not emulated: the periodic, alarm and update-ended interrupts (IRQ 8);
- * register C reads 0. Linux reads the time without them. */
+ * The update-ended, alarm and periodic events set register C's flags; an
+ * enabled one raises IRQ_RTC until the guest reads register C. Flags are
+ * brought up to date whenever register C is read, and a timerfd on the
+ * VM's event loop fires at the next event while any interrupt is enabled
+ * (Linux's rtc-cmos needs the alarm interrupt for hwclock's "wait for the
+ * clock tick"). Without an event loop, flags still work by polling. */
 #include "vmm/hw/hw.h"
 
 #include <errno.h>
@@ -17,7 +21,12 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
 
 #include "common/util.h"
 #include "vmm/bus/bus.h"
@@ -42,7 +51,18 @@ enum {
 };
 
 #define A_UIP 0x80
+#define A_RATE 0x0f
 #define B_SET 0x80
+#define B_PIE 0x40
+#define B_AIE 0x20
+#define B_UIE 0x10
+#define C_IRQF 0x80
+#define C_PF 0x40
+#define C_AF 0x20
+#define C_UF 0x10
+#define REG_SEC_ALARM 0x01
+#define REG_MIN_ALARM 0x03
+#define REG_HOUR_ALARM 0x05
 #define B_BINARY 0x04
 #define B_24H 0x02
 #define D_VRT 0x80
@@ -60,6 +80,12 @@ struct rtc {
 	bool frozen;		 /* SET is on: time reads/writes go to `held` */
 	struct tm held;
 	uint64_t ram_below_4g, ram_above_4g;
+	uint8_t flags;		 /* register C: PF/AF/UF */
+	int64_t last_second;	 /* guest second the flags were brought up to */
+	uint64_t next_periodic;	 /* realtime ns of the next periodic tick */
+	int irq_level;
+	struct evloop *loop;
+	int timer_fd; /* -1 without an event loop */
 };
 
 /* Nanoseconds into the current wall-clock second (the guest's clock has
@@ -181,9 +207,117 @@ static void set_guest_time(struct rtc *r, struct tm *tm)
 		r->offset_s = (int64_t)t - (int64_t)time(NULL);
 }
 
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* The periodic rate from register A's rate bits (32.768 kHz time base):
+ * period in ns, 0 when off. */
+static uint64_t periodic_ns(const struct rtc *r)
+{
+	unsigned rate = r->cmos[REG_A] & A_RATE;
+
+	if (rate == 0)
+		return 0;
+	if (rate <= 2)
+		rate += 7; /* rates 1 and 2 alias 8 and 9 */
+	return (1000000000ULL << (rate - 1)) / 32768;
+}
+
+static bool alarm_field_matches(const struct rtc *r, const struct tm *tm, unsigned alarm,
+				unsigned reg)
+{
+	uint8_t a = r->cmos[alarm];
+
+	return (a & 0xc0) == 0xc0 || a == read_time_field(r, tm, reg); /* 0xC0+: any */
+}
+
+/* Brings register C's flags up to now. */
+static void rtc_catch_up(struct rtc *r)
+{
+	uint64_t now = realtime_ns(), period = periodic_ns(r);
+	int64_t second = (int64_t)(now / 1000000000ULL) + r->offset_s;
+	time_t t = (time_t)second;
+	struct tm tm;
+
+	if (!r->frozen && second != r->last_second) {
+		r->flags |= C_UF;
+		gmtime_r(&t, &tm);
+		if (alarm_field_matches(r, &tm, REG_SEC_ALARM, REG_SEC) &&
+		    alarm_field_matches(r, &tm, REG_MIN_ALARM, REG_MIN) &&
+		    alarm_field_matches(r, &tm, REG_HOUR_ALARM, REG_HOUR))
+			r->flags |= C_AF;
+		r->last_second = second;
+	}
+	if (period && now >= r->next_periodic) {
+		r->flags |= C_PF;
+		r->next_periodic = now - now % period + period;
+	}
+}
+
+static uint8_t enabled_flags(const struct rtc *r)
+{
+	uint8_t b = r->cmos[REG_B];
+
+	return r->flags & (((b & B_PIE) ? C_PF : 0) | ((b & B_AIE) ? C_AF : 0) |
+			   ((b & B_UIE) ? C_UF : 0));
+}
+
+static void rtc_irq_update(struct rtc *r)
+{
+	int level = enabled_flags(r) != 0;
+
+	if (level != r->irq_level) {
+		r->irq_level = level;
+		vm_set_irq_line(r->vm, IRQ_RTC, level);
+	}
+}
+
+/* Arms the timer for the next event an enabled interrupt waits for. */
+static void rtc_arm(struct rtc *r)
+{
+	struct itimerspec its = { 0 };
+	uint8_t b = r->cmos[REG_B];
+	uint64_t now, next = 0, period = periodic_ns(r);
+
+	if (r->timer_fd < 0)
+		return;
+	now = realtime_ns();
+	if (b & (B_UIE | B_AIE))
+		next = now - now % 1000000000ULL + 1000000000ULL;
+	if ((b & B_PIE) && period) {
+		uint64_t tick = r->next_periodic > now ? r->next_periodic
+						       : now - now % period + period;
+		if (!next || tick < next)
+			next = tick;
+	}
+	its.it_value.tv_sec = (time_t)(next / 1000000000ULL);
+	its.it_value.tv_nsec = (long)(next % 1000000000ULL);
+	timerfd_settime(r->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void rtc_timer_fired(void *opaque, uint32_t events)
+{
+	struct rtc *r = opaque;
+	uint64_t expirations;
+
+	if (read(r->timer_fd, &expirations, sizeof(expirations)) < 0)
+		return; /* spurious wakeup (EAGAIN) */
+	pthread_mutex_lock(&r->lock);
+	rtc_catch_up(r);
+	rtc_irq_update(r);
+	rtc_arm(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
 static uint8_t rtc_read_reg(struct rtc *r, unsigned reg)
 {
 	struct tm tm;
+	uint8_t v;
 
 	if (is_time_reg(reg)) {
 		if (r->frozen)
@@ -197,7 +331,12 @@ static uint8_t rtc_read_reg(struct rtc *r, unsigned reg)
 			return r->cmos[REG_A] | A_UIP;
 		return r->cmos[REG_A] & (uint8_t)~A_UIP;
 	case REG_C:
-		return 0;
+		/* Reading C acknowledges: the flags clear, the IRQ drops. */
+		rtc_catch_up(r);
+		v = r->flags | (enabled_flags(r) ? C_IRQF : 0);
+		r->flags = 0;
+		rtc_irq_update(r);
+		return v;
 	case REG_D:
 		return D_VRT;
 	}
@@ -221,6 +360,7 @@ static void rtc_write_reg(struct rtc *r, unsigned reg, uint8_t v)
 	switch (reg) {
 	case REG_A:
 		r->cmos[REG_A] = v & 0x7f; /* UIP is read-only */
+		rtc_arm(r);
 		break;
 	case REG_B:
 		if ((v & B_SET) && !r->frozen) {
@@ -230,7 +370,10 @@ static void rtc_write_reg(struct rtc *r, unsigned reg, uint8_t v)
 			r->frozen = false;
 			set_guest_time(r, &r->held);
 		}
+		rtc_catch_up(r); /* events before the change count under the old mode */
 		r->cmos[REG_B] = v;
+		rtc_irq_update(r);
+		rtc_arm(r);
 		break;
 	case REG_C:
 	case REG_D:
@@ -315,6 +458,11 @@ static void rtc_power_on(struct rtc *r)
 	r->index = 0;
 	r->frozen = false;
 	rtc_fill_cmos(r);
+	r->flags = 0;
+	r->last_second = (int64_t)(realtime_ns() / 1000000000ULL) + r->offset_s;
+	r->next_periodic = 0;
+	rtc_irq_update(r);
+	rtc_arm(r);
 	/* The guest's clock setting survives a reset, as a battery would
 	 * keep it. */
 }
@@ -332,13 +480,31 @@ int rtc_create(struct vm *vm, uint64_t ram_below_4g, uint64_t ram_above_4g, stru
 	r->vm = vm;
 	r->ram_below_4g = ram_below_4g;
 	r->ram_above_4g = ram_above_4g;
+	r->timer_fd = -1;
+	r->loop = vm_evloop(vm);
+	if (r->loop) {
+		r->timer_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (r->timer_fd < 0) {
+			err = -errno;
+			goto err_lock;
+		}
+		err = evloop_add_fd(r->loop, r->timer_fd, EPOLLIN, rtc_timer_fired, r);
+		if (err)
+			goto err_timer;
+	}
 	rtc_power_on(r);
 	err = io_bus_register(vm_pio_bus(vm), PORT_RTC, 2, &rtc_ops, r, "rtc");
 	if (err)
-		goto err_lock;
+		goto err_loop;
 	*out = r;
 	return 0;
 
+err_loop:
+	if (r->loop)
+		evloop_del_fd(r->loop, r->timer_fd);
+err_timer:
+	if (r->timer_fd >= 0)
+		close(r->timer_fd);
 err_lock:
 	pthread_mutex_destroy(&r->lock);
 err_free:
@@ -358,6 +524,10 @@ void rtc_destroy(struct rtc *r)
 	if (!r)
 		return;
 	io_bus_unregister(vm_pio_bus(r->vm), PORT_RTC);
+	if (r->timer_fd >= 0) {
+		evloop_del_fd(r->loop, r->timer_fd);
+		close(r->timer_fd);
+	}
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }

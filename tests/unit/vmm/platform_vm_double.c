@@ -49,7 +49,7 @@ struct pci_bus *vm_pci_bus(struct vm *vm)
 
 struct evloop *vm_evloop(struct vm *vm)
 {
-	return NULL;
+	return vm->loop;
 }
 
 unsigned vm_vcpu_count(const struct vm *vm)

@@ -33,6 +33,7 @@ struct vm {
 	struct io_bus *pio;
 	struct io_bus *mmio;
 	struct pci_bus *pci;
+	struct evloop *loop; /* NULL unless a test runs one */
 	unsigned ncpus;
 	int irq_level[VMD_GSIS];
 	unsigned irq_rises[VMD_GSIS]; /* 0 -> 1 transitions */

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <pthread.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
 #include "platform_vm_double.h"
 #include "vmm/hw/hw.h"
 #include "vmm/layout.h"
@@ -100,7 +104,7 @@ static void test_host_time_all_modes(void **state)
 	/* Power-on: BCD, 24-hour, VRT set. */
 	assert_int_equal(cmos_read(f, 0x0b) & 0x06, 0x02);
 	assert_int_equal(cmos_read(f, 0x0d), 0x80);
-	assert_int_equal(cmos_read(f, 0x0c), 0x00);
+	assert_int_equal(cmos_read(f, 0x0c) & 0x80, 0x00); /* flags, but no IRQF */
 	assert_near_host(f, 0);
 	cmos_write(f, 0x0b, 0x06); /* binary, 24h */
 	assert_near_host(f, 0);
@@ -211,6 +215,102 @@ static void test_memory_bytes_and_ram(void **state)
 	assert_int_equal(vmd_inb(f->vm, PORT_RTC), 0xff);
 }
 
+/* With the VM's event loop running, enabled events raise IRQ 8 until the
+ * guest reads register C. */
+struct loop_fixture {
+	struct vm *vm;
+	struct rtc *r;
+	struct evloop *loop;
+	pthread_t thread;
+};
+
+static void *loop_main(void *arg)
+{
+	evloop_run(arg);
+	return NULL;
+}
+
+static bool wait_rises(struct vm *vm, unsigned n, unsigned ms)
+{
+	for (unsigned i = 0; i < ms; i++) {
+		unsigned rises;
+
+		pthread_mutex_lock(&vm->lock);
+		rises = vm->irq_rises[IRQ_RTC];
+		pthread_mutex_unlock(&vm->lock);
+		if (rises >= n)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+static uint8_t locked_read(struct fixture *f, uint8_t reg)
+{
+	return cmos_read(f, reg);
+}
+
+static void test_interrupts(void **state)
+{
+	struct fixture fx;
+	struct evloop *loop;
+	pthread_t th;
+	uint8_t c;
+
+	fx.vm = vmd_create();
+	assert_int_equal(evloop_create(&loop), 0);
+	fx.vm->loop = loop;
+	assert_int_equal(pthread_create(&th, NULL, loop_main, loop), 0);
+	assert_int_equal(rtc_create(fx.vm, 256 * MiB, 0, &fx.r), 0);
+
+	/* Nothing enabled: no interrupt, but UF is seen by polling C. */
+	usleep(1100 * 1000);
+	assert_int_equal(fx.vm->irq_rises[IRQ_RTC], 0);
+	c = locked_read(&fx, 0x0c);
+	assert_int_equal(c & 0x90, 0x10);
+
+	/* Update-ended interrupt: once a second, held until C is read. */
+	cmos_write(&fx, 0x0b, 0x12);
+	assert_true(wait_rises(fx.vm, 1, 2500));
+	c = locked_read(&fx, 0x0c);
+	assert_int_equal(c & 0x90, 0x90);
+	assert_int_equal(fx.vm->irq_level[IRQ_RTC], 0);
+	assert_true(wait_rises(fx.vm, 2, 2500));
+	locked_read(&fx, 0x0c);
+
+	/* Alarm with every field "don't care": AF every second. */
+	cmos_write(&fx, 0x01, 0xc0);
+	cmos_write(&fx, 0x03, 0xc0);
+	cmos_write(&fx, 0x05, 0xc0);
+	cmos_write(&fx, 0x0b, 0x22);
+	locked_read(&fx, 0x0c);
+	assert_true(wait_rises(fx.vm, 3, 2500));
+	c = locked_read(&fx, 0x0c);
+	assert_int_equal(c & 0xa0, 0xa0);
+
+	/* Periodic at 2 Hz (rate 15). */
+	cmos_write(&fx, 0x0a, 0x2f);
+	cmos_write(&fx, 0x0b, 0x42);
+	locked_read(&fx, 0x0c);
+	assert_true(wait_rises(fx.vm, 4, 1500));
+	c = locked_read(&fx, 0x0c);
+	assert_int_equal(c & 0xc0, 0xc0);
+
+	/* All off: quiet again. */
+	cmos_write(&fx, 0x0b, 0x02);
+	locked_read(&fx, 0x0c);
+	{
+		unsigned before = fx.vm->irq_rises[IRQ_RTC];
+		usleep(1200 * 1000);
+		assert_int_equal(fx.vm->irq_rises[IRQ_RTC], before);
+	}
+	rtc_destroy(fx.r);
+	evloop_stop(loop);
+	pthread_join(th, NULL);
+	evloop_destroy(loop);
+	vmd_destroy(fx.vm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -218,6 +318,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_guest_sets_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uip_is_seen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_bytes_and_ram, setup, teardown),
+		cmocka_unit_test(test_interrupts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
