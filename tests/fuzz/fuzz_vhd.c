@@ -128,6 +128,9 @@ static void exercise(const char *path)
 	if (size >= 4096) {
 		disk_pwrite(d, buf, 4096, (size / 3) & ~511ULL);
 		disk_discard(d, 0, 512);
+		/* whole blocks too (they leave the BAT of a dynamic disk) */
+		disk_discard(d, 0, (size < (8u << 20) ? size : (8u << 20)) & ~511ULL);
+		disk_pwrite(d, buf, 512, 0);
 	}
 	disk_flush(d);
 	disk_close(d);
