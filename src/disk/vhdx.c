@@ -718,6 +718,8 @@ static int drop_locked(struct vhdx *v, uint64_t off, uint64_t n, bool zero, bool
 			ret = zero_file_range(v, VHDX_BAT_OFFSET(e) + in, n);
 		goto out;
 	}
+	if (zero && st == VHDX_PB_ZERO)
+		goto out;
 	if (zero) {
 		/* differencing, not fully present: write real zeroes */
 		for (uint64_t done = 0; done < n && !ret;) {
@@ -737,6 +739,19 @@ static int drop_locked(struct vhdx *v, uint64_t off, uint64_t n, bool zero, bool
 								   VHDX_BAT_OFFSET(e)));
 	} else if (st == VHDX_PB_PARTIALLY_PRESENT) {
 		ret = vhdx_sb_load(v, b / v->chunk_ratio);
+	} else if (st == VHDX_PB_ZERO) {
+		/* zeroes except where the parent shows again: a fresh (zero)
+		 * block with every other sector present */
+		uint64_t boff;
+
+		ret = ensure_sb(&t, v, b);
+		if (!ret)
+			ret = vhdx_alloc_space(v, v->block_size, &boff);
+		if (!ret)
+			ret = txn_bits(&t, v, b, 0, v->block_size / v->lsec, true);
+		if (!ret)
+			ret = vhdx_txn_bat(&t, v, idx,
+					   VHDX_BAT_ENTRY(VHDX_PB_PARTIALLY_PRESENT, boff));
 	} else {
 		goto out;
 	}

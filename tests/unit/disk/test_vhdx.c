@@ -547,6 +547,91 @@ static void test_stale_header(void **state)
 	free(after);
 }
 
+/* Random writes, discards, write-zeroes and reopens against a model of the
+ * disk (the parent's data for a differencing disk). */
+static void random_ops(const struct vt *t, const char *img, uint8_t *model, const uint8_t *parent,
+		       uint64_t size, uint32_t lsec, unsigned seed)
+{
+	uint64_t x = (seed + (getenv("VT_SEED") ? (unsigned)atoi(getenv("VT_SEED")) : 0)) *
+			     2654435761ULL + 1;
+	uint8_t *buf = malloc(3 * MiB), *got = malloc(size);
+	struct disk *d = vt_open(img, 0);
+
+	for (int op = 0; op < 300; op++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		uint64_t sectors = size / lsec;
+		uint64_t off = (x >> 17) % sectors * lsec;
+		uint64_t len = MIN(((x >> 45) % (3 * MiB / lsec) + 1) * lsec, size - off);
+		int kind = (int)((x >> 3) % 10);
+
+		if (kind < 5) {
+			vt_fill(buf, (size_t)len, (unsigned)op);
+			assert_int_equal(disk_pwrite(d, buf, (size_t)len, off), 0);
+			memcpy(model + off, buf, (size_t)len);
+		} else if (kind < 7) {
+			assert_int_equal(disk_discard(d, off, len), 0);
+			if (parent)
+				memcpy(model + off, parent + off, (size_t)len);
+			else
+				memset(model + off, 0, (size_t)len);
+		} else if (kind < 9) {
+			assert_int_equal(disk_write_zeroes(d, off, len, x & 1), 0);
+			memset(model + off, 0, (size_t)len);
+		} else {
+			assert_int_equal(disk_close(d), 0);
+			d = vt_open(img, 0);
+		}
+		if (getenv("VT_EVERY") || op % 50 == 49 || op == 299) {
+			assert_int_equal(disk_pread(d, got, (size_t)size, 0), 0);
+			for (uint64_t i = 0; i < size; i++)
+				if (got[i] != model[i]) {
+					fprintf(stderr, "%s: op %d (kind %d off %llu len %llu): byte %llu differs: %02x, want %02x\n", img, op, kind,
+						(unsigned long long)off, (unsigned long long)len, (unsigned long long)i, got[i], model[i]);
+					fail();
+				}
+		}
+	}
+	assert_int_equal(disk_close(d), 0);
+	free(buf);
+	free(got);
+	(void)t;
+}
+
+static void test_random_ops(void **state)
+{
+	struct vt *t = *state;
+	const uint64_t size = 12 * MiB + 4096;
+	uint8_t *model = calloc(1, size), *parent = malloc(size);
+	char report[1024];
+	struct disk_error err;
+
+	for (uint32_t lsec = 512; lsec <= 4096; lsec *= 8) {
+		char *dyn = vt_path(t, lsec == 512 ? "rd512.vhdx" : "rd4k.vhdx");
+		char *fix = vt_path(t, lsec == 512 ? "rf512.vhdx" : "rf4k.vhdx");
+		char *dif = vt_path(t, lsec == 512 ? "rc512.vhdx" : "rc4k.vhdx");
+
+		memset(model, 0, size);
+		vt_create(dyn, DISK_TYPE_DYNAMIC, size, 1 * MiB, lsec, NULL);
+		random_ops(t, dyn, model, NULL, size, lsec, 1 + lsec);
+		memcpy(parent, model, size); /* the dynamic disk is the next one's parent */
+		memset(model, 0, size);
+		vt_create(fix, DISK_TYPE_FIXED, size, 2 * MiB, lsec, NULL);
+		random_ops(t, fix, model, NULL, size, lsec, 2 + lsec);
+		memcpy(model, parent, size);
+		vt_create(dif, DISK_TYPE_DIFFERENCING, 0, 1 * MiB, 0, dyn);
+		random_ops(t, dif, model, parent, size, lsec, 3 + lsec);
+		assert_int_equal(disk_check(dyn, false, report, sizeof(report), &err), 0);
+		assert_int_equal(disk_check(fix, false, report, sizeof(report), &err), 0);
+		assert_int_equal(disk_check(dif, false, report, sizeof(report), &err), 0);
+		if (lsec == 512 && vt_have_qemu_img()) {
+			assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", dyn), 0);
+			assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", fix), 0);
+		}
+	}
+	free(model);
+	free(parent);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +647,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_direct_io, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_map, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_stale_header, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_random_ops, vt_setup, vt_teardown),
 	};
+	if (getenv("VT_ONLY")) /* run one test: VT_ONLY=test_name */
+		cmocka_set_test_filter(getenv("VT_ONLY"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

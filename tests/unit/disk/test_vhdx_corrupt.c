@@ -409,6 +409,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_log, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_random_damage, vt_setup, vt_teardown),
 	};
+	if (getenv("VT_ONLY")) /* run one test: VT_ONLY=test_name */
+		cmocka_set_test_filter(getenv("VT_ONLY"));
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
 	free(base_img);

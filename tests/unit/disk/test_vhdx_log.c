@@ -328,5 +328,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_kill9, vt_setup, vt_teardown),
 	};
+	if (getenv("VT_ONLY")) /* run one test: VT_ONLY=test_name */
+		cmocka_set_test_filter(getenv("VT_ONLY"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
