@@ -415,10 +415,14 @@ static void blk_destroy(struct virtio_dev *vdev)
 	struct blk *b = to_blk(vdev);
 
 	for (unsigned i = 0; i < vdev->nqueues; i++) {
+		if (b->queues[i].watched)
+			evloop_del_fd(vdev->loop, b->be->ops->completion_fd(b->be, i));
+	}
+	/* Closing drains the backend: every request is back on a free list. */
+	b->be->ops->close(b->be);
+	for (unsigned i = 0; i < vdev->nqueues; i++) {
 		struct blk_queue *bq = &b->queues[i];
 
-		if (bq->watched)
-			evloop_del_fd(vdev->loop, b->be->ops->completion_fd(b->be, i));
 		while (bq->free) {
 			struct blk_req *r = bq->free;
 
@@ -427,7 +431,6 @@ static void blk_destroy(struct virtio_dev *vdev)
 			free(r);
 		}
 	}
-	b->be->ops->close(b->be);
 	free(b);
 }
 

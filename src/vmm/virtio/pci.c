@@ -572,7 +572,8 @@ void virtio_dev_destroy(struct virtio_dev *vdev)
 		if (vdev->attached)
 			evloop_del_fd(vdev->loop, q->kick_fd);
 	}
-	if (vdev->running && vdev->ops->stop)
+	/* Even a stopped or broken device may have I/O in flight. */
+	if (vdev->ops->stop)
 		vdev->ops->stop(vdev);
 	vdev->running = false;
 	vdev->irq_pending = 0;

@@ -127,8 +127,11 @@ int virtio_dev_init(struct virtio_dev *vdev, struct vm *vm, const struct virtio_
 /* Puts the device on the VM's PCI bus and watches its kick eventfds on
  * the VM's event loop. 0 or -errno. */
 int virtio_dev_attach(struct virtio_dev *vdev);
-/* Undoes attach and init: stops the device, unwatches and closes its
- * fds, calls ops->destroy. The PCI slot stays taken (no hot-unplug). */
+/* Undoes attach and init: stops the device (waiting for its I/O),
+ * unwatches and closes its fds, takes it off the PCI bus, calls
+ * ops->destroy. Call on the event loop's thread or after the loop has
+ * stopped, with the vCPUs stopped: a callback of this device must not be
+ * running elsewhere. */
 void virtio_dev_destroy(struct virtio_dev *vdev);
 
 void virtio_dev_lock(struct virtio_dev *vdev);

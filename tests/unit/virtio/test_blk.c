@@ -98,6 +98,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
+	vd_stop_loop(f->vm);
 	virtio_devices_destroy(f->vm);
 	vd_destroy(f->vm);
 	close(f->fd);
@@ -380,6 +381,77 @@ static void test_pause_resume(void **state)
 	assert_int_equal(vdrv_status(&f->d), 0);
 }
 
+/* Transport details a driver relies on. */
+static void test_transport_registers(void **state)
+{
+	struct fixture *f = *state;
+	struct vdrv *d = &f->d;
+	uint64_t desc;
+
+	start(f, 1);
+	/* num_queues, queue_notify_off, the maximum queue size */
+	assert_int_equal(vd_read(f->vm, 0, d->common + 18, 2), 1);
+	vd_write(f->vm, 0, d->common + 22, 0, 2);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 30, 2), 0);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 24, 2), VDRV_QSIZE);
+	/* An enabled queue's size and addresses can no longer change. */
+	vd_write(f->vm, 0, d->common + 24, 8, 2);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 24, 2), VDRV_QSIZE);
+	desc = vd_read(f->vm, 0, d->common + 32, 8);
+	vd_write(f->vm, 0, d->common + 32, 0x12340000, 4);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 32, 8), desc);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 28, 2), 1);
+	/* A vector the device does not have reads back as NO_VECTOR. */
+	vd_write(f->vm, 0, d->common + 16, 999, 2);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 16, 2), 0xffff);
+	vd_write(f->vm, 0, d->common + 26, 1, 2);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 26, 2), 1);
+	/* A queue that does not exist: size 0, NO_VECTOR, writes ignored. */
+	vd_write(f->vm, 0, d->common + 22, 7, 2);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 24, 2), 0);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 26, 2), 0xffff);
+	vd_write(f->vm, 0, d->common + 28, 1, 2);
+	/* Features cannot change after FEATURES_OK. */
+	vd_write(f->vm, 0, d->common + 8, 0, 4);
+	vd_write(f->vm, 0, d->common + 12, 0, 4);
+	assert_int_not_equal(vd_read(f->vm, 0, d->common + 12, 4), 0);
+	/* Device config is read-only for virtio-blk; accesses past it read 0. */
+	vd_write(f->vm, 0, d->devcfg, 0, 8);
+	assert_int_equal(vdrv_cfg_read(d, 0, 8), DISK_SIZE / 512);
+	assert_int_equal(vd_read(f->vm, 0, d->devcfg + 0x800, 4), 0);
+	/* The ISR is read-to-clear. */
+	assert_int_equal(request(f, 0, 0, 0, 512, false, NULL), 0);
+	assert_int_equal(vd_read(f->vm, 0, d->isr, 1) & 1, 1);
+	assert_int_equal(vd_read(f->vm, 0, d->isr, 1), 0);
+	/* Writing 0 resets everything. */
+	vdrv_set_status(d, 0);
+	assert_int_equal(vdrv_status(d), 0);
+	vd_write(f->vm, 0, d->common + 22, 0, 2);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 28, 2), 0);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 24, 2), 256);
+	/* DRIVER_OK without FEATURES_OK does not stick. */
+	vdrv_set_status(d, 1 | 2 | 4);
+	assert_int_equal(vdrv_status(d) & 4, 0);
+}
+
+static void test_discard_and_wz_on_read_only(void **state)
+{
+	struct fixture *f = *state;
+	struct { uint64_t sector; uint32_t num, flags; } range = { 0, 8, 0 };
+	struct { uint32_t type, reserved; uint64_t sector; } hdr = { 13, 0, 0 };
+	struct vdrv_seg segs[3] = { { HDR_GPA, 16, false }, { DATA_GPA, 16, false },
+				    { STATUS_GPA, 1, true } };
+
+	start(f, 1);
+	memcpy(vdrv_ptr(&f->d, DATA_GPA), &range, sizeof(range));
+	memcpy(vdrv_ptr(&f->d, HDR_GPA), &hdr, sizeof(hdr));
+	vdrv_post(&f->d, 0, segs, 3, 0);
+	vdrv_kick(&f->d, 0);
+	assert_true(vdrv_wait_used(&f->d, 0, 5000, NULL, NULL));
+	assert_int_equal(*(uint8_t *)vdrv_ptr(&f->d, STATUS_GPA), 1);
+	assert_int_equal(request(f, 0, 4, 0, 0, false, NULL), 0); /* flush is fine */
+}
+
 /* The same requests through the disk library (a dynamic VHD). */
 static void test_vhd_backend(void **state)
 {
@@ -412,6 +484,7 @@ static void test_vhd_backend(void **state)
 	assert_int_equal(request(&f, 0, 0, 4096, 4096, true, NULL), 0);
 	assert_int_equal(((uint8_t *)vdrv_ptr(&f.d, DATA_GPA))[4095], 0xab);
 	assert_int_equal(request(&f, 0, 4, 0, 0, false, NULL), 0);
+	vd_stop_loop(f.vm);
 	virtio_devices_destroy(f.vm);
 	vd_destroy(f.vm);
 	/* What the guest wrote is in the image, as the library reads it. */
@@ -470,6 +543,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_get_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_discard_and_write_zeroes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only, setup_ro, teardown),
+		cmocka_unit_test_setup_teardown(test_discard_and_wz_on_read_only, setup_ro, teardown),
+		cmocka_unit_test_setup_teardown(test_transport_registers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_multiqueue, setup_mq, teardown),
 		cmocka_unit_test_setup_teardown(test_loop_needs_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outside_ram_needs_reset, setup, teardown),

@@ -76,6 +76,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	close(f->pkt);
+	vd_stop_loop(f->vm);
 	virtio_devices_destroy(f->vm);
 	vd_destroy(f->vm);
 	free(f);
@@ -238,6 +239,7 @@ static void test_rng(void **state)
 	assert_true(vdrv_wait_used(&d, 0, 3000, NULL, &used_len));
 	assert_int_equal(used_len, 256);
 	assert_memory_not_equal(vdrv_ptr(&d, RXBUF_GPA), zero, 256);
+	vd_stop_loop(vm);
 	virtio_devices_destroy(vm);
 	vd_destroy(vm);
 }
@@ -283,6 +285,7 @@ static void test_console(void **state)
 	assert_int_equal(used_len, 8);
 	assert_memory_equal(vdrv_ptr(&d, RXBUF_GPA), "hi guest", 8);
 	close(client);
+	vd_stop_loop(vm);
 	virtio_devices_destroy(vm);
 	vd_destroy(vm);
 	assert_int_not_equal(access(path, F_OK), 0); /* the socket is removed */

@@ -35,6 +35,7 @@ struct vm *vd_create(unsigned ncpus)
 		evloop_destroy(vm->loop);
 		goto err;
 	}
+	vm->loop_running = true;
 	return vm;
 err:
 	free(vm->ram);
@@ -42,10 +43,18 @@ err:
 	return NULL;
 }
 
-void vd_destroy(struct vm *vm)
+void vd_stop_loop(struct vm *vm)
 {
+	if (!vm->loop_running)
+		return;
 	evloop_stop(vm->loop);
 	pthread_join(vm->loop_thread, NULL);
+	vm->loop_running = false;
+}
+
+void vd_destroy(struct vm *vm)
+{
+	vd_stop_loop(vm);
 	evloop_destroy(vm->loop);
 	for (unsigned i = 0; i < vm->ndevs; i++)
 		free(vm->msix[i]); /* devices that failed before removal */

@@ -29,6 +29,7 @@ struct vm {
 	uint8_t *ram;
 	struct evloop *loop;
 	pthread_t loop_thread;
+	bool loop_running;
 	unsigned ncpus;
 	struct pci_device *devs[VD_MAX_DEVS];
 	struct pci_msix *msix[VD_MAX_DEVS]; /* owned here, like a bus would */
@@ -36,6 +37,9 @@ struct vm {
 };
 
 struct vm *vd_create(unsigned ncpus);
+/* Stops and joins the event loop thread (as the worker does before it
+ * destroys devices). vd_destroy does it too if not done yet. */
+void vd_stop_loop(struct vm *vm);
 void vd_destroy(struct vm *vm);
 
 /* BAR 0 accesses of device i, as a vCPU would make them. */
