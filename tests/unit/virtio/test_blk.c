@@ -452,6 +452,67 @@ static void test_discard_and_wz_on_read_only(void **state)
 	assert_int_equal(request(f, 0, 4, 0, 0, false, NULL), 0); /* flush is fine */
 }
 
+/* Kicks through ioeventfds, which follow the BAR when the guest moves it. */
+static void test_ioeventfd_follows_bar(void **state)
+{
+	struct vm *vm = vd_create(2);
+	struct fixture f = { 0 };
+	char spec[128], err[256];
+	uint64_t one = 1, old_base, new_base = 0xd0000000ULL;
+	struct pci_device *dev;
+	int fd0, fd1;
+
+	(void)state;
+	assert_int_equal(make_file(&f), 0);
+	f.vm = vm;
+	vm->ioeventfd_ok = true;
+	snprintf(spec, sizeof(spec), "path=%s", f.path);
+	assert_int_equal(virtio_add_disk(vm, spec, err, sizeof(err)), 0);
+	dev = vm->devs[0];
+	old_base = dev->bars[0].addr;
+	fd0 = vd_ioeventfd_at(vm, old_base + 0x3000);
+	fd1 = vd_ioeventfd_at(vm, old_base + 0x3004);
+	assert_true(fd0 >= 0 && fd1 >= 0 && fd0 != fd1);
+	assert_int_equal(vm->nioeventfds, 2);
+
+	/* The guest moves the BAR: the bindings move with it. */
+	dev->bars[0].addr = new_base;
+	dev->config_written(dev, 0x10, 4);
+	assert_int_equal(vd_ioeventfd_at(vm, old_base + 0x3000), -1);
+	assert_int_equal(vd_ioeventfd_at(vm, new_base + 0x3000), fd0);
+	assert_int_equal(vd_ioeventfd_at(vm, new_base + 0x3004), fd1);
+	/* Decoding off: nothing bound. */
+	dev->bars[0].mapped = false;
+	dev->config_written(dev, 0x04, 2);
+	assert_int_equal(vm->nioeventfds, 0);
+	dev->bars[0].mapped = true;
+	dev->config_written(dev, 0x04, 2);
+	assert_int_equal(vm->nioeventfds, 2);
+
+	/* A kick is a write to the bound eventfd (what KVM does). */
+	vdrv_attach(&f.d, vm, 0);
+	start(&f, 2);
+	{
+		struct { uint32_t type, reserved; uint64_t sector; } hdr = { 0, 0, 2 };
+		struct vdrv_seg segs[3] = { { HDR_GPA, 16, false }, { DATA_GPA, 512, true },
+					    { STATUS_GPA, 1, true } };
+		uint8_t file[512];
+
+		memcpy(vdrv_ptr(&f.d, HDR_GPA), &hdr, sizeof(hdr));
+		vdrv_post(&f.d, 1, segs, 3, 0);
+		assert_int_equal(write(vd_ioeventfd_at(vm, new_base + 0x3004), &one, 8), 8);
+		assert_true(vdrv_wait_used(&f.d, 1, 5000, NULL, NULL));
+		assert_int_equal(pread(f.fd, file, 512, 1024), 512);
+		assert_memory_equal(vdrv_ptr(&f.d, DATA_GPA), file, 512);
+	}
+	vd_stop_loop(vm);
+	virtio_devices_destroy(vm);
+	assert_int_equal(vm->nioeventfds, 0); /* unbound on destroy */
+	vd_destroy(vm);
+	close(f.fd);
+	unlink(f.path);
+}
+
 /* The same requests through the disk library (a dynamic VHD). */
 static void test_vhd_backend(void **state)
 {
@@ -554,6 +615,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_queue_address_needs_reset, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
+		cmocka_unit_test(test_ioeventfd_follows_bar),
 		cmocka_unit_test(test_vhd_backend),
 		cmocka_unit_test(test_bad_specs),
 	};

@@ -117,7 +117,31 @@ unsigned vm_vcpu_count(const struct vm *vm)
 
 int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, bool mmio, int eventfd, bool assign)
 {
-	return -ENOSYS;
+	if (!vm->ioeventfd_ok)
+		return -ENOSYS;
+	if (assign) {
+		if (vd_ioeventfd_at(vm, addr) >= 0 || vm->nioeventfds == 64)
+			return -EEXIST;
+		vm->ioeventfds[vm->nioeventfds].addr = addr;
+		vm->ioeventfds[vm->nioeventfds++].fd = eventfd;
+		return 0;
+	}
+	for (unsigned i = 0; i < vm->nioeventfds; i++) {
+		if (vm->ioeventfds[i].addr == addr && vm->ioeventfds[i].fd == eventfd) {
+			vm->ioeventfds[i] = vm->ioeventfds[--vm->nioeventfds];
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int vd_ioeventfd_at(struct vm *vm, uint64_t addr)
+{
+	for (unsigned i = 0; i < vm->nioeventfds; i++) {
+		if (vm->ioeventfds[i].addr == addr)
+			return vm->ioeventfds[i].fd;
+	}
+	return -1;
 }
 
 /* pci.h */

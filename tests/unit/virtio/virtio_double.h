@@ -33,6 +33,10 @@ struct vm {
 	unsigned ncpus;
 	struct pci_device *devs[VD_MAX_DEVS];
 	struct pci_msix *msix[VD_MAX_DEVS]; /* owned here, like a bus would */
+	/* ioeventfds: refused unless ioeventfd_ok; else recorded here. */
+	bool ioeventfd_ok;
+	struct { uint64_t addr; int fd; } ioeventfds[64];
+	unsigned nioeventfds;
 	unsigned ndevs;
 };
 
@@ -47,6 +51,8 @@ uint64_t vd_read(struct vm *vm, unsigned dev, uint64_t off, unsigned len);
 void vd_write(struct vm *vm, unsigned dev, uint64_t off, uint64_t v, unsigned len);
 /* Times vector vec of device dev was delivered. */
 unsigned vd_vector_count(struct vm *vm, unsigned dev, unsigned vec);
+/* The eventfd bound at addr, or -1. */
+int vd_ioeventfd_at(struct vm *vm, uint64_t addr);
 /* Finds a virtio vendor capability of cfg_type; its offset or 0. */
 unsigned vd_find_virtio_cap(struct vm *vm, unsigned dev, uint8_t cfg_type);
 
