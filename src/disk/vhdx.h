@@ -114,6 +114,7 @@ struct vhdx {
 	uint32_t log_head;	/* next write position within the log */
 	uint64_t log_seq;	/* last sequence number used */
 	bool log_replayed;
+	uint32_t log_pending;	/* entries the last replay applied */
 	bool log_ours;		/* the header's LogGuid was set by this open */
 	struct vhdx_page *overlay; /* read-only replay, in log order */
 	size_t noverlay;

@@ -809,14 +809,18 @@ int vhdx_check(struct disk *d, bool repair, char *report, size_t len)
 
 	repair = repair && !v->rdonly;
 	pthread_mutex_lock(&v->lock);
+	/* A pending log is the designed state after a crash: the open already
+	 * validated it (entries, CRC-32C, sequence) and replayed it (in memory
+	 * when read-only), so everything below checks the metadata as it will
+	 * be after the replay. A log that cannot be replayed fails the open. */
 	if (v->log_replayed) {
-		if (v->rdonly) {
-			say(report, len, "the log holds an update that was not applied (replayed in "
-			    "memory only; repair replays it into the file)");
-			left++;
-		} else {
-			say(report, len, "the log held an update that was not applied; replayed");
-		}
+		if (v->rdonly)
+			say(report, len, "note: log has %u pending entr%s; they are replayed on the "
+			    "next read-write open or with --repair", v->log_pending,
+			    v->log_pending == 1 ? "y" : "ies");
+		else
+			say(report, len, "note: the log held %u pending entr%s; replayed into the file",
+			    v->log_pending, v->log_pending == 1 ? "y" : "ies");
 	}
 	left += repair_copies(v, repair, report, len);
 	for (uint64_t i = 0; i < v->bat_entries; i++) {

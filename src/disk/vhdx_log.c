@@ -292,6 +292,7 @@ int vhdx_log_replay(struct vhdx *v, struct disk_error *err)
 	}
 	v->log_seq = head_seq;
 	v->log_replayed = true;
+	v->log_pending = count;
 	if (v->rdonly) {
 		v->overlay = pages;
 		v->noverlay = npages;

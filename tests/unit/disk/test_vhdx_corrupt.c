@@ -348,6 +348,10 @@ static void test_bad_log(void **state)
 	assert_int_equal(disk_pread(d, buf, 512, 5 * MiB), 0);
 	assert_int_equal(buf[0], 0xAB);
 	disk_close(d);
+	/* and check calls a valid pending log a note, not a problem */
+	char report[1024];
+	assert_int_equal(disk_check(p, false, report, sizeof(report), &err), 0);
+	assert_non_null(strstr(report, "note: log has 1 pending entry"));
 	/* a flipped bit in the entry: its CRC fails, nothing is replayed */
 	img[LOG_OFF + 4096 + 100] ^= 1;
 	vt_spew(p, img, len);
@@ -365,6 +369,10 @@ static void test_bad_log(void **state)
 	put64(img + LOG_OFF + 64 + 16, LOG_OFF);
 	fix_crc(img, LOG_OFF, 8192);
 	expect_error(t, img, len, "log entry");
+	/* an unreplayable log stays a problem for check */
+	vt_spew(p, img, len);
+	assert_true(disk_check(p, false, report, sizeof(report), &err) < 0);
+	assert_non_null(strstr(err.msg, "log entry"));
 	free(img);
 	(void)err;
 }

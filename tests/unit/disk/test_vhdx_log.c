@@ -75,8 +75,11 @@ static void test_replay_dynamic(void **state)
 	check_block(d, 3 * MiB + 4096, 8192, 2);
 	disk_close(d);
 	assert_true(log_replayed(img));
-	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 1);
-	assert_non_null(strstr(report, "log"));
+	/* a valid pending log is the designed state after a crash: a note,
+	 * not a problem; the metadata is checked as it is after the replay */
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	assert_non_null(strstr(report, "note: log has 1 pending entry; they are replayed on "
+				   "the next read-write open or with --repair"));
 	after = vt_slurp(img, &n1);
 	assert_int_equal(n0, n1);
 	assert_memory_equal(before, after, n0);
