@@ -1,8 +1,15 @@
-/* Helpers shared by the disk core, VHD and chain tests: a scratch folder,
- * running peer tools (qemu-img, sha256sum), deterministic data. */
+/* Helpers shared by every disk unit test (test_vhdx_util.h builds on this
+ * one): a scratch folder, running peer tools (qemu-img, sha256sum, gunzip),
+ * Hyper-V's test files (skipped with a message when absent), deterministic
+ * data. Header-only: each test is one program. */
 #ifndef CLOISON_TESTS_DISKCORE_UTIL_H
 #define CLOISON_TESTS_DISKCORE_UTIL_H
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -30,6 +37,28 @@ static inline int scratch_remove(struct scratch *s)
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
 	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* cmocka setup/teardown giving each test a struct scratch as its state. */
+static inline int scratch_setup(void **state, const char *name)
+{
+	struct scratch *s = calloc(1, sizeof(*s));
+
+	if (!s || scratch_make(s, name)) {
+		free(s);
+		return -1;
+	}
+	*state = s;
+	return 0;
+}
+
+static inline int scratch_teardown(void **state)
+{
+	struct scratch *s = *state;
+	int ret = scratch_remove(s);
+
+	free(s);
+	return ret;
 }
 
 /* "<dir>/<name>" in a static rotating buffer: valid for the next 63 calls. */
@@ -63,6 +92,35 @@ static inline int run_cmd(const char *fmt, ...)
 static inline int have_tool(const char *tool)
 {
 	return run_cmd("command -v %s >/dev/null 2>&1", tool) == 0;
+}
+
+/* The shared test data folder ($CLOISON_TESTDATA, set by meson, else
+ * ../shared/testdata relative to the source tree). */
+static inline const char *disk_testdata(void)
+{
+	const char *e = getenv("CLOISON_TESTDATA");
+	return e ? e : "../shared/testdata";
+}
+
+/* Whether Hyper-V's file <testdata>/hyperv/<name>.gz is there; says so
+ * (with the path) when it is not. */
+static inline bool hyperv_present(const char *name)
+{
+	if (run_cmd("test -f '%s/hyperv/%s.gz'", disk_testdata(), name) == 0)
+		return true;
+	print_message("the Hyper-V test files are not present at %s/hyperv (%s.gz)\n",
+		      disk_testdata(), name);
+	return false;
+}
+
+/* Gunzips Hyper-V's <name>.gz to out; skips the test (never fails it) when
+ * the Hyper-V files are not present. */
+static inline void hyperv_file(const char *name, const char *out)
+{
+	if (!hyperv_present(name))
+		skip();
+	assert_int_equal(run_cmd("gunzip -c '%s/hyperv/%s.gz' > '%s'", disk_testdata(), name,
+				 out), 0);
 }
 
 /* sha256 of a file as 64 hex chars; 0 or -1. */
@@ -113,6 +171,7 @@ static inline uint8_t *slurp(const char *path, size_t *len)
 	uint8_t *buf;
 	int fd = open(path, O_RDONLY);
 
+	*len = 0;
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		if (fd >= 0)
 			close(fd);

@@ -15,21 +15,12 @@
 
 static int setup(void **state)
 {
-	struct scratch *s = calloc(1, sizeof(*s));
-
-	if (!s || scratch_make(s, "test_disk"))
-		return -1;
-	*state = s;
-	return 0;
+	return scratch_setup(state, "test_disk");
 }
 
 static int teardown(void **state)
 {
-	struct scratch *s = *state;
-	int ret = scratch_remove(s);
-
-	free(s);
-	return ret;
+	return scratch_teardown(state);
 }
 
 static enum disk_format probe(const char *path, unsigned flags)

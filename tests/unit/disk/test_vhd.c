@@ -16,27 +16,12 @@
 
 static int setup(void **state)
 {
-	struct scratch *s = calloc(1, sizeof(*s));
-
-	if (!s || scratch_make(s, "test_vhd"))
-		return -1;
-	*state = s;
-	return 0;
+	return scratch_setup(state, "test_vhd");
 }
 
 static int teardown(void **state)
 {
-	struct scratch *s = *state;
-	int ret = scratch_remove(s);
-
-	free(s);
-	return ret;
-}
-
-static const char *testdata(void)
-{
-	const char *t = getenv("CLOISON_TESTDATA");
-	return t ? t : "../shared/testdata";
+	return scratch_teardown(state);
 }
 
 /* Reads the whole disk into a raw file; returns the malloc'd content. */
@@ -66,11 +51,7 @@ static void check_hyperv(struct scratch *s, const char *name, enum disk_type typ
 	uint8_t *buf;
 
 	(void)gz;
-	if (run_cmd("test -f '%s/hyperv/%s.gz'", testdata(), name) != 0) {
-		print_message("Hyper-V test data missing under %s\n", testdata());
-		skip();
-	}
-	assert_int_equal(run_cmd("gunzip -c '%s/hyperv/%s.gz' > '%s'", testdata(), name, img), 0);
+	hyperv_file(name, img); /* skips when the Hyper-V files are absent */
 	assert_int_equal(disk_open(img, DISK_OPEN_RDONLY, &d, &err), 0);
 	disk_get_info(d, &info);
 	assert_int_equal(info.format, DISK_FORMAT_VHD);
@@ -288,11 +269,10 @@ static void test_geometry(void **state)
 		assert_int_equal(disk_close(d), 0);
 	}
 	/* the Windows file agrees with our geometry for its size */
-	if (run_cmd("test -f '%s/hyperv/fixed.vhd.gz'", testdata()) == 0) {
+	if (hyperv_present("fixed.vhd")) {
 		uint8_t f[512];
 		const char *img = scratch_path(s, "w.vhd");
-		assert_int_equal(run_cmd("gunzip -c '%s/hyperv/fixed.vhd.gz' > '%s'", testdata(),
-					 img), 0);
+		hyperv_file("fixed.vhd", img);
 		assert_int_equal(read_at(img, 10 * MiB, f, 512), 0);
 		assert_int_equal(f[56] << 8 | f[57], 301);
 		assert_int_equal(f[58], 4);

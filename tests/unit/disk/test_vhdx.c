@@ -175,10 +175,10 @@ static void test_qemu_made(void **state)
 
 		unlink(img);
 		unlink(empty);
-		assert_int_equal(vt_run("qemu-img convert -f raw -O vhdx -o block_size=%s '%s' '%s'",
+		assert_int_equal(run_cmd("qemu-img convert -f raw -O vhdx -o block_size=%s '%s' '%s'",
 					bs[i], raw, img), 0);
 		assert_same_as_raw(t, img, raw);
-		assert_int_equal(vt_run("qemu-img create -q -f vhdx -o block_size=%s '%s' 20M",
+		assert_int_equal(run_cmd("qemu-img create -q -f vhdx -o block_size=%s '%s' 20M",
 					bs[i], empty), 0);
 		d = vt_open(empty, DISK_OPEN_RDONLY);
 		disk_get_info(d, &info);
@@ -257,8 +257,8 @@ static void test_ours_with_qemu(void **state)
 		assert_same_as_raw(t, img, raw);
 		assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
 		if (qemu && cases[i].lsec == 512) {
-			assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
-			assert_int_equal(vt_run("qemu-img compare -q -f vhdx -F raw '%s' '%s'", img,
+			assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
+			assert_int_equal(run_cmd("qemu-img compare -q -f vhdx -F raw '%s' '%s'", img,
 						raw), 0);
 		}
 	}
@@ -314,7 +314,7 @@ static void test_differencing_chain(void **state)
 	assert_non_null(strstr(err.msg, "does not match"));
 
 	/* moving the child's parent: found again through set-parent */
-	assert_int_equal(vt_run("mkdir -p '%s/moved' && mv '%s' '%s/moved/'", t->dir, top, t->dir), 0);
+	assert_int_equal(run_cmd("mkdir -p '%s/moved' && mv '%s' '%s/moved/'", t->s.dir, top, t->s.dir), 0);
 	d = vt_open(vt_path(t, "moved/top.vhdx"), DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT);
 	disk_close(d);
 	assert_int_equal(disk_set_parent(vt_path(t, "moved/top.vhdx"), base, &err), -EINVAL);
@@ -334,8 +334,8 @@ static void test_set_parent(void **state)
 	assert_int_equal(disk_pwrite(d, a, sizeof(a), 4096), 0);
 	disk_close(d);
 	vt_create(child, DISK_TYPE_DIFFERENCING, 0, 0, 0, base);
-	assert_int_equal(vt_run("mkdir -p '%s/elsewhere' && mv '%s' '%s/elsewhere/renamed.vhdx'",
-				t->dir, base, t->dir), 0);
+	assert_int_equal(run_cmd("mkdir -p '%s/elsewhere' && mv '%s' '%s/elsewhere/renamed.vhdx'",
+				t->s.dir, base, t->s.dir), 0);
 	assert_int_equal(disk_open(child, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
 	assert_non_null(strstr(err.msg, "p.vhdx"));
 	assert_int_equal(disk_set_parent(child, vt_path(t, "elsewhere/renamed.vhdx"), &err), 0);
@@ -381,7 +381,7 @@ static void test_resize(void **state)
 	assert_memory_equal(a, b, sizeof(a));
 	disk_close(d);
 	if (vt_have_qemu_img())
-		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
 	/* a fixed disk grows with allocated blocks */
 	img = vt_path(t, "rf.vhdx");
 	vt_create(img, DISK_TYPE_FIXED, 8 * MiB, 1 * MiB, 512, NULL);
@@ -393,7 +393,7 @@ static void test_resize(void **state)
 	disk_close(d);
 	assert_int_equal(disk_resize(img, 4 * MiB, &err), -ENOTEMPTY);
 	if (vt_have_qemu_img())
-		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
 }
 
 static void test_create_errors(void **state)
@@ -624,8 +624,8 @@ static void test_random_ops(void **state)
 		assert_int_equal(disk_check(fix, false, report, sizeof(report), &err), 0);
 		assert_int_equal(disk_check(dif, false, report, sizeof(report), &err), 0);
 		if (lsec == 512 && vt_have_qemu_img()) {
-			assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", dyn), 0);
-			assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", fix), 0);
+			assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", dyn), 0);
+			assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", fix), 0);
 		}
 	}
 	free(model);

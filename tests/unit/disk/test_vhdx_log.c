@@ -60,8 +60,8 @@ static void test_replay_dynamic(void **state)
 	before = vt_slurp(img, &n0);
 	if (qemu) {
 		/* QEMU parses our log: it refuses a read-only open that needs replay */
-		assert_int_not_equal(vt_run("qemu-img info '%s' >/dev/null 2>&1", img), 0);
-		assert_int_equal(vt_run("cp '%s' '%s' && qemu-img check -q -r all '%s' >/dev/null 2>&1",
+		assert_int_not_equal(run_cmd("qemu-img info '%s' >/dev/null 2>&1", img), 0);
+		assert_int_equal(run_cmd("cp '%s' '%s' && qemu-img check -q -r all '%s' >/dev/null 2>&1",
 					img, copy, copy), 0);
 		d = vt_open(copy, DISK_OPEN_RDONLY);
 		assert_false(log_replayed(copy));
@@ -98,8 +98,8 @@ static void test_replay_dynamic(void **state)
 	check_block(d, 3 * MiB + 4096, 8192, 2);
 	disk_close(d);
 	if (qemu) {
-		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
-		assert_int_equal(vt_run("qemu-img compare -q '%s' '%s'", img, copy), 0);
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
+		assert_int_equal(run_cmd("qemu-img compare -q '%s' '%s'", img, copy), 0);
 	}
 	free(before);
 }
@@ -172,7 +172,7 @@ static void test_log_wraps(void **state)
 	check_block(d, (uint64_t)(blocks - 1) * MiB, 512, 99);
 	disk_close(d);
 	if (vt_have_qemu_img())
-		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
 }
 
 struct writer {
@@ -230,7 +230,7 @@ static void test_concurrent(void **state)
 		  vt_path(t, "cp.vhdx"));
 	run_concurrent(vt_path(t, "cd.vhdx"));
 	if (vt_have_qemu_img())
-		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", vt_path(t, "cc.vhdx")), 0);
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", vt_path(t, "cc.vhdx")), 0);
 }
 
 /* kill -9 at a random point of allocating writes. Slot i (1 sector at a
@@ -299,7 +299,7 @@ static void kill_trial(const struct vt *t, const char *img, unsigned seed)
 		check_block(d, slot_off(i, disk_size(d)), 512, 1000 + i);
 	assert_int_equal(disk_close(d), 0);
 	if (vt_have_qemu_img() && !strstr(img, "diff"))
-		assert_int_equal(vt_run("qemu-img check -q -f vhdx '%s'", img), 0);
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
 	(void)t;
 }
 
