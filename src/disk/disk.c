@@ -390,16 +390,41 @@ int disk_flush(struct disk *d)
 	return d->ops->flush(d);
 }
 
-/* The fallback for formats without write_zeroes: write a zero buffer. */
-static int write_zero_buffer(struct disk *d, uint64_t off, uint64_t len)
+void disk_report_add(char *report, size_t len, const char *fmt, ...)
+{
+	size_t used = report ? strnlen(report, len) : 0;
+	va_list ap;
+
+	if (!report || used + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(report + used, len - used, fmt, ap);
+	va_end(ap);
+	used = strnlen(report, len);
+	if (used + 1 < len) {
+		report[used] = '\n';
+		report[used + 1] = 0;
+	}
+}
+
+void *disk_alloc_aligned(size_t len)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 4096, len ? len : 1))
+		return NULL;
+	memset(p, 0, len);
+	return p;
+}
+
+int disk_write_zero_buffer(struct disk *d, uint64_t off, uint64_t len)
 {
 	size_t chunk = 1024 * 1024;
-	void *zero;
+	void *zero = disk_alloc_aligned(chunk);
 	int ret = 0;
 
-	if (posix_memalign(&zero, 4096, chunk))
+	if (!zero)
 		return -ENOMEM;
-	memset(zero, 0, chunk);
 	while (len && !ret) {
 		size_t n = len < chunk ? (size_t)len : chunk;
 		ret = d->ops->pwrite(d, zero, n, off);
@@ -422,7 +447,7 @@ int disk_discard(struct disk *d, uint64_t off, uint64_t len)
 		return d->ops->discard(d, off, len);
 	if (d->ops->write_zeroes)
 		return d->ops->write_zeroes(d, off, len, true);
-	return write_zero_buffer(d, off, len);
+	return disk_write_zero_buffer(d, off, len);
 }
 
 int disk_write_zeroes(struct disk *d, uint64_t off, uint64_t len, bool may_unmap)
@@ -435,7 +460,7 @@ int disk_write_zeroes(struct disk *d, uint64_t off, uint64_t len, bool may_unmap
 		return -EROFS;
 	if (d->ops->write_zeroes)
 		return d->ops->write_zeroes(d, off, len, may_unmap);
-	return write_zero_buffer(d, off, len);
+	return disk_write_zero_buffer(d, off, len);
 }
 
 int disk_map(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext)
@@ -676,11 +701,8 @@ int disk_check(const char *path, bool repair, char *report, size_t len, struct d
 
 		if (disk_open(path, DISK_OPEN_RDONLY, &full, &perr) == 0) {
 			disk_close(full);
-		} else if (report && len) {
-			size_t used = strnlen(report, len);
-			snprintf(report + used, len - used, "%s\n", perr.msg);
-			ret++;
 		} else {
+			disk_report_add(report, len, "%s", perr.msg);
 			ret++;
 		}
 	}

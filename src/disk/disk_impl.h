@@ -70,4 +70,17 @@ extern const struct disk_ops disk_vhd_ops;
 int disk_fail(struct disk_error *err, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Appends one printf-formatted line (a newline is added) to the check
+ * report of len bytes, truncating when full; report may be NULL. */
+void disk_report_add(char *report, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* A zeroed buffer of len bytes aligned to 4096 (for O_DIRECT-safe I/O);
+ * NULL when out of memory. Free with free(). */
+void *disk_alloc_aligned(size_t len);
+
+/* Writes zeroes over [off, off+len) through d->ops->pwrite, a buffer at a
+ * time: the fallback when nothing cheaper can zero a range. 0 or -errno. */
+int disk_write_zero_buffer(struct disk *d, uint64_t off, uint64_t len);
+
 #endif

@@ -59,30 +59,21 @@ static int raw_flush(struct disk *d)
 	return 0;
 }
 
-/* Writes zeroes with plain writes: the last resort when the file system
- * cannot punch holes or zero ranges. */
-static int raw_zero_by_writing(struct disk *d, uint64_t off, uint64_t len)
-{
-	size_t chunk = 1024 * 1024;
-	void *zero;
-	int ret = 0;
-
-	if (posix_memalign(&zero, 4096, chunk))
-		return -ENOMEM;
-	memset(zero, 0, chunk);
-	while (len && !ret) {
-		size_t n = len < chunk ? (size_t)len : chunk;
-		ret = pwrite_full(d->fd, zero, n, (off_t)off);
-		off += n;
-		len -= n;
-	}
-	free(zero);
-	return ret;
-}
-
 static bool fallocate_unsupported(int e)
 {
 	return e == EOPNOTSUPP || e == ENOSYS || e == EINVAL || e == ENODEV;
+}
+
+/* Zeroes a range keeping its allocation; plain writes when the file system
+ * cannot zero ranges. */
+static int raw_zero_range(struct disk *d, uint64_t off, uint64_t len)
+{
+	if (fallocate(d->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0)
+		return 0;
+	if (!fallocate_unsupported(errno))
+		return -errno;
+	return disk_write_zero_buffer(d, off, len);
 }
 
 static int raw_discard(struct disk *d, uint64_t off, uint64_t len)
@@ -93,24 +84,14 @@ static int raw_discard(struct disk *d, uint64_t off, uint64_t len)
 	if (!fallocate_unsupported(errno))
 		return -errno;
 	/* The contract says later reads return zeroes: keep it without holes. */
-	if (fallocate(d->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-		      (off_t)len) == 0)
-		return 0;
-	if (!fallocate_unsupported(errno))
-		return -errno;
-	return raw_zero_by_writing(d, off, len);
+	return raw_zero_range(d, off, len);
 }
 
 static int raw_write_zeroes(struct disk *d, uint64_t off, uint64_t len, bool may_unmap)
 {
 	if (may_unmap)
 		return raw_discard(d, off, len);
-	if (fallocate(d->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-		      (off_t)len) == 0)
-		return 0;
-	if (!fallocate_unsupported(errno))
-		return -errno;
-	return raw_zero_by_writing(d, off, len);
+	return raw_zero_range(d, off, len);
 }
 
 static int raw_map(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext)

@@ -809,29 +809,6 @@ int vhd_resize(struct disk *d, uint64_t new_size, struct disk_error *err)
 
 /* ---- check ---- */
 
-static void report_line(char *report, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void report_line(char *report, size_t len, const char *fmt, ...)
-{
-	size_t used;
-	va_list ap;
-
-	if (!report || !len)
-		return;
-	used = strnlen(report, len);
-	if (used + 1 >= len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(report + used, len - used, fmt, ap);
-	va_end(ap);
-	used = strnlen(report, len);
-	if (used + 1 < len) {
-		report[used] = '\n';
-		report[used + 1] = 0;
-	}
-}
-
 int vhd_check(struct disk *d, bool repair, char *report, size_t len)
 {
 	struct vhd *v = d->priv;
@@ -841,7 +818,7 @@ int vhd_check(struct disk *d, bool repair, char *report, size_t len)
 	if (d->type == DISK_TYPE_FIXED)
 		return 0; /* open verified the footer; there is nothing else */
 	if (v->footer_recovered) {
-		report_line(report, len, "%s: the footer at the end of the file is damaged or "
+		disk_report_add(report, len, "%s: the footer at the end of the file is damaged or "
 			    "missing; the copy at offset 0 is good%s", d->path,
 			    repair ? "" : " (repair rewrites it)");
 		if (repair) {
@@ -853,7 +830,7 @@ int vhd_check(struct disk *d, bool repair, char *report, size_t len)
 				return ret;
 			v->free_off = v->footer_pos;
 			v->footer_recovered = false;
-			report_line(report, len, "%s: repaired: footer rewritten at offset %llu",
+			disk_report_add(report, len, "%s: repaired: footer rewritten at offset %llu",
 				    d->path, (unsigned long long)v->footer_pos);
 		} else {
 			problems++;
@@ -863,7 +840,7 @@ int vhd_check(struct disk *d, bool repair, char *report, size_t len)
 	if (ret)
 		return ret;
 	if (memcmp(raw, v->footer_raw, sizeof(raw))) {
-		report_line(report, len, "%s: the footer copy at offset 0 is damaged or differs "
+		disk_report_add(report, len, "%s: the footer copy at offset 0 is damaged or differs "
 			    "from the footer at the end%s", d->path,
 			    repair ? "" : " (repair rewrites it)");
 		if (repair) {
@@ -872,7 +849,7 @@ int vhd_check(struct disk *d, bool repair, char *report, size_t len)
 				ret = -errno;
 			if (ret)
 				return ret;
-			report_line(report, len, "%s: repaired: footer copy rewritten", d->path);
+			disk_report_add(report, len, "%s: repaired: footer copy rewritten", d->path);
 		} else {
 			problems++;
 		}
@@ -885,7 +862,7 @@ int vhd_check(struct disk *d, bool repair, char *report, size_t len)
 			last = MAX(last, (uint64_t)v->bat[i] * VHD_SECTOR + v->bitmap_size +
 						 v->block_size);
 	if (v->footer_pos > ALIGN_UP(last, 4096ULL) + 4096)
-		report_line(report, len, "%s: note: %llu bytes before the footer belong to no "
+		disk_report_add(report, len, "%s: note: %llu bytes before the footer belong to no "
 			    "block (left by an interrupted write; harmless)", d->path,
 			    (unsigned long long)(v->footer_pos - last));
 	return problems;

@@ -24,16 +24,6 @@ uint64_t vhdx_bat_get(const struct vhdx *v, uint64_t idx)
 	return __atomic_load_n(&v->bat[idx], __ATOMIC_ACQUIRE);
 }
 
-static void *alloc_aligned(size_t len)
-{
-	void *p = NULL;
-
-	if (posix_memalign(&p, 4096, len ? len : 1))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
 /* ---- transactions ---- */
 
 void vhdx_txn_init(struct vhdx_txn *t)
@@ -55,7 +45,7 @@ uint8_t *vhdx_txn_page(struct vhdx_txn *t, uint64_t off, const uint8_t *init, ui
 			return t->pages[i].data;
 	if (t->n == VHDX_TXN_MAX)
 		return NULL;
-	uint8_t *p = alloc_aligned(VHDX_LOG_SECTOR);
+	uint8_t *p = disk_alloc_aligned(VHDX_LOG_SECTOR);
 	if (!p)
 		return NULL;
 	if (init)
@@ -127,7 +117,7 @@ int vhdx_sb_load(struct vhdx *v, uint64_t c)
 
 	if (v->sb[c])
 		return 0;
-	p = alloc_aligned(VHDX_SB_BLOCK);
+	p = disk_alloc_aligned(VHDX_SB_BLOCK);
 	if (!p)
 		return -ENOMEM;
 	e = vhdx_bat_get(v, vhdx_sb_index(v, c));
@@ -241,7 +231,7 @@ static int load_bat(struct vhdx *v, struct disk_error *err)
 	if (ret)
 		return disk_fail(err, ret, "%s: out of memory for the BAT", path);
 	bytes = MIN(bytes, v->bat_len);
-	raw = alloc_aligned(bytes);
+	raw = disk_alloc_aligned(bytes);
 	if (!raw)
 		return disk_fail(err, -ENOMEM, "%s: out of memory for the BAT", path);
 	ret = vhdx_meta_read(v, raw, bytes, v->bat_off);
@@ -317,7 +307,7 @@ static int vhdx_open(struct disk *d, struct disk_error *err)
 		goto fail;
 	}
 	v->file_size = v->durable_size = (uint64_t)st.st_size;
-	ident = alloc_aligned(4096); /* aligned: the file may be O_DIRECT */
+	ident = disk_alloc_aligned(4096); /* aligned: the file may be O_DIRECT */
 	if (!ident || v->file_size < VHDX_HEADER_SECTION || pread_full(d->fd, ident, 4096, 0) ||
 	    memcmp(ident, "vhdxfile", 8)) {
 		free(ident);
@@ -458,23 +448,30 @@ static bool range_ok(struct vhdx *v, size_t len, uint64_t off)
 	return off % v->lsec == 0 && len % v->lsec == 0 && off <= v->vsize && len <= v->vsize - off;
 }
 
-static int vhdx_pread(struct disk *d, void *buf, size_t len, uint64_t off)
-{
-	struct vhdx *v = d->priv;
-	uint8_t *p = buf;
+static int write_segment(struct vhdx *v, const uint8_t *buf, size_t n, uint64_t off);
 
+/* Splits [off, off+len) at block boundaries and reads each piece into rbuf
+ * or writes it from wbuf (exactly one of them is set). */
+static int by_block(struct vhdx *v, uint8_t *rbuf, const uint8_t *wbuf, size_t len, uint64_t off)
+{
 	if (!range_ok(v, len, off))
 		return -EINVAL;
 	while (len) {
 		size_t n = (size_t)MIN((uint64_t)len, v->block_size - off % v->block_size);
-		int ret = read_segment(v, p, n, off);
+		int ret = rbuf ? read_segment(v, rbuf, n, off) : write_segment(v, wbuf, n, off);
 		if (ret)
 			return ret;
-		p += n;
+		rbuf = rbuf ? rbuf + n : NULL;
+		wbuf = wbuf ? wbuf + n : NULL;
 		off += n;
 		len -= n;
 	}
 	return 0;
+}
+
+static int vhdx_pread(struct disk *d, void *buf, size_t len, uint64_t off)
+{
+	return by_block(d->priv, buf, NULL, len, off);
 }
 
 /* Sets (val) the bits of sectors [first, first+count) of block b in txn
@@ -632,22 +629,10 @@ static int write_segment(struct vhdx *v, const uint8_t *buf, size_t n, uint64_t 
 static int vhdx_pwrite(struct disk *d, const void *buf, size_t len, uint64_t off)
 {
 	struct vhdx *v = d->priv;
-	const uint8_t *p = buf;
 
 	if (v->rdonly)
 		return -EROFS;
-	if (!range_ok(v, len, off))
-		return -EINVAL;
-	while (len) {
-		size_t n = (size_t)MIN((uint64_t)len, v->block_size - off % v->block_size);
-		int ret = write_segment(v, p, n, off);
-		if (ret)
-			return ret;
-		p += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return by_block(v, NULL, buf, len, off);
 }
 
 static int vhdx_flush(struct disk *d)

@@ -18,16 +18,6 @@
 #define META_LEN (1024 * 1024)
 #define CHUNK_PAGES 56 /* pages per log entry when an update is split */
 
-static void *alloc_aligned(size_t len)
-{
-	void *p = NULL;
-
-	if (posix_memalign(&p, 4096, len ? len : 1))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
 /* ---- paths ---- */
 
 static void dir_of(const char *path, char out[PATH_MAX])
@@ -234,7 +224,7 @@ static int write_header_section(int fd, const struct create_layout *l)
 {
 	struct vhdx_header h = { .version = 1, .log_length = LOG_LEN,
 				 .log_offset = VHDX_HEADER_SECTION };
-	uint8_t *buf = alloc_aligned(VHDX_HEADER_SECTION);
+	uint8_t *buf = disk_alloc_aligned(VHDX_HEADER_SECTION);
 	const char *creator = "cloison " CLOISON_VERSION;
 	int ret;
 
@@ -262,7 +252,7 @@ static int write_header_section(int fd, const struct create_layout *l)
 static int write_bat(int fd, const struct create_layout *l)
 {
 	size_t chunk = 1024 * 1024;
-	uint8_t *buf = alloc_aligned(chunk);
+	uint8_t *buf = disk_alloc_aligned(chunk);
 	uint64_t cr = ((uint64_t)1 << 23) * l->lsec / l->bs;
 	int ret = 0;
 
@@ -302,7 +292,7 @@ int vhdx_create(const char *path, const struct disk_create_opts *opts, struct di
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return disk_fail(err, -errno, "%s: cannot create: %s", path, strerror(errno));
-	meta = alloc_aligned(META_LEN);
+	meta = disk_alloc_aligned(META_LEN);
 	pabs = malloc(PATH_MAX);
 	dir = malloc(PATH_MAX);
 	cdir = malloc(PATH_MAX);
@@ -370,7 +360,7 @@ static void encode_bat_page(const uint64_t *bat, uint64_t pg, uint8_t *out)
 /* Region table pages (both copies) with the BAT moved to off/len. */
 static int txn_region_tables(struct vhdx *v, struct vhdx_txn *t, uint64_t off, uint32_t len)
 {
-	uint8_t *rt = alloc_aligned(VHDX_RT_SIZE);
+	uint8_t *rt = disk_alloc_aligned(VHDX_RT_SIZE);
 	int ret = -ENOMEM;
 
 	if (!rt)
@@ -478,7 +468,7 @@ static int resize_in_place(struct vhdx *v, const uint64_t *nb, uint64_t new_entr
 	uint64_t loaded = ALIGN_UP(v->bat_entries * 8, VHDX_LOG_SECTOR) / VHDX_LOG_SECTOR;
 	uint64_t pages = ALIGN_UP(MAX(new_entries, v->bat_entries) * 8, VHDX_LOG_SECTOR) /
 			 VHDX_LOG_SECTOR;
-	uint8_t old[VHDX_LOG_SECTOR], *nw = alloc_aligned(VHDX_LOG_SECTOR);
+	uint8_t old[VHDX_LOG_SECTOR], *nw = disk_alloc_aligned(VHDX_LOG_SECTOR);
 	struct vhdx_txn t;
 	int ret = 0;
 
@@ -523,7 +513,7 @@ static int resize_relocate(struct vhdx *v, const uint64_t *nb, uint64_t new_entr
 
 	if (len >= VHDX_MAX_REGION)
 		return -EFBIG;
-	buf = alloc_aligned(len);
+	buf = disk_alloc_aligned(len);
 	if (!buf)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < new_entries; i++)
@@ -630,7 +620,7 @@ int vhdx_set_parent(struct disk *d, struct disk *parent, const char *stored_path
 {
 	struct vhdx *v = d->priv;
 	char *dir = malloc(PATH_MAX), *cdir = malloc(PATH_MAX), *rel = malloc(PATH_MAX);
-	uint8_t *nm = alloc_aligned(v->meta_len);
+	uint8_t *nm = disk_alloc_aligned(v->meta_len);
 	int idx = locator_entry(v), len, ret;
 	uint32_t old_len = v->loc_item_len;
 	struct vhdx_txn t;
@@ -691,25 +681,6 @@ out:
 
 /* ---- check ---- */
 
-static void say(char *report, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void say(char *report, size_t len, const char *fmt, ...)
-{
-	size_t used = report ? strnlen(report, len) : 0;
-	va_list ap;
-
-	if (!report || used + 1 >= len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(report + used, len - used, fmt, ap);
-	va_end(ap);
-	used = strnlen(report, len);
-	if (used + 1 < len) {
-		report[used] = '\n';
-		report[used + 1] = 0;
-	}
-}
-
 struct extent {
 	uint64_t off, len, idx;
 };
@@ -743,7 +714,7 @@ static int check_overlaps(struct vhdx *v, char *report, size_t len)
 	qsort(ex, n, sizeof(*ex), cmp_extent);
 	for (uint64_t i = 1; i < n; i++)
 		if (ex[i].off < ex[i - 1].off + ex[i - 1].len) {
-			say(report, len, "BAT entries %llu and %llu share file space at %llu",
+			disk_report_add(report, len, "BAT entries %llu and %llu share file space at %llu",
 			    (unsigned long long)ex[i - 1].idx, (unsigned long long)ex[i].idx,
 			    (unsigned long long)ex[i].off);
 			problems++;
@@ -759,7 +730,7 @@ static int repair_copies(struct vhdx *v, bool repair, char *report, size_t len)
 	for (int i = 0; i < 2; i++) {
 		if (!v->hdr_bad[i])
 			continue;
-		say(report, len, "header copy %d is invalid (bad signature or CRC-32C)%s", i + 1,
+		disk_report_add(report, len, "header copy %d is invalid (bad signature or CRC-32C)%s", i + 1,
 		    repair ? "; rewritten from the good copy" : "");
 		if (!repair || vhdx_mark_dirty(v, false) || vhdx_header_update(v, &v->hdr))
 			left++;
@@ -767,18 +738,18 @@ static int repair_copies(struct vhdx *v, bool repair, char *report, size_t len)
 	if (repair && v->hdr_stale && !v->hdr_bad[0] && !v->hdr_bad[1]) {
 		/* normal (e.g. after a crash): not a finding, but repair makes
 		 * both copies current */
-		say(report, len, "header copy %d was older than copy %d; brought up to date",
+		disk_report_add(report, len, "header copy %d was older than copy %d; brought up to date",
 		    2 - v->hdr_slot, v->hdr_slot + 1);
 		if (!vhdx_mark_dirty(v, false) && !vhdx_header_update(v, &v->hdr))
 			v->hdr_stale = false;
 	}
 	if (v->rt_bad[0] || v->rt_bad[1] || v->rt_differ) {
 		int good = v->rt_bad[0] ? 1 : 0;
-		uint8_t *rt = alloc_aligned(VHDX_RT_SIZE);
+		uint8_t *rt = disk_alloc_aligned(VHDX_RT_SIZE);
 		struct vhdx_txn t;
 		int ret = -ENOMEM;
 
-		say(report, len, "region table copy %d is %s%s", 2 - good,
+		disk_report_add(report, len, "region table copy %d is %s%s", 2 - good,
 		    v->rt_differ ? "different from copy 1" : "invalid",
 		    repair ? "; rewritten from the good copy" : "");
 		vhdx_txn_init(&t);
@@ -815,11 +786,11 @@ int vhdx_check(struct disk *d, bool repair, char *report, size_t len)
 	 * be after the replay. A log that cannot be replayed fails the open. */
 	if (v->log_replayed) {
 		if (v->rdonly)
-			say(report, len, "note: log has %u pending entr%s; they are replayed on the "
+			disk_report_add(report, len, "note: log has %u pending entr%s; they are replayed on the "
 			    "next read-write open or with --repair", v->log_pending,
 			    v->log_pending == 1 ? "y" : "ies");
 		else
-			say(report, len, "note: the log held %u pending entr%s; replayed into the file",
+			disk_report_add(report, len, "note: the log held %u pending entr%s; replayed into the file",
 			    v->log_pending, v->log_pending == 1 ? "y" : "ies");
 	}
 	left += repair_copies(v, repair, report, len);
@@ -828,12 +799,12 @@ int vhdx_check(struct disk *d, bool repair, char *report, size_t len)
 		bool sb = (i + 1) % (v->chunk_ratio + 1) == 0;
 
 		if (sb && !v->has_parent && VHDX_BAT_STATE(e) != VHDX_SB_NOT_PRESENT) {
-			say(report, len, "BAT entry %llu: a sector bitmap in a disk without a parent",
+			disk_report_add(report, len, "BAT entry %llu: a sector bitmap in a disk without a parent",
 			    (unsigned long long)i);
 			left++;
 		}
 		if ((e & 0xFFFF8) != 0) {
-			say(report, len, "BAT entry %llu: reserved bits set", (unsigned long long)i);
+			disk_report_add(report, len, "BAT entry %llu: reserved bits set", (unsigned long long)i);
 			left++;
 		}
 	}

@@ -88,16 +88,6 @@ int vhdx_meta_read(struct vhdx *v, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static void *alloc_aligned(size_t len)
-{
-	void *p = NULL;
-
-	if (posix_memalign(&p, 4096, len ? len : 1))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
 /* ---- headers ---- */
 
 void vhdx_header_encode(const struct vhdx_header *h, uint8_t buf[VHDX_HEADER_SIZE])
@@ -148,7 +138,7 @@ int vhdx_parse_headers(struct vhdx *v, struct disk_error *err)
 	uint8_t *buf;
 	int ret;
 
-	buf = alloc_aligned(VHDX_HEADER_SIZE);
+	buf = disk_alloc_aligned(VHDX_HEADER_SIZE);
 	if (!buf)
 		return disk_fail(err, -ENOMEM, "%s: out of memory", path);
 	for (int i = 0; i < 2; i++) {
@@ -261,7 +251,7 @@ static int check_region(struct vhdx *v, const uint8_t *rt, uint32_t i, struct di
 
 int vhdx_parse_regions(struct vhdx *v, struct disk_error *err)
 {
-	uint8_t *rt[2] = { alloc_aligned(VHDX_RT_SIZE), alloc_aligned(VHDX_RT_SIZE) };
+	uint8_t *rt[2] = { disk_alloc_aligned(VHDX_RT_SIZE), disk_alloc_aligned(VHDX_RT_SIZE) };
 	bool ok[2];
 	const uint8_t *use;
 	int ret = 0;
@@ -614,7 +604,7 @@ int vhdx_parse_metadata(struct vhdx *v, struct disk_error *err)
 		return disk_fail(err, -EINVAL, "%s: VHDX: metadata region of %u bytes is absurdly "
 				 "large", path, v->meta_len);
 	free(v->meta);
-	v->meta = alloc_aligned(v->meta_len);
+	v->meta = disk_alloc_aligned(v->meta_len);
 	if (!v->meta)
 		return disk_fail(err, -ENOMEM, "%s: out of memory", path);
 	ret = vhdx_meta_read(v, v->meta, v->meta_len, v->meta_off);
