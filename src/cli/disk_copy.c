@@ -393,20 +393,43 @@ static int open_source(const char *path, struct disk **d)
 	return 0;
 }
 
+/* The options of a verb that writes a new image (parsed by parse_target_opt). */
+#define COPY_TARGET_OPTIONS                                        \
+	{ "type", required_argument, NULL, 't' },                  \
+	{ "block-size", required_argument, NULL, 'b' },            \
+	{ "format", required_argument, NULL, 'f' },                \
+	{ "progress", no_argument, NULL, 'p' },                    \
+	{ "force", no_argument, NULL, 'F' },                       \
+	{ "json", no_argument, NULL, 'j' },                        \
+	{ "help", no_argument, NULL, 'h' }
+
+/* Copies src_path into the new image t->path (format from its extension
+ * unless --format was given) for verb. */
+static int copy_into_new(const char *verb, const char *src_path, struct copy_target *t)
+{
+	struct disk *src;
+	int st;
+
+	if (!t->have_format && disk_cli_format_from_path(t->path, &t->format))
+		return disk_cli_usage_error(verb,
+					    "cannot tell the format of '%s' from its extension: use "
+					    ".vhdx, .vhd, .raw or .img (or --format)",
+					    t->path);
+	st = open_source(src_path, &src);
+	if (st)
+		return st;
+	st = copy_to_new_image(verb, src, t);
+	disk_close(src);
+	return st;
+}
+
 int disk_cli_convert(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "type", required_argument, NULL, 't' },
-		{ "block-size", required_argument, NULL, 'b' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "force", no_argument, NULL, 'F' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
+		COPY_TARGET_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct copy_target t = { 0 };
-	struct disk *src;
 	int c, st;
 
 	optind = 0;
@@ -426,17 +449,7 @@ int disk_cli_convert(int argc, char **argv)
 	if (argc - optind > 2)
 		return disk_cli_usage_error("convert", "unexpected argument '%s'", argv[optind + 2]);
 	t.path = argv[optind + 1];
-	if (!t.have_format && disk_cli_format_from_path(t.path, &t.format))
-		return disk_cli_usage_error("convert",
-					    "cannot tell the format of '%s' from its extension: use "
-					    ".vhdx, .vhd, .raw or .img (or --format)",
-					    t.path);
-	st = open_source(argv[optind], &src);
-	if (st)
-		return st;
-	st = copy_to_new_image("convert", src, &t);
-	disk_close(src);
-	return st;
+	return copy_into_new("convert", argv[optind], &t);
 }
 
 /* ---- merge ------------------------------------------------------------- */
@@ -557,17 +570,10 @@ int disk_cli_merge(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "into", required_argument, NULL, 'i' },
-		{ "type", required_argument, NULL, 't' },
-		{ "block-size", required_argument, NULL, 'b' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "force", no_argument, NULL, 'F' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
+		COPY_TARGET_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct copy_target t = { 0 };
-	struct disk *src;
 	int c, st;
 
 	optind = 0;
@@ -595,21 +601,11 @@ int disk_cli_merge(int argc, char **argv)
 							     "--force only apply with --into NEW");
 		return merge_into_parent(argv[optind], t.progress, t.json);
 	}
-	if (!t.have_format && disk_cli_format_from_path(t.path, &t.format))
-		return disk_cli_usage_error("merge",
-					    "cannot tell the format of '%s' from its extension: use "
-					    ".vhdx, .vhd, .raw or .img (or --format)",
-					    t.path);
 	if (!t.have_type) {
 		t.have_type = true;
 		t.type = DISK_TYPE_DYNAMIC;
 	}
-	st = open_source(argv[optind], &src);
-	if (st)
-		return st;
-	st = copy_to_new_image("merge", src, &t);
-	disk_close(src);
-	return st;
+	return copy_into_new("merge", argv[optind], &t);
 }
 
 /* ---- compact ----------------------------------------------------------- */
