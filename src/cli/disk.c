@@ -63,7 +63,8 @@ static const struct disk_verb verbs[] = {
 	{ "check", disk_check_cmd, "verify an image's metadata (exit 0 when clean)",
 	  "usage: cloison disk check FILE [--repair] [--json]\n\n"
 	  "Verifies headers, checksums, region and block tables, the log and the parent\n"
-	  "link. Exit status 0 when clean, 1 with findings (one per line).\n\n"
+	  "link. Exit status 0 when clean, 1 with findings (one per line). A valid\n"
+	  "pending VHDX log (normal after a crash) is checked as replayed and only noted.\n\n"
 	  "  --repair  fix what can be fixed safely (e.g. replay a pending log, rewrite\n"
 	  "            a damaged redundant copy); everything else is only reported\n"
 	  "  --json    machine-readable output\n" },
@@ -116,7 +117,7 @@ static const struct disk_verb verbs[] = {
 static void noun_usage(FILE *f)
 {
 	fprintf(f, "usage: cloison disk <verb> [<args>]\n\n"
-		   "Virtual hard disks: VHDX (.vhdx, .avhdx), VHD (.vhd) and raw (.raw, .img)\n"
+		   "Virtual hard disks: VHDX (.vhdx, .avhdx), VHD (.vhd, .avhd) and raw (.raw, .img)\n"
 		   "images, fixed, dynamic or differencing. Works on files directly; no daemon.\n\n"
 		   "Verbs:\n");
 	for (const struct disk_verb *v = verbs; v->name; v++)
