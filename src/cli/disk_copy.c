@@ -403,6 +403,32 @@ static int open_source(const char *path, struct disk **d)
 	{ "json", no_argument, NULL, 'j' },                        \
 	{ "help", no_argument, NULL, 'h' }
 
+/* Parses the options of convert or merge (opts: COPY_TARGET_OPTIONS, plus
+ * --into NEW for merge, which sets t->path) into t. 0, or the exit status
+ * to return. */
+static int parse_copy_args(const char *verb, int argc, char **argv, const struct option *opts,
+			   struct copy_target *t)
+{
+	int c, st;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c == 'h')
+			return disk_cli_usage(verb, true);
+		if (c == 'i') {
+			t->path = optarg;
+			continue;
+		}
+		st = parse_target_opt(verb, c, t);
+		if (st < 0)
+			return disk_cli_bad_option(verb, c, argv);
+		if (st)
+			return st;
+	}
+	return 0;
+}
+
 /* Copies src_path into the new image t->path (format from its extension
  * unless --format was given) for verb. */
 static int copy_into_new(const char *verb, const char *src_path, struct copy_target *t)
@@ -430,19 +456,10 @@ int disk_cli_convert(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct copy_target t = { 0 };
-	int c, st;
+	int st = parse_copy_args("convert", argc, argv, opts, &t);
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h')
-			return disk_cli_usage("convert", true);
-		st = parse_target_opt("convert", c, &t);
-		if (st < 0)
-			return disk_cli_bad_option("convert", c, argv);
-		if (st)
-			return st;
-	}
+	if (st)
+		return st;
 	if (argc - optind < 2)
 		return disk_cli_usage_error("convert", optind >= argc ? "missing SRC and DST"
 								      : "missing DST");
@@ -574,23 +591,10 @@ int disk_cli_merge(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct copy_target t = { 0 };
-	int c, st;
+	int st = parse_copy_args("merge", argc, argv, opts, &t);
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h')
-			return disk_cli_usage("merge", true);
-		if (c == 'i') {
-			t.path = optarg;
-			continue;
-		}
-		st = parse_target_opt("merge", c, &t);
-		if (st < 0)
-			return disk_cli_bad_option("merge", c, argv);
-		if (st)
-			return st;
-	}
+	if (st)
+		return st;
 	if (optind >= argc)
 		return disk_cli_usage_error("merge", "missing CHILD");
 	if (argc - optind > 1)
