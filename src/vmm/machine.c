@@ -118,6 +118,10 @@ void machine_reset_devices(struct vm *vm)
 		rtc_reset(vm->rtc);
 	if (vm->acpi_pm)
 		acpi_pm_reset(vm->acpi_pm);
+	/* Config space first (BARs, command, MSI-X off and masked) so the
+	 * device models reset behind a bus that looks freshly powered on. */
+	if (vm->pci)
+		pci_bus_reset(vm->pci);
 	if (vm->have_virtio)
 		virtio_devices_reset(vm);
 }

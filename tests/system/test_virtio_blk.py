@@ -231,3 +231,25 @@ def test_pause_resume_and_reset_during_io(vmm_bin, testguest, tmp_path):
     data = img.read_bytes()
     assert set(data) <= {0, 0xa5}, "bytes the guest never wrote"
     assert data.count(0xa5) > 0
+
+
+def test_disk_works_again_after_in_place_reset(vmm_bin, testguest, tmp_path):
+    """An in-place reset puts PCI config space back to power-on (BARs,
+    command register, MSI-X off and masked) before the device models
+    reset: the rebooted guest, which probes the disk from scratch,
+    reads it whole and gets the same SHA-256 as before and as the host."""
+    require_kvm()
+    img = tmp_path / "twice.raw"
+    random_file(img, 2 * MiB + 512 * 5)
+    want = sha256_file(img)
+    vm = Vmm(vmm_bin, testguest, tmp_path / "vm", cmdline="blksum run=serve", cpus=2,
+             extra=["--disk", "path=%s" % img])
+    with vm:
+        ctl = vm.control()
+        vm.wait_result("blk_sha256", 60)
+        assert ctl.request("reset")["ok"] is True
+        vm.wait_result("blk_sha256", 60, count=2)
+        assert vm.result_values("boot") == ["ok", "ok"], vm.tails()
+        assert vm.result_values("blk_sha256") == [want, want], vm.tails()
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
