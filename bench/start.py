@@ -38,10 +38,19 @@ def cloison_cmd(vmm, guest, mem, cmdline):
             "--cmdline", cmdline, "--serial", "stdio"]
 
 
-def qemu_cmd(guest, mem, cmdline, machine):
-    return ["qemu-system-x86_64", "-enable-kvm", "-cpu", "EPYC", "-M", machine,
-            "-m", str(mem), "-smp", "1", "-kernel", guest, "-append", cmdline,
-            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]
+QBOOT = "/usr/share/qemu/qboot.rom"
+
+
+def qemu_cmd(guest, mem, cmdline, machine, bios=None):
+    """QEMU with its default firmware (SeaBIOS) or, with bios=QBOOT, qboot:
+    the fastest firmware QEMU ships, so the comparison is not just against
+    a slow BIOS."""
+    cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "EPYC", "-M", machine,
+           "-m", str(mem), "-smp", "1", "-kernel", guest, "-append", cmdline,
+           "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]
+    if bios:
+        cmd += ["-bios", bios]
+    return cmd
 
 
 def timed_run(cmd, timeout=300):
@@ -147,11 +156,14 @@ def main():
     guest = find(args.build, "guest", "cloison-testguest")
     mem = args.memory
 
-    runs = {"cloison-vmm": [], "QEMU": []}
-    for _ in range(args.runs):
-        runs["cloison-vmm"].append(timed_run(cloison_cmd(vmm, guest, mem, "")))
-    for _ in range(args.qemu_runs):
-        runs["QEMU"].append(timed_run(qemu_cmd(guest, mem, "", args.machine)))
+    peers = {"cloison-vmm": lambda c: cloison_cmd(vmm, guest, mem, c),
+             "QEMU (SeaBIOS)": lambda c: qemu_cmd(guest, mem, c, args.machine)}
+    if os.path.exists(QBOOT):
+        peers["QEMU (qboot)"] = lambda c: qemu_cmd(guest, mem, c, args.machine, QBOOT)
+    runs = {k: [] for k in peers}
+    for name, cmd in peers.items():
+        for _ in range(args.runs if name == "cloison-vmm" else args.qemu_runs):
+            runs[name].append(timed_run(cmd("")))
 
     def cloison_ram(size, name):
         return "memfd:cloison-guest" in name
@@ -160,33 +172,35 @@ def main():
         # QEMU's RAM block: one anonymous mapping of at least the guest's size.
         return name == "" and mem << 20 <= size <= (mem << 20) + (64 << 20)
 
-    ov = {
-        "cloison-vmm": overhead(cloison_cmd(vmm, guest, mem, "run=serve"), cloison_ram),
-        "QEMU": overhead(qemu_cmd(guest, mem, "run=serve", args.machine), qemu_ram),
-    }
+    ov = {k: overhead(cmd("run=serve"), cloison_ram if k == "cloison-vmm" else qemu_ram)
+          for k, cmd in peers.items()}
 
     first = {k: median([r[0] for r in v]) for k, v in runs.items()}
     end = {k: median([r[1] for r in v]) for k, v in runs.items()}
     over = {k: v[0] - v[1] for k, v in ov.items()}
+    qemus = [k for k in peers if k != "cloison-vmm"]
 
     print("test guest %s, %d MiB, 1 vCPU; medians of %d (cloison-vmm) and %d (QEMU -M %s) runs"
           % (os.path.relpath(guest, TOP), mem, args.runs, args.qemu_runs, args.machine))
     print()
-    print("| metric | cloison-vmm | QEMU | QEMU / cloison |")
-    print("|---|---|---|---|")
-    print("| exec -> first serial byte | %s | %s | %.0fx |" % (
-        fmt_ms(first["cloison-vmm"]), fmt_ms(first["QEMU"]), first["QEMU"] / first["cloison-vmm"]))
-    print("| exec -> power off (exit) | %s | %s | %.0fx |" % (
-        fmt_ms(end["cloison-vmm"]), fmt_ms(end["QEMU"]), end["QEMU"] / end["cloison-vmm"]))
-    print("| worker RSS - guest RAM | %s | %s | %.0fx |" % (
-        fmt_mib(over["cloison-vmm"]), fmt_mib(over["QEMU"]), over["QEMU"] / over["cloison-vmm"]))
-    print("| (total RSS, guest RAM resident) | %s, %s | %s, %s | |" % (
-        fmt_mib(ov["cloison-vmm"][0]), fmt_mib(ov["cloison-vmm"][1]),
-        fmt_mib(ov["QEMU"][0]), fmt_mib(ov["QEMU"][1])))
+    print("| metric | cloison-vmm | " + " | ".join(qemus) + " | "
+          + " | ".join("%s / cloison" % q for q in qemus) + " |")
+    print("|---" * (1 + len(peers) + len(qemus)) + "|")
+
+    def row(label, values, fmt):
+        cells = [fmt(values[k]) for k in peers]
+        ratios = ["%.0fx" % (values[q] / values["cloison-vmm"]) for q in qemus]
+        print("| %s | %s | %s |" % (label, " | ".join(cells), " | ".join(ratios)))
+
+    row("exec -> first serial byte", first, fmt_ms)
+    row("exec -> power off (exit)", end, fmt_ms)
+    row("worker RSS - guest RAM", over, fmt_mib)
     print()
-    ok_start = first["QEMU"] / first["cloison-vmm"] >= 20
+    # The target is against the fastest QEMU configuration measured.
+    best_qemu = min(first[q] for q in qemus)
+    ok_start = best_qemu / first["cloison-vmm"] >= 20
     ok_mem = over["cloison-vmm"] <= 2 << 20
-    print("targets: start >= 20x faster than QEMU: %s; overhead <= 2 MiB: %s"
+    print("targets: start >= 20x faster than the fastest QEMU: %s; overhead <= 2 MiB: %s"
           % ("met" if ok_start else "MISSED", "met" if ok_mem else "MISSED"))
 
 
