@@ -404,29 +404,33 @@ static int open_source(const char *path, struct disk **d)
 	{ "help", no_argument, NULL, 'h' }
 
 /* Parses the options of convert or merge (opts: COPY_TARGET_OPTIONS, plus
- * --into NEW for merge, which sets t->path) into t. 0, or the exit status
- * to return. */
-static int parse_copy_args(const char *verb, int argc, char **argv, const struct option *opts,
-			   struct copy_target *t)
+ * --into NEW for merge, which sets t->path) into t. Returns true when the
+ * verb is done (--help, a bad option) and must exit with *status. */
+static bool parse_copy_args(const char *verb, int argc, char **argv, const struct option *opts,
+			    struct copy_target *t, int *status)
 {
 	int c, st;
 
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h')
-			return disk_cli_usage(verb, true);
+		if (c == 'h') {
+			*status = disk_cli_usage(verb, true);
+			return true;
+		}
 		if (c == 'i') {
 			t->path = optarg;
 			continue;
 		}
 		st = parse_target_opt(verb, c, t);
 		if (st < 0)
-			return disk_cli_bad_option(verb, c, argv);
-		if (st)
-			return st;
+			st = disk_cli_bad_option(verb, c, argv);
+		if (st) {
+			*status = st;
+			return true;
+		}
 	}
-	return 0;
+	return false;
 }
 
 /* Copies src_path into the new image t->path (format from its extension
@@ -456,9 +460,9 @@ int disk_cli_convert(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct copy_target t = { 0 };
-	int st = parse_copy_args("convert", argc, argv, opts, &t);
+	int st;
 
-	if (st)
+	if (parse_copy_args("convert", argc, argv, opts, &t, &st))
 		return st;
 	if (argc - optind < 2)
 		return disk_cli_usage_error("convert", optind >= argc ? "missing SRC and DST"
@@ -591,9 +595,9 @@ int disk_cli_merge(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct copy_target t = { 0 };
-	int st = parse_copy_args("merge", argc, argv, opts, &t);
+	int st;
 
-	if (st)
+	if (parse_copy_args("merge", argc, argv, opts, &t, &st))
 		return st;
 	if (optind >= argc)
 		return disk_cli_usage_error("merge", "missing CHILD");
