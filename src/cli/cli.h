@@ -1,4 +1,4 @@
-/* The cloison CLI: one file per noun (disk.c, vm.c, host.c, ...), each
+/* The cloison CLI: one file per noun (disk.c, vm.c, host.c), each
  * exporting one entry point listed in main.c's table. */
 #ifndef CLOISON_CLI_CLI_H
 #define CLOISON_CLI_CLI_H
