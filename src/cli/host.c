@@ -17,22 +17,31 @@ static void usage(FILE *f)
 		   "--check-host), processors, memory, the VMs by state.\n");
 }
 
-static void print_value(const char *indent, const char *key, json_t *v)
+/* The worker's --check-host facts as a few readable lines; --json has them all. */
+static void print_virtualization(json_t *v)
 {
-	const char *k;
-	json_t *e;
+	json_t *caps = json_object_get(v, "capabilities"), *c;
+	const char *warning = json_string_value(json_object_get(v, "warning"));
+	size_t i, ok = 0, total = json_array_size(caps);
 
-	if (json_is_object(v)) {
-		printf("%s%s:\n", indent, key);
-		char deeper[32];
-		snprintf(deeper, sizeof(deeper), "%s  ", indent);
-		json_object_foreach(v, k, e) print_value(deeper, k, e);
-		return;
+	printf("Virtualization:  KVM API %lld, up to %lld vCPUs per VM; %s\n",
+	       (long long)json_integer_value(json_object_get(v, "api_version")),
+	       (long long)json_integer_value(json_object_get(v, "max_vcpus")),
+	       json_is_true(json_object_get(v, "hardware_virtualization"))
+		       ? "hardware virtualization"
+		       : "no hardware virtualization (software-assisted nested hypervisor)");
+	json_array_foreach(caps, i, c) {
+		if (json_is_true(json_object_get(c, "ok")))
+			ok++;
+		else
+			printf("                 missing %s capability %s\n",
+			       json_is_true(json_object_get(c, "required")) ? "required" : "optional",
+			       json_string_value(json_object_get(c, "name")));
 	}
-	char *s = json_is_string(v) ? strdup(json_string_value(v))
-				    : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-	printf("%s%-24s %s\n", indent, key, s ? s : "");
-	free(s);
+	printf("KVM features:    %zu of %zu present\n", ok, total);
+	printf("Can run VMs:     %s\n", json_is_true(json_object_get(v, "can_run")) ? "yes" : "NO");
+	if (warning)
+		printf("Warning:         %s\n", warning);
 }
 
 static void print_human(json_t *h)
@@ -64,7 +73,7 @@ static void print_human(json_t *h)
 	       (long long)json_integer_value(json_object_get(vms, "crashed")));
 	json_t *virt = json_object_get(h, "virtualization");
 	if (json_is_object(virt))
-		print_value("", "Virtualization (cloison-vmm --check-host)", virt);
+		print_virtualization(virt);
 	else
 		printf("Virtualization:  unknown (the worker's --check-host gave nothing)\n");
 }

@@ -80,7 +80,12 @@ def test_human_and_json_output(daemon):
     assert host["resources"]["cpus"] >= 1 and host["resources"]["memory_total"] > 0
     assert host["virtualization"]["can_run"] is True
     human = daemon.ok("host", "info").stdout
-    assert "VMs:             2" in human and "Virtualization" in human
+    assert "VMs:             2" in human and "Virtualization:  KVM API %d" % (
+        host["virtualization"]["api_version"]) in human
+    caps = host["virtualization"]["capabilities"]
+    assert "KVM features:    %d of %d present" % (
+        sum(c["ok"] for c in caps), len(caps)) in human
+    assert "Can run VMs:     yes" in human
 
 
 def test_create_refuses_missing_files(daemon, tmp_path):
