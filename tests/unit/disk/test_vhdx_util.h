@@ -1,6 +1,7 @@
-/* Helpers shared by the VHDX unit tests (header-only: each test is one
- * program). Temp directories, shell tools (gunzip, qemu-img, sha256sum),
- * whole-disk dumps and patterns. */
+/* The VHDX unit tests' layer over diskcore_util.h (header-only: each test
+ * is one program): a per-test temp directory as cmocka state, thread-safe
+ * paths, Hyper-V files, whole-disk dumps, patterns, and create/open/slurp
+ * variants that fail the test instead of returning an error. */
 #ifndef TEST_VHDX_UTIL_H
 #define TEST_VHDX_UTIL_H
 
