@@ -60,6 +60,11 @@ static int create_virtio(struct vm *vm, char *err, size_t errlen)
 		if (ret)
 			return ret;
 	}
+	if (vm->cfg.console) {
+		ret = virtio_add_console(vm, vm->cfg.console, err, errlen);
+		if (ret)
+			return ret;
+	}
 	ret = virtio_add_rng(vm, err, errlen);
 	if (ret)
 		return ret;

@@ -56,6 +56,7 @@ enum {
 	OPT_NAME,
 	OPT_DISK,
 	OPT_NET,
+	OPT_CONSOLE,
 	OPT_NO_REBOOT,
 	OPT_PIDFILE,
 	OPT_BOOT_PROTOCOL,
@@ -76,6 +77,7 @@ static const struct option long_options[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
 	{ "boot-protocol", required_argument, NULL, OPT_BOOT_PROTOCOL },
@@ -94,6 +96,7 @@ static void usage(FILE *f)
 	      "                   [--boot-protocol auto|linux|pvh]\n"
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
+	      "                   [--console unix:PATH|file:PATH]\n"
 	      "       cloison-vmm --check-host [--json]\n"
 	      "       cloison-vmm --help | --version\n"
 	      "\n"
@@ -111,6 +114,8 @@ static void usage(FILE *f)
 	      "  --name NAME      name for logs and status\n"
 	      "  --disk SPEC      virtio-blk disk (raw, VHDX or VHD), repeatable\n"
 	      "  --net SPEC       virtio-net NIC on a tap device, repeatable\n"
+	      "  --console SPEC   virtio-console (Linux: /dev/hvc0): unix:PATH (the worker\n"
+	      "                   listens; one client at a time) or file:PATH (output appended)\n"
 	      "  --no-reboot      exit with status 3 when the guest resets\n"
 	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
 	      "  --boot-protocol auto|linux|pvh\n"
@@ -168,8 +173,14 @@ static int parse_cpus(const char *s, unsigned *out)
 static int check_device_spec(const char *opt, const char *spec)
 {
 	char err[256] = "";
-	int ret = !strcmp(opt, "--disk") ? virtio_disk_spec_check(spec, err, sizeof(err))
-					 : virtio_net_spec_check(spec, err, sizeof(err));
+	int ret;
+
+	if (!strcmp(opt, "--disk"))
+		ret = virtio_disk_spec_check(spec, err, sizeof(err));
+	else if (!strcmp(opt, "--net"))
+		ret = virtio_net_spec_check(spec, err, sizeof(err));
+	else
+		ret = virtio_console_spec_check(spec, err, sizeof(err));
 
 	if (ret && strstr(err, opt))
 		return usage_error("%s", err);
@@ -234,6 +245,11 @@ static int parse_one(struct options *o, int c, const char *arg)
 			return usage_error("--net: at most %d NICs", MAX_DEVICES);
 		o->nets[o->vm.nnets++] = arg;
 		return check_device_spec("--net", arg);
+	case OPT_CONSOLE:
+		if (o->vm.console)
+			return usage_error("--console given twice");
+		o->vm.console = arg;
+		return check_device_spec("--console", arg);
 	case OPT_NO_REBOOT:
 		o->vm.no_reboot = true;
 		return 0;

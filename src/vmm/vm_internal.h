@@ -47,6 +47,7 @@ struct vm_config {
 	unsigned ndisks;
 	const char *const *nets;
 	unsigned nnets;
+	const char *console; /* --console spec, NULL for none */
 };
 
 struct vcpu {
