@@ -78,6 +78,11 @@ struct pci_bus *vm_pci_bus(struct vm *vm)
 	return vm->pci;
 }
 
+struct virtio_devices **vm_virtio_slot(struct vm *vm)
+{
+	return &vm->virtio;
+}
+
 struct evloop *vm_evloop(struct vm *vm)
 {
 	return vm->loop;

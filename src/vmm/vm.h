@@ -11,6 +11,7 @@ struct guest_mem;
 struct io_bus;
 struct pci_bus;
 struct evloop;
+struct virtio_devices;
 
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
@@ -24,6 +25,10 @@ struct guest_mem *vm_guest_mem(struct vm *vm);
 struct io_bus *vm_pio_bus(struct vm *vm);
 struct io_bus *vm_mmio_bus(struct vm *vm);
 struct pci_bus *vm_pci_bus(struct vm *vm);
+/* Where the virtio part keeps this VM's device list (virtio/devices.c):
+ * NULL until it stores something; the VM never looks inside and frees
+ * nothing there (virtio_devices_destroy does). */
+struct virtio_devices **vm_virtio_slot(struct vm *vm);
 /* The device event loop (one thread); device fds are watched here. */
 struct evloop *vm_evloop(struct vm *vm);
 unsigned vm_vcpu_count(const struct vm *vm);

@@ -81,6 +81,7 @@ struct vm {
 	struct io_bus *pio;
 	struct io_bus *mmio;
 	struct pci_bus *pci;
+	struct virtio_devices *virtio; /* the virtio part's (vm_virtio_slot) */
 	struct evloop *loop;
 	pthread_t loop_thread;
 	bool loop_running;

@@ -1,10 +1,7 @@
 /* The worker's entry points for virtio devices (devices.h): option specs
  * to devices on the VM's PCI bus, and VM-wide pause/resume/reset/destroy.
- *
- * devices.h hands us only a struct vm, whose insides are private to
- * vm.c, so the devices of each VM are kept here in a small table keyed by
- * the vm pointer (the one piece of state not hanging off struct vm; a
- * worker runs one VM, so the table has one entry in practice). */
+ * The list of a VM's devices hangs off the VM (vm_virtio_slot), created
+ * with the first device and freed by virtio_devices_destroy. */
 #include "vmm/virtio/devices.h"
 
 #include <errno.h>
@@ -18,47 +15,49 @@
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/rng.h"
 #include "vmm/virtio/virtio.h"
+#include "vmm/vm.h"
 
-#define MAX_VMS 8
 #define MAX_DEVICES 64
 
-struct vm_devices {
-	struct vm *vm;
+struct virtio_devices {
+	pthread_mutex_t lock; /* the list; adds vs. pause/resume/reset */
 	unsigned ndevs, ndisks, nnics, nconsoles;
 	struct virtio_dev *devs[MAX_DEVICES];
 };
 
-static struct {
-	pthread_mutex_t lock;
-	struct vm_devices vms[MAX_VMS];
-} registry = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-/* The entry for vm; created when create is set. Registry lock held. */
-static struct vm_devices *lookup(struct vm *vm, bool create)
+/* The VM's list, created when create is set (adds run on the thread
+ * that builds the VM, before any vCPU or control thread exists). */
+static struct virtio_devices *devices_of(struct vm *vm, bool create)
 {
-	struct vm_devices *free_slot = NULL;
+	struct virtio_devices **slot = vm_virtio_slot(vm);
 
-	for (unsigned i = 0; i < MAX_VMS; i++) {
-		if (registry.vms[i].vm == vm)
-			return &registry.vms[i];
-		if (!registry.vms[i].vm && !free_slot)
-			free_slot = &registry.vms[i];
+	if (!*slot && create) {
+		struct virtio_devices *d = calloc(1, sizeof(*d));
+
+		if (!d)
+			return NULL;
+		pthread_mutex_init(&d->lock, NULL);
+		*slot = d;
 	}
-	if (create && free_slot) {
-		memset(free_slot, 0, sizeof(*free_slot));
-		free_slot->vm = vm;
-		return free_slot;
-	}
-	return NULL;
+	return *slot;
 }
 
-/* Reserves a place for one more device; NULL if full (err filled). */
-static struct vm_devices *reserve(struct vm *vm, char *err, size_t errlen)
+/* The VM's list with its lock held and room for one more device; NULL
+ * (err filled, ret set) otherwise. */
+static struct virtio_devices *reserve(struct vm *vm, int *ret, char *err, size_t errlen)
 {
-	struct vm_devices *d = lookup(vm, true);
+	struct virtio_devices *d = devices_of(vm, true);
 
-	if (!d || d->ndevs == MAX_DEVICES) {
+	if (!d) {
+		snprintf(err, errlen, "out of memory for the virtio device list");
+		*ret = -ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (d->ndevs == MAX_DEVICES) {
+		pthread_mutex_unlock(&d->lock);
 		snprintf(err, errlen, "too many virtio devices (at most %d)", MAX_DEVICES);
+		*ret = -ENOSPC;
 		return NULL;
 	}
 	return d;
@@ -66,7 +65,7 @@ static struct vm_devices *reserve(struct vm *vm, char *err, size_t errlen)
 
 int virtio_add_disk(struct vm *vm, const char *spec, char *err, size_t errlen)
 {
-	struct vm_devices *d;
+	struct virtio_devices *d;
 	struct virtio_dev *dev;
 	struct blk_spec *s;
 	int ret;
@@ -77,14 +76,15 @@ int virtio_add_disk(struct vm *vm, const char *spec, char *err, size_t errlen)
 	ret = blk_spec_parse(spec, s, err, errlen);
 	if (ret)
 		goto out;
-	pthread_mutex_lock(&registry.lock);
-	d = reserve(vm, err, errlen);
-	ret = d ? virtio_blk_create(vm, s, d->ndisks, &dev, err, errlen) : -ENOSPC;
+	d = reserve(vm, &ret, err, errlen);
+	if (!d)
+		goto out;
+	ret = virtio_blk_create(vm, s, d->ndisks, &dev, err, errlen);
 	if (!ret) {
 		d->devs[d->ndevs++] = dev;
 		d->ndisks++;
 	}
-	pthread_mutex_unlock(&registry.lock);
+	pthread_mutex_unlock(&d->lock);
 out:
 	free(s);
 	return ret;
@@ -92,7 +92,7 @@ out:
 
 int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen)
 {
-	struct vm_devices *d;
+	struct virtio_devices *d;
 	struct virtio_dev *dev;
 	struct net_spec s;
 	int ret;
@@ -100,63 +100,67 @@ int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen)
 	ret = net_spec_parse(spec, &s, err, errlen);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&registry.lock);
-	d = reserve(vm, err, errlen);
-	ret = d ? virtio_net_create(vm, &s, d->nnics, &dev, err, errlen) : -ENOSPC;
+	d = reserve(vm, &ret, err, errlen);
+	if (!d)
+		return ret;
+	ret = virtio_net_create(vm, &s, d->nnics, &dev, err, errlen);
 	if (!ret) {
 		d->devs[d->ndevs++] = dev;
 		d->nnics++;
 	}
-	pthread_mutex_unlock(&registry.lock);
+	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 
 int virtio_add_rng(struct vm *vm, char *err, size_t errlen)
 {
-	struct vm_devices *d;
+	struct virtio_devices *d;
 	struct virtio_dev *dev;
 	int ret;
 
-	pthread_mutex_lock(&registry.lock);
-	d = reserve(vm, err, errlen);
-	ret = d ? virtio_rng_create(vm, &dev, err, errlen) : -ENOSPC;
+	d = reserve(vm, &ret, err, errlen);
+	if (!d)
+		return ret;
+	ret = virtio_rng_create(vm, &dev, err, errlen);
 	if (!ret)
 		d->devs[d->ndevs++] = dev;
-	pthread_mutex_unlock(&registry.lock);
+	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 
 int virtio_add_console(struct vm *vm, const char *spec, char *err, size_t errlen)
 {
 	struct console_spec s;
-	struct vm_devices *d;
+	struct virtio_devices *d;
 	struct virtio_dev *dev;
 	int ret;
 
 	ret = console_spec_parse(spec, &s, err, errlen);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&registry.lock);
-	d = reserve(vm, err, errlen);
-	ret = d ? virtio_console_create(vm, &s, d->nconsoles, &dev, err, errlen) : -ENOSPC;
+	d = reserve(vm, &ret, err, errlen);
+	if (!d)
+		return ret;
+	ret = virtio_console_create(vm, &s, d->nconsoles, &dev, err, errlen);
 	if (!ret) {
 		d->devs[d->ndevs++] = dev;
 		d->nconsoles++;
 	}
-	pthread_mutex_unlock(&registry.lock);
+	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 
 /* Runs fn on every device of vm, in creation order or in reverse. */
 static void for_each(struct vm *vm, bool reverse, void (*fn)(struct virtio_dev *))
 {
-	struct vm_devices *d;
+	struct virtio_devices *d = devices_of(vm, false);
 
-	pthread_mutex_lock(&registry.lock);
-	d = lookup(vm, false);
-	for (unsigned i = 0; d && i < d->ndevs; i++)
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->ndevs; i++)
 		fn(d->devs[reverse ? d->ndevs - 1 - i : i]);
-	pthread_mutex_unlock(&registry.lock);
+	pthread_mutex_unlock(&d->lock);
 }
 
 void virtio_devices_pause(struct vm *vm)
@@ -176,12 +180,13 @@ void virtio_devices_reset(struct vm *vm)
 
 void virtio_devices_destroy(struct vm *vm)
 {
-	struct vm_devices *d;
+	struct virtio_devices **slot = vm_virtio_slot(vm);
+	struct virtio_devices *d = *slot;
 
+	if (!d)
+		return;
 	for_each(vm, true, virtio_dev_destroy);
-	pthread_mutex_lock(&registry.lock);
-	d = lookup(vm, false);
-	if (d)
-		memset(d, 0, sizeof(*d));
-	pthread_mutex_unlock(&registry.lock);
+	*slot = NULL;
+	pthread_mutex_destroy(&d->lock);
+	free(d);
 }

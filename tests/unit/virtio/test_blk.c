@@ -591,6 +591,9 @@ static void test_bad_specs(void **state)
 	/* fd 0 is not a tap */
 	assert_int_equal(virtio_add_net(vm, "fd=0", err, sizeof(err)), -ENOTTY);
 	assert_non_null(strstr(err, "not a tap"));
+	/* As the worker does after a failed add: the (empty) device list
+	 * hanging off the VM goes too. */
+	virtio_devices_destroy(vm);
 	vd_destroy(vm);
 }
 

@@ -110,6 +110,11 @@ struct pci_bus *vm_pci_bus(struct vm *vm)
 	return (struct pci_bus *)vm;
 }
 
+struct virtio_devices **vm_virtio_slot(struct vm *vm)
+{
+	return &vm->virtio;
+}
+
 unsigned vm_vcpu_count(const struct vm *vm)
 {
 	return vm->ncpus;

@@ -38,6 +38,7 @@ struct vm {
 	struct { uint64_t addr; int fd; } ioeventfds[64];
 	unsigned nioeventfds;
 	unsigned ndevs;
+	struct virtio_devices *virtio; /* vm_virtio_slot */
 };
 
 struct vm *vd_create(unsigned ncpus);
