@@ -760,7 +760,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 	if (ret)
 		return ret;
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
-		ret = vcpu_reset(&vm->vcpus[i]);
+		ret = vcpu_reset(&vm->vcpus[i], false);
 		if (ret)
 			return fail(err, errlen, ret, "setting up vCPU %u: %s", i, strerror(-ret));
 	}
@@ -843,7 +843,7 @@ static int reset_in_place(struct vm *vm)
 		return ret;
 	}
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
-		ret = vcpu_reset(&vm->vcpus[i]);
+		ret = vcpu_reset(&vm->vcpus[i], true);
 		if (ret)
 			return ret;
 	}

@@ -165,8 +165,9 @@ void vm_unpark_vcpus(struct vm *vm);
  * with err naming what failed. */
 int vcpu_create(struct vm *vm, unsigned index, char *err, size_t errlen);
 /* Puts the vCPU in its power-on state for vm->boot (BSP: the loader's
- * entry state; APs: waiting for INIT/SIPI). 0 or -errno. */
-int vcpu_reset(struct vcpu *vcpu);
+ * entry state; APs: waiting for INIT/SIPI); in_place for a reboot of a VM
+ * that ran (the TSC keeps counting then). 0 or -errno. */
+int vcpu_reset(struct vcpu *vcpu, bool in_place);
 int vcpu_start_thread(struct vcpu *vcpu);
 /* Interrupts KVM_RUN so the thread looks at vm->want_park. */
 void vcpu_kick(struct vcpu *vcpu);

@@ -244,3 +244,21 @@ def test_repeated_resets_while_busy(vmm_bin, testguest, tmp_path):
             assert ctl.request("reset")["ok"] is True
             vm.wait_result("boot", 30, count=i)
         assert vm.result_values("cpus_online") == ["2"] * 7
+
+
+def test_pause_resume_reset_rounds_two_vcpus(vmm_bin, testguest, tmp_path):
+    # Once a rare hang: the rebooted 2-vCPU guest stopped for good in its
+    # TSC-deadline sleep while bringing up the AP (the TSC was rewound on
+    # in-place reset). Every round must come back with both CPUs.
+    rounds = 10
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="count", cpus=2) as vm:
+        ctl = vm.control()
+        for i in range(1, rounds + 1):
+            vm.wait_result("boot", 30, count=i)
+            vm.wait_result("count", 30, count=i)
+            for cmd in ("pause", "resume", "reset"):
+                assert ctl.request(cmd)["ok"] is True, (i, cmd)
+        vm.wait_result("boot", 30, count=rounds + 1)
+        assert vm.result_values("cpus_online") == ["2"] * (rounds + 1), vm.tails()
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0
