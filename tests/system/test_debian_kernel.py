@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from conftest import TOP
+from netns_util import NetNs, can_make_netns
 from vmmlib import Vmm, expected_e820, MiB
 
 pytestmark = pytest.mark.usefixtures("kvm")
@@ -53,10 +54,13 @@ def check_banner(vm, timeout):
     assert seen == expected_e820(MEMORY), vm.serial()[-3000:]
 
 
-def boot(vmm_bin, tmp_path, kernel, initrd, protocol, banner_timeout):
-    extra = ["--boot-protocol", protocol]
-    with Vmm(vmm_bin, kernel, tmp_path, cmdline=CMDLINE, memory="%dM" % (MEMORY >> 20), cpus=2,
-             initrd=initrd, extra=extra) as vm:
+def boot(vmm_bin, tmp_path, kernel, initrd, protocol, banner_timeout, devices=(), ns=None):
+    extra = ["--boot-protocol", protocol] + list(devices)
+    vm = Vmm(vmm_bin, kernel, tmp_path, cmdline=CMDLINE, memory="%dM" % (MEMORY >> 20), cpus=2,
+             initrd=initrd, extra=extra)
+    if ns:
+        ns.wrap(vm)
+    with vm:
         check_banner(vm, banner_timeout)
         if hw_virt():
             # A real host: on to the initramfs' init, which powers off.
@@ -73,6 +77,23 @@ def boot(vmm_bin, tmp_path, kernel, initrd, protocol, banner_timeout):
 def test_vmlinux_linux_boot_protocol(vmm_bin, tmp_path, debian_kernel):
     boot(vmm_bin, tmp_path, os.path.join(debian_kernel, "vmlinux"),
          os.path.join(debian_kernel, "initramfs.cpio.gz"), "linux", 120)
+
+
+def test_vmlinux_with_disk_and_nic(vmm_bin, tmp_path, debian_kernel):
+    """Issue 3: the same kernel, banner, exact command line and e820 map
+    with a raw virtio disk and a virtio NIC (a tap in a private network
+    namespace) attached: devices on the PCI bus change nothing the kernel
+    reports about memory and boot."""
+    if not can_make_netns():
+        pytest.skip("needs root, /dev/net/tun and network namespaces (ip netns add)")
+    img = tmp_path / "disk.raw"
+    with open(img, "wb") as f:
+        f.truncate(64 * MiB)
+    with NetNs(prefix="10.203.0", name="cldeb%d" % os.getpid()) as ns:
+        ns.add_tap("tap0")
+        boot(vmm_bin, tmp_path / "vm", os.path.join(debian_kernel, "vmlinux"),
+             os.path.join(debian_kernel, "initramfs.cpio.gz"), "linux", 120,
+             devices=["--disk", "path=%s" % img, "--net", "tap=tap0"], ns=ns)
 
 
 def test_vmlinux_pvh(vmm_bin, tmp_path, debian_kernel):
