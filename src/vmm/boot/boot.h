@@ -167,6 +167,22 @@ struct boot_elf_image {
 };
 int boot_elf_load(struct guest_mem *mem, const uint8_t *img, size_t len,
 		  struct boot_elf_image *out, char *err, size_t errlen);
+/* An ELF file's header and program headers with the class (32/64-bit)
+ * folded away. boot_elf_header checks the program header table lies
+ * inside the file: 0 or -ENOEXEC. boot_elf_phdr reads entry i < phnum. */
+struct boot_elf_header {
+	int is64;
+	uint16_t machine;
+	uint64_t entry, phoff;
+	unsigned phnum;
+};
+struct boot_elf_phdr {
+	uint32_t type;
+	uint64_t offset, filesz, paddr, memsz;
+};
+int boot_elf_header(const uint8_t *img, size_t len, struct boot_elf_header *h);
+void boot_elf_phdr(const uint8_t *img, const struct boot_elf_header *h, unsigned i,
+		   struct boot_elf_phdr *ph);
 /* Finds the PVH 32-bit entry note; 0 with *entry, -ENOENT when absent,
  * -ENOEXEC when malformed. img must already have passed boot_elf_load. */
 int pvh_find_entry(const uint8_t *img, size_t len, uint64_t *entry);

@@ -279,92 +279,102 @@ static int load_segment(struct guest_mem *mem, const uint8_t *img, size_t len, u
 	return 0;
 }
 
-static int elf_load64(struct guest_mem *mem, const uint8_t *img, size_t len,
-		      struct boot_elf_image *out, char *err, size_t errlen)
+int boot_elf_header(const uint8_t *img, size_t len, struct boot_elf_header *h)
 {
-	Elf64_Ehdr eh;
-	unsigned nload = 0;
-	int ret;
+	size_t phentsize;
+	unsigned entsize;
 
-	if (len < sizeof(eh))
-		return fail(err, errlen, -ENOEXEC, "ELF file truncated: %zu bytes", len);
-	memcpy(&eh, img, sizeof(eh));
-	if (eh.e_machine != EM_X86_64)
-		return fail(err, errlen, -ENOEXEC, "ELF machine %u is not x86-64", eh.e_machine);
-	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phoff > len ||
-	    (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > len - eh.e_phoff)
-		return fail(err, errlen, -ENOEXEC, "ELF program headers are missing or truncated");
-	out->lo = UINT64_MAX;
-	out->hi = 0;
-	for (unsigned i = 0; i < eh.e_phnum; i++) {
-		Elf64_Phdr ph;
-		memcpy(&ph, img + eh.e_phoff + i * sizeof(ph), sizeof(ph));
-		if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
-			continue;
-		ret = load_segment(mem, img, len, ph.p_offset, ph.p_filesz, ph.p_paddr, ph.p_memsz,
-				   err, errlen);
-		if (ret)
-			return ret;
-		out->lo = MIN(out->lo, ph.p_paddr);
-		out->hi = MAX(out->hi, ph.p_paddr + ph.p_memsz);
-		nload++;
+	if (len < EI_NIDENT || (img[EI_CLASS] != ELFCLASS64 && img[EI_CLASS] != ELFCLASS32))
+		return -ENOEXEC;
+	h->is64 = img[EI_CLASS] == ELFCLASS64;
+	if (h->is64) {
+		Elf64_Ehdr eh;
+		if (len < sizeof(eh))
+			return -ENOEXEC;
+		memcpy(&eh, img, sizeof(eh));
+		h->machine = eh.e_machine;
+		h->entry = eh.e_entry;
+		h->phoff = eh.e_phoff;
+		h->phnum = eh.e_phnum;
+		entsize = eh.e_phentsize;
+		phentsize = sizeof(Elf64_Phdr);
+	} else {
+		Elf32_Ehdr eh;
+		if (len < sizeof(eh))
+			return -ENOEXEC;
+		memcpy(&eh, img, sizeof(eh));
+		h->machine = eh.e_machine;
+		h->entry = eh.e_entry;
+		h->phoff = eh.e_phoff;
+		h->phnum = eh.e_phnum;
+		entsize = eh.e_phentsize;
+		phentsize = sizeof(Elf32_Phdr);
 	}
-	if (!nload)
-		return fail(err, errlen, -ENOEXEC, "ELF file has no loadable segment");
-	out->entry = eh.e_entry;
-	out->is64 = 1;
+	if (entsize != phentsize || h->phnum == 0 || h->phoff > len ||
+	    (uint64_t)h->phnum * phentsize > len - h->phoff)
+		return -ENOEXEC;
 	return 0;
 }
 
-static int elf_load32(struct guest_mem *mem, const uint8_t *img, size_t len,
-		      struct boot_elf_image *out, char *err, size_t errlen)
+void boot_elf_phdr(const uint8_t *img, const struct boot_elf_header *h, unsigned i,
+		   struct boot_elf_phdr *ph)
 {
-	Elf32_Ehdr eh;
-	unsigned nload = 0;
-	int ret;
-
-	if (len < sizeof(eh))
-		return fail(err, errlen, -ENOEXEC, "ELF file truncated: %zu bytes", len);
-	memcpy(&eh, img, sizeof(eh));
-	if (eh.e_machine != EM_386 && eh.e_machine != EM_X86_64)
-		return fail(err, errlen, -ENOEXEC, "ELF machine %u is not x86", eh.e_machine);
-	if (eh.e_phentsize != sizeof(Elf32_Phdr) || eh.e_phnum == 0 || eh.e_phoff > len ||
-	    (uint64_t)eh.e_phnum * sizeof(Elf32_Phdr) > len - eh.e_phoff)
-		return fail(err, errlen, -ENOEXEC, "ELF program headers are missing or truncated");
-	out->lo = UINT64_MAX;
-	out->hi = 0;
-	for (unsigned i = 0; i < eh.e_phnum; i++) {
-		Elf32_Phdr ph;
-		memcpy(&ph, img + eh.e_phoff + i * sizeof(ph), sizeof(ph));
-		if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
-			continue;
-		ret = load_segment(mem, img, len, ph.p_offset, ph.p_filesz, ph.p_paddr, ph.p_memsz,
-				   err, errlen);
-		if (ret)
-			return ret;
-		out->lo = MIN(out->lo, (uint64_t)ph.p_paddr);
-		out->hi = MAX(out->hi, (uint64_t)ph.p_paddr + ph.p_memsz);
-		nload++;
+	if (h->is64) {
+		Elf64_Phdr p;
+		memcpy(&p, img + h->phoff + (uint64_t)i * sizeof(p), sizeof(p));
+		*ph = (struct boot_elf_phdr){ .type = p.p_type, .offset = p.p_offset,
+					      .filesz = p.p_filesz, .paddr = p.p_paddr,
+					      .memsz = p.p_memsz };
+	} else {
+		Elf32_Phdr p;
+		memcpy(&p, img + h->phoff + (uint64_t)i * sizeof(p), sizeof(p));
+		*ph = (struct boot_elf_phdr){ .type = p.p_type, .offset = p.p_offset,
+					      .filesz = p.p_filesz, .paddr = p.p_paddr,
+					      .memsz = p.p_memsz };
 	}
-	if (!nload)
-		return fail(err, errlen, -ENOEXEC, "ELF file has no loadable segment");
-	out->entry = eh.e_entry;
-	out->is64 = 0;
-	return 0;
 }
 
 int boot_elf_load(struct guest_mem *mem, const uint8_t *img, size_t len,
 		  struct boot_elf_image *out, char *err, size_t errlen)
 {
+	struct boot_elf_header h;
+	unsigned nload = 0;
+	int ret;
+
 	if (len < EI_NIDENT || memcmp(img, ELFMAG, SELFMAG))
 		return fail(err, errlen, -ENOEXEC, "not an ELF file");
 	if (img[EI_DATA] != ELFDATA2LSB)
 		return fail(err, errlen, -ENOEXEC, "ELF file is not little-endian");
-	if (img[EI_CLASS] == ELFCLASS64)
-		return elf_load64(mem, img, len, out, err, errlen);
-	if (img[EI_CLASS] == ELFCLASS32)
-		return elf_load32(mem, img, len, out, err, errlen);
-	return fail(err, errlen, -ENOEXEC, "unknown ELF class %u", img[EI_CLASS]);
+	if (img[EI_CLASS] != ELFCLASS64 && img[EI_CLASS] != ELFCLASS32)
+		return fail(err, errlen, -ENOEXEC, "unknown ELF class %u", img[EI_CLASS]);
+	if (len < (img[EI_CLASS] == ELFCLASS64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr)))
+		return fail(err, errlen, -ENOEXEC, "ELF file truncated: %zu bytes", len);
+	if (boot_elf_header(img, len, &h))
+		return fail(err, errlen, -ENOEXEC, "ELF program headers are missing or truncated");
+	if (h.machine != EM_X86_64 && (h.is64 || h.machine != EM_386))
+		return fail(err, errlen, -ENOEXEC, "ELF machine %u is not %s", h.machine,
+			    h.is64 ? "x86-64" : "x86");
+	out->lo = UINT64_MAX;
+	out->hi = 0;
+	for (unsigned i = 0; i < h.phnum; i++) {
+		struct boot_elf_phdr ph;
+
+		boot_elf_phdr(img, &h, i, &ph);
+		if (ph.type != PT_LOAD || ph.memsz == 0)
+			continue;
+		ret = load_segment(mem, img, len, ph.offset, ph.filesz, ph.paddr, ph.memsz, err,
+				   errlen);
+		if (ret)
+			return ret;
+		out->lo = MIN(out->lo, ph.paddr);
+		out->hi = MAX(out->hi, ph.paddr + ph.memsz);
+		nload++;
+	}
+	if (!nload)
+		return fail(err, errlen, -ENOEXEC, "ELF file has no loadable segment");
+	out->entry = h.entry;
+	out->is64 = h.is64;
+	return 0;
 }
 
 static int load_vmlinux(struct guest_mem *mem, const struct boot_input *in,

@@ -57,32 +57,20 @@ static int scan_notes(const uint8_t *img, size_t len, uint64_t off, uint64_t siz
 
 int pvh_find_entry(const uint8_t *img, size_t len, uint64_t *entry)
 {
-	int ret = -ENOENT;
+	struct boot_elf_header h;
 
-	if (img[EI_CLASS] == ELFCLASS64) {
-		Elf64_Ehdr eh;
-		memcpy(&eh, img, sizeof(eh));
-		for (unsigned i = 0; i < eh.e_phnum; i++) {
-			Elf64_Phdr ph;
-			memcpy(&ph, img + eh.e_phoff + i * sizeof(ph), sizeof(ph));
-			if (ph.p_type != PT_NOTE)
-				continue;
-			ret = scan_notes(img, len, ph.p_offset, ph.p_filesz, entry);
-			if (ret != -ENOENT)
-				return ret;
-		}
-	} else {
-		Elf32_Ehdr eh;
-		memcpy(&eh, img, sizeof(eh));
-		for (unsigned i = 0; i < eh.e_phnum; i++) {
-			Elf32_Phdr ph;
-			memcpy(&ph, img + eh.e_phoff + i * sizeof(ph), sizeof(ph));
-			if (ph.p_type != PT_NOTE)
-				continue;
-			ret = scan_notes(img, len, ph.p_offset, ph.p_filesz, entry);
-			if (ret != -ENOENT)
-				return ret;
-		}
+	if (boot_elf_header(img, len, &h))
+		return -ENOEXEC;
+	for (unsigned i = 0; i < h.phnum; i++) {
+		struct boot_elf_phdr ph;
+		int ret;
+
+		boot_elf_phdr(img, &h, i, &ph);
+		if (ph.type != PT_NOTE)
+			continue;
+		ret = scan_notes(img, len, ph.offset, ph.filesz, entry);
+		if (ret != -ENOENT)
+			return ret;
 	}
 	return -ENOENT;
 }
