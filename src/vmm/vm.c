@@ -35,6 +35,7 @@
 #include "vmm/chardev.h"
 #include "vmm/control.h"
 #include "vmm/cpuid.h"
+#include "vmm/fail.h"
 #include "vmm/hw/hw.h"
 #include "vmm/layout.h"
 #include "vmm/machine.h"
@@ -42,19 +43,6 @@
 #define KVM_TSS_ADDR 0xfffbd000ULL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
 #define GSI_LEGACY_PINS 24
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
 
 /* ---- services for devices (vm.h) ---------------------------------- */
 
@@ -476,15 +464,15 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 	struct guest_mem *m = &vm->mem;
 
 	if (bits < 64 && top > 1ULL << bits)
-		return fail(err, errlen, -EINVAL,
+		return vmm_fail(err, errlen, -EINVAL,
 			    "--memory %" PRIu64 " MiB needs %" PRIu64 " GiB of guest-physical "
 			    "space but this CPU has %u physical address bits",
 			    size >> 20, top >> 30, bits);
 	m->memfd = memfd_create("cloison-guest", MFD_CLOEXEC);
 	if (m->memfd < 0)
-		return fail(err, errlen, -errno, "memfd_create: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "memfd_create: %s", strerror(errno));
 	if (ftruncate(m->memfd, (off_t)size) < 0)
-		return fail(err, errlen, -errno, "sizing guest memory to %" PRIu64 " bytes: %s",
+		return vmm_fail(err, errlen, -errno, "sizing guest memory to %" PRIu64 " bytes: %s",
 			    size, strerror(errno));
 	m->total = size;
 	m->regions[0] = (struct guest_mem_region){ .gpa = 0, .size = low, .memfd_off = 0 };
@@ -500,7 +488,7 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 		void *p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 			       m->memfd, (off_t)r->memfd_off);
 		if (p == MAP_FAILED)
-			return fail(err, errlen, -errno, "mapping guest memory: %s", strerror(errno));
+			return vmm_fail(err, errlen, -errno, "mapping guest memory: %s", strerror(errno));
 		r->hva = p;
 		madvise(p, r->size, MADV_HUGEPAGE);
 		slot = (struct kvm_userspace_memory_region){
@@ -510,7 +498,7 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 			.userspace_addr = (uintptr_t)p,
 		};
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
-			return fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
+			return vmm_fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
 				    strerror(errno));
 	}
 	return 0;
@@ -542,19 +530,19 @@ static int map_file(const char *path, const char *what, struct mapped_file *f, c
 	f->data = NULL;
 	f->len = 0;
 	if (fd < 0)
-		return fail(err, errlen, -EINVAL, "cannot open the %s '%s': %s", what, path,
+		return vmm_fail(err, errlen, -EINVAL, "cannot open the %s '%s': %s", what, path,
 			    strerror(errno));
 	if (fstat(fd, &st) < 0) {
-		ret = fail(err, errlen, -EINVAL, "cannot stat the %s '%s': %s", what, path,
+		ret = vmm_fail(err, errlen, -EINVAL, "cannot stat the %s '%s': %s", what, path,
 			   strerror(errno));
 	} else if (!S_ISREG(st.st_mode)) {
-		ret = fail(err, errlen, -EINVAL, "the %s '%s' is not a regular file", what, path);
+		ret = vmm_fail(err, errlen, -EINVAL, "the %s '%s' is not a regular file", what, path);
 	} else if (st.st_size == 0) {
-		ret = fail(err, errlen, -EINVAL, "the %s '%s' is empty", what, path);
+		ret = vmm_fail(err, errlen, -EINVAL, "the %s '%s' is empty", what, path);
 	} else {
 		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (p == MAP_FAILED)
-			ret = fail(err, errlen, -EINVAL, "cannot read the %s '%s': %s", what, path,
+			ret = vmm_fail(err, errlen, -EINVAL, "cannot read the %s '%s': %s", what, path,
 				   strerror(errno));
 		else {
 			f->data = p;
@@ -602,7 +590,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	};
 	ret = boot_load_kernel(&vm->mem, &in, &vm->boot, why, sizeof(why));
 	if (ret)
-		ret = fail(err, errlen, -EINVAL, "kernel '%s': %s", vm->cfg.kernel, why);
+		ret = vmm_fail(err, errlen, -EINVAL, "kernel '%s': %s", vm->cfg.kernel, why);
 	else
 		log_debug("loaded %s: entry 0x%" PRIx64 ", image [0x%" PRIx64 ", 0x%" PRIx64 ")%s",
 			  vm->boot.format, vm->boot.rip, vm->boot.kernel_start, vm->boot.kernel_end,
@@ -621,17 +609,17 @@ static int open_kvm(struct vm *vm, char *err, size_t errlen)
 
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0)
-		return fail(err, errlen, -errno, "cannot open /dev/kvm: %s (run --check-host)",
+		return vmm_fail(err, errlen, -errno, "cannot open /dev/kvm: %s (run --check-host)",
 			    strerror(errno));
 	api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (api != KVM_API_VERSION)
-		return fail(err, errlen, -ENOTSUP, "KVM API version %d; cloison needs %d", api,
+		return vmm_fail(err, errlen, -ENOTSUP, "KVM API version %d; cloison needs %d", api,
 			    KVM_API_VERSION);
 	do
 		vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	while (vm->vm_fd < 0 && errno == EINTR);
 	if (vm->vm_fd < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
 	return 0;
 }
 
@@ -652,27 +640,27 @@ static int setup_irqchip(struct vm *vm, char *err, size_t errlen)
 	int ret;
 
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0)
-		return fail(err, errlen, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
 	{
 		uint64_t addr = KVM_IDENTITY_MAP_ADDR;
 		if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0)
-			return fail(err, errlen, -errno, "KVM_SET_IDENTITY_MAP_ADDR: %s",
+			return vmm_fail(err, errlen, -errno, "KVM_SET_IDENTITY_MAP_ADDR: %s",
 				    strerror(errno));
 	}
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	ret = routes_init(vm);
 	if (ret)
-		return fail(err, errlen, ret, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
 	for (unsigned i = 0; i < 3; i++) {
 		vm->irqchip0[i].chip_id = i;
 		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &vm->irqchip0[i]) < 0)
-			return fail(err, errlen, -errno, "KVM_GET_IRQCHIP: %s", strerror(errno));
+			return vmm_fail(err, errlen, -errno, "KVM_GET_IRQCHIP: %s", strerror(errno));
 	}
 	if (ioctl(vm->vm_fd, KVM_GET_PIT2, &vm->pit0) < 0)
-		return fail(err, errlen, -errno, "KVM_GET_PIT2: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "KVM_GET_PIT2: %s", strerror(errno));
 	return 0;
 }
 
@@ -701,7 +689,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 	int ret, max;
 
 	if (!vm)
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
 	vm->cfg = *cfg;
 	vm->kvm_fd = vm->vm_fd = vm->mem.memfd = vm->signal_fd = -1;
 	vm->kick_signal = SIGUSR1;
@@ -716,36 +704,36 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 		return ret;
 	max = vm_max_vcpus(vm->kvm_fd);
 	if (cfg->ncpus < 1 || cfg->ncpus > (unsigned)max)
-		return fail(err, errlen, -EINVAL,
+		return vmm_fail(err, errlen, -EINVAL,
 			    "--cpus %u: this host's KVM allows 1 to %d vCPUs", cfg->ncpus, max);
 	ret = cpuid_get_supported(vm->kvm_fd, &vm->cpuid_supported);
 	if (ret)
-		return fail(err, errlen, ret, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
 	ret = get_msr_list(vm);
 	if (ret)
-		return fail(err, errlen, ret, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
 	ret = setup_memory(vm, err, errlen);
 	if (ret)
 		return ret;
 	ret = e820_build(cfg->memory, &vm->e820);
 	if (ret)
-		return fail(err, errlen, -EINVAL, "--memory: %" PRIu64 " bytes is not usable",
+		return vmm_fail(err, errlen, -EINVAL, "--memory: %" PRIu64 " bytes is not usable",
 			    cfg->memory);
 	ret = setup_irqchip(vm, err, errlen);
 	if (ret)
 		return ret;
 	ret = evloop_create(&vm->loop);
 	if (ret)
-		return fail(err, errlen, ret, "creating the event loop: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "creating the event loop: %s", strerror(-ret));
 	ret = io_bus_create(&vm->pio, "pio");
 	if (!ret)
 		ret = io_bus_create(&vm->mmio, "mmio");
 	if (ret)
-		return fail(err, errlen, ret, "creating the I/O buses: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "creating the I/O buses: %s", strerror(-ret));
 
 	vm->vcpus = calloc(cfg->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < cfg->ncpus; i++) {
 		vm->vcpus[i].fd = -1;
 		ret = vcpu_create(vm, i, err, errlen);
@@ -762,7 +750,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		ret = vcpu_reset(&vm->vcpus[i], false);
 		if (ret)
-			return fail(err, errlen, ret, "setting up vCPU %u: %s", i, strerror(-ret));
+			return vmm_fail(err, errlen, ret, "setting up vCPU %u: %s", i, strerror(-ret));
 	}
 	return 0;
 }

@@ -12,21 +12,9 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "vmm/fail.h"
 #include "vmm/guest_mem.h"
 #include "vmm/layout.h"
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
 
 static uint16_t get16(const uint8_t *p)
 {
@@ -112,12 +100,12 @@ static int copy_cmdline(struct guest_mem *mem, const char *cmdline, uint64_t lim
 	char *dst;
 
 	if (len + 1 > limit)
-		return fail(err, errlen, -E2BIG,
+		return vmm_fail(err, errlen, -E2BIG,
 			    "the command line is %zu bytes; this kernel takes at most %llu",
 			    len, (unsigned long long)(limit - 1));
 	dst = guest_mem_ptr(mem, LAYOUT_CMDLINE, len + 1);
 	if (!dst)
-		return fail(err, errlen, -ENOMEM, "no room for the command line");
+		return vmm_fail(err, errlen, -ENOMEM, "no room for the command line");
 	memcpy(dst, cmdline, len + 1);
 	return 0;
 }
@@ -133,7 +121,7 @@ int boot_place_initrd(struct guest_mem *mem, const struct boot_input *in, uint64
 	if (!in->initrd)
 		return 0;
 	if (in->initrd_len == 0)
-		return fail(err, errlen, -ENOEXEC, "the initrd is empty");
+		return vmm_fail(err, errlen, -ENOEXEC, "the initrd is empty");
 	if (in->initrd_len > top)
 		goto too_big;
 	addr = ALIGN_DOWN(top - in->initrd_len, 4096);
@@ -146,7 +134,7 @@ int boot_place_initrd(struct guest_mem *mem, const struct boot_input *in, uint64
 	*gpa = addr;
 	return 0;
 too_big:
-	return fail(err, errlen, -ENOMEM,
+	return vmm_fail(err, errlen, -ENOMEM,
 		    "the initrd (%zu bytes) does not fit between the kernel's end (0x%llx) and 0x%llx: "
 		    "give the VM more --memory",
 		    in->initrd_len, (unsigned long long)kernel_end, (unsigned long long)top);
@@ -196,17 +184,17 @@ static int load_bzimage(struct guest_mem *mem, const struct boot_input *in,
 	int ret;
 
 	if (in->kernel_len < 0x264)
-		return fail(err, errlen, -ENOEXEC, "bzImage truncated: %zu bytes", in->kernel_len);
+		return vmm_fail(err, errlen, -ENOEXEC, "bzImage truncated: %zu bytes", in->kernel_len);
 	version = get16(k + BP_VERSION);
 	if (version < 0x206)
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "bzImage boot protocol %u.%02u is too old; 2.06 or later is needed",
 			    version >> 8, version & 0xff);
 	if (!(k[BP_LOADFLAGS] & LOADFLAG_LOADED_HIGH))
-		return fail(err, errlen, -ENOEXEC, "a zImage (loaded low) is not supported");
+		return vmm_fail(err, errlen, -ENOEXEC, "a zImage (loaded low) is not supported");
 	setup_size = ((size_t)(k[BP_SETUP_SECTS] ? k[BP_SETUP_SECTS] : 4) + 1) * 512;
 	if (setup_size >= in->kernel_len)
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "bzImage truncated: %zu bytes, the setup code alone is %zu",
 			    in->kernel_len, setup_size);
 	pm_size = in->kernel_len - setup_size;
@@ -218,7 +206,7 @@ static int load_bzimage(struct guest_mem *mem, const struct boot_input *in,
 	kernel_end = LAYOUT_KERNEL_START + MAX((uint64_t)pm_size, (uint64_t)init_size);
 	dst = guest_mem_ptr(mem, LAYOUT_KERNEL_START, kernel_end - LAYOUT_KERNEL_START);
 	if (!dst)
-		return fail(err, errlen, -ENOMEM,
+		return vmm_fail(err, errlen, -ENOMEM,
 			    "the kernel needs %llu bytes from 1 MiB: give the VM more --memory",
 			    (unsigned long long)(kernel_end - LAYOUT_KERNEL_START));
 	memcpy(dst, k + setup_size, pm_size);
@@ -233,7 +221,7 @@ static int load_bzimage(struct guest_mem *mem, const struct boot_input *in,
 
 	bp = guest_mem_ptr(mem, LAYOUT_BOOT_PARAMS, BP_SIZE);
 	if (!bp)
-		return fail(err, errlen, -ENOMEM, "no room for the zero page");
+		return vmm_fail(err, errlen, -ENOMEM, "no room for the zero page");
 	memset(bp, 0, BP_SIZE);
 	hdr_end = MIN((size_t)0x202 + k[BP_JUMP + 1], in->kernel_len);
 	hdr_end = MIN(hdr_end, (size_t)BP_E820_TABLE);
@@ -265,12 +253,12 @@ static int load_segment(struct guest_mem *mem, const uint8_t *img, size_t len, u
 	uint8_t *dst;
 
 	if (filesz > memsz || off > len || filesz > len - off)
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "ELF segment at file offset 0x%llx (%llu bytes) lies outside the file",
 			    (unsigned long long)off, (unsigned long long)filesz);
 	dst = guest_mem_ptr(mem, paddr, memsz);
 	if (!dst || paddr < LAYOUT_KERNEL_START)
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "ELF segment [0x%llx, +0x%llx) lies outside guest RAM from 1 MiB "
 			    "(the boot data and ACPI tables live below)",
 			    (unsigned long long)paddr, (unsigned long long)memsz);
@@ -342,17 +330,17 @@ int boot_elf_load(struct guest_mem *mem, const uint8_t *img, size_t len,
 	int ret;
 
 	if (len < EI_NIDENT || memcmp(img, ELFMAG, SELFMAG))
-		return fail(err, errlen, -ENOEXEC, "not an ELF file");
+		return vmm_fail(err, errlen, -ENOEXEC, "not an ELF file");
 	if (img[EI_DATA] != ELFDATA2LSB)
-		return fail(err, errlen, -ENOEXEC, "ELF file is not little-endian");
+		return vmm_fail(err, errlen, -ENOEXEC, "ELF file is not little-endian");
 	if (img[EI_CLASS] != ELFCLASS64 && img[EI_CLASS] != ELFCLASS32)
-		return fail(err, errlen, -ENOEXEC, "unknown ELF class %u", img[EI_CLASS]);
+		return vmm_fail(err, errlen, -ENOEXEC, "unknown ELF class %u", img[EI_CLASS]);
 	if (len < (img[EI_CLASS] == ELFCLASS64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr)))
-		return fail(err, errlen, -ENOEXEC, "ELF file truncated: %zu bytes", len);
+		return vmm_fail(err, errlen, -ENOEXEC, "ELF file truncated: %zu bytes", len);
 	if (boot_elf_header(img, len, &h))
-		return fail(err, errlen, -ENOEXEC, "ELF program headers are missing or truncated");
+		return vmm_fail(err, errlen, -ENOEXEC, "ELF program headers are missing or truncated");
 	if (h.machine != EM_X86_64 && (h.is64 || h.machine != EM_386))
-		return fail(err, errlen, -ENOEXEC, "ELF machine %u is not %s", h.machine,
+		return vmm_fail(err, errlen, -ENOEXEC, "ELF machine %u is not %s", h.machine,
 			    h.is64 ? "x86-64" : "x86");
 	out->lo = UINT64_MAX;
 	out->hi = 0;
@@ -371,7 +359,7 @@ int boot_elf_load(struct guest_mem *mem, const uint8_t *img, size_t len,
 		nload++;
 	}
 	if (!nload)
-		return fail(err, errlen, -ENOEXEC, "ELF file has no loadable segment");
+		return vmm_fail(err, errlen, -ENOEXEC, "ELF file has no loadable segment");
 	out->entry = h.entry;
 	out->is64 = h.is64;
 	return 0;
@@ -386,11 +374,11 @@ static int load_vmlinux(struct guest_mem *mem, const struct boot_input *in,
 	int ret;
 
 	if (!elf->is64)
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "32-bit ELF without a PVH note: only 64-bit vmlinux or PVH ELF kernels "
 			    "are supported");
 	if (elf->entry < elf->lo || elf->entry >= elf->hi)
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "ELF entry 0x%llx is outside its loaded segments [0x%llx, 0x%llx)",
 			    (unsigned long long)elf->entry, (unsigned long long)elf->lo,
 			    (unsigned long long)elf->hi);
@@ -402,7 +390,7 @@ static int load_vmlinux(struct guest_mem *mem, const struct boot_input *in,
 		return ret;
 	bp = guest_mem_ptr(mem, LAYOUT_BOOT_PARAMS, BP_SIZE);
 	if (!bp)
-		return fail(err, errlen, -ENOMEM, "no room for the zero page");
+		return vmm_fail(err, errlen, -ENOMEM, "no room for the zero page");
 	memset(bp, 0, BP_SIZE);
 	/* No setup header in a vmlinux: present a minimal 2.15 one. */
 	put16(bp + BP_BOOT_FLAG, BOOT_FLAG_MAGIC);
@@ -438,10 +426,10 @@ int boot_load_kernel(struct guest_mem *mem, const struct boot_input *in, struct 
 
 	memset(out, 0, sizeof(*out));
 	if (in->kernel_len == 0)
-		return fail(err, errlen, -ENOEXEC, "the kernel file is empty");
+		return vmm_fail(err, errlen, -ENOEXEC, "the kernel file is empty");
 	if (is_bzimage(in->kernel, in->kernel_len)) {
 		if (in->protocol == BOOT_PROTO_PVH)
-			return fail(err, errlen, -ENOEXEC,
+			return vmm_fail(err, errlen, -ENOEXEC,
 				    "a bzImage has no PVH entry; use the Linux boot protocol");
 		ret = load_bzimage(mem, in, out, err, errlen);
 	} else if (in->kernel_len >= SELFMAG && !memcmp(in->kernel, ELFMAG, SELFMAG)) {
@@ -450,7 +438,7 @@ int boot_load_kernel(struct guest_mem *mem, const struct boot_input *in, struct 
 			return ret;
 		ret = pvh_find_entry(in->kernel, in->kernel_len, &pvh_entry);
 		if (ret == -ENOENT && in->protocol == BOOT_PROTO_PVH)
-			return fail(err, errlen, -ENOEXEC,
+			return vmm_fail(err, errlen, -ENOEXEC,
 				    "the ELF file has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
 		if (ret == 0 && in->protocol == BOOT_PROTO_LINUX)
 			ret = -ENOENT;
@@ -460,15 +448,15 @@ int boot_load_kernel(struct guest_mem *mem, const struct boot_input *in, struct 
 		} else if (ret == -ENOENT) {
 			ret = load_vmlinux(mem, in, &elf, out, err, errlen);
 		} else {
-			return fail(err, errlen, ret, "the ELF file's notes are malformed");
+			return vmm_fail(err, errlen, ret, "the ELF file's notes are malformed");
 		}
 	} else {
-		return fail(err, errlen, -ENOEXEC,
+		return vmm_fail(err, errlen, -ENOEXEC,
 			    "not a kernel: neither a bzImage (no HdrS setup header) nor an ELF file");
 	}
 	if (ret)
 		return ret;
 	if (setup_gdt(mem, out->mode) || setup_page_tables(mem))
-		return fail(err, errlen, -ENOMEM, "no room for the boot GDT and page tables");
+		return vmm_fail(err, errlen, -ENOMEM, "no room for the boot GDT and page tables");
 	return 0;
 }
