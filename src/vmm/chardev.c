@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "vmm/hw/hw.h"
+#include "vmm/unixsock.h"
 #include "vmm/vm_internal.h"
 
 #define RING_SIZE (64 * 1024)
@@ -102,20 +103,6 @@ static void drop_client(struct chardev *cd, unsigned i)
 	cd->clients[i] = -1;
 }
 
-static bool send_all(int fd, const uint8_t *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
 static void serial_out(void *opaque, const uint8_t *buf, size_t len)
 {
 	struct chardev *cd = opaque;
@@ -139,7 +126,7 @@ static void serial_out(void *opaque, const uint8_t *buf, size_t len)
 		pthread_mutex_lock(&cd->lock);
 		ring_append(cd, buf, len);
 		for (unsigned i = 0; i < MAX_CLIENTS; i++)
-			if (cd->clients[i] >= 0 && !send_all(cd->clients[i], buf, len))
+			if (cd->clients[i] >= 0 && !unixsock_send_all(cd->clients[i], buf, len))
 				drop_client(cd, i);
 		pthread_mutex_unlock(&cd->lock);
 		break;
@@ -306,8 +293,8 @@ static void on_accept(void *opaque, uint32_t events)
 	if (cd->ring_used) {
 		size_t start = (cd->ring_head + RING_SIZE - cd->ring_used) % RING_SIZE;
 		size_t first = MIN(cd->ring_used, (size_t)RING_SIZE - start);
-		if (!send_all(fd, cd->ring + start, first) ||
-		    !send_all(fd, cd->ring, cd->ring_used - first)) {
+		if (!unixsock_send_all(fd, cd->ring + start, first) ||
+		    !unixsock_send_all(fd, cd->ring, cd->ring_used - first)) {
 			pthread_mutex_unlock(&cd->lock);
 			close(fd);
 			return;
@@ -336,24 +323,17 @@ static int open_stdio(struct chardev *cd)
 
 static int listen_unix(struct chardev *cd, const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	int fd = unixsock_listen(path, 8);
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		goto fail;
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
-		close(fd);
-		goto fail;
+	if (fd < 0) {
+		snprintf(err, errlen, "--serial unix:%s: %s", path,
+			 fd == -EADDRINUSE ? "a live socket is already there"
+			 : fd == -EEXIST ? "exists and is not a socket" : strerror(-fd));
+		return fd;
 	}
 	cd->listen_fd = fd;
 	cd->path = strdup(path);
 	return 0;
-fail:
-	snprintf(err, errlen, "--serial unix:%s: %s", path, strerror(errno));
-	return -errno;
 }
 
 static int open_pty(struct chardev *cd, char *err, size_t errlen)

@@ -20,6 +20,7 @@
 
 #include "common/evloop.h"
 #include "common/log.h"
+#include "vmm/unixsock.h"
 #include "vmm/vm_internal.h"
 
 #define MAX_CLIENTS 32
@@ -59,20 +60,6 @@ struct command {
 
 /* ---- writing -------------------------------------------------------- */
 
-static bool send_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
 /* Caller holds ctl->lock. */
 static void send_line_locked(struct client *c, const char *line)
 {
@@ -83,7 +70,7 @@ static void send_line_locked(struct client *c, const char *line)
 		return;
 	memcpy(buf, line, len);
 	buf[len] = '\n';
-	if (!send_all(c->fd, buf, len + 1))
+	if (!unixsock_send_all(c->fd, buf, len + 1))
 		shutdown(c->fd, SHUT_RDWR); /* the loop thread will free it */
 	free(buf);
 }

@@ -96,3 +96,32 @@ def test_console_given_twice_is_a_usage_error(vmm_bin, testguest, tmp_path):
     assert p.returncode == 2, p.stderr
     assert "--console given twice" in p.stderr
     assert not os.path.exists(tmp_path / "a")
+
+
+def test_socket_paths_never_clobber_other_files(vmm_bin, testguest, tmp_path):
+    # --serial unix: and --console unix: share one listen helper: a regular
+    # file at the path is an error (exit 1) and is left alone.
+    require_kvm()
+    for opt in ("--serial", "--console"):
+        victim = tmp_path / ("keep" + opt.strip("-"))
+        victim.write_bytes(b"precious")
+        p = subprocess.run([str(vmm_bin), "--kernel", str(testguest), opt, "unix:%s" % victim],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (opt, p.stderr)
+        assert "not a socket" in p.stderr or "exists" in p.stderr or "File exists" in p.stderr, p.stderr
+        assert victim.read_bytes() == b"precious"
+
+
+def test_console_socket_in_use_is_an_error(vmm_bin, testguest, tmp_path):
+    require_kvm()
+    path = str(tmp_path / "busy.sock")
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(path)
+    live.listen(1)
+    try:
+        p = subprocess.run([str(vmm_bin), "--kernel", str(testguest), "--console",
+                            "unix:%s" % path], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, p.stderr
+        assert "live socket" in p.stderr, p.stderr
+    finally:
+        live.close()

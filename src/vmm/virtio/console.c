@@ -19,6 +19,7 @@
 #include "common/evloop.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "vmm/unixsock.h"
 #include "vmm/virtio/virtio.h"
 
 #define CONS_QUEUE_SIZE 64
@@ -216,35 +217,6 @@ static const struct virtio_dev_ops cons_ops = {
 	.destroy = cons_destroy,
 };
 
-/* A live socket at path is an error; a stale one is replaced. */
-static int listen_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd, probe, ret;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			close(probe);
-			return -EADDRINUSE;
-		}
-		if (probe >= 0)
-			close(probe);
-		unlink(path);
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
-		ret = -errno;
-		close(fd);
-		return ret;
-	}
-	return fd;
-}
-
 static int open_host_side(struct console *c, char *err, size_t errlen)
 {
 	int fd;
@@ -254,7 +226,7 @@ static int open_host_side(struct console *c, char *err, size_t errlen)
 		c->is_file = true;
 		c->out_fd = fd;
 	} else {
-		fd = listen_unix(c->spec.path);
+		fd = unixsock_listen(c->spec.path, 4);
 		c->listen_fd = fd;
 	}
 	if (fd < 0) {
