@@ -176,7 +176,8 @@ def test_guest_reboot(vmm_bin, testguest, tmp_path):
 
 
 def test_guest_crash_exits_4_with_registers(vmm_bin, testguest, tmp_path):
-    with Vmm(vmm_bin, testguest, tmp_path, cmdline="triplefault") as vm:
+    # The touch first gives the test time to connect before the crash.
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="touch=16M-128M triplefault") as vm:
         ctl = vm.control()
         assert vm.wait_exit(60) == 4, vm.tails()
         err = vm.stderr()
