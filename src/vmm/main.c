@@ -58,6 +58,7 @@ enum {
 	OPT_NET,
 	OPT_CONSOLE,
 	OPT_NO_REBOOT,
+	OPT_PAUSED,
 	OPT_PIDFILE,
 	OPT_BOOT_PROTOCOL,
 	OPT_CHECK_HOST,
@@ -79,6 +80,7 @@ static const struct option long_options[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
+	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
 	{ "boot-protocol", required_argument, NULL, OPT_BOOT_PROTOCOL },
 	{ "check-host", no_argument, NULL, OPT_CHECK_HOST },
@@ -93,6 +95,7 @@ static void usage(FILE *f)
 	fputs("usage: cloison-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]\n"
 	      "                   [--cpus N] [--serial stdio|file:PATH|unix:PATH|pty|none]\n"
 	      "                   [--control PATH] [--name NAME] [--no-reboot] [--pidfile PATH]\n"
+	      "                   [--paused]\n"
 	      "                   [--boot-protocol auto|linux|pvh]\n"
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
@@ -118,6 +121,8 @@ static void usage(FILE *f)
 	      "                   listens; one client at a time) or file:PATH (output appended)\n"
 	      "  --no-reboot      exit with status 3 when the guest resets\n"
 	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
+	      "  --paused         create the VM but keep its vCPUs stopped until \"resume\"\n"
+	      "                   on the control socket (needs --control)\n"
 	      "  --boot-protocol auto|linux|pvh\n"
 	      "                   how to enter the kernel (auto: PVH when the ELF has the\n"
 	      "                   note, else the Linux 64-bit boot protocol)\n"
@@ -253,6 +258,9 @@ static int parse_one(struct options *o, int c, const char *arg)
 	case OPT_NO_REBOOT:
 		o->vm.no_reboot = true;
 		return 0;
+	case OPT_PAUSED:
+		o->vm.start_paused = true;
+		return 0;
 	case OPT_PIDFILE:
 		if (!*arg)
 			return usage_error("--pidfile: the path is empty");
@@ -318,6 +326,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		return 0;
 	if (!o->vm.kernel)
 		return usage_error("--kernel PATH is required");
+	if (o->vm.start_paused && !o->control)
+		return usage_error("--paused needs --control PATH: \"resume\" there starts the vCPUs");
 	if (!o->vm.cmdline)
 		o->vm.cmdline = "";
 	if (!o->vm.name)

@@ -796,8 +796,13 @@ int vm_start(struct vm *vm)
 			return ret;
 	}
 	vm->start_ns = now_ns();
+	/* --paused: the same state a "pause" leaves, so "resume" needs nothing
+	 * special; devices are quiesced the same way too. */
+	if (vm->cfg.start_paused)
+		machine_pause(vm);
 	pthread_mutex_lock(&vm->lock);
-	vm->state = VM_STATE_RUNNING;
+	vm->pause_requested = vm->cfg.start_paused;
+	vm->state = vm->cfg.start_paused ? VM_STATE_PAUSED : VM_STATE_RUNNING;
 	update_want_park(vm);
 	pthread_mutex_unlock(&vm->lock);
 	ret = pthread_create(&vm->loop_thread, NULL, loop_thread, vm);

@@ -42,6 +42,7 @@ struct vm_config {
 	uint64_t memory;
 	unsigned ncpus;
 	bool no_reboot;
+	bool start_paused; /* --paused: vCPUs wait for "resume" */
 	enum boot_protocol protocol;
 	const char *const *disks; /* --disk specs, ndisks of them */
 	unsigned ndisks;

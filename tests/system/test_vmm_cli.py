@@ -19,7 +19,7 @@ def test_help_and_version(vmm_bin):
     r = vmm(vmm_bin, "--help")
     assert r.returncode == 0
     for opt in ("--kernel", "--initrd", "--cmdline", "--memory", "--cpus", "--serial",
-                "--control", "--name", "--disk", "--net", "--no-reboot", "--pidfile",
+                "--control", "--name", "--disk", "--net", "--no-reboot", "--paused", "--pidfile",
                 "--check-host", "Exit status"):
         assert opt in r.stdout
     r = vmm(vmm_bin, "--version")
@@ -73,6 +73,7 @@ def usage_error(vmm_bin, tmp_path, args, *expect):
 BAD_OPTIONS = [
     ([], ["--kernel PATH is required"]),
     (["--kernel", "K", "--frobnicate"], ["unknown option", "--frobnicate"]),
+    (["--kernel", "K", "--paused"], ["--paused needs --control"]),
     (["--kernel", "K", "stray"], ["unexpected argument", "stray"]),
     (["--kernel"], ["needs a value"]),
     (["--kernel", ""], ["--kernel", "empty"]),

@@ -177,8 +177,12 @@ def test_guest_reboot(vmm_bin, testguest, tmp_path):
 
 def test_guest_crash_exits_4_with_registers(vmm_bin, testguest, tmp_path):
     # The touch first gives the test time to connect before the crash.
-    with Vmm(vmm_bin, testguest, tmp_path, cmdline="touch=16M-128M triplefault") as vm:
+    # --paused: the guest cannot crash before the test listens for the event.
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="triplefault", extra=["--paused"]) as vm:
         ctl = vm.control()
+        assert ctl.request("status")["result"]["state"] == "paused"
+        assert vm.serial() == ""  # not a single guest instruction has run
+        assert ctl.request("resume")["ok"]
         assert vm.wait_exit(60) == 4, vm.tails()
         err = vm.stderr()
         assert "vCPU 0 registers" in err
