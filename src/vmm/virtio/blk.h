@@ -90,6 +90,14 @@ int blk_backend_open(const struct blk_open_opts *o, struct blk_backend **out, ch
  * device (taken over); size in bytes. */
 int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
 		   struct blk_backend **out);
+/* What the io_uring backend did with the requests it was given. */
+struct blk_uring_stats {
+	uint64_t host_ops;	/* readv/writev/fsync/fallocate sent to the kernel */
+	uint64_t merged_ops;	/* host reads and writes that carried several requests */
+	uint64_t merged_reqs;	/* the requests those carried */
+	uint64_t merge_retries; /* merged I/Os that failed or came back short */
+};
+void blk_uring_get_stats(struct blk_backend *be, struct blk_uring_stats *out);
 struct disk;
 int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_backend **out);
 

@@ -2,12 +2,23 @@
  * batch of guest requests becomes one io_uring_submit(); completions
  * raise an eventfd registered with the ring, which the event loop watches.
  * Guest buffers are read and written in place (readv/writev on the
- * guest's own iovecs), so data is never copied. */
+ * guest's own iovecs), so data is never copied.
+ *
+ * Reads and writes of one batch are merged: they wait in the queue's
+ * pending list until the batch ends (or another kind of request comes),
+ * are sorted by offset, and runs of adjacent requests of the same kind
+ * become one host readv/writev over all their buffers. A sequential
+ * stream of 1 MiB guest requests at depth 8 thus reaches the file as a
+ * few large I/Os, as it does under QEMU. If a merged I/O fails or comes
+ * back short, its requests are sent again one by one, so each gets its
+ * own exact result. */
 #include "vmm/virtio/blk.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <liburing.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -16,17 +27,38 @@
 #include "common/log.h"
 #include "common/util.h"
 
+/* The most one merged host I/O carries: the kernel's iovec limit, and a
+ * size that keeps one I/O from holding up a queue for long. */
+#define MERGE_MAX_IOV IOV_MAX
+#define MERGE_MAX_BYTES (16ULL << 20)
+/* user_data of an SQE: a struct blk_req, or a struct merge with this bit. */
+#define TAG_MERGE 1ULL
+
+/* One host I/O standing for several guest requests (linked by ->next). */
+struct merge {
+	struct blk_req *reqs;
+	uint64_t len;
+	struct merge *next_free;
+	unsigned niov;
+	struct iovec iov[MERGE_MAX_IOV];
+};
+
 struct uring_queue {
 	struct io_uring ring;
 	int efd;
-	unsigned inflight;
-	unsigned queued; /* SQEs prepared but not submitted */
+	unsigned inflight; /* SQEs prepared, not yet reaped */
+	unsigned queued;   /* SQEs prepared but not submitted */
+	unsigned npending; /* reads and writes waiting for the batch end */
+	struct blk_req **pending;
+	struct merge *free_merges;
 };
 
 struct uring_backend {
 	struct blk_backend be;
 	int fd;
 	unsigned nqueues;
+	unsigned queue_size;
+	struct blk_uring_stats stats;
 	struct uring_queue q[];
 };
 
@@ -64,16 +96,8 @@ static struct io_uring_sqe *get_sqe(struct uring_queue *uq)
 	return sqe;
 }
 
-static void uring_submit(struct blk_backend *be, unsigned qidx, struct blk_req *req)
+static void prep(struct uring_backend *ub, struct io_uring_sqe *sqe, const struct blk_req *req)
 {
-	struct uring_backend *ub = to_ub(be);
-	struct uring_queue *uq = &ub->q[qidx];
-	struct io_uring_sqe *sqe = get_sqe(uq);
-
-	if (!sqe) {
-		blk_req_complete(be, req, -EBUSY);
-		return;
-	}
 	switch (req->op) {
 	case BLK_OP_READ:
 		io_uring_prep_readv(sqe, ub->fd, req->iov, req->niov, req->offset);
@@ -94,16 +118,146 @@ static void uring_submit(struct blk_backend *be, unsigned qidx, struct blk_req *
 					req->offset, req->len);
 		break;
 	}
-	io_uring_sqe_set_data(sqe, req);
+}
+
+/* Sends one request to the kernel as it is. */
+static void submit_one(struct uring_backend *ub, struct uring_queue *uq, struct blk_req *req)
+{
+	struct io_uring_sqe *sqe = get_sqe(uq);
+
+	if (!sqe) {
+		blk_req_complete(&ub->be, req, -EBUSY);
+		return;
+	}
+	prep(ub, sqe, req);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)req);
 	uq->queued++;
 	uq->inflight++;
+	ub->stats.host_ops++;
+}
+
+static struct merge *merge_get(struct uring_queue *uq)
+{
+	struct merge *m = uq->free_merges;
+
+	if (m) {
+		uq->free_merges = m->next_free;
+		return m;
+	}
+	return malloc(sizeof(*m));
+}
+
+static void merge_put(struct uring_queue *uq, struct merge *m)
+{
+	m->next_free = uq->free_merges;
+	uq->free_merges = m;
+}
+
+/* Sends pending[0..n) (adjacent, same kind, in offset order) as one I/O;
+ * falls back to one I/O each if there is no memory for the merge. */
+static void submit_run(struct uring_backend *ub, struct uring_queue *uq, struct blk_req **run,
+		       unsigned n)
+{
+	struct io_uring_sqe *sqe;
+	struct merge *m;
+
+	if (n == 1 || !(m = merge_get(uq))) {
+		for (unsigned i = 0; i < n; i++)
+			submit_one(ub, uq, run[i]);
+		return;
+	}
+	sqe = get_sqe(uq);
+	if (!sqe) {
+		merge_put(uq, m);
+		for (unsigned i = 0; i < n; i++)
+			blk_req_complete(&ub->be, run[i], -EBUSY);
+		return;
+	}
+	m->len = 0;
+	m->niov = 0;
+	m->reqs = NULL;
+	for (unsigned i = n; i-- > 0;) {
+		run[i]->next = m->reqs;
+		m->reqs = run[i];
+	}
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(m->iov + m->niov, run[i]->iov, run[i]->niov * sizeof(struct iovec));
+		m->niov += run[i]->niov;
+		m->len += run[i]->len;
+	}
+	if (run[0]->op == BLK_OP_READ)
+		io_uring_prep_readv(sqe, ub->fd, m->iov, m->niov, run[0]->offset);
+	else
+		io_uring_prep_writev(sqe, ub->fd, m->iov, m->niov, run[0]->offset);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)m | TAG_MERGE);
+	uq->queued++;
+	uq->inflight++;
+	ub->stats.host_ops++;
+	ub->stats.merged_ops++;
+	ub->stats.merged_reqs += n;
+}
+
+static int cmp_pending(const void *a, const void *b)
+{
+	const struct blk_req *x = *(struct blk_req *const *)a, *y = *(struct blk_req *const *)b;
+
+	if (x->op != y->op)
+		return x->op < y->op ? -1 : 1;
+	if (x->offset != y->offset)
+		return x->offset < y->offset ? -1 : 1;
+	return 0;
+}
+
+/* Sends the queue's pending reads and writes, adjacent ones merged. */
+static void submit_pending(struct uring_backend *ub, struct uring_queue *uq)
+{
+	unsigned n = uq->npending, i = 0;
+	struct blk_req **p = uq->pending;
+
+	uq->npending = 0;
+	if (n > 1)
+		qsort(p, n, sizeof(*p), cmp_pending);
+	while (i < n) {
+		uint64_t end = p[i]->offset + p[i]->len, len = p[i]->len;
+		unsigned niov = p[i]->niov, j = i + 1;
+
+		while (j < n && p[j]->op == p[i]->op && p[j]->offset == end &&
+		       niov + p[j]->niov <= MERGE_MAX_IOV && len + p[j]->len <= MERGE_MAX_BYTES) {
+			end += p[j]->len;
+			len += p[j]->len;
+			niov += p[j]->niov;
+			j++;
+		}
+		submit_run(ub, uq, p + i, j - i);
+		i = j;
+	}
+}
+
+static void uring_submit(struct blk_backend *be, unsigned qidx, struct blk_req *req)
+{
+	struct uring_backend *ub = to_ub(be);
+	struct uring_queue *uq = &ub->q[qidx];
+
+	if (req->op != BLK_OP_READ && req->op != BLK_OP_WRITE) {
+		/* Not merged, and not reordered before the reads and writes
+		 * that came first. */
+		submit_pending(ub, uq);
+		submit_one(ub, uq, req);
+		return;
+	}
+	if (uq->npending == ub->queue_size)
+		submit_pending(ub, uq);
+	uq->pending[uq->npending++] = req;
 }
 
 static void uring_flush_batch(struct blk_backend *be, unsigned qidx)
 {
-	struct uring_queue *uq = &to_ub(be)->q[qidx];
-	int ret = submit_queued(uq);
+	struct uring_backend *ub = to_ub(be);
+	struct uring_queue *uq = &ub->q[qidx];
+	int ret;
 
+	submit_pending(ub, uq);
+	ret = submit_queued(uq);
 	if (ret)
 		log_error("virtio-blk: io_uring submit failed: %s", strerror(-ret));
 }
@@ -122,19 +276,51 @@ static int result_to_err(const struct blk_req *req, int res)
 	return 0;
 }
 
+/* A merged I/O is done: every request in it succeeded, or each is sent
+ * again alone to learn its own result. */
+static bool merge_done(struct uring_backend *ub, struct uring_queue *uq, struct merge *m, int res)
+{
+	struct blk_req *r = m->reqs, *next;
+	bool ok = res >= 0 && (uint64_t)res == m->len;
+
+	merge_put(uq, m);
+	if (!ok)
+		ub->stats.merge_retries++;
+	for (; r; r = next) {
+		next = r->next; /* completing a request reuses its link */
+		if (ok)
+			blk_req_complete(&ub->be, r, 0);
+		else
+			submit_one(ub, uq, r);
+	}
+	return ok;
+}
+
 static void reap_queue(struct blk_backend *be, struct uring_queue *uq)
 {
+	struct uring_backend *ub = to_ub(be);
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
+	bool resent = false;
 
 	io_uring_for_each_cqe(&uq->ring, head, cqe) {
-		struct blk_req *req = io_uring_cqe_get_data(cqe);
+		uint64_t data = io_uring_cqe_get_data64(cqe);
 
 		n++;
 		uq->inflight--;
-		blk_req_complete(be, req, result_to_err(req, cqe->res));
+		if (data & TAG_MERGE) {
+			struct merge *m = (struct merge *)(uintptr_t)(data & ~TAG_MERGE);
+
+			resent |= !merge_done(ub, uq, m, cqe->res);
+		} else {
+			struct blk_req *req = (struct blk_req *)(uintptr_t)data;
+
+			blk_req_complete(be, req, result_to_err(req, cqe->res));
+		}
 	}
 	io_uring_cq_advance(&uq->ring, n);
+	if (resent && submit_queued(uq))
+		log_error("virtio-blk: io_uring submit failed while retrying a merged request");
 }
 
 static void uring_reap(struct blk_backend *be, unsigned qidx)
@@ -164,6 +350,7 @@ static void uring_drain(struct blk_backend *be)
 	for (unsigned i = 0; i < ub->nqueues; i++) {
 		struct uring_queue *uq = &ub->q[i];
 
+		submit_pending(ub, uq);
 		submit_queued(uq);
 		while (uq->inflight) {
 			struct io_uring_cqe *cqe;
@@ -178,15 +365,31 @@ static void uring_drain(struct blk_backend *be)
 	}
 }
 
+static void queue_exit(struct uring_queue *uq)
+{
+	while (uq->free_merges) {
+		struct merge *m = uq->free_merges;
+
+		uq->free_merges = m->next_free;
+		free(m);
+	}
+	free(uq->pending);
+	io_uring_queue_exit(&uq->ring);
+	close(uq->efd);
+}
+
 static void uring_close(struct blk_backend *be)
 {
 	struct uring_backend *ub = to_ub(be);
 
 	uring_drain(be);
-	for (unsigned i = 0; i < ub->nqueues; i++) {
-		io_uring_queue_exit(&ub->q[i].ring);
-		close(ub->q[i].efd);
-	}
+	log_debug("virtio-blk: %s: %llu host I/Os, %llu of them merging %llu requests, "
+		  "%llu merges retried",
+		  be->kind, (unsigned long long)ub->stats.host_ops,
+		  (unsigned long long)ub->stats.merged_ops, (unsigned long long)ub->stats.merged_reqs,
+		  (unsigned long long)ub->stats.merge_retries);
+	for (unsigned i = 0; i < ub->nqueues; i++)
+		queue_exit(&ub->q[i]);
 	close(ub->fd);
 	free(ub);
 }
@@ -205,9 +408,14 @@ static int queue_init(struct uring_queue *uq, unsigned entries)
 {
 	int ret;
 
+	uq->pending = calloc(entries, sizeof(*uq->pending));
+	if (!uq->pending)
+		return -ENOMEM;
 	uq->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (uq->efd < 0)
-		return -errno;
+	if (uq->efd < 0) {
+		ret = -errno;
+		goto err_pending;
+	}
 	ret = io_uring_queue_init(entries, &uq->ring, 0);
 	if (ret < 0)
 		goto err_efd;
@@ -219,6 +427,8 @@ err_ring:
 	io_uring_queue_exit(&uq->ring);
 err_efd:
 	close(uq->efd);
+err_pending:
+	free(uq->pending);
 	return ret;
 }
 
@@ -239,6 +449,7 @@ int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
 	}
 	ub->fd = fd;
 	ub->nqueues = o->nqueues;
+	ub->queue_size = o->queue_size;
 	ub->be.ops = &uring_ops;
 	ub->be.kind = o->direct ? "raw (io_uring, O_DIRECT)" : "raw (io_uring)";
 	ub->be.size = size & ~511ULL;
@@ -249,10 +460,13 @@ int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
 	*out = &ub->be;
 	return 0;
 err_queues:
-	while (i-- > 0) {
-		io_uring_queue_exit(&ub->q[i].ring);
-		close(ub->q[i].efd);
-	}
+	while (i-- > 0)
+		queue_exit(&ub->q[i]);
 	free(ub);
 	return ret;
+}
+
+void blk_uring_get_stats(struct blk_backend *be, struct blk_uring_stats *out)
+{
+	*out = to_ub(be)->stats;
 }
