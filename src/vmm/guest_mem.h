@@ -18,7 +18,8 @@ struct guest_mem_region {
 };
 
 struct guest_mem {
-	int memfd;
+	int memfd; /* a memfd, or an unnamed file on a huge-page tmpfs */
+	bool huge; /* transparent huge pages are allowed */
 	unsigned nregions;
 	uint64_t total; /* bytes of RAM */
 	struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];

@@ -22,6 +22,7 @@
 #include <sys/ioctl.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -455,6 +456,47 @@ static unsigned host_phys_bits(struct vm *vm)
 	return 36;
 }
 
+/* The file behind guest RAM. Preferably an unnamed file on a tmpfs
+ * instance of our own, mounted with huge=within_size through the new
+ * mount API (fsopen/fsmount: the mount is attached to no namespace and
+ * goes away with the file), so that guest RAM is backed by transparent
+ * huge pages whatever the host's shmem_enabled says — Debian's default,
+ * "never", would give memfds 4 KiB pages only. Huge pages matter for
+ * O_DIRECT disk I/O, which pins every page of a guest buffer (1 MiB
+ * sequential reads went from 718 to 1275 IOPS), and for the guest's TLB.
+ * Without the privilege to create a mount, or without THP in the kernel,
+ * a plain memfd. Either way it is a shmem file mapped MAP_SHARED, so it
+ * can be saved, migrated and shared (DESIGN.md §4). */
+static int ram_file(uint64_t size, bool *huge)
+{
+	char sz[32];
+	int fs, mnt, fd = -1;
+
+	*huge = false;
+	fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs >= 0) {
+		snprintf(sz, sizeof(sz), "%" PRIu64, (uint64_t)ALIGN_UP(size, (uint64_t)2 << 20));
+		if (fsconfig(fs, FSCONFIG_SET_STRING, "huge", "within_size", 0) == 0 &&
+		    fsconfig(fs, FSCONFIG_SET_STRING, "size", sz, 0) == 0 &&
+		    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0700", 0) == 0 &&
+		    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0) {
+			mnt = fsmount(fs, FSMOUNT_CLOEXEC,
+				      MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID);
+			if (mnt >= 0) {
+				fd = openat(mnt, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+				close(mnt);
+			}
+		}
+		close(fs);
+	}
+	if (fd >= 0) {
+		*huge = true;
+		return fd;
+	}
+	log_debug("guest RAM: no private huge-page tmpfs (%s); using a memfd", strerror(errno));
+	return memfd_create("cloison-guest", MFD_CLOEXEC);
+}
+
 static int setup_memory(struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t size = vm->cfg.memory;
@@ -468,9 +510,9 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 			    "--memory %" PRIu64 " MiB needs %" PRIu64 " GiB of guest-physical "
 			    "space but this CPU has %u physical address bits",
 			    size >> 20, top >> 30, bits);
-	m->memfd = memfd_create("cloison-guest", MFD_CLOEXEC);
+	m->memfd = ram_file(size, &m->huge);
 	if (m->memfd < 0)
-		return vmm_fail(err, errlen, -errno, "memfd_create: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "creating guest memory: %s", strerror(errno));
 	if (ftruncate(m->memfd, (off_t)size) < 0)
 		return vmm_fail(err, errlen, -errno, "sizing guest memory to %" PRIu64 " bytes: %s",
 			    size, strerror(errno));
