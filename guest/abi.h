@@ -40,6 +40,17 @@
 #define SYS_HALT 5	 /* cli; hlt forever */
 #define SYS_WRMSR 6	 /* (msr, value) */
 #define SYS_RDMSR 7	 /* (msr) */
+#define SYS_INSNTEST 8	 /* runs ring-0 instruction checks, returns INSN_* bits that passed */
+
+/* SYS_INSNTEST: instructions a software-nested host's KVM cannot emulate
+ * (the VMM finishes them, src/vmm/emulate.c); on real hardware the CPU
+ * runs them. Each bit is set when the instruction did what the manual says. */
+#define INSN_INT3 1		/* #BP taken, back to the next instruction */
+#define INSN_CMPXCHG16B_EQ 2	/* equal: stores RCX:RBX, ZF=1 */
+#define INSN_CMPXCHG16B_NE 4	/* unequal: loads RDX:RAX, ZF=0, memory unchanged */
+#define INSN_CMPXCHG16B_GS 8	/* GS-relative operand (per-CPU data in Linux) */
+#define INSN_POPCNT 16		/* 64-bit register, 32-bit memory forms; ZF */
+#define INSN_STAC_CLAC 32	/* RFLAGS.AC set and cleared */
 
 #define IO_SIZE_MASK 7 /* 1, 2 or 4 bytes */
 #define IO_OUT 8

@@ -165,7 +165,11 @@ isr_common:
 	pushq %r10
 	pushq %r11
 	movq 72(%rsp), %rax
-	cmpq $32, %rax
+	cmpq $3, %rax /* #BP (SYS_INSNTEST's int3): count it and go on */
+	jne 2f
+	lock incq breakpoints(%rip)
+	jmp 1f
+2:	cmpq $32, %rax
 	jb fault
 	cmpq $VEC_SPURIOUS, %rax
 	je 1f

@@ -182,6 +182,88 @@ static __attribute__((noreturn)) void triple_fault(void)
 		__asm__ volatile("cli; hlt");
 }
 
+/* #BPs seen (boot.S counts them and returns). */
+volatile uint64_t breakpoints;
+
+static void cpuid0(uint32_t leaf, uint32_t r[4])
+{
+	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(0));
+}
+
+typedef unsigned __int128 u128;
+
+static uint64_t cx16(u128 *cell, uint64_t *lo, uint64_t *hi, uint64_t nlo, uint64_t nhi)
+{
+	uint8_t z;
+
+	__asm__ volatile("lock cmpxchg16b %1; setz %0"
+			 : "=q"(z), "+m"(*cell), "+a"(*lo), "+d"(*hi)
+			 : "b"(nlo), "c"(nhi) : "memory", "cc");
+	return z;
+}
+
+/* SYS_INSNTEST (abi.h). Runs only what this CPU claims to have. */
+static uint64_t insn_test(void)
+{
+	static u128 cell __attribute__((aligned(16)));
+	static volatile uint32_t word = 0xf00000f1;
+	uint64_t ok = 0, before = breakpoints, after = 0, lo, hi, v, gsbase;
+	uint32_t l1[4], l7[4];
+
+	cpuid0(1, l1);
+	cpuid0(7, l7);
+
+	__asm__ volatile("int3; movq $1, %0" : "=r"(after) : : "memory");
+	if (breakpoints == before + 1 && after == 1)
+		ok |= INSN_INT3;
+
+	if (l1[2] & (1u << 13)) { /* CX16 */
+		cell = (u128)0x1111 << 64 | 0x2222;
+		lo = 0x2222, hi = 0x1111;
+		if (cx16(&cell, &lo, &hi, 0x3333, 0x4444) && cell == ((u128)0x4444 << 64 | 0x3333))
+			ok |= INSN_CMPXCHG16B_EQ;
+		lo = 1, hi = 2;
+		if (!cx16(&cell, &lo, &hi, 5, 6) && lo == 0x3333 && hi == 0x4444 &&
+		    cell == ((u128)0x4444 << 64 | 0x3333))
+			ok |= INSN_CMPXCHG16B_NE;
+		/* The same through GS, with GS's base at the cell and a zero
+		 * offset register, as Linux's this_cpu_cmpxchg_double does. */
+		gsbase = rdmsr(0xc0000101);
+		wrmsr(0xc0000101, (uint64_t)(uintptr_t)&cell);
+		lo = 0x3333, hi = 0x4444;
+		{
+			uint8_t z;
+			uint64_t zero = 0;
+
+			__asm__ volatile("cmpxchg16b %%gs:(%5); setz %0"
+					 : "=q"(z), "+a"(lo), "+d"(hi)
+					 : "b"(7ULL), "c"(8ULL), "r"(zero) : "memory", "cc");
+			wrmsr(0xc0000101, gsbase);
+			if (z && cell == ((u128)8 << 64 | 7))
+				ok |= INSN_CMPXCHG16B_GS;
+		}
+	}
+	if (l1[2] & (1u << 23)) { /* POPCNT */
+		uint64_t r1, r2;
+		uint8_t z1, z2;
+
+		v = 0xff00ff00ff00ff01ULL;
+		__asm__ volatile("popcnt %2, %0; setz %1" : "=r"(r1), "=q"(z1) : "r"(v) : "cc");
+		__asm__ volatile("popcntl %2, %k0; setz %1" : "=r"(r2), "=q"(z2) : "m"(word) : "cc");
+		if (r1 == 33 && !z1 && r2 == 9 && !z2)
+			ok |= INSN_POPCNT;
+	}
+	if (l7[1] & (1u << 20)) { /* SMAP: STAC/CLAC */
+		uint64_t set, clear;
+
+		__asm__ volatile("stac; pushfq; popq %0; clac; pushfq; popq %1"
+				 : "=r"(set), "=r"(clear) : : "memory", "cc");
+		if ((set & (1u << 18)) && !(clear & (1u << 18)))
+			ok |= INSN_STAC_CLAC;
+	}
+	return ok;
+}
+
 uint64_t kernel_syscall(uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t nr)
 {
 	(void)a3;
@@ -211,6 +293,8 @@ uint64_t kernel_syscall(uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint
 		return 0;
 	case SYS_RDMSR:
 		return rdmsr((uint32_t)a0);
+	case SYS_INSNTEST:
+		return insn_test();
 	}
 	return (uint64_t)-1;
 }

@@ -98,6 +98,40 @@ static int act_blkbench(struct guest *g, const char *arg, size_t len)
 	return -1;
 }
 
+/* insntest: ring-0 instructions that software-nested hosts cannot
+ * emulate (abi.h SYS_INSNTEST), one RESULT line each: 1 passed, 0 failed,
+ * "absent" when the CPU does not claim the instruction. */
+static int insn_test_run(void)
+{
+	static const struct {
+		const char *name;
+		uint64_t bit;
+		uint32_t leaf, reg, feature; /* CPUID bit that says it exists */
+	} checks[] = {
+		{ "int3", INSN_INT3, 0, 0, 0 },
+		{ "cmpxchg16b_eq", INSN_CMPXCHG16B_EQ, 1, 2, 1u << 13 },
+		{ "cmpxchg16b_ne", INSN_CMPXCHG16B_NE, 1, 2, 1u << 13 },
+		{ "cmpxchg16b_gs", INSN_CMPXCHG16B_GS, 1, 2, 1u << 13 },
+		{ "popcnt", INSN_POPCNT, 1, 2, 1u << 23 },
+		{ "stac_clac", INSN_STAC_CLAC, 7, 1, 1u << 20 },
+	};
+	uint64_t ok = sys_call(SYS_INSNTEST, 0, 0, 0, 0);
+
+	for (unsigned i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
+		uint32_t r[4];
+
+		if (checks[i].feature) {
+			cpuid(checks[i].leaf, 0, r);
+			if (!(r[checks[i].reg] & checks[i].feature)) {
+				out("RESULT insn_%s=absent\n", checks[i].name);
+				continue;
+			}
+		}
+		out("RESULT insn_%s=%d\n", checks[i].name, (ok & checks[i].bit) ? 1 : 0);
+	}
+	return 0;
+}
+
 int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_running)
 {
 	if (word_has_prefix(w, wlen, "blkfill="))
@@ -112,6 +146,8 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 		return act_blkbench(g, w + 9, wlen - 9);
 	if (word_is(w, wlen, "rng"))
 		return rng_run(g);
+	if (word_is(w, wlen, "insntest"))
+		return insn_test_run();
 	if (word_is(w, wlen, "console")) {
 		if (!g->console && console_start(g, &g->console) == 0)
 			*keep_running = true;

@@ -2,6 +2,7 @@
  * port and MMIO buses. Crashes (triple fault, emulation failure, internal
  * error, failed entry) print the registers and ask the VM to stop. */
 #include "vmm/vm_internal.h"
+#include "vmm/emulate.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -390,6 +391,8 @@ static void handle_internal_error(struct vcpu *vcpu)
 	struct kvm_run *run = vcpu->run;
 	char what[96];
 
+	if (vcpu_emulate_failed(vcpu) == 0)
+		return;
 	switch (run->internal.suberror) {
 	case KVM_INTERNAL_ERROR_EMULATION:
 		snprintf(what, sizeof(what), "KVM emulation failure");
