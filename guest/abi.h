@@ -51,6 +51,7 @@
 #define INSN_CMPXCHG16B_GS 8	/* GS-relative operand (per-CPU data in Linux) */
 #define INSN_POPCNT 16		/* 64-bit register, 32-bit memory forms; ZF */
 #define INSN_STAC_CLAC 32	/* RFLAGS.AC set and cleared */
+#define INSN_FWAIT 64		/* nothing pending: falls through */
 
 #define IO_SIZE_MASK 7 /* 1, 2 or 4 bytes */
 #define IO_OUT 8

@@ -253,6 +253,13 @@ static uint64_t insn_test(void)
 		if (r1 == 33 && !z1 && r2 == 9 && !z2)
 			ok |= INSN_POPCNT;
 	}
+	{
+		uint64_t after_wait = 0;
+
+		__asm__ volatile("fninit; fwait; movq $1, %0" : "=r"(after_wait) : : "memory");
+		if (after_wait == 1)
+			ok |= INSN_FWAIT;
+	}
 	if (l7[1] & (1u << 20)) { /* SMAP: STAC/CLAC */
 		uint64_t set, clear;
 
