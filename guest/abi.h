@@ -52,6 +52,7 @@
 #define INSN_POPCNT 16		/* 64-bit register, 32-bit memory forms; ZF */
 #define INSN_STAC_CLAC 32	/* RFLAGS.AC set and cleared */
 #define INSN_FWAIT 64		/* nothing pending: falls through */
+#define INSN_MXCSR 128		/* STMXCSR, LDMXCSR of a changed value, STMXCSR sees it */
 
 #define IO_SIZE_MASK 7 /* 1, 2 or 4 bytes */
 #define IO_OUT 8

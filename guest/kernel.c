@@ -260,6 +260,16 @@ static uint64_t insn_test(void)
 		if (after_wait == 1)
 			ok |= INSN_FWAIT;
 	}
+	{
+		uint32_t saved = 0, changed, seen = 0;
+
+		__asm__ volatile("stmxcsr %0" : "=m"(saved));
+		changed = saved ^ (1u << 15); /* flush-to-zero */
+		__asm__ volatile("ldmxcsr %1; stmxcsr %0; ldmxcsr %2"
+				 : "=m"(seen) : "m"(changed), "m"(saved));
+		if (seen == changed && (saved & 0x1f80) == 0x1f80)
+			ok |= INSN_MXCSR;
+	}
 	if (l7[1] & (1u << 20)) { /* SMAP: STAC/CLAC */
 		uint64_t set, clear;
 

@@ -115,6 +115,7 @@ static int insn_test_run(void)
 		{ "popcnt", INSN_POPCNT, 1, 2, 1u << 23 },
 		{ "stac_clac", INSN_STAC_CLAC, 7, 1, 1u << 20 },
 		{ "fwait", INSN_FWAIT, 0, 0, 0 },
+		{ "mxcsr", INSN_MXCSR, 0, 0, 0 },
 	};
 	uint64_t ok = sys_call(SYS_INSNTEST, 0, 0, 0, 0);
 

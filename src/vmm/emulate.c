@@ -4,8 +4,9 @@
  * instruction emulator (DESIGN.md §6), which lacks a few instructions a
  * stock Linux kernel executes early: INT3 (the kernel's INT3 self-test and
  * every text_poke of a static key), LOCK CMPXCHG16B (SLUB's lockless
- * freelists), POPCNT (bitmap weights) and CLAC/STAC (every
- * kernel entry when the CPU has SMAP). KVM reports such an instruction as an emulation failure with
+ * freelists), POPCNT (bitmap weights), CLAC/STAC (every kernel entry
+ * when the CPU has SMAP), FWAIT and LDMXCSR/STMXCSR (FPU set-up and
+ * context switches). KVM reports such an instruction as an emulation failure with
  * its bytes; this file finishes it and lets the vCPU go on. Anything else
  * is still a crash, reported with the registers as before.
  *
@@ -80,83 +81,129 @@ static int read_linear(struct vcpu *vcpu, uint64_t gva, void *out, unsigned len)
 	return 0;
 }
 
+/* General-purpose register n (0-15, the encoding's order). */
 static __u64 *gpr(struct kvm_regs *r, unsigned n)
 {
 	__u64 *regs[16] = { &r->rax, &r->rcx, &r->rdx, &r->rbx, &r->rsp, &r->rbp,
-			       &r->rsi, &r->rdi, &r->r8,  &r->r9,  &r->r10, &r->r11,
-			       &r->r12, &r->r13, &r->r14, &r->r15 };
+			    &r->rsi, &r->rdi, &r->r8,  &r->r9,  &r->r10, &r->r11,
+			    &r->r12, &r->r13, &r->r14, &r->r15 };
 	return regs[n & 15];
 }
 
-/* The memory operand of a ModRM byte in 64-bit mode (no RIP-relative
- * forms with a SIB, as the architecture has none). Returns the number of
- * bytes after the opcode it used (ModRM, SIB, displacement), or 0 if it
- * is a register operand or does not fit in the bytes we have. */
-static unsigned modrm_address(const uint8_t *p, unsigned avail, uint8_t rex, uint64_t next_rip,
-			      struct kvm_regs *r, uint64_t *ea)
+static uint64_t gpr_value(const struct kvm_regs *r, unsigned n)
 {
-	uint8_t modrm, mod, rm, sib;
-	unsigned used = 1;
-	int64_t disp = 0;
+	return *gpr((struct kvm_regs *)r, n);
+}
 
-	if (avail < 1)
-		return 0;
-	modrm = p[0];
+/* One instruction as KVM handed it over, prefixes parsed, with the vCPU's
+ * registers (written back by finish()). */
+struct insn {
+	const uint8_t *b;
+	unsigned len;
+	unsigned op;	/* index of the opcode's first byte after 0F, or of a one-byte opcode */
+	uint8_t rex;
+	int seg;	/* 0x64 (FS), 0x65 (GS) or 0 */
+	bool lock, rep, opsize16;
+	struct kvm_regs r;
+	struct kvm_sregs s;
+};
+
+static uint32_t le32(const uint8_t *p)
+{
+	return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The ModRM byte at b[at]: its reg field (with REX.R). */
+static unsigned modrm_reg(const struct insn *in, unsigned at)
+{
+	return ((in->b[at] >> 3) & 7) | ((in->rex & 4) << 1);
+}
+
+/* The linear address of the memory operand whose ModRM byte is b[at], in
+ * 64-bit mode; *end is where the instruction ends. -ENOTSUP for a
+ * register operand or bytes we do not have. Only FS and GS have a base in
+ * 64-bit mode (per-CPU data, TLS). */
+static int mem_operand(const struct insn *in, unsigned at, uint64_t *ea, unsigned *end)
+{
+	uint8_t modrm, mod, rm;
+	unsigned p = at + 1;
+	uint64_t a;
+
+	if (at >= in->len)
+		return -ENOTSUP;
+	modrm = in->b[at];
 	mod = modrm >> 6;
 	rm = modrm & 7;
 	if (mod == 3)
-		return 0;
+		return -ENOTSUP;
 	if (rm == 4) { /* SIB */
-		uint8_t base, index, scale;
+		uint8_t sib, index, base;
 
-		if (avail < 2)
-			return 0;
-		sib = p[1];
-		used++;
-		scale = sib >> 6;
-		index = ((sib >> 3) & 7) | ((rex & 2) << 2);
-		base = (sib & 7) | ((rex & 1) << 3);
-		*ea = index == 4 ? 0 : *gpr(r, index) << scale;
+		if (p >= in->len)
+			return -ENOTSUP;
+		sib = in->b[p++];
+		index = ((sib >> 3) & 7) | ((in->rex & 2) << 2);
+		base = (sib & 7) | ((in->rex & 1) << 3);
+		a = index == 4 ? 0 : gpr_value(&in->r, index) << (sib >> 6);
 		if ((sib & 7) == 5 && mod == 0) {
-			if (avail < used + 4)
-				return 0;
-			disp = (int32_t)(p[used] | p[used + 1] << 8 | p[used + 2] << 16 |
-					 (uint32_t)p[used + 3] << 24);
-			used += 4;
+			if (p + 4 > in->len)
+				return -ENOTSUP;
+			a += (uint64_t)(int64_t)(int32_t)le32(in->b + p);
+			p += 4;
 		} else {
-			*ea += *gpr(r, base);
+			a += gpr_value(&in->r, base);
 		}
-	} else if (rm == 5 && mod == 0) { /* RIP-relative */
-		if (avail < 5)
-			return 0;
-		disp = (int32_t)(p[1] | p[2] << 8 | p[3] << 16 | (uint32_t)p[4] << 24);
-		used += 4;
-		*ea = next_rip; /* fixed up by the caller once the length is known */
-		*ea += (uint64_t)disp;
-		return used | 0x100; /* flag: RIP-relative */
+	} else if (rm == 5 && mod == 0) { /* RIP-relative: from the next instruction */
+		if (p + 4 > in->len)
+			return -ENOTSUP;
+		*end = p + 4;
+		*ea = in->r.rip + *end + (uint64_t)(int64_t)(int32_t)le32(in->b + p);
+		goto segment;
 	} else {
-		*ea = *gpr(r, rm | ((rex & 1) << 3));
+		a = gpr_value(&in->r, rm | ((in->rex & 1) << 3));
 	}
 	if (mod == 1) {
-		if (avail < used + 1)
-			return 0;
-		disp = (int8_t)p[used];
-		used += 1;
+		if (p + 1 > in->len)
+			return -ENOTSUP;
+		a += (uint64_t)(int64_t)(int8_t)in->b[p++];
 	} else if (mod == 2) {
-		if (avail < used + 4)
-			return 0;
-		disp = (int32_t)(p[used] | p[used + 1] << 8 | p[used + 2] << 16 |
-				 (uint32_t)p[used + 3] << 24);
-		used += 4;
+		if (p + 4 > in->len)
+			return -ENOTSUP;
+		a += (uint64_t)(int64_t)(int32_t)le32(in->b + p);
+		p += 4;
 	}
-	*ea += (uint64_t)disp;
-	return used;
+	*ea = a;
+	*end = p;
+segment:
+	*ea += in->seg == 0x64 ? in->s.fs.base : in->seg == 0x65 ? in->s.gs.base : 0;
+	return 0;
 }
 
-/* Only FS and GS have a base in 64-bit mode (per-CPU data, TLS). */
-static uint64_t segment_base(const struct kvm_sregs *s, int seg)
+/* The instruction is done: RIP past its end bytes, registers back. */
+static int finish(struct vcpu *vcpu, struct insn *in, unsigned end)
 {
-	return seg == 0x64 ? s->fs.base : seg == 0x65 ? s->gs.base : 0;
+	in->r.rip += end;
+	return ioctl(vcpu->fd, KVM_SET_REGS, &in->r) < 0 ? -errno : 0;
+}
+
+/* Writes len bytes at a guest-virtual address, across a page boundary if
+ * need be. */
+static int write_linear(struct vcpu *vcpu, uint64_t gva, const void *in, unsigned len)
+{
+	unsigned first = (unsigned)MIN((uint64_t)len, 4096 - (gva & 4095));
+	void *a = guest_linear(vcpu, gva, first, true);
+
+	if (!a)
+		return -EFAULT;
+	memcpy(a, in, first);
+	if (first < len) {
+		void *b = guest_linear(vcpu, gva + first, len - first, true);
+
+		if (!b)
+			return -EFAULT;
+		memcpy(b, (const uint8_t *)in + first, len - first);
+	}
+	return 0;
 }
 
 /* The host's own LOCK CMPXCHG16B on the guest's memory: atomic against
@@ -177,43 +224,29 @@ static bool cmpxchg16b_host(unsigned __int128 *p, unsigned __int128 *expected,
 }
 
 /* [LOCK] REX.W 0F C7 /1: CMPXCHG16B m128. */
-static int emulate_cmpxchg16b(struct vcpu *vcpu, const uint8_t *insn, unsigned len,
-			      unsigned at, uint8_t rex, int seg)
+static int emulate_cmpxchg16b(struct vcpu *vcpu, struct insn *in)
 {
-	struct kvm_regs r;
-	struct kvm_sregs s;
-	uint64_t ea = 0;
-	unsigned used;
 	unsigned __int128 *mem, expected, desired;
+	unsigned at = in->op + 1, end;
+	uint64_t ea;
 
-	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0 || ioctl(vcpu->fd, KVM_GET_SREGS, &s) < 0)
-		return -errno;
-	if (!(s.efer & (1 << 10)) || !s.cs.l) /* long mode, 64-bit code only */
+	if (modrm_reg(in, at) != 1 || mem_operand(in, at, &ea, &end))
 		return -ENOTSUP;
-	used = modrm_address(insn + at, len - at, rex, 0, &r, &ea);
-	if (!used || ((insn[at] >> 3) & 7) != 1)
-		return -ENOTSUP;
-	if (used & 0x100) { /* RIP-relative: from the next instruction */
-		used &= 0xff;
-		ea += r.rip + at + used;
-	}
-	ea += segment_base(&s, seg);
 	if (ea & 15)
 		return inject_exception(vcpu, EXC_GP, true, 0);
-	r.rip += at + used;
 	mem = guest_linear(vcpu, ea, 16, true);
 	if (!mem)
 		return -EFAULT; /* unmapped: the crash report says where */
-	expected = (unsigned __int128)r.rdx << 64 | r.rax;
-	desired = (unsigned __int128)r.rcx << 64 | r.rbx;
+	expected = (unsigned __int128)in->r.rdx << 64 | in->r.rax;
+	desired = (unsigned __int128)in->r.rcx << 64 | in->r.rbx;
 	if (cmpxchg16b_host(mem, &expected, desired)) {
-		r.rflags |= RFLAGS_ZF;
+		in->r.rflags |= RFLAGS_ZF;
 	} else {
-		r.rflags &= ~RFLAGS_ZF;
-		r.rax = (uint64_t)expected;
-		r.rdx = (uint64_t)(expected >> 64);
+		in->r.rflags &= ~RFLAGS_ZF;
+		in->r.rax = (uint64_t)expected;
+		in->r.rdx = (uint64_t)(expected >> 64);
 	}
-	return ioctl(vcpu->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+	return finish(vcpu, in, end);
 }
 
 /* POPCNT sets ZF and clears the other arithmetic flags. */
@@ -221,122 +254,186 @@ static int emulate_cmpxchg16b(struct vcpu *vcpu, const uint8_t *insn, unsigned l
 
 /* F3 [REX] 0F B8 /r: POPCNT r, r/m (16, 32 or 64 bit). (KVM's emulator
  * runs TZCNT and LZCNT itself, as BSF and BSR.) */
-static int emulate_popcnt(struct vcpu *vcpu, const uint8_t *insn, unsigned len, unsigned at,
-			    uint8_t rex, bool opsize16, int seg)
+static int emulate_popcnt(struct vcpu *vcpu, struct insn *in)
 {
-	unsigned bits = (rex & 8) ? 64 : opsize16 ? 16 : 32, used, reg;
-	uint64_t src = 0, result, mask = bits == 64 ? ~0ULL : (1ULL << bits) - 1, ea = 0;
-	struct kvm_regs r;
+	unsigned bits = (in->rex & 8) ? 64 : in->opsize16 ? 16 : 32, at = in->op + 1, end;
+	uint64_t src = 0, ea, result;
 	__u64 *dst;
 	int ret;
 
-	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0)
-		return -errno;
-	if (at >= len)
+	if (at >= in->len)
 		return -ENOTSUP;
-	reg = ((insn[at] >> 3) & 7) | ((rex & 4) << 1);
-	if ((insn[at] >> 6) == 3) {
-		src = *gpr(&r, (insn[at] & 7) | ((rex & 1) << 3));
-		used = 1;
+	if ((in->b[at] >> 6) == 3) {
+		src = *gpr(&in->r, (in->b[at] & 7) | ((in->rex & 1) << 3));
+		end = at + 1;
 	} else {
-		used = modrm_address(insn + at, len - at, rex, 0, &r, &ea);
-		if (!used)
+		if (mem_operand(in, at, &ea, &end))
 			return -ENOTSUP;
-		if (used & 0x100) {
-			used &= 0xff;
-			ea += r.rip + at + used;
-		}
-		if (seg) {
-			struct kvm_sregs s;
-
-			if (ioctl(vcpu->fd, KVM_GET_SREGS, &s) < 0)
-				return -errno;
-			ea += segment_base(&s, seg);
-		}
 		ret = read_linear(vcpu, ea, &src, bits / 8);
 		if (ret)
 			return ret;
 	}
-	src &= mask;
+	if (bits < 64)
+		src &= (1ULL << bits) - 1;
 	result = (uint64_t)__builtin_popcountll(src);
-	r.rflags &= ~RFLAGS_ARITH;
+	in->r.rflags &= ~RFLAGS_ARITH;
 	if (!src)
-		r.rflags |= RFLAGS_ZF;
-	dst = gpr(&r, reg);
+		in->r.rflags |= RFLAGS_ZF;
+	dst = gpr(&in->r, modrm_reg(in, at));
 	if (bits == 16)
 		*dst = (*dst & ~0xffffULL) | result;
 	else
 		*dst = result; /* 32-bit results zero the upper half */
-	r.rip += at + used;
-	return ioctl(vcpu->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+	return finish(vcpu, in, end);
 }
 
+#define EXC_NM 7
+#define EXC_MF 16
+#define CR0_MP (1ULL << 1)
+#define CR0_TS (1ULL << 3)
+#define CR0_NE (1ULL << 5)
+#define FSW_ES (1u << 7)
 #define RFLAGS_AC (1ULL << 18)
+#define MXCSR_VALID 0xffffu /* the bits LDMXCSR accepts (MXCSR_MASK) */
+/* The x87/SSE state comes from the XSAVE image (KVM_GET_XSAVE): KVM_GET_FPU's
+ * copy is not kept up to date by every KVM. Indexes into its region[]: */
+#define XSAVE_MXCSR 6	     /* byte 24 */
+#define XSAVE_XSTATE_BV 128 /* byte 512, XSTATE_BV's low half */
+#define XSTATE_SSE 2
 
-/* 0F 01 CA / CB: CLAC, STAC. */
-static int emulate_ac(struct vcpu *vcpu, bool set)
+/* [REX] 0F AE /2 and /3: LDMXCSR m32, STMXCSR m32. */
+
+static int emulate_mxcsr(struct vcpu *vcpu, struct insn *in, bool load)
 {
-	struct kvm_regs r;
+	unsigned at = in->op + 1, end;
+	struct kvm_xsave xs;
+	uint32_t v;
+	uint64_t ea;
+	int ret;
 
-	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0)
+	if (mem_operand(in, at, &ea, &end))
+		return -ENOTSUP;
+	if ((in->s.cr0 & CR0_TS))
+		return inject_exception(vcpu, EXC_NM, false, 0);
+	if (ioctl(vcpu->fd, KVM_GET_XSAVE, &xs) < 0)
 		return -errno;
-	r.rflags = set ? r.rflags | RFLAGS_AC : r.rflags & ~RFLAGS_AC;
-	r.rip += 3;
-	return ioctl(vcpu->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+	if (load) {
+		ret = read_linear(vcpu, ea, &v, 4);
+		if (ret)
+			return ret;
+		if (v & ~MXCSR_VALID)
+			return inject_exception(vcpu, EXC_GP, true, 0);
+		xs.region[XSAVE_MXCSR] = v;
+		/* KVM takes MXCSR only with SSE in XSTATE_BV (byte 512); the
+		 * XMM registers in the image are the current ones (zero when
+		 * the bit was clear, which is their init state). */
+		xs.region[XSAVE_XSTATE_BV] |= XSTATE_SSE;
+		if (ioctl(vcpu->fd, KVM_SET_XSAVE, &xs) < 0)
+			return -errno;
+	} else {
+		ret = write_linear(vcpu, ea, &xs.region[XSAVE_MXCSR], 4);
+		if (ret)
+			return ret;
+	}
+	return finish(vcpu, in, end);
 }
 
-static int emulate_int3(struct vcpu *vcpu)
+/* 9B: FWAIT. #NM if CR0.MP and CR0.TS; #MF if an unmasked x87 exception
+ * is pending (FSW.ES, bytes 2-3 of the XSAVE image) and CR0.NE asks for
+ * #MF; else nothing. */
+static int emulate_fwait(struct vcpu *vcpu, struct insn *in)
 {
-	struct kvm_regs r;
+	struct kvm_xsave xs;
 
-	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0)
+	if ((in->s.cr0 & (CR0_MP | CR0_TS)) == (CR0_MP | CR0_TS))
+		return inject_exception(vcpu, EXC_NM, false, 0);
+	if (ioctl(vcpu->fd, KVM_GET_XSAVE, &xs) < 0)
 		return -errno;
-	r.rip += 1;
-	if (ioctl(vcpu->fd, KVM_SET_REGS, &r) < 0)
-		return -errno;
-	return inject_exception(vcpu, EXC_BP, false, 0);
+	if (((xs.region[0] >> 16) & FSW_ES) && (in->s.cr0 & CR0_NE))
+		return inject_exception(vcpu, EXC_MF, false, 0);
+	return finish(vcpu, in, in->op + 1);
+}
+
+/* CC: INT3, a trap: #BP with RIP after the instruction. */
+static int emulate_int3(struct vcpu *vcpu, struct insn *in)
+{
+	int ret = finish(vcpu, in, in->op + 1);
+
+	return ret ? ret : inject_exception(vcpu, EXC_BP, false, 0);
+}
+
+/* The instruction's prefixes, then which of ours it is. */
+static int dispatch(struct vcpu *vcpu, struct insn *in)
+{
+	const uint8_t *b = in->b;
+	unsigned at = 0;
+
+	for (; at < in->len; at++) {
+		if (b[at] == 0x64 || b[at] == 0x65)
+			in->seg = b[at];
+		else if (b[at] == 0xf0)
+			in->lock = true;
+		else if (b[at] == 0xf3)
+			in->rep = true;
+		else if (b[at] == 0x66)
+			in->opsize16 = true;
+		else if (b[at] != 0x2e && b[at] != 0x3e && b[at] != 0x26 && b[at] != 0x36)
+			break;
+	}
+	if (at < in->len && (b[at] & 0xf0) == 0x40)
+		in->rex = b[at++];
+	if (at >= in->len)
+		return -ENOTSUP;
+	in->op = at;
+	if (b[at] == 0xcc && at == 0)
+		return emulate_int3(vcpu, in);
+	if (b[at] == 0x9b && at == 0)
+		return emulate_fwait(vcpu, in);
+	if (b[at] != 0x0f || at + 1 >= in->len)
+		return -ENOTSUP;
+	in->op = at + 1;
+	switch (b[at + 1]) {
+	case 0x01: /* CLAC, STAC */
+		if (at + 2 < in->len && (b[at + 2] == 0xca || b[at + 2] == 0xcb) && at == 0) {
+			in->r.rflags = b[at + 2] == 0xcb ? in->r.rflags | RFLAGS_AC
+							 : in->r.rflags & ~RFLAGS_AC;
+			return finish(vcpu, in, 3);
+		}
+		return -ENOTSUP;
+	case 0xc7:
+		if (at + 2 < in->len && modrm_reg(in, at + 2) == 1 && (in->rex & 8) && !in->rep &&
+		    !in->opsize16)
+			return emulate_cmpxchg16b(vcpu, in);
+		return -ENOTSUP;
+	case 0xb8:
+		if (in->rep && !in->lock)
+			return emulate_popcnt(vcpu, in);
+		return -ENOTSUP;
+	case 0xae:
+		if (at + 2 < in->len && !in->rep && !in->lock && !in->opsize16 &&
+		    (in->b[at + 2] >> 6) != 3 &&
+		    (((in->b[at + 2] >> 3) & 7) == 2 || ((in->b[at + 2] >> 3) & 7) == 3))
+			return emulate_mxcsr(vcpu, in, ((in->b[at + 2] >> 3) & 7) == 2);
+		return -ENOTSUP;
+	default:
+		return -ENOTSUP;
+	}
 }
 
 int vcpu_emulate_failed(struct vcpu *vcpu)
 {
 	struct kvm_run *run = vcpu->run;
-	const uint8_t *insn;
-	unsigned len, at = 0;
-	bool lock = false, rep = false, opsize16 = false;
-	uint8_t rex = 0;
-	int seg = 0;
+	struct insn in = { 0 };
 
 	if (run->emulation_failure.suberror != KVM_INTERNAL_ERROR_EMULATION ||
 	    run->emulation_failure.ndata < 3 ||
 	    !(run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES))
 		return -ENOTSUP;
-	insn = run->emulation_failure.insn_bytes;
-	len = MIN(run->emulation_failure.insn_size, sizeof(run->emulation_failure.insn_bytes));
-	if (len >= 1 && insn[0] == 0xcc)
-		return emulate_int3(vcpu);
-	if (len >= 3 && insn[0] == 0x0f && insn[1] == 0x01 && (insn[2] == 0xca || insn[2] == 0xcb))
-		return emulate_ac(vcpu, insn[2] == 0xcb);
-	/* Legacy prefixes, then an optional REX. */
-	for (; at < len; at++) {
-		if (insn[at] == 0x64 || insn[at] == 0x65)
-			seg = insn[at];
-		else if (insn[at] == 0xf0)
-			lock = true;
-		else if (insn[at] == 0xf3)
-			rep = true;
-		else if (insn[at] == 0x66)
-			opsize16 = true;
-		else if (insn[at] != 0x2e && insn[at] != 0x3e && insn[at] != 0x26 &&
-			 insn[at] != 0x36)
-			break;
-	}
-	if (at < len && (insn[at] & 0xf0) == 0x40)
-		rex = insn[at++];
-	if (at + 2 > len || insn[at] != 0x0f)
+	in.b = run->emulation_failure.insn_bytes;
+	in.len = MIN(run->emulation_failure.insn_size, sizeof(run->emulation_failure.insn_bytes));
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &in.r) < 0 || ioctl(vcpu->fd, KVM_GET_SREGS, &in.s) < 0)
+		return -errno;
+	if (!(in.s.efer & (1 << 10)) || !in.s.cs.l) /* 64-bit code only */
 		return -ENOTSUP;
-	if (insn[at + 1] == 0xc7 && (rex & 8) && !rep && !opsize16)
-		return emulate_cmpxchg16b(vcpu, insn, len, at + 2, rex, seg);
-	if (rep && !lock && insn[at + 1] == 0xb8)
-		return emulate_popcnt(vcpu, insn, len, at + 2, rex, opsize16, seg);
-	return -ENOTSUP;
+	return dispatch(vcpu, &in);
 }

@@ -181,7 +181,8 @@ def test_serial_stdio_on_a_terminal(vmm_bin, testguest, tmp_path):
 
 
 def test_ring0_instructions_kvm_cannot_emulate(vmm_bin, testguest, tmp_path):
-    """INT3, LOCK CMPXCHG16B (plain and GS-relative), POPCNT, STAC/CLAC and FWAIT
+    """INT3, LOCK CMPXCHG16B (plain and GS-relative), POPCNT, STAC/CLAC, FWAIT
+    and LDMXCSR/STMXCSR
     executed in guest ring 0. On hardware virtualization the CPU runs them;
     on a software-nested host KVM's emulator gives up on them and the worker
     finishes them (src/vmm/emulate.c). Either way each must do what the
@@ -191,7 +192,7 @@ def test_ring0_instructions_kvm_cannot_emulate(vmm_bin, testguest, tmp_path):
         assert vm.wait_exit(60) == 0, vm.tails()
         got = {k[len("insn_"):]: v for k, v in vm.results() if k.startswith("insn_")}
     assert set(got) == {"int3", "cmpxchg16b_eq", "cmpxchg16b_ne", "cmpxchg16b_gs", "popcnt",
-                        "stac_clac", "fwait"}, got
+                        "stac_clac", "fwait", "mxcsr"}, got
     assert got["int3"] == "1"
     failed = {k: v for k, v in got.items() if v not in ("1", "absent")}
     assert not failed, got
