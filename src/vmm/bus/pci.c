@@ -300,6 +300,8 @@ static uint32_t config_read(struct pci_bus *bus, unsigned slot, unsigned fn, uns
 
 	if (!dev || fn != 0 || off + len > PCI_CONFIG_SIZE)
 		return len >= 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
+	if (dev->config_before_read)
+		dev->config_before_read(dev, off, len);
 	pthread_mutex_lock(&dev->lock);
 	memcpy(&v, dev->config + off, len);
 	pthread_mutex_unlock(&dev->lock);

@@ -42,6 +42,10 @@ struct pci_device {
 	/* Optional: called after the guest wrote config (after the write
 	 * landed in config[]). */
 	void (*config_written)(struct pci_device *dev, unsigned off, unsigned len);
+	/* Optional: called before the guest reads config bytes [off, off+len),
+	 * to refresh what config[] holds there (the bus lock is held, the
+	 * device's is not: take it to write config[]). */
+	void (*config_before_read)(struct pci_device *dev, unsigned off, unsigned len);
 	void *opaque; /* the device model's state */
 	pthread_mutex_t lock;
 	struct pci_bus *bus;

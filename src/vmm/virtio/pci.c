@@ -46,7 +46,15 @@ enum {
 	CAP_NOTIFY = 2,
 	CAP_ISR = 3,
 	CAP_DEVICE = 4,
+	CAP_PCI_CFG = 5,
 };
+
+/* struct virtio_pci_cfg_cap (4.1.4.9): the cap, then pci_cfg_data. */
+#define PCI_CFG_CAP_LEN 20
+#define PCI_CFG_BAR 4	   /* cap.bar */
+#define PCI_CFG_OFFSET 8   /* cap.offset */
+#define PCI_CFG_LENGTH 12  /* cap.length */
+#define PCI_CFG_DATA 16	   /* pci_cfg_data[4] */
 
 /* struct virtio_pci_cap (4.1.4), plus notify_off_multiplier for notify. */
 struct virtio_pci_cap {
@@ -424,14 +432,77 @@ static void sync_ioeventfds(struct virtio_dev *vdev)
 	}
 }
 
+/* The PCI configuration access capability (4.1.4.9): a window through
+ * which a driver without BAR mappings (firmware) reaches BAR 0. The
+ * driver sets cap.bar, cap.offset and cap.length (1, 2 or 4, offset
+ * aligned to it); writing pci_cfg_data writes that many bytes there, and
+ * reading it reads them. Anything else is ignored (4.1.4.9.1). Returns
+ * the window's BAR offset and length, or false. */
+static bool pci_cfg_window(struct virtio_dev *vdev, unsigned off, unsigned len, uint32_t *bar_off,
+			   unsigned *bar_len)
+{
+	unsigned cap = vdev->pci_cfg_cap;
+	uint32_t o, l;
+
+	if (!cap || off + len <= cap + PCI_CFG_DATA || off >= cap + PCI_CFG_CAP_LEN)
+		return false;
+	pthread_mutex_lock(&vdev->pci.lock);
+	memcpy(&o, vdev->pci.config + cap + PCI_CFG_OFFSET, 4);
+	memcpy(&l, vdev->pci.config + cap + PCI_CFG_LENGTH, 4);
+	l = vdev->pci.config[cap + PCI_CFG_BAR] == BAR_NUM ? l : 0;
+	pthread_mutex_unlock(&vdev->pci.lock);
+	if ((l != 1 && l != 2 && l != 4) || o % l || o > BAR_SIZE - l)
+		return false;
+	*bar_off = o;
+	*bar_len = l;
+	return true;
+}
+
+static void config_before_read(struct pci_device *dev, unsigned off, unsigned len)
+{
+	struct virtio_dev *vdev = dev->opaque;
+	uint8_t data[4] = { 0 };
+	uint32_t bar_off;
+	unsigned bar_len;
+
+	if (!pci_cfg_window(vdev, off, len, &bar_off, &bar_len))
+		return;
+	bar_read(vdev, bar_off, data, bar_len);
+	pthread_mutex_lock(&dev->lock);
+	memcpy(dev->config + vdev->pci_cfg_cap + PCI_CFG_DATA, data, 4);
+	pthread_mutex_unlock(&dev->lock);
+}
+
 static void config_written(struct pci_device *dev, unsigned off, unsigned len)
 {
 	struct virtio_dev *vdev = dev->opaque;
+	uint8_t data[4];
+	uint32_t bar_off;
+	unsigned bar_len;
 
+	if (pci_cfg_window(vdev, off, len, &bar_off, &bar_len)) {
+		pthread_mutex_lock(&dev->lock);
+		memcpy(data, dev->config + vdev->pci_cfg_cap + PCI_CFG_DATA, 4);
+		pthread_mutex_unlock(&dev->lock);
+		bar_write(vdev, bar_off, data, bar_len);
+	}
 	virtio_dev_lock(vdev);
 	if (vdev->attached)
 		sync_ioeventfds(vdev);
 	virtio_dev_unlock(vdev);
+}
+
+static int add_pci_cfg_cap(struct virtio_dev *vdev)
+{
+	uint8_t cap[PCI_CFG_CAP_LEN] = { PCI_CAP_ID_VNDR, 0, PCI_CFG_CAP_LEN, CAP_PCI_CFG };
+	int off = pci_device_add_cap(&vdev->pci, cap, sizeof(cap));
+
+	if (off < 0)
+		return off;
+	vdev->pci_cfg_cap = (uint8_t)off;
+	vdev->pci.wmask[off + PCI_CFG_BAR] = 0xff;
+	memset(vdev->pci.wmask + off + PCI_CFG_OFFSET, 0xff, 4 + 4 + 4);
+	return 0;
 }
 
 static int add_cap(struct virtio_dev *vdev, uint8_t type, uint32_t off, uint32_t len)
@@ -460,6 +531,7 @@ static int build_pci(struct virtio_dev *vdev, const struct virtio_dev_params *p)
 	vdev->pci.config[8] = PCI_REVISION_ID; /* >= 1: modern only (4.1.2.1) */
 	vdev->pci.opaque = vdev;
 	vdev->pci.config_written = config_written;
+	vdev->pci.config_before_read = config_before_read;
 	ret = pci_device_set_bar(&vdev->pci, BAR_NUM, PCI_BAR_MMIO32, BAR_SIZE, &bar_ops, vdev);
 	if (ret)
 		return ret;
@@ -468,6 +540,8 @@ static int build_pci(struct virtio_dev *vdev, const struct virtio_dev_params *p)
 	    (ret = add_cap(vdev, CAP_NOTIFY, NOTIFY_OFF, NOTIFY_MULT * vdev->nqueues)))
 		return ret;
 	if (vdev->config_len && (ret = add_cap(vdev, CAP_DEVICE, DEVCFG_OFF, vdev->config_len)))
+		return ret;
+	if ((ret = add_pci_cfg_cap(vdev)))
 		return ret;
 	return pci_msix_init(&vdev->pci, vdev->vm, BAR_NUM, nvectors(vdev), MSIX_TABLE_OFF,
 			     MSIX_PBA_OFF);

@@ -105,6 +105,7 @@ struct virtio_dev {
 	bool broken;  /* in DEVICE_NEEDS_RESET until the driver resets us */
 	bool paused;
 	bool attached;
+	uint8_t pci_cfg_cap; /* config-space offset of the PCI_CFG capability */
 };
 
 struct virtio_dev_params {

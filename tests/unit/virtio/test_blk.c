@@ -434,6 +434,50 @@ static void test_transport_registers(void **state)
 	assert_int_equal(vdrv_status(d) & 4, 0);
 }
 
+/* The PCI configuration access capability (virtio 4.1.4.9): BAR 0
+ * through config space, as firmware reaches it. */
+static void test_pci_cfg_window(void **state)
+{
+	struct fixture *f = *state;
+	struct vdrv *d = &f->d;
+	unsigned cap = vd_find_virtio_cap(f->vm, 0, 5);
+
+	start(f, 1);
+	assert_int_not_equal(cap, 0);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 2, 1), 20); /* cap_len */
+	/* Read num_queues (2 bytes at common + 18) through the window. */
+	vd_config_write(f->vm, 0, cap + 4, 0, 1);
+	vd_config_write(f->vm, 0, cap + 8, (uint32_t)d->common + 18, 4);
+	vd_config_write(f->vm, 0, cap + 12, 2, 4);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 4) & 0xffff, 1);
+	/* Write queue_select through it; the BAR sees the change. */
+	vd_config_write(f->vm, 0, cap + 8, (uint32_t)d->common + 22, 4);
+	vd_config_write(f->vm, 0, cap + 16, 5, 4);
+	assert_int_equal(vd_read(f->vm, 0, d->common + 22, 2), 5);
+	vd_write(f->vm, 0, d->common + 22, 0, 2);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 2), 0);
+	/* The capacity in device config, 4 bytes at a time. */
+	vd_config_write(f->vm, 0, cap + 8, (uint32_t)d->devcfg, 4);
+	vd_config_write(f->vm, 0, cap + 12, 4, 4);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 4), DISK_SIZE / 512);
+	/* Ignored (4.1.4.9.1): a length other than 1, 2 or 4, an offset not
+	 * aligned to it, a BAR the device does not have, past the BAR. */
+	vd_config_write(f->vm, 0, cap + 16, 0xdeadbeef, 4);
+	vd_config_write(f->vm, 0, cap + 12, 3, 4);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 4), 0xdeadbeef);
+	vd_config_write(f->vm, 0, cap + 12, 4, 4);
+	vd_config_write(f->vm, 0, cap + 8, (uint32_t)d->devcfg + 2, 4);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 4), 0xdeadbeef);
+	vd_config_write(f->vm, 0, cap + 8, 0xfffffffc, 4);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 4), 0xdeadbeef);
+	vd_config_write(f->vm, 0, cap + 8, (uint32_t)d->devcfg, 4);
+	vd_config_write(f->vm, 0, cap + 4, 3, 1);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 16, 4), 0xdeadbeef);
+	/* The rest of the capability is read-only. */
+	vd_config_write(f->vm, 0, cap + 3, 0x77, 1);
+	assert_int_equal(vd_config_read(f->vm, 0, cap + 3, 1), 5);
+}
+
 static void test_discard_and_wz_on_read_only(void **state)
 {
 	struct fixture *f = *state;
@@ -609,6 +653,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_only, setup_ro, teardown),
 		cmocka_unit_test_setup_teardown(test_discard_and_wz_on_read_only, setup_ro, teardown),
 		cmocka_unit_test_setup_teardown(test_transport_registers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pci_cfg_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_multiqueue, setup_mq, teardown),
 		cmocka_unit_test_setup_teardown(test_loop_needs_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outside_ram_needs_reset, setup, teardown),

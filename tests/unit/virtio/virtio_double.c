@@ -78,6 +78,36 @@ void vd_write(struct vm *vm, unsigned dev, uint64_t off, uint64_t v, unsigned le
 	bar->ops->write(bar->opaque, off, &v, len);
 }
 
+/* Config cycles as the real bus does them (bus/pci.c): the device's
+ * read hook first; writes through wmask, then config_written. */
+uint32_t vd_config_read(struct vm *vm, unsigned dev, unsigned off, unsigned len)
+{
+	struct pci_device *d = vm->devs[dev];
+	uint32_t v = 0;
+
+	if (d->config_before_read)
+		d->config_before_read(d, off, len);
+	pthread_mutex_lock(&d->lock);
+	memcpy(&v, d->config + off, len);
+	pthread_mutex_unlock(&d->lock);
+	return v;
+}
+
+void vd_config_write(struct vm *vm, unsigned dev, unsigned off, uint32_t v, unsigned len)
+{
+	struct pci_device *d = vm->devs[dev];
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < len; i++) {
+		uint8_t m = d->wmask[off + i], b = (uint8_t)(v >> (8 * i));
+
+		d->config[off + i] = (uint8_t)((d->config[off + i] & ~m) | (b & m));
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (d->config_written)
+		d->config_written(d, off, len);
+}
+
 unsigned vd_vector_count(struct vm *vm, unsigned dev, unsigned vec)
 {
 	return __atomic_load_n(&vm->devs[dev]->msix->delivered[vec], __ATOMIC_SEQ_CST);

@@ -56,5 +56,8 @@ unsigned vd_vector_count(struct vm *vm, unsigned dev, unsigned vec);
 int vd_ioeventfd_at(struct vm *vm, uint64_t addr);
 /* Finds a virtio vendor capability of cfg_type; its offset or 0. */
 unsigned vd_find_virtio_cap(struct vm *vm, unsigned dev, uint8_t cfg_type);
+/* Config space cycles with the semantics of the real bus. */
+uint32_t vd_config_read(struct vm *vm, unsigned dev, unsigned off, unsigned len);
+void vd_config_write(struct vm *vm, unsigned dev, unsigned off, uint32_t v, unsigned len);
 
 #endif
