@@ -2,14 +2,18 @@
 # Fetches Debian's cloud kernel (the image package linux-image-cloud-amd64
 # depends on) with apt-get download, keeps its vmlinuz (a bzImage), makes a
 # vmlinux from it by decompressing the payload the bzImage header points at,
-# and builds a busybox initramfs from Debian's busybox-static whose init
-# prints a marker and powers off. Everything is cached, so reruns are
-# offline. Prints the cache directory on stdout.
+# and builds a busybox initramfs from Debian's busybox-static with the
+# kernel's virtio modules, whose init (below) loads them, reports the first
+# virtio disk's marker and brings the first NIC up, then powers off.
+# Everything is cached, so reruns are offline. Prints the cache directory.
 set -euo pipefail
 
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/cloison/debian-kernel
+# Bumped whenever the initramfs changes, so a cache from before is rebuilt.
+INITRAMFS_VERSION=2
 mkdir -p "$CACHE"
-if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initramfs.cpio.gz" ]; then
+if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initramfs.cpio.gz" ] &&
+	[ "$(cat "$CACHE/initramfs.version" 2>/dev/null)" = "$INITRAMFS_VERSION" ]; then
 	echo "$CACHE"
 	exit 0
 fi
@@ -54,21 +58,105 @@ case $(head -c 6 payload | od -An -tx1 | tr -d ' \n') in
 esac
 head -c 4 vmlinux | grep -q ELF || { echo "fetch-debian-kernel: payload is not an ELF" >&2; exit 1; }
 
-# A busybox initramfs whose init says so and powers off.
+# A busybox initramfs with the virtio modules (Debian builds them as
+# modules), in dependency order: read from each module's own "depends="
+# field, as there is no depmod output in the package.
 BB=/bin/busybox # from busybox-static (scripts/deps.sh), statically linked
-mkdir -p initramfs/bin initramfs/proc initramfs/sys initramfs/dev
+mkdir -p initramfs/bin initramfs/proc initramfs/sys initramfs/dev initramfs/lib/modules
 cp "$BB" initramfs/bin/busybox
+python3 - root/lib/modules initramfs/lib/modules <<'PY'
+import os, re, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+want = ["virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_console"]
+found = {}
+for top, _, files in os.walk(src):
+    for f in files:
+        if f.endswith(".ko"):
+            found[f[:-3].replace("-", "_")] = os.path.join(top, f)
+order = []
+def add(name):
+    key = name.replace("-", "_")
+    if key in order:
+        return
+    if key not in found:
+        sys.exit("fetch-debian-kernel: module %s is not in the package" % name)
+    data = open(found[key], "rb").read()
+    m = re.search(rb"depends=([^\0]*)\0", data)
+    for dep in (m.group(1).decode().split(",") if m and m.group(1) else []):
+        add(dep)
+    order.append(key)
+for w in want:
+    add(w)
+with open(os.path.join(dst, "order"), "w") as f:
+    for key in order:
+        shutil.copy(found[key], os.path.join(dst, key + ".ko"))
+        f.write(key + "\n")
+PY
 cat > initramfs/init <<'INIT'
 #!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
+# cloison's test init. Words on the kernel command line:
+#   cloison.ip=ADDR/PREFIX  address for the first NIC
+#   cloison.peer=ADDR       ping it once the link is up
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev 2>/dev/null
 echo "RESULT initramfs_init=ok"
-echo "RESULT initramfs_cpus=$(/bin/busybox grep -c ^processor /proc/cpuinfo)"
-/bin/busybox poweroff -f
+echo "RESULT initramfs_cpus=$($B grep -c ^processor /proc/cpuinfo)"
+for m in $($B cat /lib/modules/order); do
+	$B insmod /lib/modules/$m.ko || echo "RESULT insmod_failed=$m"
+done
+ip= peer=
+for w in $($B cat /proc/cmdline); do
+	case $w in
+	cloison.ip=*) ip=${w#cloison.ip=} ;;
+	cloison.peer=*) peer=${w#cloison.peer=} ;;
+	esac
+done
+# The first virtio disk: its first sector holds a text marker.
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 50 ]; do $B sleep 0.1; n=$((n + 1)); done
+if [ -b /dev/vda ]; then
+	echo "RESULT disk_sectors=$($B cat /sys/block/vda/size)"
+	echo "RESULT disk_marker=$($B dd if=/dev/vda bs=512 count=1 2>/dev/null | $B tr -dc 'a-zA-Z0-9_.-')"
+else
+	echo "RESULT disk=none"
+fi
+# The first NIC other than lo.
+nic=
+for d in /sys/class/net/*; do
+	[ "${d##*/}" = lo ] || { nic=${d##*/}; break; }
+done
+if [ -n "$nic" ]; then
+	echo "RESULT nic=$nic"
+	echo "RESULT nic_driver=$($B basename "$($B readlink /sys/class/net/$nic/device/driver)")"
+	echo "RESULT nic_mac=$($B cat /sys/class/net/$nic/address)"
+	$B ip link set "$nic" up
+	n=0
+	while [ "$($B cat /sys/class/net/$nic/operstate)" != up ] && [ $n -lt 50 ]; do
+		$B sleep 0.1; n=$((n + 1))
+	done
+	echo "RESULT nic_operstate=$($B cat /sys/class/net/$nic/operstate)"
+	if [ -n "$ip" ]; then
+		$B ip addr add "$ip" dev "$nic"
+		if [ -n "$peer" ]; then
+			if $B ping -c 1 -W 5 "$peer" >/dev/null 2>&1; then
+				echo "RESULT ping=ok"
+			else
+				echo "RESULT ping=failed"
+			fi
+		fi
+	fi
+else
+	echo "RESULT nic=none"
+fi
+echo "RESULT initramfs_done=ok"
+$B poweroff -f
 INIT
 chmod +x initramfs/init
 (cd initramfs && find . | cpio -o -H newc --quiet | gzip -9) > initramfs.cpio.gz
 
 mv vmlinuz vmlinux initramfs.cpio.gz "$CACHE"/
 echo "$pkg" > "$CACHE/package"
+echo "$INITRAMFS_VERSION" > "$CACHE/initramfs.version"
 echo "$CACHE"

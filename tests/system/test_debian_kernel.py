@@ -2,10 +2,24 @@
 scripts/fetch-debian-kernel.sh) under cloison-vmm: as bzImage, as vmlinux
 through the Linux 64-bit boot protocol and through its PVH note. It must
 print `Linux version`, our exact command line and the e820 map we built
-(checked entry by entry). On a host without hardware virtualization the
-kernel would later stop at an instruction KVM's emulator lacks (cmpxchg16b),
-so the test powers it off through the control socket; on a host with
-VT-x/AMD-V it boots to the busybox initramfs, whose init powers off.
+(checked entry by entry). On a host with VT-x/AMD-V it boots on to the
+busybox initramfs, whose init powers off; on a host without, the test powers
+it off through the control socket once the banner is checked.
+
+With a disk and a NIC attached, on a host with hardware virtualization, the
+kernel must enumerate both virtio functions on our PCI bus (vendor 1af4,
+modern device ids 0x1042 and 0x1041, with their BARs), and its init loads
+Debian's virtio modules, reads the marker the test wrote on the disk, finds
+the NIC bound to virtio_net with our MAC, brings it up and pings the host
+through the tap. On a software-nested host only the banner part runs. With
+`clearcpuid=xsave` and the instructions cloison-vmm finishes for KVM's
+emulator (src/vmm/emulate.c) the kernel does get through ACPI and PCI
+enumeration there (seen in about 3 minutes), but not reliably: two emulated
+vCPUs spend minutes in soft lockups and stop_machine rendezvous, the timer
+tick outruns the emulated ring 0 once the kernel switches to kvm-clock, and
+SYSCALL from ring 3 would not reach the kernel anyway (DESIGN.md section 6).
+A test that passes only sometimes is worse than none, so there the test
+stops after the banner.
 
 The bzImage case is slow on nested hosts: the decompressor runs in guest
 ring 0, which such hosts emulate (about 2 CPU-minutes, ~6 minutes wall on an
@@ -44,10 +58,10 @@ def debian_kernel():
     return r.stdout.strip().splitlines()[-1]
 
 
-def check_banner(vm, timeout):
+def check_banner(vm, timeout, cmdline=CMDLINE):
     vm.wait_serial(r"Linux version \d+\.\d+", timeout)
     m = vm.wait_serial(r"Command line: ([^\r\n]*)\r?\n", 60)
-    assert m.group(1) == CMDLINE
+    assert m.group(1) == cmdline
     # The whole map is printed at once, right after the command line.
     vm.wait_serial(r"BIOS-e820:[^\n]*\n(?![^\n]*BIOS-e820)[^\n]*\n", 60)
     seen = [(int(a, 16), int(b, 16) + 1, TYPES[t]) for a, b, t in E820_RE.findall(vm.serial())]
@@ -79,21 +93,62 @@ def test_vmlinux_linux_boot_protocol(vmm_bin, tmp_path, debian_kernel):
          os.path.join(debian_kernel, "initramfs.cpio.gz"), "linux", 120)
 
 
+def pci_function(vm, device_id, timeout):
+    """Waits for Linux's PCI core to report 1af4:device_id; returns its
+    address and the BARs it assigned."""
+    m = vm.wait_serial(r"pci (0000:00:[0-9a-f]{2}\.\d): \[1af4:%04x\] type 00 class (0x[0-9a-f]{6})"
+                       % device_id, timeout)
+    addr = m.group(1)
+    bars = vm.wait_serial(r"pci %s: (?:BAR \d |reg 0x[0-9a-f]+: )\[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)"
+                          % re.escape(addr), 120)
+    return addr, m.group(2), int(bars.group(1), 16), int(bars.group(2), 16) + 1
+
+
 def test_vmlinux_with_disk_and_nic(vmm_bin, tmp_path, debian_kernel):
-    """Issue 3: the same kernel, banner, exact command line and e820 map
-    with a raw virtio disk and a virtio NIC (a tap in a private network
-    namespace) attached: devices on the PCI bus change nothing the kernel
-    reports about memory and boot."""
+    """Issue 3: the kernel with a raw virtio disk and a virtio NIC (a tap in
+    a private network namespace). Banner, exact command line and e820 map
+    as without devices; Linux enumerates both functions; with hardware
+    virtualization the init reads the disk's marker, finds the NIC bound
+    to virtio_net with our MAC, brings it up and pings the host."""
     if not can_make_netns():
         pytest.skip("needs root, /dev/net/tun and network namespaces (ip netns add)")
+    marker = "cloison-marker-%d-%s" % (os.getpid(), os.urandom(4).hex())
     img = tmp_path / "disk.raw"
     with open(img, "wb") as f:
+        f.write(marker.encode())
         f.truncate(64 * MiB)
+    mac = "52:54:00:c1:05:%02x" % (os.getpid() & 0xff)
+    cmdline = CMDLINE + " cloison.ip=10.203.0.2/24 cloison.peer=10.203.0.1"
     with NetNs(prefix="10.203.0", name="cldeb%d" % os.getpid()) as ns:
         ns.add_tap("tap0")
-        boot(vmm_bin, tmp_path / "vm", os.path.join(debian_kernel, "vmlinux"),
-             os.path.join(debian_kernel, "initramfs.cpio.gz"), "linux", 120,
-             devices=["--disk", "path=%s" % img, "--net", "tap=tap0"], ns=ns)
+        vm = Vmm(vmm_bin, os.path.join(debian_kernel, "vmlinux"), tmp_path / "vm",
+                 cmdline=cmdline, memory="%dM" % (MEMORY >> 20), cpus=2,
+                 initrd=os.path.join(debian_kernel, "initramfs.cpio.gz"),
+                 extra=["--boot-protocol", "linux", "--disk", "path=%s" % img,
+                        "--net", "tap=tap0,mac=%s" % mac])
+        ns.wrap(vm)
+        with vm:
+            check_banner(vm, 120, cmdline)
+            if not hw_virt():
+                assert vm.control().request("poweroff")["ok"] is True
+                assert vm.wait_exit(60) == 0, vm.tails()
+                return
+            # Linux's PCI core walks our bus (ECAM from the MCFG table).
+            blk = pci_function(vm, 0x1042, 300)
+            net = pci_function(vm, 0x1041, 120)
+            assert blk[1] == "0x018000" and net[1] == "0x020000", (blk, net)
+            for _, _, start, end in (blk, net):
+                assert 0xc0000000 <= start < end <= 0xe0000000, (blk, net)
+            vm.wait_serial(r"RESULT initramfs_done=ok", 600)
+            assert vm.wait_exit(120) == 0, vm.tails()
+            r = dict(vm.results())
+    assert "insmod_failed" not in r, r
+    assert r.get("disk_marker") == marker, r
+    assert int(r["disk_sectors"]) == 64 * MiB // 512, r
+    assert r.get("nic_driver") == "virtio_net", r
+    assert r.get("nic_mac") == mac, r
+    assert r.get("nic_operstate") == "up", r
+    assert r.get("ping") == "ok", r
 
 
 def test_vmlinux_pvh(vmm_bin, tmp_path, debian_kernel):
