@@ -116,12 +116,17 @@ static void net_rx(struct net *n)
 		virtio_dev_queue_done(&n->vdev, NET_RX);
 }
 
+/* Sends what the guest queued. No kicks are asked for while we work (each
+ * one is an exit for the guest); once the ring looks empty they are turned
+ * back on and the ring looked at once more, so a frame queued in between
+ * is not left behind (QEMU's virtio-net does the same). */
 static void net_tx(struct net *n)
 {
 	struct virtq *vq = virtio_dev_vq(&n->vdev, NET_TX);
 	struct virtq_elem *e = n->tx_elem;
 	unsigned done = 0;
 
+	virtq_set_notify(vq, false);
 	while (!n->tx_blocked && virtio_dev_active(&n->vdev)) {
 		int ret;
 
@@ -135,8 +140,13 @@ static void net_tx(struct net *n)
 			virtio_dev_fail(&n->vdev, "transmit queue: %s", vq->error);
 			break;
 		}
-		if (ret == 0)
-			break;
+		if (ret == 0) {
+			virtq_set_notify(vq, true);
+			if (!virtq_has_avail(vq))
+				break;
+			virtq_set_notify(vq, false);
+			continue;
+		}
 		if (e->nin || e->out_len <= NET_HDR_LEN) {
 			virtio_dev_fail(&n->vdev, "transmit buffer %u is not a readable header and "
 					"frame", e->head);
@@ -145,7 +155,7 @@ static void net_tx(struct net *n)
 		if (writev(n->tap, e->iov, e->nout) < 0) {
 			if (errno == EAGAIN) {
 				virtq_unpop(vq);
-				n->tx_blocked = true;
+				n->tx_blocked = true; /* EPOLLOUT brings us back */
 				break;
 			}
 			n->tx_dropped++; /* a frame the tap refused: drop it like a wire */
