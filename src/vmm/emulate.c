@@ -433,7 +433,10 @@ int vcpu_emulate_failed(struct vcpu *vcpu)
 	in.len = MIN(run->emulation_failure.insn_size, sizeof(run->emulation_failure.insn_bytes));
 	if (ioctl(vcpu->fd, KVM_GET_REGS, &in.r) < 0 || ioctl(vcpu->fd, KVM_GET_SREGS, &in.s) < 0)
 		return -errno;
-	if (!(in.s.efer & (1 << 10)) || !in.s.cs.l) /* 64-bit code only */
+	/* 64-bit ring-0 code only: that is what KVM's emulator runs on these
+	 * hosts (ring 3 runs on the CPU), and it spares us privilege and
+	 * user/supervisor page checks that KVM_TRANSLATE does not make. */
+	if (!(in.s.efer & (1 << 10)) || !in.s.cs.l || (in.s.cs.selector & 3))
 		return -ENOTSUP;
 	return dispatch(vcpu, &in);
 }
