@@ -23,7 +23,9 @@ import socket
 import subprocess
 import time
 
-RESULT_RE = re.compile(r"^RESULT ([A-Za-z0-9_.-]+)=(.*?)\r?$", re.M)
+# Only complete lines: a line still being printed (no newline yet) would
+# otherwise match at the end of the log with half its value.
+RESULT_RE = re.compile(r"^RESULT ([A-Za-z0-9_.-]+)=(.*?)\r?\n", re.M)
 
 
 class VmmTimeout(AssertionError):
