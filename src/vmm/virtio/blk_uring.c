@@ -27,10 +27,12 @@
 #include "common/log.h"
 #include "common/util.h"
 
-/* The most one merged host I/O carries: the kernel's iovec limit, and a
- * size that keeps one I/O from holding up a queue for long. */
+/* The most one merged host I/O carries: the kernel's iovec limit, and
+ * 4 MiB. Larger merges serialize writes that the host could run side by
+ * side: 1 MiB guest writes at depth 8 ran at 1705-1987 IOPS with a 16 MiB
+ * cap and 2159-2190 with 4 MiB (reads: no difference measured). */
 #define MERGE_MAX_IOV IOV_MAX
-#define MERGE_MAX_BYTES (16ULL << 20)
+#define MERGE_MAX_BYTES (4ULL << 20)
 /* user_data of an SQE: a struct blk_req, or a struct merge with this bit. */
 #define TAG_MERGE 1ULL
 
