@@ -61,22 +61,21 @@ static void *guest_linear(struct vcpu *vcpu, uint64_t gva, uint64_t len, bool wr
 	return guest_mem_ptr(&vcpu->vm->mem, t.physical_address, len);
 }
 
-/* Reads len (<= 8) bytes at a guest-virtual address, across a page
- * boundary if need be. */
-static int read_linear(struct vcpu *vcpu, uint64_t gva, void *out, unsigned len)
+/* Copies len bytes between buf and a guest-virtual address, across a
+ * page boundary if need be (write: into the guest). */
+static int copy_linear(struct vcpu *vcpu, uint64_t gva, void *buf, unsigned len, bool write)
 {
-	unsigned first = (unsigned)MIN((uint64_t)len, 4096 - (gva & 4095));
-	const void *a = guest_linear(vcpu, gva, first, false);
+	for (unsigned done = 0; done < len;) {
+		unsigned n = (unsigned)MIN((uint64_t)(len - done), 4096 - ((gva + done) & 4095));
+		uint8_t *g = guest_linear(vcpu, gva + done, n, write);
 
-	if (!a)
-		return -EFAULT;
-	memcpy(out, a, first);
-	if (first < len) {
-		const void *b = guest_linear(vcpu, gva + first, len - first, false);
-
-		if (!b)
+		if (!g)
 			return -EFAULT;
-		memcpy((uint8_t *)out + first, b, len - first);
+		if (write)
+			memcpy(g, (uint8_t *)buf + done, n);
+		else
+			memcpy((uint8_t *)buf + done, g, n);
+		done += n;
 	}
 	return 0;
 }
@@ -186,26 +185,6 @@ static int finish(struct vcpu *vcpu, struct insn *in, unsigned end)
 	return ioctl(vcpu->fd, KVM_SET_REGS, &in->r) < 0 ? -errno : 0;
 }
 
-/* Writes len bytes at a guest-virtual address, across a page boundary if
- * need be. */
-static int write_linear(struct vcpu *vcpu, uint64_t gva, const void *in, unsigned len)
-{
-	unsigned first = (unsigned)MIN((uint64_t)len, 4096 - (gva & 4095));
-	void *a = guest_linear(vcpu, gva, first, true);
-
-	if (!a)
-		return -EFAULT;
-	memcpy(a, in, first);
-	if (first < len) {
-		void *b = guest_linear(vcpu, gva + first, len - first, true);
-
-		if (!b)
-			return -EFAULT;
-		memcpy(b, (const uint8_t *)in + first, len - first);
-	}
-	return 0;
-}
-
 /* The host's own LOCK CMPXCHG16B on the guest's memory: atomic against
  * the guest's other vCPUs too. (gcc would call libatomic for a 16-byte
  * __atomic_compare_exchange, which a static worker does not link.) */
@@ -269,7 +248,7 @@ static int emulate_popcnt(struct vcpu *vcpu, struct insn *in)
 	} else {
 		if (mem_operand(in, at, &ea, &end))
 			return -ENOTSUP;
-		ret = read_linear(vcpu, ea, &src, bits / 8);
+		ret = copy_linear(vcpu, ea, &src, bits / 8, false);
 		if (ret)
 			return ret;
 	}
@@ -318,7 +297,7 @@ static int emulate_mxcsr(struct vcpu *vcpu, struct insn *in, bool load)
 	if (ioctl(vcpu->fd, KVM_GET_XSAVE, &xs) < 0)
 		return -errno;
 	if (load) {
-		ret = read_linear(vcpu, ea, &v, 4);
+		ret = copy_linear(vcpu, ea, &v, 4, false);
 		if (ret)
 			return ret;
 		if (v & ~MXCSR_VALID)
@@ -331,7 +310,7 @@ static int emulate_mxcsr(struct vcpu *vcpu, struct insn *in, bool load)
 		if (ioctl(vcpu->fd, KVM_SET_XSAVE, &xs) < 0)
 			return -errno;
 	} else {
-		ret = write_linear(vcpu, ea, &xs.region[XSAVE_MXCSR], 4);
+		ret = copy_linear(vcpu, ea, &xs.region[XSAVE_MXCSR], 4, true);
 		if (ret)
 			return ret;
 	}
