@@ -80,7 +80,7 @@ QEMU_FMT = {"raw": "raw", "vhdx": "vhdx", "vhd": "vpc"}
 
 
 def run_qemu(guest, img, case, secs, fmt="raw"):
-    cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "EPYC", "-M", "q35", "-m", "256M",
+    cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-M", "q35", "-m", "256M",
            "-smp", "1", "-kernel", str(guest), "-append", guest_cmdline(case, secs),
            "-display", "none", "-nodefaults", "-serial", "stdio", "-no-reboot",
            "-drive", "file=%s,if=none,id=d0,format=%s,cache=none,aio=io_uring" % (img, QEMU_FMT[fmt]),

@@ -75,7 +75,7 @@ def start_peer(ns, peer, vmm, guest, tap, ip, mac, logdir):
         cmd = [vmm, "--kernel", guest, "--memory", "256M", "--serial", "stdio",
                "--cmdline", cmdline, "--net", "tap=%s,mac=%s" % (tap, mac)]
     else:
-        cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "EPYC", "-M", "q35", "-m", "256M",
+        cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-M", "q35", "-m", "256M",
                "-smp", "1", "-kernel", guest, "-append", cmdline, "-display", "none",
                "-nodefaults", "-serial", "stdio", "-no-reboot",
                "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vhost=off" % tap,

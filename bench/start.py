@@ -45,7 +45,7 @@ def qemu_cmd(guest, mem, cmdline, machine, bios=None):
     """QEMU with its default firmware (SeaBIOS) or, with bios=QBOOT, qboot:
     the fastest firmware QEMU ships, so the comparison is not just against
     a slow BIOS."""
-    cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "EPYC", "-M", machine,
+    cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-M", machine,
            "-m", str(mem), "-smp", "1", "-kernel", guest, "-append", cmdline,
            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]
     if bios:

@@ -185,9 +185,9 @@ static __attribute__((noreturn)) void triple_fault(void)
 /* #BPs seen (boot.S counts them and returns). */
 volatile uint64_t breakpoints;
 
-static void cpuid0(uint32_t leaf, uint32_t r[4])
+static void cpuid0(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
-	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(0));
+	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
 }
 
 typedef unsigned __int128 u128;
@@ -210,8 +210,8 @@ static uint64_t insn_test(void)
 	uint64_t ok = 0, before = breakpoints, after = 0, lo, hi, v, gsbase;
 	uint32_t l1[4], l7[4];
 
-	cpuid0(1, l1);
-	cpuid0(7, l7);
+	cpuid0(1, 0, l1);
+	cpuid0(7, 0, l7);
 
 	__asm__ volatile("int3; movq $1, %0" : "=r"(after) : : "memory");
 	if (breakpoints == before + 1 && after == 1)
@@ -312,6 +312,9 @@ uint64_t kernel_syscall(uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint
 		return rdmsr((uint32_t)a0);
 	case SYS_INSNTEST:
 		return insn_test();
+	case SYS_CPUID:
+		cpuid0((uint32_t)a0, (uint32_t)a1, (uint32_t *)(uintptr_t)a2);
+		return 0;
 	}
 	return (uint64_t)-1;
 }

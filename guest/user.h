@@ -135,9 +135,13 @@ static inline uint64_t rdtsc(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
+/* CPUID from ring 3 is not what the VM was given on a software-nested host:
+ * the nested hypervisor runs ring 3 natively and its CPUID answers with the
+ * outer host's features (1 GiB pages, TSC deadline, SSE4, ...). Ring 0 is
+ * emulated and its CPUID reaches KVM, so ask the kernel. */
 static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
-	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+	sys_call(SYS_CPUID, leaf, sub, (uint64_t)(uintptr_t)r, 0);
 }
 
 static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
