@@ -42,7 +42,7 @@
 #define SYS_RDMSR 7	 /* (msr) */
 #define SYS_INSNTEST 8	 /* runs ring-0 instruction checks, returns INSN_* bits that passed */
 #define SYS_CPUID 9	 /* (leaf, subleaf, uint32_t out[4]): CPUID executed in ring 0 */
-#define SYS_POWEROFF 10	 /* ACPI S5 (the FADT's PM1a), then the legacy ports; never returns */
+#define SYS_SET_POWEROFF 10 /* (port, value): the PM1a_CNT write that enters S5, for faults */
 
 /* SYS_INSNTEST: instructions a software-nested host's KVM cannot emulate
  * (the VMM finishes them, src/vmm/emulate.c); on real hardware the CPU

@@ -163,6 +163,9 @@ int acpi_parse(struct guest *g, uint64_t rsdp_hint)
 		else if (memcmp(t, "MCFG", 4) == 0)
 			parse_mcfg(g, t);
 	}
+	if (g->acpi.pm1a_cnt)
+		sys_call(SYS_SET_POWEROFF, g->acpi.pm1a_cnt,
+			 (uint16_t)(((g->acpi.have_s5 ? g->acpi.s5_slp_typ : 0) & 7) << 10 | SLP_EN), 0, 0);
 	return 0;
 }
 

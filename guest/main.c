@@ -77,6 +77,17 @@ static int w_triplefault(struct word_ctx *c)
 	return 0;
 }
 
+/* An unexpected exception, as a bug would raise one: a load from an address
+ * no page table maps. The kernel reports RESULT fatal= and powers off. */
+#define FAULT_ADDR 0x7f0000000000UL
+
+static int w_fault(struct word_ctx *c)
+{
+	(void)c;
+	out("fault: a load from 0x%lx, which nothing maps\n", FAULT_ADDR);
+	return (int)*(volatile uint8_t *)(uintptr_t)FAULT_ADDR;
+}
+
 static int w_pmtimer(struct word_ctx *c)
 {
 	timer_check_pm(c->g);
@@ -101,6 +112,7 @@ static const struct word words[] = {
 	{ "acpi=", w_nothing },
 	{ "reboot", w_reboot },
 	{ "triplefault", w_triplefault },
+	{ "fault", w_fault },
 	{ "pmtimer", w_pmtimer },
 	{ NULL, NULL },
 };

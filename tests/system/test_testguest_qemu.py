@@ -57,6 +57,8 @@ def boot(guest, cmdline, machine="q35", memory="256M", cpus=1, extra=(), timeout
         if m:
             results[m.group(1)] = m.group(2)
             results["_all"].append((m.group(1), m.group(2)))
+    if "fatal" in results and "fault" not in cmdline.split():
+        pytest.fail("the test guest faulted: RESULT fatal=%s\n%s" % (results["fatal"], p.stdout))
     return p.returncode, p.stdout, results
 
 
@@ -279,7 +281,7 @@ def test_reset_words_end_the_run_without_power_off(testguest, word, line):
     assert rc == 0, out
     assert r["boot"] == "ok" and line in out, out
     assert "poweroff" not in r, out
-    assert "FAULT" not in out, out
+    assert "RESULT fatal=" not in out, out
 
 
 def monitor_run(guest, cmdline, tmp_path, after_count=3, wait=10, cpus=1, until=None):
@@ -415,3 +417,14 @@ def test_blk_multiqueue_from_every_cpu(testguest, tmp_path):
     assert r["blk_errors"] == "0" and int(r["blk_ops"]) > 0, out
     assert int(r["blk_kicks"]) > 0
     assert r["blkverify"] == "ok", out
+
+
+def test_unexpected_fault_reports_and_powers_off(testguest):
+    """An unexpected exception ends the run at once with RESULT fatal= (vector,
+    error code, addresses) and an ACPI power-off, not a hang or a reset loop."""
+    rc, out, r = boot(testguest, "fault", timeout=60)
+    assert rc == 0, out
+    m = re.match(r"vector:0x0*e error=0x0*4 rip=0x[0-9a-f]+ cs=0x0*2b rsp=0x[0-9a-f]+ "
+                 r"cr2=0x00007f0000000000$", r["fatal"])
+    assert m, out
+    assert "\r\n" in out or "\n" in out

@@ -224,3 +224,32 @@ def test_guest_ram_gets_huge_pages(vmm_bin, testguest, tmp_path):
     assert any(re.match(r"THPeligible:\s+1$", l) for l in ram), ram
     pmd = [int(l.split()[1]) for l in ram if l.startswith("ShmemPmdMapped:")]
     assert pmd and pmd[0] >= 2048, ram  # at least one 2 MiB page is in use
+
+
+def test_unexpected_fault_reports_fatal_and_powers_off(vmm_bin, testguest, tmp_path):
+    """An unexpected exception in the guest ends the run at once: one RESULT
+    fatal= line with the vector, error code and addresses, then an ACPI
+    power-off. A test waiting for another RESULT stops on it, not on its
+    timeout."""
+    from vmmlib import VmmTimeout
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="fault") as vm:
+        t0 = time.monotonic()
+        with pytest.raises(VmmTimeout, match="faulted"):
+            vm.wait_result("never_printed", timeout=120)
+        assert time.monotonic() - t0 < 30
+        assert vm.wait_exit(30) == 0, vm.tails()
+        fatal = vm.result_values("fatal")
+        assert len(fatal) == 1, vm.tails()
+        assert re.match(r"vector:0x0*e error=0x0*4 rip=0x[0-9a-f]+ cs=0x0*2b "
+                        r"rsp=0x[0-9a-f]+ cr2=0x00007f0000000000$", fatal[0]), fatal
+
+
+def test_serial_lines_end_in_crlf(vmm_bin, testguest, tmp_path):
+    """The guest writes CR LF, as real guests do on a serial console, so a
+    terminal in raw mode does not staircase."""
+    with Vmm(vmm_bin, testguest, tmp_path) as vm:
+        assert vm.wait_exit(60) == 0, vm.tails()
+        with open(vm.serial_path, "rb") as f:
+            text = f.read()
+    assert text.count(b"\r\n") >= 5, text
+    assert text.count(b"\n") == text.count(b"\r\n"), text

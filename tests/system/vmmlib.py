@@ -158,6 +158,11 @@ class Vmm:
             got = predicate()
             if got:
                 return got
+            fatal = self.result_values("fatal")
+            if fatal:
+                # The guest faulted and powers off: what we wait for won't come.
+                raise VmmTimeout("the test guest faulted (RESULT fatal=%s) before %s\n%s" % (
+                    fatal[0], what, self.tails()))
             if not self.running():
                 got = predicate()
                 if got:
