@@ -8,43 +8,48 @@ TOP=$(pwd)
 PY=/usr/bin/python3
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 export FUZZ_SECONDS
-steps_failed=()
-
-step() { echo; echo "=== $* ==="; }
+. scripts/check-lib.sh
 
 step "dependencies"
-./scripts/deps.sh || steps_failed+=("deps")
+./scripts/deps.sh; record deps $?
 
 step "build (build/)"
-if [ ! -f build/build.ninja ]; then meson setup build >/dev/null || steps_failed+=("setup build"); fi
-ninja -C build || steps_failed+=("build")
+rc=0
+[ -f build/build.ninja ] || meson setup build >/dev/null || rc=$?
+[ $rc -ne 0 ] || ninja -C build || rc=$?
+record build $rc
 
 step "build with ASan+UBSan (build-asan/)"
-if [ ! -f build-asan/build.ninja ]; then
-	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dguest=false \
-		>/dev/null || steps_failed+=("setup build-asan")
-fi
-ninja -C build-asan || steps_failed+=("build-asan")
+rc=0
+[ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined \
+	-Db_lundef=false -Dguest=false >/dev/null || rc=$?
+[ $rc -ne 0 ] || ninja -C build-asan || rc=$?
+record build-asan $rc
 
 step "unit tests under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	run_tests unit meson build-asan/meson-logs/testlog.json \
 	meson test -C build-asan --suite unit --print-errorlogs
 
-if command -v clang >/dev/null; then
-	step "fuzz targets, ${FUZZ_SECONDS}s each (build-fuzz/)"
-	if [ ! -f build-fuzz/build.ninja ]; then
-		CC=clang meson setup build-fuzz -Dfuzz=true -Dguest=false -Dtests=false \
-			-Dwerror=true >/dev/null || steps_failed+=("setup build-fuzz")
-	fi
-	# Only the fuzz targets: the rest of the tree is built and tested above.
-	ninja -C build-fuzz fuzz || steps_failed+=("build-fuzz")
+# clang is a dependency (scripts/deps.sh): without it this step fails, it is
+# not skipped.
+step "fuzz targets, ${FUZZ_SECONDS}s each (build-fuzz/)"
+rc=0
+[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true -Dguest=false \
+	-Dtests=false -Dwerror=true >/dev/null || rc=$?
+# Only the fuzz targets: the rest of the tree is built and tested above.
+[ $rc -ne 0 ] || ninja -C build-fuzz fuzz || rc=$?
+record build-fuzz $rc
+run_tests fuzz meson build-fuzz/meson-logs/testlog.json \
 	meson test -C build-fuzz --no-rebuild --suite fuzz --print-errorlogs
-fi
+
+step "make check's own summary (pytest, tests/scripts)"
+run_tests scripts junit build/scripts.xml \
+	$PY -m pytest -p no:cacheprovider -q --junitxml="$TOP/build/scripts.xml" tests/scripts
 
 step "system tests (pytest, real binaries)"
-CLOISON_BUILD="$TOP/build" $PY -m pytest -p no:cacheprovider -rs \
-	--junitxml="$TOP/build/pytest.xml" tests/system
+CLOISON_BUILD="$TOP/build" run_tests system junit build/pytest.xml \
+	$PY -m pytest -p no:cacheprovider -rs --junitxml="$TOP/build/pytest.xml" tests/system
 
 step "summary"
-$PY scripts/summary.py --steps-failed "${#steps_failed[@]}" \
-	build-asan/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json build/pytest.xml
+summary
