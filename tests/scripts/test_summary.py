@@ -169,3 +169,19 @@ def test_run_tests_records_the_commands_status_and_results(tmp_path):
     assert xml.exists()
     assert rc == 1 and "step bad exited with status 1" in out
     assert last == "1 passed, 2 failed, 0 skipped"
+
+
+def test_a_spent_time_budget_fails_the_remaining_tests(tmp_path):
+    """Past CLOISON_TEST_BUDGET_S every remaining system test fails at once,
+    naming the budget, and the summary counts them as failures."""
+    xml = tmp_path / "p.xml"
+    env = dict(os.environ, CLOISON_TEST_BUDGET_S="0.000001")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                        "--junitxml=%s" % xml, os.path.join(TOP, "tests/system/test_vmm_cli.py")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1, p.stdout
+    assert "system-test budget" in p.stdout
+    rc, last, _ = summary("system:%d:junit:%s" % (p.returncode, xml))
+    assert rc == 1
+    n = int(last.split(" failed")[0].split(", ")[1])
+    assert n > 5 and last.startswith("0 passed"), last

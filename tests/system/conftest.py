@@ -85,3 +85,24 @@ def run(cmd, **kw):
 
 def which(name):
     return shutil.which(name)
+
+
+# make check's time budget for the system tests (scripts/check.sh sets it):
+# once it is spent, each remaining test fails at once, naming the budget,
+# so a run with many hung tests still ends in time and says what it did not
+# run. Unset, there is no budget.
+_BUDGET_S = float(os.environ.get("CLOISON_TEST_BUDGET_S", "0") or 0)
+_SESSION_START = None
+
+
+def pytest_sessionstart(session):
+    global _SESSION_START
+    import time
+    _SESSION_START = time.monotonic()
+
+
+def pytest_runtest_setup(item):
+    import time
+    if _BUDGET_S and time.monotonic() - _SESSION_START > _BUDGET_S:
+        pytest.fail("not run: make check's system-test budget of %d s was spent "
+                    "(CLOISON_TEST_BUDGET_S)" % _BUDGET_S, pytrace=False)
