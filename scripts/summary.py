@@ -22,7 +22,9 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-CMOCKA = re.compile(r"^\[ *(RUN|OK|FAILED|SKIPPED|ERROR) *\] (\S+)", re.M)
+# One case's line; not the closing "[  SKIPPED ] 2 test(s), listed below:"
+# nor an "[  ERROR   ] --- message" line.
+CMOCKA = re.compile(r"^\[ *(RUN|OK|FAILED|SKIPPED|ERROR) *\] (\S+)[ \t]*$", re.M)
 
 
 class Counts:

@@ -65,6 +65,17 @@ def test_counts_cmocka_cases_and_pytest_items_not_executables(tmp_path):
     assert (rc, last) == (0, "9 passed, 0 failed, 2 skipped")
 
 
+def test_cmocka_closing_lists_are_not_cases(tmp_path):
+    out = cmocka(("a", "OK"), ("b", "SKIPPED"), ("c", "FAILED"))
+    out += ("[==========] 3 test(s) run.\n[  PASSED  ] 1 test(s).\n"
+            "[  SKIPPED ] 1 test(s), listed below:\n[  SKIPPED ] b\n"
+            "[  FAILED  ] 1 test(s), listed below:\n[  FAILED  ] c\n"
+            "[  ERROR   ] --- 0x1 != 0x2\n")
+    log = meson_log(tmp_path / "t.json", ("vhd", "FAIL", out))
+    rc, last, _ = summary("unit:1:meson:" + log)
+    assert rc == 1 and last == "1 passed, 2 failed, 1 skipped"
+
+
 def test_a_failed_case_is_named(tmp_path):
     log = meson_log(tmp_path / "t.json",
                     ("util", "FAIL", cmocka(("a", "OK"), ("b", "FAILED"))))
