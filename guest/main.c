@@ -46,6 +46,11 @@ static int w_count(struct word_ctx *c)
 	return 0;
 }
 
+static int w_demo(struct word_ctx *c)
+{
+	return demo_run(c->g);
+}
+
 static int w_serve(struct word_ctx *c)
 {
 	if (!word_is(c->arg, c->arg_len, "serve"))
@@ -108,6 +113,7 @@ static const struct word words[] = {
 	{ "touch=", w_touch },
 	{ "touchlast", w_touchlast },
 	{ "count", w_count },
+	{ "demo", w_demo },
 	{ "run=", w_serve },
 	{ "acpi=", w_nothing },
 	{ "reboot", w_reboot },

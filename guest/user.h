@@ -222,6 +222,10 @@ uint32_t lapic_read(unsigned reg);
 void user_main(uint32_t start_info);
 void user_ap_main(uint32_t idx);
 
+/* --- demo.c --- */
+/* demo: a welcome and an interactive prompt on COM1; never returns. */
+int demo_run(struct guest *g) __attribute__((noreturn));
+
 /* --- dirty.c --- */
 /* dirty=SIZE: starts dirtying SIZE bytes of RAM on every CPU. */
 int dirty_start(struct guest *g, uint64_t size);

@@ -1,7 +1,9 @@
 #!/bin/bash
 # make run: the way a user would do it by hand -- start cloisond on a private
 # state directory, create a dynamic VHDX, create a VM named "demo" from the
-# built-in test guest with that disk, start it and attach its console.
+# built-in test guest with that disk, start it and attach its console. The
+# guest's `demo` word answers on the console: try help, facts, disk, net,
+# poweroff (DEMO_CMDLINE=count for the old counter).
 # Every command is printed before it runs; everything is cleaned up on exit.
 set -eu
 cd "$(dirname "$0")/.."
@@ -9,7 +11,7 @@ BUILD=${CLOISON_BUILD:-build}
 CLOISOND=$BUILD/src/daemon/cloisond
 CLOISON=$BUILD/src/cli/cloison
 GUEST=$(realpath "$BUILD/guest/cloison-testguest")
-DEMO_CMDLINE=${DEMO_CMDLINE:-count}
+DEMO_CMDLINE=${DEMO_CMDLINE:-demo}
 
 for f in "$CLOISOND" "$CLOISON" "$BUILD/src/vmm/cloison-vmm" "$GUEST"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "run-demo: $f is not built (run make)" >&2; exit 1; }
@@ -61,11 +63,11 @@ show "$CLOISON" vm create demo --kernel "$GUEST" --cpus 2 --memory 256M \
 show "$CLOISON" vm start demo
 show "$CLOISON" vm list
 if [ -t 0 ]; then
-	echo "(the guest counts; detach from the console with Ctrl-])"
+	echo "(type help at the cloison> prompt; detach from the console with Ctrl-])"
 	show "$CLOISON" vm console demo || true
 else
-	echo "(no terminal: showing the console for 5 seconds)"
-	printf '\n\033[1m$ timeout 5 %s vm console demo </dev/null\033[0m\n' "$CLOISON"
-	timeout 5 "$CLOISON" vm console demo </dev/null || true
+	echo "(no terminal: typing help, facts and disk at the prompt, then 5 seconds of console)"
+	printf '\n\033[1m$ (sleep 1; printf "help\\rfacts\\rdisk\\r"; sleep 4) | timeout 5 %s vm console demo\033[0m\n' "$CLOISON"
+	(sleep 1; printf 'help\rfacts\rdisk\r'; sleep 4) | timeout 5 "$CLOISON" vm console demo || true
 fi
 show "$CLOISON" vm show demo
