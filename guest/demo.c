@@ -1,7 +1,7 @@
 /* `demo`: the embedded default of `make run` (scripts/run-demo.sh). A short
  * welcome, then an interactive prompt on COM1 for a newcomer: help, facts,
  * disk, net, poweroff (docs/testguest.md). Input is polled from the UART
- * (LSR bit 0, RBR); between keystrokes the guest sleeps a millisecond in hlt
+ * (LSR bit 0, RBR); between keystrokes the guest sleeps 2 ms in hlt
  * and keeps polling the ACPI power button. */
 #include "virtio.h"
 
