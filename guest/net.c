@@ -5,6 +5,9 @@
 #include "virtio.h"
 
 #define VIRTIO_NET_F_MAC (1ULL << 5)
+#define VIRTIO_NET_F_STATUS (1ULL << 16)
+#define NET_CFG_STATUS 6 /* le16 status after mac[6]; bit 0 VIRTIO_NET_S_LINK_UP */
+#define LINK_CHECK_NS 100000000ULL
 #define NET_HDR 12 /* struct virtio_net_hdr_v1 (num_buffers always there in 1.x) */
 #define BUF_SIZE 2048
 #define RX_BUFS 128
@@ -25,6 +28,8 @@ struct net_dev {
 	bool tx_busy[TX_BUFS];
 	int16_t rx_of_head[VQ_MAX_SIZE], tx_of_head[VQ_MAX_SIZE];
 	uint64_t arp, icmp, udp, dropped;
+	unsigned link; /* last VIRTIO_NET_S_LINK_UP seen (with F_STATUS) */
+	uint64_t link_checked; /* timer_ns() of the last look */
 };
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -172,6 +177,17 @@ bool net_poll(struct net_dev *n)
 	if (any)
 		virtq_kick(&n->v.vq[0]);
 	reap_tx(n);
+	/* The link status, looked at every 100 ms (each look is an exit), and
+	 * reported when it changes. */
+	if ((n->v.features & VIRTIO_NET_F_STATUS) && timer_ns(n->g) - n->link_checked >= LINK_CHECK_NS) {
+		unsigned link = virtio_cfg8(&n->v, NET_CFG_STATUS) & 1;
+
+		n->link_checked = timer_ns(n->g);
+		if (link != n->link) {
+			n->link = link;
+			out("RESULT net_link=%u\n", link);
+		}
+	}
 	return any;
 }
 
@@ -198,7 +214,7 @@ int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **re
 {
 	struct net_dev *n = mm_alloc(g, sizeof(*n), 64);
 
-	if (!n || virtio_open(g, VIRTIO_ID_NET, 0, VIRTIO_NET_F_MAC, 2, 1u << 0, &n->v)) {
+	if (!n || virtio_open(g, VIRTIO_ID_NET, 0, VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS, 2, 1u << 0, &n->v)) {
 		out("RESULT net_error=no usable virtio-net device\n");
 		return -1;
 	}
@@ -226,6 +242,11 @@ int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **re
 	out("RESULT net_mac=%02x:%02x:%02x:%02x:%02x:%02x\n", n->mac[0], n->mac[1], n->mac[2],
 	    n->mac[3], n->mac[4], n->mac[5]);
 	out("net: %s\n", n->v.wake ? "MSI-X wake-ups" : "polling every 1 ms");
+	if (n->v.features & VIRTIO_NET_F_STATUS) {
+		n->link = virtio_cfg8(&n->v, NET_CFG_STATUS) & 1;
+		n->link_checked = timer_ns(g);
+		out("RESULT net_link=%u\n", n->link);
+	}
 	out("RESULT net_ip=%u.%u.%u.%u/%u\n", ip >> 24, ip >> 16 & 0xff, ip >> 8 & 0xff, ip & 0xff,
 	    prefix);
 	*res = n;

@@ -52,6 +52,7 @@ struct net {
 	bool tx_blocked; /* the tap said EAGAIN: wait for EPOLLOUT */
 	uint32_t events; /* what we watch on the tap now */
 	bool watched;
+	bool gone; /* the tap went away (deleted under us): link down for good */
 	uint64_t rx_dropped, tx_dropped;
 };
 
@@ -65,6 +66,8 @@ static void update_events(struct net *n)
 {
 	uint32_t want = 0;
 
+	if (n->gone)
+		return; /* not watched any more */
 	if (virtio_dev_active(&n->vdev)) {
 		if (!n->rx_wait && n->vdev.queues[NET_RX].vq.enabled)
 			want |= EPOLLIN;
@@ -75,14 +78,50 @@ static void update_events(struct net *n)
 		n->events = want;
 }
 
+/* The backend is gone (the tap was deleted: reads fail with EBADFD and
+ * epoll reports EPOLLERR even with no events asked for, so watching it any
+ * longer would spin the event loop). Stop watching it, take the link down
+ * and tell the driver; frames sent from now on are dropped. Lock held. */
+static void tap_gone(struct net *n, const char *why)
+{
+	uint16_t status = 0;
+
+	if (n->gone)
+		return;
+	n->gone = true;
+	log_warn("%s: tap %s is gone (%s): link down, frames dropped", n->vdev.name, n->ifname,
+		 why);
+	if (n->watched) {
+		evloop_del_fd(n->vdev.loop, n->tap);
+		n->watched = false;
+	}
+	memcpy(n->config + 6, &status, 2); /* VIRTIO_NET_S_LINK_UP cleared */
+	virtio_dev_config_changed(&n->vdev);
+	if (n->tx_blocked) {
+		/* No EPOLLOUT will come: drain what the guest queued. */
+		n->tx_blocked = false;
+		virtio_dev_kick(&n->vdev, NET_TX);
+	}
+}
+
+/* A failed read or write of a frame: true when the error is about that one
+ * frame (the tap dropped it), false when the tap itself is unusable. */
+static bool frame_error(int err)
+{
+	return err == EINVAL || err == EFAULT || err == EMSGSIZE || err == ENOBUFS ||
+	       err == ENOMEM;
+}
+
 static void net_rx(struct net *n)
 {
 	struct virtq *vq = virtio_dev_vq(&n->vdev, NET_RX);
 	struct virtq_elem *e = n->rx_elem;
 	uint16_t one = 1;
-	unsigned done = 0;
+	unsigned done = 0, tries = 0;
 
-	while (done < NET_BUDGET && virtio_dev_active(&n->vdev)) {
+	/* tries counts failed reads too: a tap that keeps failing must not
+	 * keep us here (with the device lock held) forever. */
+	while (tries++ < NET_BUDGET && !n->gone && virtio_dev_active(&n->vdev)) {
 		int ret = virtq_pop(vq, e);
 		ssize_t len;
 
@@ -101,9 +140,16 @@ static void net_rx(struct net *n)
 		}
 		len = readv(n->tap, e->iov, e->nin);
 		if (len < 0) {
+			int err = errno;
+
 			virtq_unpop(vq);
-			if (errno == EAGAIN || errno == EINTR)
+			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+				break; /* nothing more now: the round is over */
+			if (!frame_error(err)) {
+				/* EBADFD (tap deleted), EIO, ...: the backend is gone. */
+				tap_gone(n, strerror(err));
 				break;
+			}
 			/* The tap dropped a frame that did not fit the buffer. */
 			n->rx_dropped++;
 			continue;
@@ -152,12 +198,20 @@ static void net_tx(struct net *n)
 					"frame", e->head);
 			break;
 		}
-		if (writev(n->tap, e->iov, e->nout) < 0) {
-			if (errno == EAGAIN) {
+		if (n->gone) {
+			n->tx_dropped++; /* no wire any more: complete without sending */
+		} else if (writev(n->tap, e->iov, e->nout) < 0) {
+			int err = errno;
+
+			if (err == EAGAIN || err == EWOULDBLOCK) {
 				virtq_unpop(vq);
 				n->tx_blocked = true; /* EPOLLOUT brings us back */
 				break;
 			}
+			/* EIO is a tap that is merely down: not gone. */
+			if (err == EBADFD || err == EBADF || err == ENODEV || err == ENXIO ||
+			    err == EPIPE)
+				tap_gone(n, strerror(err));
 			n->tx_dropped++; /* a frame the tap refused: drop it like a wire */
 		}
 		virtq_push(vq, e->head, 0);
@@ -172,7 +226,10 @@ static void tap_cb(void *opaque, uint32_t events)
 	struct net *n = opaque;
 
 	virtio_dev_lock(&n->vdev);
-	if (virtio_dev_active(&n->vdev)) {
+	/* Reported whatever we asked for, even with no events watched. */
+	if (events & (EPOLLERR | EPOLLHUP))
+		tap_gone(n, events & EPOLLERR ? "EPOLLERR" : "EPOLLHUP");
+	if (!n->gone && virtio_dev_active(&n->vdev)) {
 		if (events & EPOLLOUT) {
 			n->tx_blocked = false;
 			net_tx(n);
