@@ -167,7 +167,7 @@ static int raw_create(const char *path, const struct disk_create_opts *opts, str
 				 (unsigned long long)opts->size);
 	if (opts->size > (uint64_t)INT64_MAX)
 		return disk_fail(err, -EFBIG, "%s: size too large", path);
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return disk_fail(err, -errno, "%s: cannot create: %s", path, strerror(errno));
 	if (ftruncate(fd, (off_t)opts->size) < 0) {

@@ -533,7 +533,7 @@ int vhd_create(const char *path, const struct disk_create_opts *opts, struct dis
 	ret = make_footer(&f, type, opts->size);
 	if (ret)
 		return disk_fail(err, ret, "%s: cannot make a disk id: %s", path, strerror(-ret));
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return disk_fail(err, -errno, "%s: cannot create: %s", path, strerror(errno));
 	if (type == VHD_TYPE_FIXED)

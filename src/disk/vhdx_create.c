@@ -289,7 +289,7 @@ int vhdx_create(const char *path, const struct disk_create_opts *opts, struct di
 	ret = layout_for(path, opts, parent, &l, err);
 	if (ret)
 		return ret;
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return disk_fail(err, -errno, "%s: cannot create: %s", path, strerror(errno));
 	meta = disk_alloc_aligned(META_LEN);
