@@ -140,6 +140,59 @@ static int probe_format(int fd, const char *path, unsigned flags, const struct d
 	return 0;
 }
 
+static const char *file_kind(mode_t m)
+{
+	if (S_ISFIFO(m))
+		return "a FIFO";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISDIR(m))
+		return "a directory";
+	return "a special file";
+}
+
+/* Opens an image file without blocking on a FIFO (or a device that waits
+ * for a peer): O_NONBLOCK first, refuse anything that is not a regular file
+ * or a block device, then back to blocking I/O. Returns the fd or -errno
+ * (message in err). */
+int disk_open_file(const char *path, int oflags, struct stat *st, struct disk_error *err)
+{
+	int fd, fl, ret;
+
+	fd = open(path, oflags | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		ret = -errno;
+		return disk_fail(err, ret, "%s: cannot open: %s", path, strerror(-ret));
+	}
+	if (fstat(fd, st) < 0) {
+		ret = -errno;
+		disk_fail(err, ret, "%s: cannot stat: %s", path, strerror(-ret));
+		goto fail;
+	}
+	if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
+		if (S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode) ||
+		    S_ISDIR(st->st_mode))
+			ret = disk_fail(err, -EINVAL, "%s is %s, not a disk image", path,
+					file_kind(st->st_mode));
+		else
+			ret = disk_fail(err, -EINVAL, "%s: not a regular file or block device",
+					path);
+		goto fail;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		ret = -errno;
+		disk_fail(err, ret, "%s: cannot set blocking I/O: %s", path, strerror(-ret));
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return ret;
+}
+
 /* Frees one image; opened says whether ops->open succeeded on it. */
 static void disk_free_one(struct disk *d, bool opened)
 {
@@ -165,19 +218,9 @@ static int open_one(const char *path, unsigned flags, struct chain_ids *ids, str
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return disk_fail(err, -ENOMEM, "%s: out of memory", path);
-	d->fd = open(path, oflags);
+	d->fd = disk_open_file(path, oflags, &st, err);
 	if (d->fd < 0) {
-		ret = -errno;
-		disk_fail(err, ret, "%s: cannot open: %s", path, strerror(-ret));
-		goto fail;
-	}
-	if (fstat(d->fd, &st) < 0) {
-		ret = -errno;
-		disk_fail(err, ret, "%s: cannot stat: %s", path, strerror(-ret));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		ret = disk_fail(err, -EINVAL, "%s: not a regular file or block device", path);
+		ret = d->fd;
 		goto fail;
 	}
 	for (int i = 0; i < ids->count; i++) {

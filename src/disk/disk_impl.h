@@ -65,6 +65,11 @@ extern const struct disk_ops disk_raw_ops;
 extern const struct disk_ops disk_vhdx_ops;
 extern const struct disk_ops disk_vhd_ops;
 
+struct stat;
+/* open(2) for image files: refuses FIFOs, sockets and other special files
+ * without blocking on them. Returns the fd or -errno (message in err). */
+int disk_open_file(const char *path, int oflags, struct stat *st, struct disk_error *err);
+
 /* printf into err (if non-NULL); returns ret so callers can
  * `return disk_fail(err, -EINVAL, "...")`. */
 int disk_fail(struct disk_error *err, int ret, const char *fmt, ...)

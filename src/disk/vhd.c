@@ -500,11 +500,10 @@ static int vhd_open(struct disk *d, struct disk_error *err)
 	v->mfd = d->fd;
 	if (d->flags & DISK_OPEN_DIRECT) {
 		/* metadata goes through the page cache: small, unaligned I/O */
-		v->mfd = open(d->path, (d->flags & DISK_OPEN_RDONLY ? O_RDONLY : O_RDWR) |
-				       O_CLOEXEC);
+		v->mfd = disk_open_file(d->path, (d->flags & DISK_OPEN_RDONLY ? O_RDONLY : O_RDWR) |
+					O_CLOEXEC, &st, err);
 		if (v->mfd < 0) {
-			ret = disk_fail(err, -errno, "%s: cannot open: %s", d->path,
-					strerror(errno));
+			ret = v->mfd;
 			goto fail;
 		}
 		v->own_mfd = true;
