@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -242,6 +243,20 @@ static int open_one(const char *path, unsigned flags, struct chain_ids *ids, str
 	ids->ino[ids->count] = st.st_ino;
 	snprintf(ids->path[ids->count], PATH_MAX, "%s", path);
 	ids->count++;
+
+	/* One writer or many readers per image, across processes (the worker
+	 * and every `cloison disk` verb): an advisory lock on the whole file. */
+	if (flock(d->fd, (flags & DISK_OPEN_RDONLY ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		ret = -errno;
+		if (ret == -EWOULDBLOCK)
+			ret = disk_fail(err, -EBUSY, "%s: the image is in use by another process "
+					"(it holds a lock on it %s)", path,
+					flags & DISK_OPEN_RDONLY ? "for writing" :
+					"for reading or writing");
+		else
+			disk_fail(err, ret, "%s: cannot lock: %s", path, strerror(-ret));
+		goto fail;
+	}
 
 	ret = probe_format(d->fd, path, flags, &ops, err);
 	if (ret)
@@ -736,9 +751,14 @@ int disk_check(const char *path, bool repair, char *report, size_t len, struct d
 		ret = d->ops->check(d, repair, report, len);
 	if (ret < 0)
 		disk_fail(err, ret, "%s: check failed: %s", path, strerror(-ret));
-	if (ret >= 0 && d->type == DISK_TYPE_DIFFERENCING) {
+	bool diff = d->type == DISK_TYPE_DIFFERENCING;
+	int r = disk_close(d);
+	if (ret >= 0 && r)
+		ret = disk_fail(err, r, "%s: flush failed: %s", path, strerror(-r));
+	if (ret >= 0 && diff) {
 		/* the chain is part of the disk: a missing or wrong parent is a
-		 * problem check reports (repair cannot fix it; set-parent can) */
+		 * problem check reports (repair cannot fix it; set-parent can).
+		 * Opened after closing d, whose lock would refuse this open. */
 		struct disk_error perr = { { 0 } };
 		struct disk *full = NULL;
 
@@ -749,8 +769,5 @@ int disk_check(const char *path, bool repair, char *report, size_t len, struct d
 			ret++;
 		}
 	}
-	int r = disk_close(d);
-	if (ret >= 0 && r)
-		ret = disk_fail(err, r, "%s: flush failed: %s", path, strerror(-r));
 	return ret;
 }

@@ -67,3 +67,50 @@ def test_fifo_as_parent_is_refused(tmp_path, cmd):
     assert r.returncode != 0 or cmd[0] == "info"
     assert "is a FIFO, not a disk image" in r.stdout + r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "out.vhdx").exists()
+
+
+def _hold(path, exclusive):
+    """Holds path the way another cloison process would (the disk library's
+    flock scheme: exclusive for a writer, shared for readers)."""
+    import fcntl
+    fd = os.open(path, os.O_RDWR if exclusive else os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    return fd
+
+
+def _digest(p):
+    import hashlib
+    return hashlib.sha256(open(p, "rb").read()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["vhdx", "vhd"])
+def test_image_in_use_is_refused(tmp_path, fmt):
+    base = tmp_path / ("base." + fmt)
+    child = tmp_path / ("child.avhd" + ("x" if fmt == "vhdx" else ""))
+    ok("create", base, "--size", "4M")
+    ok("create", child, "--parent", base)
+    before = {p: _digest(p) for p in (base, child)}
+    fd = _hold(child, True)
+    try:
+        for args in (["merge", child], ["resize", child, "--size", "8M"], ["compact", child],
+                     ["set-parent", child, base]):
+            r = disk(*args, timeout=10)
+            assert r.returncode != 0, args
+            assert "in use by another process" in r.stderr, (args, r.stderr)
+        # a reader of the parent stops a writer of the parent (merge)
+        os.close(fd)
+        fd = _hold(base, False)
+        r = disk("merge", child, timeout=10)
+        assert r.returncode != 0
+        assert "in use by another process" in r.stderr, r.stderr
+        # while a writer holds the child, readers are refused too
+        os.close(fd)
+        fd = _hold(child, True)
+        r = disk("convert", child, tmp_path / "out.raw", timeout=10)
+        assert r.returncode != 0 and "in use" in r.stderr, r.stderr
+    finally:
+        os.close(fd)
+    assert child.exists() and base.exists()
+    assert {p: _digest(p) for p in (base, child)} == before
+    ok("merge", child)
+    assert not child.exists()
