@@ -573,10 +573,9 @@ static void test_vhd_backend(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	unlink(path);
-	if (disk_create(path, &o, &derr)) {
-		skip(); /* the disk library of this build lacks VHD */
-		return;
-	}
+	/* The disk library always has VHD: a create failure is a failure. */
+	if (disk_create(path, &o, &derr))
+		fail_msg("disk_create(%s, VHD dynamic 8 MiB): %s", path, derr.msg);
 	f.vm = vd_create(1);
 	snprintf(spec, sizeof(spec), "path=%s", path);
 	assert_int_equal(virtio_add_disk(f.vm, spec, err, sizeof(err)), 0);
