@@ -91,16 +91,35 @@ static int bind_socket(struct daemon *d)
 		*slash = 0;
 		mkdir_p(dir, 0755);
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+	struct stat st;
+	if (lstat(d->socket_path, &st) == 0) {
+		/* Only a socket may be replaced; anything else is left alone. */
+		if (!S_ISSOCK(st.st_mode)) {
+			log_error("%s: exists and is not a socket; refusing to replace it",
+				  d->socket_path);
+			return -EEXIST;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(fd);
+			log_error("%s: another cloisond is already serving this socket",
+				  d->socket_path);
+			return -EADDRINUSE;
+		}
 		close(fd);
-		log_error("%s: another cloisond is already serving this socket", d->socket_path);
-		return -EADDRINUSE;
+		if (unlink(d->socket_path) < 0 && errno != ENOENT) {
+			r = -errno;
+			log_error("%s: cannot remove the stale socket: %s", d->socket_path,
+				  strerror(errno));
+			return r;
+		}
+	} else if (errno != ENOENT) {
+		r = -errno;
+		log_error("%s: %s", d->socket_path, strerror(errno));
+		return r;
 	}
-	close(fd);
-	unlink(d->socket_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
