@@ -173,13 +173,8 @@ int disk_open_file(const char *path, int oflags, struct stat *st, struct disk_er
 		goto fail;
 	}
 	if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
-		if (S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode) ||
-		    S_ISDIR(st->st_mode))
-			ret = disk_fail(err, -EINVAL, "%s is %s, not a disk image", path,
-					file_kind(st->st_mode));
-		else
-			ret = disk_fail(err, -EINVAL, "%s: not a regular file or block device",
-					path);
+		ret = disk_fail(err, -EINVAL, "%s is %s, not a disk image", path,
+				file_kind(st->st_mode));
 		goto fail;
 	}
 	fl = fcntl(fd, F_GETFL);

@@ -4,6 +4,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -97,12 +98,10 @@ _SESSION_START = None
 
 def pytest_sessionstart(session):
     global _SESSION_START
-    import time
     _SESSION_START = time.monotonic()
 
 
 def pytest_runtest_setup(item):
-    import time
     if _BUDGET_S and time.monotonic() - _SESSION_START > _BUDGET_S:
         pytest.fail("not run: make check's system-test budget of %d s was spent "
                     "(CLOISON_TEST_BUDGET_S)" % _BUDGET_S, pytrace=False)

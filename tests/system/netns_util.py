@@ -7,6 +7,7 @@ namespace: the real host network is never touched.
         vm = Vmm(...); ns.wrap(vm)         # the worker runs in the namespace
         ns.run(["ping", "-c", "1", "10.201.0.2"])
 """
+import contextlib
 import os
 import subprocess
 
@@ -21,6 +22,9 @@ def sh(cmd, check=True, **kw):
     return r
 
 
+NETNS_NEEDS = "needs root, /dev/net/tun and network namespaces (ip netns add)"
+
+
 def can_make_netns():
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         return False
@@ -29,6 +33,17 @@ def can_make_netns():
         return False
     sh(["ip", "netns", "del", name], check=False)
     return True
+
+
+@contextlib.contextmanager
+def netns_or_skip(prefix):
+    """A NetNs for one test; skips it, saying why, where this host cannot
+    make one."""
+    import pytest
+    if not can_make_netns():
+        pytest.skip(NETNS_NEEDS)
+    with NetNs(prefix=prefix) as n:
+        yield n
 
 
 class NetNs:

@@ -31,7 +31,7 @@ import subprocess
 import pytest
 
 from conftest import TOP
-from netns_util import NetNs, can_make_netns
+from netns_util import NETNS_NEEDS, NetNs, can_make_netns
 from vmmlib import Vmm, expected_e820, MiB
 
 pytestmark = pytest.mark.usefixtures("kvm")
@@ -111,7 +111,7 @@ def test_vmlinux_with_disk_and_nic(vmm_bin, tmp_path, debian_kernel):
     virtualization the init reads the disk's marker, finds the NIC bound
     to virtio_net with our MAC, brings it up and pings the host."""
     if not can_make_netns():
-        pytest.skip("needs root, /dev/net/tun and network namespaces (ip netns add)")
+        pytest.skip(NETNS_NEEDS)
     marker = "cloison-marker-%d-%s" % (os.getpid(), os.urandom(4).hex())
     img = tmp_path / "disk.raw"
     with open(img, "wb") as f:

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import require_kvm
-from netns_util import NetNs, can_make_netns
+from netns_util import netns_or_skip
 from vmmlib import Vmm
 
 MAC_A = "02:c1:00:00:00:0a"
@@ -28,9 +28,7 @@ MAC_B = "02:c1:00:00:00:0b"
 @pytest.fixture
 def ns():
     require_kvm()
-    if not can_make_netns():
-        pytest.skip("needs root, /dev/net/tun and network namespaces (ip netns add)")
-    with NetNs(prefix="10.201.0") as n:
+    with netns_or_skip("10.201.0") as n:
         yield n
 
 

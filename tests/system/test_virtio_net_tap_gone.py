@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import require_kvm
-from netns_util import NetNs, can_make_netns
+from netns_util import netns_or_skip
 from vmmlib import Vmm
 
 MiB = 1 << 20
@@ -26,9 +26,7 @@ MiB = 1 << 20
 @pytest.fixture
 def ns():
     require_kvm()
-    if not can_make_netns():
-        pytest.skip("needs root, /dev/net/tun and network namespaces (ip netns add)")
-    with NetNs(prefix="10.202.0") as n:
+    with netns_or_skip("10.202.0") as n:
         yield n
 
 

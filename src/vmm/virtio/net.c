@@ -104,12 +104,12 @@ static void tap_gone(struct net *n, const char *why)
 	}
 }
 
-/* A failed read or write of a frame: true when the error is about that one
- * frame (the tap dropped it), false when the tap itself is unusable. */
-static bool frame_error(int err)
+/* A failed read or write: true when the tap itself is unusable (deleted
+ * under us: EBADFD), false when only that frame was refused or dropped
+ * (EIO from a tap that is merely down, EMSGSIZE, ENOBUFS, ...). */
+static bool tap_lost(int err)
 {
-	return err == EINVAL || err == EFAULT || err == EMSGSIZE || err == ENOBUFS ||
-	       err == ENOMEM;
+	return err == EBADFD || err == EBADF || err == ENODEV || err == ENXIO || err == EPIPE;
 }
 
 static void net_rx(struct net *n)
@@ -145,8 +145,7 @@ static void net_rx(struct net *n)
 			virtq_unpop(vq);
 			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
 				break; /* nothing more now: the round is over */
-			if (!frame_error(err)) {
-				/* EBADFD (tap deleted), EIO, ...: the backend is gone. */
+			if (tap_lost(err)) {
 				tap_gone(n, strerror(err));
 				break;
 			}
@@ -208,9 +207,7 @@ static void net_tx(struct net *n)
 				n->tx_blocked = true; /* EPOLLOUT brings us back */
 				break;
 			}
-			/* EIO is a tap that is merely down: not gone. */
-			if (err == EBADFD || err == EBADF || err == ENODEV || err == ENXIO ||
-			    err == EPIPE)
+			if (tap_lost(err))
 				tap_gone(n, strerror(err));
 			n->tx_dropped++; /* a frame the tap refused: drop it like a wire */
 		}
