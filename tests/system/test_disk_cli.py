@@ -468,8 +468,8 @@ def test_convert_interrupted_leaves_nothing(tmp_path, sig):
     p.send_signal(sig)
     err = first + p.stderr.read()
     p.wait(timeout=60)
-    if p.returncode == 0:
-        pytest.skip("the copy finished before the signal arrived (host too fast)")
+    # 1 GiB cannot be copied between the first progress line and the
+    # signal; an exit 0 means the signal was ignored.
     assert p.returncode == 1, (p.returncode, err)
     assert "interrupted" in err
     assert sorted(x.name for x in tmp_path.iterdir()) == ["big.raw"]

@@ -203,25 +203,45 @@ def test_hostile_guest_marks_device_others_keep_serving(vmm_bin, testguest, tmp_
         assert words in err, (words, err)
 
 
+def _mtime_changes(path, within):
+    """True once the file's mtime moves within `within` seconds: the guest
+    is writing it now."""
+    first = os.stat(path).st_mtime_ns
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        if os.stat(path).st_mtime_ns != first:
+            return True
+    return False
+
+
 def test_pause_resume_and_reset_during_io(vmm_bin, testguest, tmp_path):
-    """Pause (devices quiesce with requests in flight), resume, then a hard
-    reset while the guest is still hammering the disk: the rebooted guest
-    finds the disk working (its second run finishes without errors) and
-    the file holds only what the guest wrote."""
+    """Pause with the guest's writes in flight: once the pause is answered
+    the file is not written again until resume (devices quiesced, vCPUs
+    stopped). Resume: the writes go on. Then a hard reset while the guest
+    is still hammering the disk: the rebooted guest finds the disk working
+    (its second run finishes without errors) and the file holds only what
+    the guest wrote."""
     require_kvm()
     img = tmp_path / "busy.raw"
     with open(img, "wb") as f:
         f.truncate(16 * MiB)
-    vm = Vmm(vmm_bin, testguest, tmp_path / "vm", cmdline="bs=4K qd=16 secs=3 blkbench=randwrite",
+    vm = Vmm(vmm_bin, testguest, tmp_path / "vm", cmdline="bs=4K qd=16 secs=10 blkbench=randwrite",
              extra=["--disk", "path=%s" % img])
     with vm:
         ctl = vm.control()
         vm.wait_result("boot")
-        time.sleep(0.5)
+        assert _mtime_changes(img, 5), "the guest's writes never reached the file"
         assert ctl.request("pause")["ok"]
-        time.sleep(0.5)
+        ctl.wait_event(lambda e: e == {"event": "state", "state": "paused"})
+        assert ctl.request("status")["result"]["state"] == "paused"
+        frozen = os.stat(img).st_mtime_ns
+        serial = len(vm.serial())
+        time.sleep(1.5)
+        assert os.stat(img).st_mtime_ns == frozen, "the disk was written while paused"
+        assert len(vm.serial()) == serial, "the guest ran while paused"
         assert ctl.request("resume")["ok"]
-        time.sleep(0.5)
+        assert _mtime_changes(img, 3), "the writes did not go on after resume"
         assert ctl.request("reset")["ok"]
         assert vm.wait_exit(120) == 0, vm.tails()
         # The first run was cut short by the reset; the second one completes.

@@ -18,6 +18,7 @@ def counts(vm):
 
 
 def test_status(vmm_bin, testguest, tmp_path):
+    started = time.monotonic()
     with Vmm(vmm_bin, testguest, tmp_path, cmdline="run=serve", cpus=2, memory="384M",
              name="demo") as vm:
         vm.wait_result("boot")
@@ -29,7 +30,13 @@ def test_status(vmm_bin, testguest, tmp_path):
         assert res["vcpus"] == 2
         assert res["memory"] == 384 << 20
         assert res["pid"] == vm.proc.pid
-        assert res["uptime_ms"] >= 0
+        # uptime counts from the worker's start: more than nothing (the guest
+        # has booted), at most the wall time since before the worker was spawned.
+        lived_ms = (time.monotonic() - started) * 1000
+        assert 0 < res["uptime_ms"] <= lived_ms + 50, (res["uptime_ms"], lived_ms)
+        time.sleep(0.3)
+        later = vm.control().request("status")["result"]["uptime_ms"]
+        assert 250 <= later - res["uptime_ms"] <= 2000, (res["uptime_ms"], later)
 
 
 def test_pause_stops_the_guest_and_resume_continues(vmm_bin, testguest, tmp_path):
