@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
-#include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/evloop.h"
@@ -468,17 +468,103 @@ static int check_host(bool as_json)
 
 /* ---- running -------------------------------------------------------- */
 
+/* Termination signals are caught from the very start, by a handler that
+ * writes the signal number to a pipe the event loop reads (async-signal
+ * safe, unlike asking the VM to stop). Being caught rather than blocked,
+ * they also interrupt a set-up step that blocks (open() of a FIFO named as
+ * --serial file:PATH): the step fails with EINTR and the worker exits. The
+ * handler needs these two process-wide values; nothing else does. */
+static volatile sig_atomic_t stop_signal;
+static int signal_pipe_w = -1;
+
+static void on_stop_signal(int sig)
+{
+	unsigned char b = (unsigned char)sig;
+	int saved = errno;
+
+	stop_signal = sig;
+	if (signal_pipe_w >= 0 && write(signal_pipe_w, &b, 1) < 0) {
+		/* the pipe is full: a stop is already on its way */
+	}
+	errno = saved;
+}
+
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+/* Installs on_stop_signal (no SA_RESTART) and creates the pipe; *read_fd
+ * gets its read end. 0 or -errno. */
+static int catch_stop_signals(int *read_fd)
+{
+	struct sigaction sa;
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	*read_fd = p[0];
+	signal_pipe_w = p[1];
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	for (unsigned i = 0; i < ARRAY_SIZE(stop_signals); i++)
+		if (sigaction(stop_signals[i], &sa, NULL) < 0)
+			return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+/* Blocks (or unblocks) the stop signals in the calling thread; threads
+ * created meanwhile inherit the mask, so only the main thread takes them. */
+static void mask_stop_signals(int how)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (unsigned i = 0; i < ARRAY_SIZE(stop_signals); i++)
+		sigaddset(&set, stop_signals[i]);
+	pthread_sigmask(how, &set, NULL);
+}
+
+struct signal_watch {
+	struct vm *vm;
+	int fd;
+};
+
 static void on_signal(void *opaque, uint32_t events)
 {
-	struct vm *vm = opaque;
-	struct signalfd_siginfo si;
+	struct signal_watch *w = opaque;
+	unsigned char b;
 	char detail[64];
 
 	(void)events;
-	if (read(vm_signal_fd(vm), &si, sizeof(si)) != sizeof(si))
+	if (read(w->fd, &b, 1) != 1)
 		return;
-	snprintf(detail, sizeof(detail), "stopped by signal %s", strsignal((int)si.ssi_signo));
-	vm_request_stop(vm, VM_STOP_VMM_ERROR, detail);
+	snprintf(detail, sizeof(detail), "stopped by signal %s", strsignal(b));
+	vm_request_stop(w->vm, VM_STOP_VMM_ERROR, detail);
+}
+
+/* Refuses a kernel or initrd that is not a regular file before vm.c maps
+ * it: opened O_NONBLOCK so that a FIFO cannot block the open. Usage error
+ * (-EINVAL) with the reason on stderr, or 0. */
+static int check_boot_file(const char *opt, const char *what, const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0)
+		return usage_error("cannot open the %s '%s': %s", what, path, strerror(errno));
+	if (fstat(fd, &st) < 0)
+		ret = usage_error("cannot stat the %s '%s': %s", what, path, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		ret = usage_error("%s %s is %s, not a regular file", opt, path,
+				  S_ISFIFO(st.st_mode)  ? "a FIFO"
+				  : S_ISDIR(st.st_mode) ? "a directory"
+				  : S_ISCHR(st.st_mode) ? "a character device"
+				  : S_ISBLK(st.st_mode) ? "a block device"
+				  : S_ISSOCK(st.st_mode) ? "a socket"
+							 : "a special file");
+	close(fd);
+	return ret;
 }
 
 static int write_pidfile(const char *path)
@@ -489,13 +575,28 @@ static int write_pidfile(const char *path)
 	return atomic_write_file(path, buf, (size_t)n, 0644);
 }
 
+static int setup_failed(const char *err, int ret)
+{
+	if (stop_signal)
+		fprintf(stderr, "cloison-vmm: error: stopped by signal %s during set-up\n",
+			strsignal(stop_signal));
+	else
+		fprintf(stderr, "cloison-vmm: error: %s\n", err[0] ? err : strerror(-ret));
+	return EXIT_VMM;
+}
+
 static int run_vm(const struct options *o)
 {
 	char err[1024] = "";
 	struct vm *vm = NULL;
-	sigset_t sigs;
+	struct signal_watch sigw = { .fd = -1 };
 	int ret, status;
 
+	ret = catch_stop_signals(&sigw.fd);
+	if (ret) {
+		fprintf(stderr, "cloison-vmm: error: catching signals: %s\n", strerror(-ret));
+		return EXIT_VMM;
+	}
 	if (o->control) {
 		ret = control_check_path(o->control, err, sizeof(err));
 		if (ret) {
@@ -503,32 +604,32 @@ static int run_vm(const struct options *o)
 			return ret == -EINVAL ? EXIT_USAGE : EXIT_VMM;
 		}
 	}
-	/* Termination signals are read from a signalfd on the event loop;
-	 * every thread created from here on inherits the mask. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	if (check_boot_file("--kernel", "kernel", o->vm.kernel) ||
+	    (o->vm.initrd && check_boot_file("--initrd", "initrd", o->vm.initrd)))
+		return EXIT_USAGE;
 
 	ret = vm_create(&o->vm, &vm, err, sizeof(err));
 	if (ret) {
-		fprintf(stderr, "cloison-vmm: error: %s\n", err);
-		status = ret == -EINVAL ? EXIT_USAGE : EXIT_VMM;
+		status = ret == -EINVAL && !stop_signal ? EXIT_USAGE : setup_failed(err, ret);
+		if (status == EXIT_USAGE)
+			fprintf(stderr, "cloison-vmm: error: %s\n", err);
 		goto out;
 	}
-	ret = vm_watch_signals(vm, &sigs, on_signal);
+	sigw.vm = vm;
+	ret = evloop_add_fd(vm->loop, sigw.fd, EPOLLIN, on_signal, &sigw);
 	if (!ret)
 		ret = chardev_create(o->serial, vm, &vm->chardev, err, sizeof(err));
 	if (!ret && o->control)
 		ret = control_create(o->control, vm, &vm->control, err, sizeof(err));
 	if (ret) {
-		fprintf(stderr, "cloison-vmm: error: %s\n", err[0] ? err : strerror(-ret));
-		status = EXIT_VMM;
+		status = setup_failed(err, ret);
 		goto out;
 	}
+	/* The threads vm_start creates inherit a mask without the stop
+	 * signals, so the main thread takes them. */
+	mask_stop_signals(SIG_BLOCK);
 	ret = vm_start(vm);
+	mask_stop_signals(SIG_UNBLOCK);
 	if (ret) {
 		fprintf(stderr, "cloison-vmm: error: starting the VM: %s\n", strerror(-ret));
 		status = EXIT_VMM;
