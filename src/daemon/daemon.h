@@ -84,6 +84,18 @@ struct vm_config {
 	char created[32];
 };
 
+/* One image a running VM's worker opens: an attached disk (depth 0) or a
+ * differencing parent of one (depth >= 1). Only an attached disk that is
+ * not read-only is written; parents are always read-only. */
+struct vm_image {
+	dev_t dev;
+	ino_t ino;
+	unsigned depth;
+	bool writable;
+	char *path;
+	char *child; /* the image this one is the parent of; NULL at depth 0 */
+};
+
 struct vm {
 	/* Set at creation, then constant. */
 	struct daemon *d;
@@ -110,6 +122,8 @@ struct vm {
 	int exit_status;
 	char exit_detail[256];
 	uint64_t started_ns;
+	struct vm_image *images; /* what the worker opens; set at start, kept while it runs */
+	unsigned n_images;
 	struct vm *next;
 };
 
@@ -221,6 +235,13 @@ int vm_op_restart(struct vm *vm, char *err, size_t errlen);
 /* Runs the start actions (autostart) and, at shutdown, the stop actions. */
 void vm_run_start_actions(struct daemon *d);
 void vm_run_stop_actions(struct daemon *d);
+/* Lists the images the worker of config c will open: each attached disk
+ * and, for a differencing disk, its parents at every depth (read through
+ * the disk library, with shared locks that are released at once). A file
+ * that cannot be read ends its chain there: the worker will name the
+ * problem. *out is malloc'd (vm_images_free). 0 or -ENOMEM. */
+int vm_images_collect(const struct vm_config *c, struct vm_image **out, unsigned *n);
+void vm_images_free(struct vm_image *imgs, unsigned n);
 /* JSON view of a VM for the API (config + runtime); caller holds d->lock. */
 json_t *vm_to_json_locked(struct vm *vm);
 

@@ -44,6 +44,7 @@ static struct vm *vm_new(struct daemon *d, const struct vm_config *cfg)
 static void vm_free(struct vm *vm)
 {
 	vm_config_clear(&vm->cfg);
+	vm_images_free(vm->images, vm->n_images);
 	pthread_mutex_destroy(&vm->op_lock);
 	free(vm);
 }

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -19,6 +20,9 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
+#ifdef CLOISON_HAVE_DISK_LIB
+#include "disk/disk.h"
+#endif
 
 #define START_TIMEOUT_S 60
 #define POWEROFF_TIMEOUT_S 10
@@ -133,31 +137,163 @@ static bool wait_state_leaves(struct vm *vm, enum vm_state a, enum vm_state b, e
 	return true;
 }
 
-/* Hyper-V refuses to start a VM whose disk another running VM writes (or
- * reads while this one would write): two writers corrupt an image. Files
- * are compared by device and inode, so two paths to one file are caught.
- * Caller holds d->lock. */
-static int check_disks_free_locked(struct vm *vm, char *err, size_t errlen)
+/* ---- the images a VM uses ---- */
+
+void vm_images_free(struct vm_image *imgs, unsigned n)
 {
-	for (unsigned i = 0; i < vm->cfg.n_disks; i++) {
-		const struct vm_disk *mine = &vm->cfg.disks[i];
-		struct stat a, b;
-		if (stat(mine->path, &a) < 0)
-			continue; /* the worker will say what is wrong with it */
+	for (unsigned i = 0; i < n; i++) {
+		free(imgs[i].path);
+		free(imgs[i].child);
+	}
+	free(imgs);
+}
+
+struct image_list {
+	struct vm_image *v;
+	unsigned n, cap;
+};
+
+static int image_add(struct image_list *l, const char *path, const char *child, unsigned depth,
+		     bool writable)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return 1; /* nothing there: the chain ends */
+	for (unsigned i = 0; i < l->n; i++)
+		if (l->v[i].dev == st.st_dev && l->v[i].ino == st.st_ino && l->v[i].depth == depth &&
+		    !strcmp(l->v[i].child ? l->v[i].child : "", child ? child : ""))
+			return 1; /* seen: a loop, or two disks sharing a parent */
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? 2 * l->cap : 16;
+		struct vm_image *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	struct vm_image *im = &l->v[l->n];
+	*im = (struct vm_image){ .dev = st.st_dev, .ino = st.st_ino, .depth = depth,
+				 .writable = writable, .path = strdup(path),
+				 .child = child ? strdup(child) : NULL };
+	if (!im->path || (child && !im->child)) {
+		free(im->path);
+		free(im->child);
+		return -ENOMEM;
+	}
+	l->n++;
+	return 0;
+}
+
+#ifdef CLOISON_HAVE_DISK_LIB
+/* One image at a time, without its parent: an image another process
+ * writes (locked) still ends up in the list, and a broken chain is listed
+ * as far as it can be read. */
+static int chain_walk(struct image_list *l, const char *top, bool writable)
+{
+	char path[4096], child[4096] = "";
+	int r;
+
+	snprintf(path, sizeof(path), "%s", top);
+	for (unsigned depth = 0; depth < 64; depth++) {
+		r = image_add(l, path, depth ? child : NULL, depth, writable && depth == 0);
+		if (r)
+			return r < 0 ? r : 0;
+		struct disk *dk;
+		struct disk_error derr = { { 0 } };
+		if (disk_open(path, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &dk, &derr))
+			return 0;
+		struct disk_info info;
+		disk_get_info(dk, &info);
+		disk_close(dk);
+		if (!info.has_parent || !info.parent_path[0])
+			return 0;
+		snprintf(child, sizeof(child), "%s", path);
+		snprintf(path, sizeof(path), "%s", info.parent_path);
+	}
+	return 0;
+}
+#endif
+
+int vm_images_collect(const struct vm_config *c, struct vm_image **out, unsigned *n)
+{
+	struct image_list l = { 0 };
+	int r = 0;
+
+	for (unsigned i = 0; !r && i < c->n_disks; i++) {
+		const struct vm_disk *disk = &c->disks[i];
+#ifdef CLOISON_HAVE_DISK_LIB
+		/* The parents the worker will use are the ones a full open finds;
+		 * when that fails (an image is locked), follow the locators. */
+		struct disk *dk;
+		struct disk_error derr = { { 0 } };
+		if (disk_open(disk->path, DISK_OPEN_RDONLY, &dk, &derr) == 0) {
+			const char *child = NULL;
+			unsigned depth = 0;
+			for (struct disk *p = dk; p && r >= 0; p = disk_parent(p), depth++) {
+				r = image_add(&l, disk_path(p), child, depth,
+					      depth == 0 && !disk->readonly);
+				child = disk_path(p);
+			}
+			disk_close(dk);
+			r = r < 0 ? r : 0;
+			continue;
+		}
+		r = chain_walk(&l, disk->path, !disk->readonly);
+#else
+		r = image_add(&l, disk->path, NULL, 0, !disk->readonly);
+		r = r < 0 ? r : 0;
+#endif
+	}
+	if (r) {
+		vm_images_free(l.v, l.n);
+		return r;
+	}
+	*out = l.v;
+	*n = l.n;
+	return 0;
+}
+
+/* Hyper-V refuses to start a VM whose disk another running VM writes (or
+ * reads while this one would write): two writers corrupt an image. The
+ * same holds for a differencing chain: the parent, at any depth, of a disk
+ * a VM uses is read-only for every VM, because one write to it makes every
+ * child unusable. Files are compared by device and inode, so two paths to
+ * one file are caught. Caller holds d->lock. */
+static int check_disks_free_locked(struct vm *vm, const struct vm_image *mine, unsigned n,
+				   char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < n; i++) {
+		const struct vm_image *a = &mine[i];
 		for (struct vm *o = vm->d->vms; o; o = o->next) {
 			if (o == vm || o->state == VM_OFF || o->state == VM_CRASHED)
 				continue;
-			for (unsigned k = 0; k < o->cfg.n_disks; k++) {
-				const struct vm_disk *theirs = &o->cfg.disks[k];
-				if (mine->readonly && theirs->readonly)
+			for (unsigned k = 0; k < o->n_images; k++) {
+				const struct vm_image *b = &o->images[k];
+				if (a->dev != b->dev || a->ino != b->ino ||
+				    (!a->writable && !b->writable))
 					continue;
-				if (stat(theirs->path, &b) == 0 && a.st_dev == b.st_dev &&
-				    a.st_ino == b.st_ino) {
+				if (a->depth == 0 && b->depth == 0)
 					snprintf(err, errlen,
-						 "disk '%s' is in use by VM '%s', which is %s", mine->path,
-						 o->cfg.name, vm_state_name(o->state));
-					return -EBUSY;
-				}
+						 "disk '%s' is in use by VM '%s', which is %s",
+						 a->path, o->cfg.name, vm_state_name(o->state));
+				else if (a->writable)
+					snprintf(err, errlen,
+						 "disk '%s' is the differencing parent of '%s', which "
+						 "VM '%s' uses (%s): a parent is read-only while a "
+						 "child of it is in use; attach it read-only or stop "
+						 "'%s' first",
+						 a->path, b->child, o->cfg.name, vm_state_name(o->state),
+						 o->cfg.name);
+				else
+					snprintf(err, errlen,
+						 "disk '%s' is the differencing parent of '%s' of this "
+						 "VM, and VM '%s' (%s) writes it: a parent is read-only "
+						 "while a child of it is in use; stop '%s' or attach "
+						 "'%s' to it read-only",
+						 b->path, a->child, o->cfg.name, vm_state_name(o->state),
+						 o->cfg.name, b->path);
+				return -EBUSY;
 			}
 		}
 	}
@@ -167,15 +303,39 @@ static int check_disks_free_locked(struct vm *vm, char *err, size_t errlen)
 int vm_op_start(struct vm *vm, char *err, size_t errlen)
 {
 	struct daemon *d = vm->d;
+	struct vm_config cfg;
+	struct vm_image *images = NULL;
+	unsigned n_images = 0;
 	int r;
 
 	pthread_mutex_lock(&vm->op_lock);
 	pthread_mutex_lock(&d->lock);
 	r = refuse(vm, VM_OP_START, err, errlen);
 	if (!r)
-		r = check_disks_free_locked(vm, err, errlen);
+		r = vm_config_copy(&cfg, &vm->cfg);
+	pthread_mutex_unlock(&d->lock);
+	if (r) {
+		if (r == -ENOMEM)
+			snprintf(err, errlen, "out of memory");
+		pthread_mutex_unlock(&vm->op_lock);
+		return r;
+	}
+	r = vm_images_collect(&cfg, &images, &n_images);
+	vm_config_clear(&cfg);
+	pthread_mutex_lock(&d->lock);
 	if (r)
+		snprintf(err, errlen, "out of memory");
+	if (!r)
+		r = refuse(vm, VM_OP_START, err, errlen);
+	if (!r)
+		r = check_disks_free_locked(vm, images, n_images, err, errlen);
+	if (r) {
+		vm_images_free(images, n_images);
 		goto out_unlock;
+	}
+	vm_images_free(vm->images, vm->n_images);
+	vm->images = images;
+	vm->n_images = n_images;
 	vm->start_failed = false;
 	vm->turning_off = false;
 	vm->turn_off_requested = false;

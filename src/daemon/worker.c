@@ -574,12 +574,61 @@ static int build_argv(const struct vm *vm, const char *vmm, char **args, char *p
 	return 0;
 }
 
+/* The images the worker opens, so that the next daemon checks disk
+ * conflicts against an adopted worker too (it cannot read the images the
+ * worker holds locked). */
+static json_t *images_to_json(const struct vm *vm)
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < vm->n_images; i++) {
+		const struct vm_image *im = &vm->images[i];
+		json_array_append_new(a, json_pack("{s:I, s:I, s:i, s:b, s:s, s:s?}", "dev",
+						   (json_int_t)im->dev, "ino", (json_int_t)im->ino,
+						   "depth", (int)im->depth, "writable",
+						   im->writable, "path", im->path, "child",
+						   im->child));
+	}
+	return a;
+}
+
+static void images_from_json(struct vm *vm, json_t *a)
+{
+	size_t n = json_array_size(a), i;
+	json_t *e;
+
+	struct vm_image *v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return;
+	unsigned k = 0;
+	json_array_foreach(a, i, e) {
+		const char *path = json_string_value(json_object_get(e, "path"));
+		const char *child = json_string_value(json_object_get(e, "child"));
+		if (!path)
+			continue;
+		v[k] = (struct vm_image){
+			.dev = (dev_t)json_integer_value(json_object_get(e, "dev")),
+			.ino = (ino_t)json_integer_value(json_object_get(e, "ino")),
+			.depth = (unsigned)json_integer_value(json_object_get(e, "depth")),
+			.writable = json_is_true(json_object_get(e, "writable")),
+			.path = strdup(path),
+			.child = child ? strdup(child) : NULL,
+		};
+		k++;
+	}
+	pthread_mutex_lock(&vm->d->lock);
+	vm_images_free(vm->images, vm->n_images);
+	vm->images = v;
+	vm->n_images = k;
+	pthread_mutex_unlock(&vm->d->lock);
+}
+
 static int record_worker(const struct vm *vm, pid_t pid)
 {
 	char path[4200];
-	json_t *j = json_pack("{s:i, s:I, s:s, s:s}", "pid", (int)pid, "starttime",
+	json_t *j = json_pack("{s:i, s:I, s:s, s:s, s:o}", "pid", (int)pid, "starttime",
 			      (json_int_t)pid_starttime(pid), "control", "control.sock", "serial",
-			      "serial.sock");
+			      "serial.sock", "images", images_to_json(vm));
 	char *text = json_dumps(j, JSON_COMPACT);
 
 	json_decref(j);
@@ -674,6 +723,7 @@ int worker_adopt(struct vm *vm, char *why, size_t whylen)
 	j = json_load_file(path, 0, NULL);
 	pid_t pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
 	unsigned long long st = (unsigned long long)json_integer_value(json_object_get(j, "starttime"));
+	images_from_json(vm, json_object_get(j, "images"));
 	json_decref(j);
 	if (pid <= 0) {
 		snprintf(why, whylen, "the worker's record is missing; it ended while cloisond "
