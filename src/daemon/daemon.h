@@ -162,7 +162,7 @@ struct daemon {
 	uint64_t next_seq;
 
 	int listen_fd;
-	void *http; /* struct MHD_Daemon */
+	void *http; /* struct api_server (api/http.c) */
 	int stop_pipe[2];
 };
 
@@ -250,8 +250,14 @@ json_t *vm_to_json_locked(struct vm *vm);
  * (not d->lock). 0 or -errno with err filled. */
 int worker_spawn(struct vm *vm, char *err, size_t errlen);
 /* Re-attaches to a live worker recorded in the runtime dir at daemon start;
- * 0 if adopted, -ESRCH if the worker is gone (*why says how it ended). */
-int worker_adopt(struct vm *vm, char *why, size_t whylen);
+ * 0 if adopted, -ESRCH if the worker is gone (*why says how it ended). A
+ * worker whose start was in progress (was_starting) and that still waits
+ * paused is resumed. */
+int worker_adopt(struct vm *vm, bool was_starting, char *why, size_t whylen);
+/* Ends (SIGKILL, then waits until gone) every cloison-vmm that runs in
+ * vm's runtime dir but is not except: a worker the daemon has no record of.
+ * what (may be NULL) gets their pids. Returns how many were ended. */
+int worker_end_strays(struct vm *vm, pid_t except, char *what, size_t len);
 /* Sends one control command and waits for its reply; *result (may be NULL)
  * gets the result object. 0, -EPROTO (worker said no: err has its message),
  * or -errno. */

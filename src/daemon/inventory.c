@@ -223,6 +223,9 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 	char path[4200];
 	int r = 0;
 
+	/* No worker may outlive its VM (a stray would go on writing the disks
+	 * of a VM that no longer exists). */
+	worker_end_strays(vm, 0, NULL, 0);
 	if (unlink(vm->cfg_path) < 0 && errno != ENOENT)
 		r = -errno;
 	if (r)
@@ -325,26 +328,46 @@ static void load_vm_dir(struct daemon *d, const char *name)
 
 static void restore_runtime(struct vm *vm)
 {
-	char path[4200], why[512];
+	char path[4200], why[512], pids[128];
 	json_t *j;
 
 	snprintf(path, sizeof(path), "%s/status.json", vm->rundir);
 	j = json_load_file(path, 0, NULL);
 	const char *state = json_string_value(json_object_get(j, "state"));
 	const char *reason = json_string_value(json_object_get(j, "reason"));
+	bool starting = state && !strcmp(state, "starting");
 	vm->state = VM_OFF;
 	if (state && !strcmp(state, "crashed")) {
 		vm->state = VM_CRASHED;
 		snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
 	} else if (state && strcmp(state, "off")) {
 		/* It was running when the last daemon went away. */
-		if (worker_adopt(vm, why, sizeof(why)) < 0) {
+		if (worker_adopt(vm, starting, why, sizeof(why)) < 0) {
 			pthread_mutex_lock(&vm->d->lock);
 			vm_set_state_locked(vm, VM_CRASHED, why);
 			pthread_mutex_unlock(&vm->d->lock);
 		}
 	}
 	json_decref(j);
+
+	/* A worker with no record: the last daemon died between spawning it
+	 * and writing worker.json, so it never let the guest run (--paused).
+	 * It holds the disks; end it. */
+	pthread_mutex_lock(&vm->d->lock);
+	pid_t keep = vm->worker_pid;
+	pthread_mutex_unlock(&vm->d->lock);
+	if (worker_end_strays(vm, keep, pids, sizeof(pids)) > 0 && keep == 0) {
+		if (starting)
+			snprintf(why, sizeof(why), "cloisond stopped while starting the VM; its "
+				 "worker (pid %s), which it had not recorded yet, was ended before "
+				 "the guest ran", pids);
+		else
+			snprintf(why, sizeof(why), "a worker (pid %s) ran without a record in "
+				 "worker.json and was ended when cloisond started", pids);
+		pthread_mutex_lock(&vm->d->lock);
+		vm_set_state_locked(vm, starting ? VM_OFF : VM_CRASHED, why);
+		pthread_mutex_unlock(&vm->d->lock);
+	}
 }
 
 int inventory_load(struct daemon *d)

@@ -344,6 +344,9 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	vm_set_state_locked(vm, VM_STARTING, NULL);
 	pthread_mutex_unlock(&d->lock);
 
+	/* The VM is off, so any worker in its runtime dir is one nobody
+	 * recorded: it would be a second writer of the disks. */
+	worker_end_strays(vm, 0, NULL, 0);
 	r = worker_spawn(vm, err, errlen);
 	pthread_mutex_lock(&d->lock);
 	if (r) {

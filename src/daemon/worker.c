@@ -6,6 +6,7 @@
  * working directory, so the daemon's death does not touch it and its
  * sockets have short relative names. Its pid and start time are recorded in
  * worker.json so that the next daemon can adopt it. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -306,6 +307,75 @@ static unsigned long long pid_starttime(pid_t pid)
 	return st;
 }
 
+/* ---- workers the daemon does not know ---- */
+
+/* Whether pid is a cloison-vmm whose working directory is dir: the daemon
+ * starts every worker of a VM in its runtime dir, so that is how a worker
+ * without a record (a daemon killed before it wrote worker.json) is found. */
+static bool is_worker_in(pid_t pid, const char *dir)
+{
+	char path[64], buf[4200], comm[32] = "";
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/cwd", (int)pid);
+	n = readlink(path, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	if (strcmp(buf, dir))
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	comm[n] = 0;
+	comm[strcspn(comm, "\n")] = 0;
+	return !strcmp(comm, "cloison-vmm") && pid_alive(pid, 0);
+}
+
+int worker_end_strays(struct vm *vm, pid_t except, char *what, size_t len)
+{
+	pid_t pids[16];
+	int n = 0;
+	struct dirent *de;
+	DIR *proc = opendir("/proc");
+
+	if (what && len)
+		what[0] = 0;
+	if (!proc)
+		return 0;
+	while ((de = readdir(proc)) && n < (int)ARRAY_SIZE(pids)) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == except || pid == getpid())
+			continue;
+		if (is_worker_in((pid_t)pid, vm->rundir))
+			pids[n++] = (pid_t)pid;
+	}
+	closedir(proc);
+	for (int i = 0; i < n; i++) {
+		log_warn("vm %s: worker pid %d runs without cloisond knowing it; ending it",
+			 vm->cfg.name, (int)pids[i]);
+		kill(pids[i], SIGKILL);
+		if (what) {
+			size_t used = strlen(what);
+			snprintf(what + used, len - used, "%s%d", used ? ", " : "", (int)pids[i]);
+		}
+	}
+	/* It holds the VM's disks until it is gone. A worker that is our
+	 * child is reaped here; any other is reaped by its new parent. */
+	for (int i = 0; i < n; i++)
+		for (int t = 0; t < 500 && pid_alive(pids[i], 0); t++) {
+			waitpid(pids[i], NULL, WNOHANG);
+			usleep(10000);
+		}
+	return n;
+}
+
 /* ---- the monitor thread ---- */
 
 static void handle_line(struct vm *vm, const char *line)
@@ -322,6 +392,9 @@ static void handle_line(struct vm *vm, const char *line)
 	else if (ev && !strcmp(ev, "state"))
 		st = json_string_value(json_object_get(j, "state"));
 	pthread_mutex_lock(&d->lock);
+	/* A starting worker is paused until the monitor resumes it. */
+	if (st && vm->state == VM_STARTING && !strcmp(st, "paused"))
+		st = NULL;
 	if (st && (vm->state == VM_STARTING || vm->state == VM_RUNNING || vm->state == VM_PAUSED)) {
 		enum vm_state s = !strcmp(st, "paused") ? VM_PAUSED : VM_RUNNING;
 		if ((!strcmp(st, "running") || !strcmp(st, "paused")) && s != vm->state)
@@ -392,10 +465,15 @@ static int reap(struct vm *vm, pid_t pid, bool child)
 /* Reads the worker's replies and events until it goes away. While the VM
  * is starting the worker may still report "starting" (not yet running its
  * vCPUs), so status is asked again every few milliseconds until it runs. */
-static void monitor_follow(struct vm *vm, int fd, char *line, size_t len)
+static void monitor_follow(struct vm *vm, int fd, bool resume, char *line, size_t len)
 {
 	static const char status_req[] = "{\"id\":0,\"cmd\":\"status\"}\n";
+	static const char resume_req[] = "{\"id\":2,\"cmd\":\"resume\"}\n";
 
+	/* A fresh worker waits paused (--paused) until it is recorded, which
+	 * worker_spawn did before this thread started. */
+	if (resume && write_full(fd, resume_req, sizeof(resume_req) - 1))
+		return;
 	if (write_full(fd, status_req, sizeof(status_req) - 1))
 		return;
 	for (;;) {
@@ -443,7 +521,7 @@ static void *monitor_main(void *arg)
 		pthread_mutex_lock(&d->lock);
 		vm->monitor_fd = fd;
 		pthread_mutex_unlock(&d->lock);
-		monitor_follow(vm, fd, line, sizeof(line));
+		monitor_follow(vm, fd, a.child, line, sizeof(line));
 		pthread_mutex_lock(&d->lock);
 		vm->monitor_fd = -1;
 		bool detached = d->shutting_down;
@@ -556,6 +634,9 @@ static int build_argv(const struct vm *vm, const char *vmm, char **args, char *p
 	ARG("control.sock");
 	ARG("--pidfile");
 	ARG("worker.pid");
+	/* The guest runs only once the worker is recorded (worker.json): a
+	 * daemon killed in between leaves a paused worker the next one finds. */
+	ARG("--paused");
 	for (unsigned i = 0; i < c->n_disks; i++) {
 		if (strchr(c->disks[i].path, ',')) {
 			snprintf(err, errlen, "disk path '%s' contains a comma, which the worker's "
@@ -700,10 +781,14 @@ int worker_spawn(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the VM worker %s: %s", vmm, strerror(-r));
 		return r;
 	}
-	log_info("vm %s: worker pid %d started", vm->cfg.name, (int)pid);
-	if ((r = record_worker(vm, pid)))
-		log_warn("vm %s: cannot record the worker pid: %s (it cannot be adopted after "
-			 "a daemon restart)", vm->cfg.name, strerror(-r));
+	log_info("vm %s: worker pid %d started (paused until recorded)", vm->cfg.name, (int)pid);
+	if ((r = record_worker(vm, pid))) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		snprintf(err, errlen, "cannot record the worker in %s/worker.json: %s (the VM was "
+			 "not started)", vm->rundir, strerror(-r));
+		return r;
+	}
 	r = start_monitor(vm, pid, true, -1);
 	if (r) {
 		kill(pid, SIGKILL);
@@ -713,7 +798,7 @@ int worker_spawn(struct vm *vm, char *err, size_t errlen)
 	return r;
 }
 
-int worker_adopt(struct vm *vm, char *why, size_t whylen)
+int worker_adopt(struct vm *vm, bool was_starting, char *why, size_t whylen)
 {
 	char path[4200], err[256];
 	json_t *j, *result = NULL;
@@ -753,8 +838,16 @@ int worker_adopt(struct vm *vm, char *why, size_t whylen)
 			 err);
 		return -ESRCH;
 	}
-	set_timeouts(fd, 0);
 	const char *state = json_string_value(json_object_get(result, "state"));
+	if (was_starting && state && !strcmp(state, "paused")) {
+		/* The last daemon recorded the worker but died before it let the
+		 * guest run: finish the start it began. */
+		if (command_on(fd, 98, "resume", NULL, err, sizeof(err)) == 0)
+			state = "running";
+		else
+			log_warn("vm %s: cannot resume the adopted worker: %s", vm->cfg.name, err);
+	}
+	set_timeouts(fd, 0);
 	json_t *up = json_object_get(result, "uptime_ms");
 	pthread_mutex_lock(&vm->d->lock);
 	vm->started_ns = now_ns() - (uint64_t)json_integer_value(up) * 1000000ULL;

@@ -72,3 +72,85 @@ def test_chain_conflict_survives_a_daemon_restart(tmp_path, kvm):
         assert r.returncode == CONFLICT and "VM 'cd'" in r.stderr, (r.returncode, r.stderr)
     finally:
         d.cleanup()
+
+
+# ---- item 3: no worker runs unmanaged after the daemon dies in `vm start` ----
+
+def _kill_daemon_at_spawn(tmp_path, real_vmm):
+    """A --vmm that kills cloisond right after it spawned the worker, the
+    first time only, and drops the record the daemon may have written: the
+    daemon died before it recorded the worker."""
+    w = tmp_path / "vmm-kills-daemon"
+    mark = tmp_path / "killed-once"
+    w.write_text("#!/bin/sh\n"
+                 "if [ ! -e %s ]; then : > %s; kill -9 $PPID; sleep 0.3; rm -f worker.json; fi\n"
+                 "exec %s \"$@\"\n" % (mark, mark, real_vmm))
+    w.chmod(0o755)
+    return w
+
+
+def _wait_no_workers(d, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline and d.worker_pids():
+        time.sleep(0.05)
+    return d.worker_pids()
+
+
+def test_daemon_killed_between_spawn_and_record(tmp_path, kvm):
+    data = tmp_path / "data.img"
+    data.write_bytes(b"\0" * (1 << 20))
+    d = Daemon(tmp_path / "state")
+    real = d.vmm
+    d.vmm = _kill_daemon_at_spawn(tmp_path, real)
+    d.start()
+    try:
+        d.create("o1", "run=serve", "--disk", data)
+        r = d.cli("vm", "start", "o1")
+        assert r.returncode != 0  # the daemon died under the request
+        d.proc.wait(timeout=10)
+        # The worker lives on, unrecorded.
+        deadline = time.time() + 10
+        while time.time() < deadline and not d.worker_pids():
+            time.sleep(0.05)
+        orphans = d.worker_pids()
+        assert len(orphans) == 1, orphans
+        # It never let the guest run: nothing reached the serial console's log.
+        d.vmm = real
+        d.start()
+        v = d.vm("o1")
+        assert _wait_no_workers(d) == [], "an unrecorded worker still runs: %s" % v
+        assert v["state"] == "off" and v["pid"] is None, v
+        assert "had not recorded" in v["reason"] and str(orphans[0]) in v["reason"], v
+        # The VM starts again on its disk (no second writer), and remove
+        # leaves no worker behind.
+        assert d.json("vm", "start", "o1")["state"] == "running"
+        d.console_until("o1", "RESULT boot=ok")
+        d.ok("vm", "stop", "o1", "--turn-off")
+        d.ok("vm", "remove", "o1")
+        assert _wait_no_workers(d) == []
+    finally:
+        d.cleanup()
+
+
+def test_remove_ends_a_worker_the_daemon_does_not_know(daemon, tmp_path):
+    import subprocess
+    daemon.create("o2", "run=serve")
+    rundir = daemon.vm("o2")["runtime_dir"]
+    os.makedirs(rundir, exist_ok=True)
+    # A worker started by hand in the VM's runtime dir, as an old daemon
+    # would have (and never recorded).
+    p = subprocess.Popen([str(daemon.vmm), "--kernel", str(daemon.guest), "--cmdline",
+                          "run=serve", "--memory", "64M", "--control", "stray.sock",
+                          "--paused"], cwd=rundir, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and p.pid not in daemon.worker_pids():
+            time.sleep(0.05)
+        assert p.pid in daemon.worker_pids()
+        daemon.ok("vm", "remove", "o2")
+        assert p.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
