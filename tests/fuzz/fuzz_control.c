@@ -1,0 +1,178 @@
+/* libFuzzer target for the worker's control socket (src/vmm/control.c):
+ * what clients send on it, JSON lines in any chunking, through the real
+ * socket code. control_create() listens in a private directory once; each
+ * input connects up to three clients (the first input byte: how many),
+ * sends the rest of the input split among them at fuzz-chosen points,
+ * runs the event loop (fuzz_loop.c) and reads every reply. Checked: each
+ * reply is one line of a JSON object with a boolean "ok" (and "error"
+ * with "code" and "message" strings when false) or an event, and the worker lets go
+ * of clients that hang up.
+ *
+ * The VM is a stand-in (the vm_* calls control.c makes are defined here):
+ * its state follows pause, resume and the stop requests, as the worker's
+ * would, so every command's success and refusal paths run. */
+#include <assert.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
+#include "fuzz_loop.h"
+#include "vmm/control.h"
+#include "vmm/vm_internal.h"
+
+#define NCLIENTS 3
+
+static struct vm vm;
+
+enum vm_state vm_get_state(struct vm *v)
+{
+	return v->state;
+}
+
+const char *vm_state_name(enum vm_state s)
+{
+	static const char *const names[] = { "created", "running", "paused", "shutting-down",
+					     "resetting" };
+	return (unsigned)s < 5 ? names[s] : "?";
+}
+
+uint64_t vm_uptime_ms(struct vm *v)
+{
+	return 1234;
+}
+
+int vm_pause(struct vm *v)
+{
+	if (v->state != VM_STATE_RUNNING)
+		return -EBUSY;
+	v->state = VM_STATE_PAUSED;
+	return 0;
+}
+
+int vm_resume(struct vm *v)
+{
+	if (v->state != VM_STATE_PAUSED)
+		return -EBUSY;
+	v->state = VM_STATE_RUNNING;
+	return 0;
+}
+
+int vm_press_power_button(struct vm *v)
+{
+	return v->cfg.no_reboot ? -ENODEV : 0; /* no_reboot: "no ACPI" here */
+}
+
+void vm_request_stop(struct vm *v, enum vm_stop_reason reason, const char *detail)
+{
+	v->state = reason == VM_STOP_RESET ? VM_STATE_RESETTING : VM_STATE_SHUTTING_DOWN;
+}
+
+/* Every complete line read so far must be a well-formed reply. */
+static void check_replies(char *buf, size_t *len)
+{
+	char *nl;
+
+	while ((nl = memchr(buf, '\n', *len))) {
+		size_t n = (size_t)(nl - buf);
+		json_error_t e;
+		json_t *o = json_loadb(buf, n, 0, &e), *ok, *err;
+
+		if (!o || !json_is_object(o)) {
+			fprintf(stderr, "fuzz: a reply that is not a JSON object: %.*s\n", (int)n,
+				buf);
+			abort();
+		}
+		ok = json_object_get(o, "ok");
+		assert(json_is_boolean(ok) || json_is_string(json_object_get(o, "event")));
+		if (json_is_false(ok)) {
+			err = json_object_get(o, "error");
+			assert(json_is_string(json_object_get(err, "code")));
+			assert(json_is_string(json_object_get(err, "message")));
+		}
+		json_decref(o);
+		*len -= n + 1;
+		memmove(buf, nl + 1, *len);
+	}
+}
+
+static void drain(int fd, char *buf, size_t *len, size_t cap)
+{
+	ssize_t n;
+
+	while (*len < cap && (n = recv(fd, buf + *len, cap - *len, MSG_DONTWAIT)) > 0) {
+		*len += (size_t)n;
+		check_replies(buf, len);
+	}
+	if (*len == cap)
+		*len = 0; /* one over-long line: the next ones are checked */
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct control *ctl;
+	static struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	static char rbuf[NCLIENTS][8192];
+	size_t rlen[NCLIENTS] = { 0 };
+	int fds[NCLIENTS] = { -1, -1, -1 };
+	struct fuzz_in in = { data, size };
+	uint8_t setup;
+	unsigned n;
+
+	if (!ctl) {
+		char err[256];
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", fuzz_tmpdir());
+		if (evloop_create(&vm.loop) ||
+		    control_create(sa.sun_path, &vm, &ctl, err, sizeof(err))) {
+			fprintf(stderr, "fuzz: %s\n", err);
+			abort();
+		}
+		vm.cfg.name = "fuzz";
+		vm.cfg.memory = 64 << 20;
+		vm.nvcpus = 1;
+	}
+	setup = fin_u8(&in);
+	vm.state = (enum vm_state)(setup % 5);
+	vm.cfg.no_reboot = setup & 0x80;
+	n = 1 + (setup >> 4) % NCLIENTS;
+	for (unsigned i = 0; i < n; i++) {
+		fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fds[i] < 0 || connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			abort();
+	}
+	fuzz_loop_run(vm.loop, 4); /* accept them */
+	/* Chunks: a 2-byte header (client, length) then the bytes. */
+	while (in.n) {
+		unsigned c = fin_u8(&in) % n;
+		size_t len = fin_u8(&in) * 16 + 1;
+
+		len = len > in.n ? in.n : len;
+		if (send(fds[c], in.p, len, MSG_NOSIGNAL) < 0)
+			break;
+		in.p += len;
+		in.n -= len;
+		fuzz_loop_run(vm.loop, 4);
+		for (unsigned i = 0; i < n; i++)
+			drain(fds[i], rbuf[i], &rlen[i], sizeof(rbuf[i]));
+	}
+	control_broadcast(ctl, "{\"event\":\"fuzz\"}");
+	for (unsigned i = 0; i < n; i++) {
+		drain(fds[i], rbuf[i], &rlen[i], sizeof(rbuf[i]));
+		close(fds[i]);
+	}
+	fuzz_loop_run(vm.loop, 4); /* the worker sees them go */
+	if (fuzz_loop_count(vm.loop) != 1) {
+		fprintf(stderr, "fuzz: %u fds watched, only the listening socket should be\n",
+			fuzz_loop_count(vm.loop));
+		abort();
+	}
+	return 0;
+}

@@ -1,0 +1,499 @@
+/* The shared part of the virtio fuzz targets (fuzz_virtio.h): the worker
+ * stand-in and the operation interpreter.
+ *
+ * Operations, one opcode byte (low nibble) each, then its arguments:
+ *   0 BAR write    where (see bar_off), len 1/2/4/8, value
+ *   1 BAR read     where, len
+ *   2 config write off (2 bytes, < 4096), len 1/2/4, value
+ *   3 config read  off, len
+ *   4 RAM write    gpa (2 bytes; bit 0 of the flags byte: high region), n, bytes
+ *   5 descriptor   queue, index, addr/len/flags/next (small or raw forms)
+ *   6 avail        queue, head: appends head to the avail ring, bumps idx
+ *   7 kick         queue: a notify-area write, then the loop runs
+ *   8 loop         runs the event loop (backend completions, sockets)
+ *   9 driver init  features: reset, negotiate, set up every queue, DRIVER_OK
+ *  10 device op    the target's own (fuzz_virtio_target.op)
+ *  11 VMM          pause, resume or reset the device as the worker would
+ *  12 table desc   a descriptor at any low gpa (indirect tables)
+ *  13 avail raw    queue, flags, idx, used_event written as the driver likes
+ *  14 queue raw    queue select, size, ring addresses, enable through common cfg
+ *  15 ISR/status   reads ISR and status, as a driver's interrupt handler */
+#include "fuzz_virtio.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
+#include "common/log.h"
+#include "vmm/virtio/virtio.h"
+
+#define BAR_COMMON 0x0000
+#define BAR_ISR 0x1000
+#define BAR_DEVCFG 0x2000
+#define BAR_NOTIFY 0x3000
+#define BAR_SIZE 0x8000
+#define RING_BASE 0x0100u  /* queue q's rings at RING_BASE + q * RING_STRIDE */
+#define RING_STRIDE 0x0400u
+#define MAX_OPS 512
+
+/* ---- vm.h ---------------------------------------------------------------- */
+
+struct guest_mem *vm_guest_mem(struct vm *vm)
+{
+	return &vm->mem;
+}
+
+struct evloop *vm_evloop(struct vm *vm)
+{
+	return vm->loop;
+}
+
+struct pci_bus *vm_pci_bus(struct vm *vm)
+{
+	return (struct pci_bus *)vm;
+}
+
+unsigned vm_vcpu_count(const struct vm *vm)
+{
+	return vm->ncpus;
+}
+
+int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, bool mmio, int eventfd, bool assign)
+{
+	return -ENOSYS;
+}
+
+/* ---- bus/pci.h (the bus's semantics, no bus) ------------------------------ */
+
+struct pci_msix {
+	unsigned nvec;
+	unsigned delivered[VIRTIO_MAX_QUEUES + 1];
+};
+
+void pci_device_init(struct pci_device *dev, const char *name, uint16_t vendor,
+		     uint16_t device, uint32_t class_code, uint16_t subsys_vendor,
+		     uint16_t subsys_id)
+{
+	void *opaque = dev->opaque;
+
+	memset(dev->config, 0, sizeof(dev->config));
+	memset(dev->wmask, 0, sizeof(dev->wmask));
+	dev->name = name;
+	memcpy(dev->config, &vendor, 2);
+	memcpy(dev->config + 2, &device, 2);
+	dev->config[9] = (uint8_t)class_code;
+	dev->config[10] = (uint8_t)(class_code >> 8);
+	dev->config[11] = (uint8_t)(class_code >> 16);
+	memcpy(dev->config + 0x2c, &subsys_vendor, 2);
+	memcpy(dev->config + 0x2e, &subsys_id, 2);
+	dev->config[6] = 0x10;
+	dev->last_cap = 0;
+	dev->opaque = opaque;
+	pthread_mutex_init(&dev->lock, NULL);
+}
+
+int pci_device_set_bar(struct pci_device *dev, unsigned n, enum pci_bar_kind kind,
+		       uint64_t size, const struct io_ops *ops, void *opaque)
+{
+	if (n >= PCI_NUM_BARS)
+		return -EINVAL;
+	dev->bars[n] = (struct pci_bar){ .kind = kind, .size = size, .ops = ops, .opaque = opaque };
+	return 0;
+}
+
+int pci_device_add_cap(struct pci_device *dev, const void *cap, unsigned len)
+{
+	unsigned off = dev->last_cap ? ((dev->last_cap + dev->config[dev->last_cap + 2] + 3) & ~3u)
+				     : 0x40;
+
+	if (off + len > 256)
+		return -ENOSPC;
+	memcpy(dev->config + off, cap, len);
+	dev->config[off + 1] = 0;
+	if (dev->last_cap)
+		dev->config[dev->last_cap + 1] = (uint8_t)off;
+	else
+		dev->config[0x34] = (uint8_t)off;
+	if (dev->config[off] == 0x11)
+		dev->config[off + 2] = 12;
+	dev->last_cap = (uint8_t)off;
+	return (int)off;
+}
+
+int pci_bus_add_device(struct pci_bus *bus, struct pci_device *dev)
+{
+	struct vm *vm = (struct vm *)bus;
+
+	if (vm->dev)
+		return -ENOSPC;
+	dev->slot = 1;
+	dev->bars[0].addr = 0xc0000000ULL;
+	dev->bars[0].mapped = true;
+	vm->dev = dev;
+	return 0;
+}
+
+void pci_bus_remove_device(struct pci_bus *bus, struct pci_device *dev)
+{
+	struct vm *vm = (struct vm *)bus;
+
+	if (vm->dev == dev) {
+		free(dev->msix); /* the bus owns it, as bus/msix.c's does */
+		dev->msix = NULL;
+		vm->dev = NULL;
+	}
+}
+
+int pci_msix_init(struct pci_device *dev, struct vm *vm, unsigned bar, unsigned nvec,
+		  uint32_t table_off, uint32_t pba_off)
+{
+	uint8_t cap[12] = { 0x11 };
+
+	if (nvec > VIRTIO_MAX_QUEUES + 1)
+		return -EINVAL;
+	dev->msix = calloc(1, sizeof(*dev->msix));
+	if (!dev->msix)
+		return -ENOMEM;
+	dev->msix->nvec = nvec;
+	return pci_device_add_cap(dev, cap, sizeof(cap)) < 0 ? -ENOSPC : 0;
+}
+
+bool pci_msix_access(struct pci_device *dev, uint64_t bar_off, void *data, unsigned len,
+		     bool is_write)
+{
+	/* The table and PBA (0x4000..0x8000) are bus/msix.c's: not ours. */
+	if (bar_off >= 0x4000 && bar_off < BAR_SIZE) {
+		if (!is_write)
+			memset(data, 0, len);
+		return true;
+	}
+	return false;
+}
+
+int pci_msix_notify(struct pci_device *dev, unsigned vec)
+{
+	/* The transport must only ask for vectors it declared. */
+	if (!dev->msix || vec >= dev->msix->nvec)
+		abort();
+	dev->msix->delivered[vec]++;
+	return 0;
+}
+
+int pci_msix_vector_eventfd(struct pci_device *dev, unsigned vec)
+{
+	return -1;
+}
+
+bool pci_msix_enabled(const struct pci_device *dev)
+{
+	return dev->msix != NULL;
+}
+
+/* ---- the driver ----------------------------------------------------------- */
+
+static uint64_t bar_read(struct vm *vm, uint64_t off, unsigned len)
+{
+	struct pci_bar *bar = &vm->dev->bars[0];
+	uint64_t v = 0;
+
+	bar->ops->read(bar->opaque, off, &v, len);
+	return v;
+}
+
+static void bar_write(struct vm *vm, uint64_t off, uint64_t v, unsigned len)
+{
+	struct pci_bar *bar = &vm->dev->bars[0];
+
+	bar->ops->write(bar->opaque, off, &v, len);
+}
+
+/* Config cycles as bus/pci.c makes them: the read hook, then config[];
+ * writes through wmask, then config_written. */
+static void config_read(struct vm *vm, unsigned off, unsigned len)
+{
+	struct pci_device *d = vm->dev;
+	uint32_t v = 0;
+
+	if (d->config_before_read)
+		d->config_before_read(d, off, len);
+	pthread_mutex_lock(&d->lock);
+	memcpy(&v, d->config + off, len);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void config_write(struct vm *vm, unsigned off, uint32_t v, unsigned len)
+{
+	struct pci_device *d = vm->dev;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < len; i++) {
+		uint8_t m = d->wmask[off + i], b = (uint8_t)(v >> (8 * i));
+
+		d->config[off + i] = (uint8_t)((d->config[off + i] & ~m) | (b & m));
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (d->config_written)
+		d->config_written(d, off, len);
+}
+
+/* Where a BAR access goes: mostly where the registers are. */
+static uint64_t bar_off(struct fuzz_in *in, unsigned sel)
+{
+	switch (sel & 7) {
+	case 0:
+	case 1:
+		return BAR_COMMON + fin_u8(in) % 0x40;
+	case 2:
+		return BAR_ISR + fin_u8(in) % 8;
+	case 3:
+		return BAR_DEVCFG + fin_u8(in) % 0x48;
+	case 4:
+		return BAR_NOTIFY + fin_u8(in);
+	default:
+		return fin_u16(in) % BAR_SIZE;
+	}
+}
+
+static void *gpa_ptr(struct vm *vm, uint64_t gpa, size_t len)
+{
+	return guest_mem_ptr(&vm->mem, gpa, len);
+}
+
+static uint64_t ring_base(unsigned q)
+{
+	return RING_BASE + (uint64_t)q * RING_STRIDE;
+}
+
+/* Writes a descriptor at gpa from the input: small addresses and lengths
+ * (so chains point into RAM) or raw ones (anything at all). */
+static void put_desc(struct vm *vm, uint64_t gpa, struct fuzz_in *in)
+{
+	uint8_t form = fin_u8(in);
+	struct virtq_desc d;
+	uint8_t *p;
+
+	d.addr = (form & 1) ? fin_take(in, 8) : fin_u16(in);
+	if (form & 2)
+		d.addr += FV_HIGH_GPA;
+	d.len = (form & 4) ? (uint32_t)fin_take(in, 4) : fin_u16(in) & 0xfff;
+	d.flags = (form & 8) ? fin_u16(in) : (uint16_t)(fin_u8(in) & 7);
+	d.next = (form & 16) ? fin_u16(in) : (uint16_t)(fin_u8(in) % FV_QSIZE);
+	p = gpa_ptr(vm, gpa, sizeof(d));
+	if (p)
+		memcpy(p, &d, sizeof(d));
+}
+
+static void avail_push(struct vm *vm, unsigned q, uint16_t head)
+{
+	uint8_t *a = gpa_ptr(vm, ring_base(q) + 0x100, 4 + 2 * FV_QSIZE + 2);
+	uint16_t idx;
+
+	memcpy(&idx, a + 2, 2);
+	memcpy(a + 4 + 2 * (idx % FV_QSIZE), &head, 2);
+	idx++;
+	memcpy(a + 2, &idx, 2);
+}
+
+static void cc_write(struct vm *vm, unsigned off, uint64_t v, unsigned len)
+{
+	bar_write(vm, BAR_COMMON + off, v, len);
+}
+
+/* What a well-behaved driver does (virtio 1.x 3.1.1), with the features
+ * the input offers; queue q's rings at ring_base(q). */
+static void driver_init(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
+{
+	uint64_t features = fin_take(in, 4) | (fin_u8(in) & 0x3fULL) << 32;
+
+	cc_write(vm, 20, 0, 1);
+	cc_write(vm, 20, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	cc_write(vm, 8, 0, 4);
+	cc_write(vm, 12, features & 0xffffffff, 4);
+	cc_write(vm, 8, 1, 4);
+	cc_write(vm, 12, features >> 32, 4);
+	cc_write(vm, 20, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			 VIRTIO_STATUS_FEATURES_OK, 1);
+	cc_write(vm, 16, 0, 2); /* config changes on vector 0 */
+	for (unsigned q = 0; q < vdev->nqueues && ring_base(q) + 0x300 <= FV_LOW_SIZE; q++) {
+		cc_write(vm, 22, q, 2);
+		cc_write(vm, 24, FV_QSIZE, 2);
+		cc_write(vm, 26, q + 1, 2);
+		cc_write(vm, 32, ring_base(q), 8);
+		cc_write(vm, 40, ring_base(q) + 0x100, 8);
+		cc_write(vm, 48, ring_base(q) + 0x200, 8);
+		cc_write(vm, 28, 1, 2);
+	}
+	cc_write(vm, 20, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK, 1);
+}
+
+static void kick(struct vm *vm, struct virtio_dev *vdev, unsigned q)
+{
+	bar_write(vm, BAR_NOTIFY + 4 * q, q, 2);
+	fuzz_loop_run(vm->loop, 8);
+}
+
+static void one_op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in,
+		   const struct fuzz_virtio_target *t)
+{
+	uint8_t op = fin_u8(in), sel;
+	unsigned len, off, q;
+	uint64_t gpa, v;
+
+	switch (op & 15) {
+	case 0:
+		sel = fin_u8(in);
+		off = (unsigned)bar_off(in, sel);
+		len = 1u << ((sel >> 4) & 3);
+		v = fin_take(in, len);
+		bar_write(vm, off, v, len);
+		break;
+	case 1:
+		sel = fin_u8(in);
+		off = (unsigned)bar_off(in, sel);
+		bar_read(vm, off, 1u << ((sel >> 4) & 3));
+		break;
+	case 2:
+	case 3:
+		sel = fin_u8(in);
+		len = (1u << (sel & 3)) > 4 ? 4 : 1u << (sel & 3);
+		off = (sel & 4) ? fin_u16(in) % PCI_CONFIG_SIZE : fin_u8(in);
+		off = off + len > PCI_CONFIG_SIZE ? PCI_CONFIG_SIZE - len : off & ~(len - 1);
+		if ((op & 15) == 2)
+			config_write(vm, off, (uint32_t)fin_take(in, len), len);
+		else
+			config_read(vm, off, len);
+		break;
+	case 4: {
+		uint8_t *p;
+
+		sel = fin_u8(in);
+		gpa = fin_u16(in) + ((sel & 1) ? FV_HIGH_GPA : 0);
+		len = fin_u8(in);
+		len = len > in->n ? (unsigned)in->n : len;
+		p = gpa_ptr(vm, gpa, len);
+		if (p)
+			memcpy(p, in->p, len);
+		in->p += len;
+		in->n -= len;
+		break;
+	}
+	case 5:
+		q = fin_u8(in) % vdev->nqueues;
+		put_desc(vm, ring_base(q) + 16 * (fin_u8(in) % FV_QSIZE), in);
+		break;
+	case 6:
+		q = fin_u8(in) % vdev->nqueues;
+		avail_push(vm, q, fin_u8(in) % (FV_QSIZE + 1)); /* FV_QSIZE: out of range */
+		break;
+	case 7:
+		kick(vm, vdev, fin_u8(in) % (vdev->nqueues + 1)); /* +1: past the last queue */
+		break;
+	case 8:
+		fuzz_loop_run(vm->loop, 16);
+		break;
+	case 9:
+		driver_init(vm, vdev, in);
+		break;
+	case 10:
+		if (t->op)
+			t->op(vm, vdev, in);
+		break;
+	case 11:
+		sel = fin_u8(in) % 3;
+		if (sel == 0)
+			virtio_dev_pause(vdev);
+		else if (sel == 1)
+			virtio_dev_resume(vdev);
+		else
+			virtio_dev_reset(vdev);
+		break;
+	case 12:
+		put_desc(vm, fin_u16(in) & ~0xfULL, in);
+		break;
+	case 13: {
+		uint8_t *a;
+
+		q = fin_u8(in) % vdev->nqueues;
+		a = gpa_ptr(vm, ring_base(q) + 0x100, 4 + 2 * FV_QSIZE + 2);
+		v = fin_take(in, 6);
+		memcpy(a, &v, 4);			/* flags, idx */
+		memcpy(a + 4 + 2 * FV_QSIZE, (uint8_t *)&v + 4, 2); /* used_event */
+		break;
+	}
+	case 14:
+		sel = fin_u8(in);
+		cc_write(vm, 22, fin_u8(in), 2);
+		if (sel & 1)
+			cc_write(vm, 24, fin_u16(in), 2);
+		if (sel & 2)
+			cc_write(vm, 32, fin_take(in, 8), 8);
+		if (sel & 4)
+			cc_write(vm, 40, fin_take(in, 8), 8);
+		if (sel & 8)
+			cc_write(vm, 48, fin_take(in, 8), 8);
+		if (sel & 16)
+			cc_write(vm, 28, fin_u16(in), 2);
+		break;
+	default:
+		bar_read(vm, BAR_ISR, 1);
+		bar_read(vm, BAR_COMMON + 20, 1);
+		break;
+	}
+}
+
+static struct vm *vm_get(void)
+{
+	static struct vm vm;
+
+	if (!vm.low) {
+		signal(SIGPIPE, SIG_IGN);
+		vm.low = aligned_alloc(4096, FV_LOW_SIZE);
+		vm.high = aligned_alloc(4096, FV_HIGH_SIZE);
+		if (!vm.low || !vm.high || evloop_create(&vm.loop))
+			abort();
+		vm.mem.memfd = -1;
+		vm.mem.nregions = 2;
+		vm.mem.total = FV_LOW_SIZE + FV_HIGH_SIZE;
+		vm.mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = FV_LOW_SIZE,
+							       .hva = vm.low };
+		vm.mem.regions[1] = (struct guest_mem_region){ .gpa = FV_HIGH_GPA,
+							       .size = FV_HIGH_SIZE,
+							       .hva = vm.high };
+	}
+	memset(vm.low, 0, FV_LOW_SIZE);
+	memset(vm.high, 0, FV_HIGH_SIZE);
+	vm.ncpus = 1;
+	vm.dev = NULL;
+	return &vm;
+}
+
+int fuzz_virtio_run(const uint8_t *data, size_t size, const struct fuzz_virtio_target *t)
+{
+	struct fuzz_in in = { data, size };
+	struct virtio_dev *vdev = NULL;
+	struct vm *vm = vm_get();
+
+	if (t->create(vm, &in, &vdev) || !vm->dev) {
+		if (t->cleanup)
+			t->cleanup();
+		return 0;
+	}
+	for (unsigned i = 0; i < MAX_OPS && in.n; i++)
+		one_op(vm, vdev, &in, t);
+	/* What the worker does at exit: the loop has stopped, then destroy. */
+	virtio_dev_destroy(vdev);
+	if (fuzz_loop_count(vm->loop)) {
+		fprintf(stderr, "fuzz: %u fds still watched after destroy\n",
+			fuzz_loop_count(vm->loop));
+		abort();
+	}
+	if (t->cleanup)
+		t->cleanup();
+	return 0;
+}
