@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <inttypes.h>
 #include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -104,6 +105,40 @@ static int fd_size(int fd, uint64_t *size)
 	return 0;
 }
 
+/* A file that no format claims is raw, unless it looks like something
+ * else cut short. A VHD keeps its footer in the last 512 bytes, so a fixed
+ * VHD that lost 2 to 511 of them ends in a partial footer that starts on a
+ * sector boundary (one that lost exactly 1 is still read: Virtual PC's
+ * 511-byte footer). One byte of it, "c", is weak evidence, but a raw image
+ * whose size is not a whole number of sectors is itself suspect. Taking such a file as raw would hide the damage and
+ * let a write extend it past its own footer's remains. A file shorter than
+ * one sector holds no disk at all. DISK_OPEN_FORMAT_RAW skips both checks
+ * for callers that know better. */
+static int check_raw_guess(int fd, const char *path, uint64_t size, struct disk_error *err)
+{
+	static const char cookie[] = "conectix";
+	size_t partial = size % 512, n = partial < 8 ? partial : 8;
+	char got[8];
+	int ret;
+
+	if (size < 512)
+		return disk_fail(err, -EINVAL, "%s: %" PRIu64 " bytes is too small for a disk "
+				 "image (a disk holds at least one 512-byte sector)", path, size);
+	if (!partial)
+		return 0;
+	ret = pread_full(fd, got, n, (off_t)(size - partial));
+	if (ret)
+		return disk_fail(err, ret, "%s: cannot read: %s", path, strerror(-ret));
+	if (memcmp(got, cookie, n))
+		return 0;
+	return disk_fail(err, -EINVAL, "%s: this looks like a VHD cut short: its last %zu "
+			 "byte%s the start of a VHD footer, and the %zu bytes that complete it "
+			 "are missing. Restore the image from a copy; to use what is left as a "
+			 "raw disk, cut it to whole sectors (truncate -s %" PRIu64 " '%s')", path,
+			 partial, partial == 1 ? " is" : "s are", 512 - partial, size - partial,
+			 path);
+}
+
 static int probe_format(int fd, const char *path, unsigned flags, const struct disk_ops **ops,
 			struct disk_error *err)
 {
@@ -138,6 +173,8 @@ static int probe_format(int fd, const char *path, unsigned flags, const struct d
 		}
 	}
 	free(head);
+	if (*ops == &disk_raw_ops)
+		return check_raw_guess(fd, path, size, err);
 	return 0;
 }
 

@@ -244,6 +244,24 @@ static int raw_resize(struct disk *d, uint64_t new_size, struct disk_error *err)
 	return 0;
 }
 
+/* A raw image has no metadata to damage; what check can see is a size that
+ * is not a whole number of sectors, which no tool that makes raw images
+ * writes: the tail is unreachable by the guest, and the file was most
+ * likely cut short (or is not a disk image at all). */
+static int raw_check(struct disk *d, bool repair, char *report, size_t len)
+{
+	struct stat st;
+
+	if (fstat(d->fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size % 512 == 0)
+		return 0;
+	disk_report_add(report, len, "the file's size (%lld bytes) is not a multiple of 512: "
+			"its last %lld bytes are not part of the disk; was it cut short?",
+			(long long)st.st_size, (long long)(st.st_size % 512));
+	return 1;
+}
+
 const struct disk_ops disk_raw_ops = {
 	.format = DISK_FORMAT_RAW,
 	.probe = raw_probe,
@@ -257,6 +275,7 @@ const struct disk_ops disk_raw_ops = {
 	.map = raw_map,
 	.block_status = raw_block_status,
 	.info = raw_info,
+	.check = raw_check,
 	.create = raw_create,
 	.resize = raw_resize,
 };

@@ -1,5 +1,6 @@
 """Guards of the disk library seen through `cloison disk`: new images are
-private (0600), and FIFOs are refused instead of hanging."""
+private (0600), FIFOs are refused instead of hanging, and a file cut short
+is reported as such."""
 import os
 import stat
 
@@ -114,3 +115,43 @@ def test_image_in_use_is_refused(tmp_path, fmt):
     assert {p: _digest(p) for p in (base, child)} == before
     ok("merge", child)
     assert not child.exists()
+
+
+@pytest.mark.parametrize("cut", [2, 100, 504, 511])
+def test_fixed_vhd_cut_short_is_reported(tmp_path, cut):
+    """A fixed VHD that lost part of its footer is not silently raw: info,
+    check and convert all say it is a VHD cut short, and how to go on."""
+    img = tmp_path / "cut.vhd"
+    ok("create", img, "--size", "1M", "--type", "fixed")
+    os.truncate(img, os.path.getsize(img) - cut)
+    for args in (["info", img], ["check", img], ["convert", img, tmp_path / "o.vhdx"]):
+        r = disk(*args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert "looks like a VHD cut short" in r.stderr, r.stderr
+        assert "truncate -s %d" % (1 << 20) in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.vhd"]
+
+
+def test_raw_with_a_partial_sector_is_a_check_finding(tmp_path):
+    """A footer lost whole and more leaves a size that is no whole number of
+    sectors: check counts it as a problem instead of 'no problems found'."""
+    img = tmp_path / "cut.vhd"
+    ok("create", img, "--size", "1M", "--type", "fixed")
+    os.truncate(img, os.path.getsize(img) - 700)
+    r = disk("check", img)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not a multiple of 512" in r.stdout and "1 problem found" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("size", [0, 1, 511])
+def test_file_smaller_than_a_sector_is_no_disk(tmp_path, size):
+    """0 to 511 bytes: check fails and convert names the source, not its own
+    temporary file, and leaves nothing behind."""
+    src = tmp_path / "tiny.img"
+    src.write_bytes(b"x" * size)
+    for args in (["check", src], ["info", src], ["convert", src, tmp_path / "o.vhdx"]):
+        r = disk(*args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert "tiny.img: %d bytes is too small for a disk image" % size in r.stderr, r.stderr
+        assert ".tmp-" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.img"]

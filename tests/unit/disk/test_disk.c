@@ -61,6 +61,7 @@ static void test_probe(void **state)
 				      .size = 1 * MiB };
 	struct disk_error err = { 0 };
 	uint8_t junk[4096];
+	struct disk_info info;
 	struct disk *d;
 
 	/* random bytes are raw */
@@ -91,14 +92,46 @@ static void test_probe(void **state)
 	assert_int_equal(patch_file(dyn, (uint64_t)st.st_size - 512, junk, 512), 0);
 	assert_int_equal(probe(dyn, 0), DISK_FORMAT_VHD);
 
-	/* an empty file is a raw disk of no sectors */
+	/* a file shorter than one sector is no disk; as forced raw it has none */
 	const char *empty = scratch_path(s, "empty.img");
-	assert_int_equal(write_file(empty, "", 0), 0);
-	assert_int_equal(disk_open(empty, DISK_OPEN_RDONLY, &d, &err), 0);
-	assert_int_equal(disk_size(d), 0);
 	uint8_t sec[512];
+	for (size_t len = 0; len < 512; len += 511) {
+		assert_int_equal(write_file(empty, junk, len), 0);
+		err.msg[0] = 0;
+		assert_int_equal(disk_open(empty, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "too small for a disk image"));
+	}
+	assert_int_equal(write_file(empty, "", 0), 0);
+	assert_int_equal(disk_open(empty, DISK_OPEN_RDONLY | DISK_OPEN_FORMAT_RAW, &d, &err), 0);
+	assert_int_equal(disk_size(d), 0);
 	assert_int_equal(disk_pread(d, sec, 512, 0), -EINVAL);
 	assert_int_equal(disk_close(d), 0);
+
+	/* a fixed VHD that lost 2..511 bytes of its footer is reported as a
+	 * VHD cut short, not taken as raw; 1 lost byte is Virtual PC's 511-byte
+	 * footer, still a VHD; a whole footer lost leaves a raw disk */
+	o.type = DISK_TYPE_FIXED;
+	assert_int_equal(unlink(fixed), 0);
+	assert_int_equal(disk_create(fixed, &o, &err), 0);
+	static const int cuts[] = { 1, 2, 8, 100, 504, 505, 511, 512 };
+	uint64_t whole = 1 * MiB + 512;
+	for (size_t i = 0; i < ARRAY_SIZE(cuts); i++) {
+		assert_int_equal(truncate(fixed, (off_t)(whole - (uint64_t)cuts[i])), 0);
+		err.msg[0] = 0;
+		int ret = disk_open(fixed, DISK_OPEN_RDONLY, &d, &err);
+		if (cuts[i] == 1 || cuts[i] == 512) {
+			assert_int_equal(ret, 0);
+			disk_get_info(d, &info);
+			assert_int_equal(info.format, cuts[i] == 1 ? DISK_FORMAT_VHD : DISK_FORMAT_RAW);
+			assert_int_equal(disk_close(d), 0);
+		} else {
+			assert_int_equal(ret, -EINVAL);
+			assert_non_null(strstr(err.msg, "looks like a VHD cut short"));
+		}
+		/* put the cut bytes back for the next, shorter cut */
+		assert_int_equal(unlink(fixed), 0);
+		assert_int_equal(disk_create(fixed, &o, &err), 0);
+	}
 	assert_int_equal(disk_close(NULL), 0);
 }
 
