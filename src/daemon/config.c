@@ -424,6 +424,20 @@ static int parse_operators(json_t *v, const char *field, int mode, struct vm_con
 
 /* ---- the body of POST /v1/vms and PATCH /v1/vms/{vm} ---- */
 
+/* The fields apply_field marks *hw for. */
+static const char *const hardware_fields[] = {
+	"cpus",	   "memory",	   "kernel",	   "initrd",	       "cmdline",
+	"disks",   "add_disks",	   "remove_disks", "network_adapters",
+};
+
+bool vm_config_body_needs_off(json_t *body)
+{
+	for (size_t i = 0; i < sizeof(hardware_fields) / sizeof(hardware_fields[0]); i++)
+		if (json_object_get(body, hardware_fields[i]))
+			return true;
+	return false;
+}
+
 static const char *const create_fields =
 	"name, generation, cpus, memory, kernel, initrd, cmdline, disks, network_adapters, "
 	"automatic_start_action, automatic_start_delay, automatic_stop_action, notes, operators";

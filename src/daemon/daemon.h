@@ -103,6 +103,11 @@ struct vm {
 	char rundir[2300]; /* <state>/<name>/Virtual Machines/<GUID> */
 	char cfg_path[2300];
 	pthread_mutex_t op_lock;
+	/* Serializes changes of the configuration file (vm set, remove). A set
+	 * that needs the VM off takes op_lock first; notes, operators and the
+	 * automatic actions take only this, so they never wait for a start or
+	 * a graceful stop in progress. */
+	pthread_mutex_t cfg_lock;
 
 	/* Under d->lock. */
 	struct vm_config cfg;
@@ -130,6 +135,13 @@ struct vm {
 struct event {
 	uint64_t seq;
 	char *json; /* the data line */
+	/* Who may see it, fixed when it is queued (a VM's `removed` event is
+	 * queued as the VM goes): about_vm says it concerns VM vm; then the
+	 * administrators and the operators in audience ("a\0b\0\0", NULL =
+	 * none) may see it. */
+	bool about_vm;
+	char vm[VM_NAME_MAX + 1];
+	char *audience;
 };
 
 struct daemon_options {
@@ -186,6 +198,9 @@ int vm_config_from_json(json_t *j, struct vm_config *c, char *err, size_t errlen
  * err naming the field. */
 int vm_config_apply_json(struct vm_config *c, json_t *body, bool create, bool *hw_changed,
 			 char *err, size_t errlen);
+/* Whether a set (PATCH) body names a field that needs the VM off
+ * (processors, memory, boot files, disks, network adapters). */
+bool vm_config_body_needs_off(json_t *body);
 /* Checks name syntax: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool vm_name_valid(const char *name);
 /* Sets c->created to the current time (ISO 8601, UTC). */
@@ -214,6 +229,12 @@ int inventory_create(struct daemon *d, struct vm_config *cfg, struct vm **out, c
 		     size_t errlen);
 /* Writes vm's config atomically (caller holds op_lock). 0 or -errno. */
 int inventory_save(struct vm *vm);
+/* Makes *next vm's configuration: writes it durably first, and only once
+ * the file is replaced does the in-memory configuration change (a failed
+ * write changes nothing). On success *next holds the old configuration for
+ * the caller to clear, and a "config" event is queued. Caller holds
+ * vm->cfg_lock. 0, -ENOENT (removed) or -errno, with err filled. */
+int inventory_replace_config(struct vm *vm, struct vm_config *next, char *err, size_t errlen);
 /* Removes the config and runtime files (never disks) and unlinks vm. */
 int inventory_remove(struct daemon *d, struct vm *vm);
 /* Frees every VM (daemon exit; no monitor thread may run). */
@@ -246,9 +267,10 @@ void vm_images_free(struct vm_image *imgs, unsigned n);
 json_t *vm_to_json_locked(struct vm *vm);
 
 /* ---- worker (worker.c) ---- */
-/* Spawns cloison-vmm for vm and a monitor thread; caller holds op_lock
- * (not d->lock). 0 or -errno with err filled. */
-int worker_spawn(struct vm *vm, char *err, size_t errlen);
+/* Spawns cloison-vmm for vm with configuration cfg (the caller's copy:
+ * vm->cfg may be replaced meanwhile by a set of notes) and a monitor
+ * thread; caller holds op_lock (not d->lock). 0 or -errno with err filled. */
+int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
 /* Re-attaches to a live worker recorded in the runtime dir at daemon start;
  * 0 if adopted, -ESRCH if the worker is gone (*why says how it ended). A
  * worker whose start was in progress (was_starting) and that still waits
@@ -269,8 +291,13 @@ int unix_connect_path(const char *path);
 void worker_detach_all(struct daemon *d);
 
 /* ---- events (events.c) ---- */
-/* Queues an event (caller holds d->lock); takes ownership of j. */
+/* Queues an event (caller holds d->lock); takes ownership of j. An event
+ * with a "vm" member is visible to the administrators and to the operators
+ * that VM has now; queue a VM's last event before unlinking it. */
 void events_push_locked(struct daemon *d, const char *type, json_t *j);
+/* Whether the event may be shown to peer p (caller holds d->lock). */
+struct peer;
+bool events_visible(const struct event *e, const struct peer *p);
 /* Frees the ring (daemon exit). */
 void events_free_all(struct daemon *d);
 

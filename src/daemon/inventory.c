@@ -33,6 +33,7 @@ static struct vm *vm_new(struct daemon *d, const struct vm_config *cfg)
 	vm->cfg = *cfg;
 	vm->refs = 1; /* the list's */
 	vm->monitor_fd = -1;
+	pthread_mutex_init(&vm->cfg_lock, NULL);
 	guid_to_string(&cfg->id, id);
 	snprintf(vm->dir, sizeof(vm->dir), "%s/%s", d->state_dir, cfg->name);
 	snprintf(vm->rundir, sizeof(vm->rundir), "%s/Virtual Machines/%s", vm->dir, id);
@@ -46,6 +47,7 @@ static void vm_free(struct vm *vm)
 	vm_config_clear(&vm->cfg);
 	vm_images_free(vm->images, vm->n_images);
 	pthread_mutex_destroy(&vm->op_lock);
+	pthread_mutex_destroy(&vm->cfg_lock);
 	free(vm);
 }
 
@@ -83,30 +85,69 @@ void inventory_put(struct daemon *d, struct vm *vm)
 		vm_free(vm);
 }
 
-int inventory_save(struct vm *vm)
+/* Writes cfg as vm's configuration file, atomically and durably. */
+static int save_config(struct vm *vm, const struct vm_config *cfg)
 {
-	json_t *j;
-	char *text;
+	json_t *j = vm_config_to_json(cfg);
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	int r;
 
-	pthread_mutex_lock(&vm->d->lock);
-	j = vm_config_to_json(&vm->cfg);
-	pthread_mutex_unlock(&vm->d->lock);
-	text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
 	if (!text)
 		return -ENOMEM;
 	size_t len = strlen(text);
-	text[len] = 0;
 	char *withnl = realloc(text, len + 2);
 	if (!withnl) {
 		free(text);
 		return -ENOMEM;
 	}
 	withnl[len] = '\n';
+	withnl[len + 1] = 0;
 	r = atomic_write_file(vm->cfg_path, withnl, len + 1, 0640);
 	free(withnl);
 	return r;
+}
+
+int inventory_save(struct vm *vm)
+{
+	struct vm_config copy;
+	int r;
+
+	pthread_mutex_lock(&vm->d->lock);
+	r = vm_config_copy(&copy, &vm->cfg);
+	pthread_mutex_unlock(&vm->d->lock);
+	if (r)
+		return r;
+	r = save_config(vm, &copy);
+	vm_config_clear(&copy);
+	return r;
+}
+
+int inventory_replace_config(struct vm *vm, struct vm_config *next, char *err, size_t errlen)
+{
+	struct daemon *d = vm->d;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	bool removed = vm->removed;
+	pthread_mutex_unlock(&d->lock);
+	if (removed) {
+		snprintf(err, errlen, "VM '%s' was removed", vm->cfg.name);
+		return -ENOENT;
+	}
+	r = save_config(vm, next);
+	if (r) {
+		snprintf(err, errlen, "cannot write %.900s: %s; nothing was changed", vm->cfg_path,
+			 strerror(-r));
+		return r;
+	}
+	pthread_mutex_lock(&d->lock);
+	struct vm_config old = vm->cfg;
+	vm->cfg = *next;
+	*next = old;
+	events_push_locked(d, "config", json_pack("{s:s}", "vm", vm->cfg.name));
+	pthread_mutex_unlock(&d->lock);
+	return 0;
 }
 
 void inventory_save_status(struct vm *vm)
@@ -226,10 +267,19 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 	/* No worker may outlive its VM (a stray would go on writing the disks
 	 * of a VM that no longer exists). */
 	worker_end_strays(vm, 0, NULL, 0);
+	/* A set of notes or operators (which does not wait for op_lock) must
+	 * not write the file back after it is gone. */
+	pthread_mutex_lock(&vm->cfg_lock);
 	if (unlink(vm->cfg_path) < 0 && errno != ENOENT)
 		r = -errno;
-	if (r)
+	if (r) {
+		pthread_mutex_unlock(&vm->cfg_lock);
 		return r;
+	}
+	pthread_mutex_lock(&d->lock);
+	vm->removed = true;
+	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&vm->cfg_lock);
 	fsync_parent_dir(vm->cfg_path);
 	remove_runtime_files(vm);
 	/* Directories go only when empty: virtual disks are never deleted. */
@@ -240,14 +290,15 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 	rmdir(vm->dir);
 
 	pthread_mutex_lock(&d->lock);
+	/* Queued while the VM is listed: its operators see it (events.c). */
+	json_t *ev = json_pack("{s:s, s:s}", "vm", vm->cfg.name, "state", "removed");
+	events_push_locked(d, "removed", ev);
 	for (struct vm **pp = &d->vms; *pp; pp = &(*pp)->next)
 		if (*pp == vm) {
 			*pp = vm->next;
 			break;
 		}
 	vm->removed = true;
-	json_t *ev = json_pack("{s:s, s:s}", "vm", vm->cfg.name, "state", "removed");
-	events_push_locked(d, "removed", ev);
 	bool last = --vm->refs == 0;
 	pthread_mutex_unlock(&d->lock);
 	if (last)

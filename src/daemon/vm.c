@@ -321,7 +321,6 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 		return r;
 	}
 	r = vm_images_collect(&cfg, &images, &n_images);
-	vm_config_clear(&cfg);
 	pthread_mutex_lock(&d->lock);
 	if (r)
 		snprintf(err, errlen, "out of memory");
@@ -347,7 +346,7 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	/* The VM is off, so any worker in its runtime dir is one nobody
 	 * recorded: it would be a second writer of the disks. */
 	worker_end_strays(vm, 0, NULL, 0);
-	r = worker_spawn(vm, err, errlen);
+	r = worker_spawn(vm, &cfg, err, errlen);
 	pthread_mutex_lock(&d->lock);
 	if (r) {
 		vm_set_state_locked(vm, VM_OFF, err);
@@ -371,6 +370,7 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 out_unlock:
 	pthread_mutex_unlock(&d->lock);
 	pthread_mutex_unlock(&vm->op_lock);
+	vm_config_clear(&cfg);
 	return r;
 }
 

@@ -597,10 +597,9 @@ static int open_log(const struct vm *vm)
 #define MAX_ARGS (32 + 2 * (VM_MAX_DISKS + VM_MAX_NICS))
 
 /* Builds the worker's argv into args (strings in pool). */
-static int build_argv(const struct vm *vm, const char *vmm, char **args, char *pool,
+static int build_argv(const struct vm_config *c, const char *vmm, char **args, char *pool,
 		      size_t poolsz, char *err, size_t errlen)
 {
-	const struct vm_config *c = &vm->cfg;
 	size_t used = 0;
 	int n = 0;
 
@@ -721,7 +720,7 @@ static int record_worker(const struct vm *vm, pid_t pid)
 	return r;
 }
 
-int worker_spawn(struct vm *vm, char *err, size_t errlen)
+int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
 {
 	const char *vmm = vm->d->vmm_path;
 	char *args[MAX_ARGS], pool[3 * 65536 + 8192], path[4200];
@@ -735,9 +734,9 @@ int worker_spawn(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "the VM worker %s cannot be run: %s", vmm, strerror(errno));
 		return -ENOENT;
 	}
-	if (access(vm->cfg.kernel, R_OK) < 0) {
+	if (access(cfg->kernel, R_OK) < 0) {
 		r = -errno;
-		snprintf(err, errlen, "cannot read the kernel %s: %s", vm->cfg.kernel,
+		snprintf(err, errlen, "cannot read the kernel %s: %s", cfg->kernel,
 			 strerror(errno));
 		return r;
 	}
@@ -745,7 +744,7 @@ int worker_spawn(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create %s: %s", vm->rundir, strerror(-r));
 		return r;
 	}
-	if ((r = build_argv(vm, vmm, args, pool, sizeof(pool), err, errlen))) {
+	if ((r = build_argv(cfg, vmm, args, pool, sizeof(pool), err, errlen))) {
 		if (r == -E2BIG)
 			snprintf(err, errlen, "the worker's command line is too long");
 		return r;

@@ -154,3 +154,72 @@ def test_remove_ends_a_worker_the_daemon_does_not_know(daemon, tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# ---- item 4: a `vm set` that cannot be written does not take effect ----
+
+def test_failed_set_on_a_full_state_fs_changes_nothing(tmp_path, kvm):
+    import subprocess
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("mounting a small tmpfs as the state dir needs root")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    d = Daemon(state)
+    try:
+        d.start()
+        d.create("f1", "run=serve", "--cpus", "1")
+        filler = state / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        r = d.cli("vm", "set", "f1", "--cpus", "2", "--notes", "never")
+        assert r.returncode != 0 and "No space left" in r.stderr, (r.returncode, r.stderr)
+        v = d.vm("f1")
+        assert v["cpus"] == 1 and v["notes"] == "", v
+        filler.unlink()
+        # What starts is what the file says.
+        d.ok("vm", "start", "f1")
+        pid = d.vm("f1")["pid"]
+        argv = open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")
+        assert argv[argv.index(b"--cpus") + 1] == b"1", argv
+        d.ok("vm", "stop", "f1", "--turn-off")
+        d.stop()
+        d.start()
+        assert d.vm("f1")["cpus"] == 1
+    finally:
+        d.cleanup()
+        subprocess.run(["umount", "-l", str(state)])
+
+
+# ---- item 15: notes and operators do not wait for a graceful stop ----
+
+def test_set_notes_during_a_graceful_stop_answers_at_once(daemon):
+    import subprocess
+    daemon.create("n1", "run=serve acpi=ignore")
+    daemon.ok("vm", "start", "n1")
+    daemon.console_until("n1", "RESULT boot=ok")
+    env = dict(os.environ, CLOISON_SOCKET=daemon.socket)
+    slow = subprocess.Popen([str(daemon.cli_bin), "vm", "stop", "n1", "--timeout", "30"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        daemon.wait_state("n1", "stopping")
+        t0 = time.time()
+        daemon.ok("vm", "set", "n1", "--notes", "changed while stopping")
+        daemon.ok("vm", "set", "n1", "--operator", "nobody")
+        took = time.time() - t0
+        v = daemon.vm("n1")
+        assert took < 3, took
+        assert v["state"] == "stopping" and v["notes"] == "changed while stopping", v
+        assert "nobody" in v["operators"]
+        daemon.ok("vm", "stop", "n1", "--turn-off")
+        assert slow.wait(timeout=30) == 0
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait()

@@ -186,22 +186,9 @@ static int apply_set(struct api_request *req, struct vm *vm, json_t *body, char 
 			snprintf(err, errlen, "the MAC address pool is exhausted");
 			r = -ENOSPC;
 		}
-	if (!r) {
-		struct vm_config old = vm->cfg;
-		vm->cfg = next;
-		next = old; /* freed below */
-	}
 	pthread_mutex_unlock(&d->lock);
-	if (!r) {
-		r = inventory_save(vm);
-		if (r)
-			snprintf(err, errlen, "cannot write %.900s: %s", vm->cfg_path, strerror(-r));
-		if (!r) {
-			pthread_mutex_lock(&d->lock);
-			events_push_locked(d, "config", json_pack("{s:s}", "vm", vm->cfg.name));
-			pthread_mutex_unlock(&d->lock);
-		}
-	}
+	if (!r) /* the file first: a failed write changes nothing */
+		r = inventory_replace_config(vm, &next, err, errlen);
 out:
 	vm_config_clear(&next);
 	return r;
@@ -218,9 +205,16 @@ void api_vm_set(struct api_request *req)
 		return;
 	json_t *body = api_parse_body(req, false);
 	if (body) {
-		pthread_mutex_lock(&vm->op_lock);
+		/* Notes, operators and automatic actions do not wait for an
+		 * operation in progress (e.g. a graceful stop). */
+		bool hw = vm_config_body_needs_off(body);
+		if (hw)
+			pthread_mutex_lock(&vm->op_lock);
+		pthread_mutex_lock(&vm->cfg_lock);
 		int r = apply_set(req, vm, body, err, sizeof(err));
-		pthread_mutex_unlock(&vm->op_lock);
+		pthread_mutex_unlock(&vm->cfg_lock);
+		if (hw)
+			pthread_mutex_unlock(&vm->op_lock);
 		json_decref(body);
 		if (r)
 			api_error_errno(req, r, err);
