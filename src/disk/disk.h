@@ -68,6 +68,38 @@ struct disk_extent {
 };
 int disk_map(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext);
 
+/* The block map for callers that move guest data themselves (the
+ * virtio-blk io_uring backend). All three take whole sectors inside the
+ * disk and are safe to call from several threads at once.
+ *
+ * disk_map_read: like disk_map, but a PARENT extent is followed down the
+ * chain, so the extent is DATA (ext->fd is the image that holds it) or
+ * ZERO (past a smaller parent too). -EOPNOTSUPP when the data cannot be
+ * read from the file as it is (a read-only VHDX whose log was replayed
+ * in memory): use disk_pread then. Never allocates, never blocks on I/O
+ * except to load a sector bitmap. */
+int disk_map_read(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext);
+
+#define DISK_MAP_ALLOC 0x1 /* disk_map_write may change metadata */
+/* Where a write of [off, off+len) goes: fills ext with the DATA extent at
+ * off in this image (ext->len <= len). Without DISK_MAP_ALLOC it fails
+ * -EWOULDBLOCK when metadata must change before the data may be written
+ * (a new block, the first write of this open); with it, it makes that
+ * change first and durably (a VHDX log commit; a VHD block whose BAT entry
+ * is written by the next disk_flush), which may take a sync.
+ * *commit comes back true when the caller must call disk_commit_write for
+ * [off, off+ext->len) once its data write has completed, before it reports
+ * the write done: a differencing disk's sector bitmap says "present" only
+ * for data that is there. -EOPNOTSUPP: the format has no block map for
+ * writes; use disk_pwrite. */
+int disk_map_write(struct disk *d, uint64_t off, uint64_t len, unsigned flags,
+		   struct disk_extent *ext, bool *commit);
+/* After a write mapped by disk_map_write has completed: marks its sectors
+ * present (VHDX: through the log, which first syncs the data; VHD: in the
+ * bitmap the next disk_flush writes after syncing the data). Idempotent,
+ * and a no-op where nothing needs marking. 0 or -errno. */
+int disk_commit_write(struct disk *d, uint64_t off, uint64_t len);
+
 struct disk_info {
 	enum disk_format format;
 	enum disk_type type;

@@ -28,6 +28,13 @@ struct disk_ops {
 	int (*discard)(struct disk *d, uint64_t off, uint64_t len);	      /* optional */
 	int (*write_zeroes)(struct disk *d, uint64_t off, uint64_t len, bool may_unmap); /* optional */
 	int (*map)(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext);
+	/* Optional: disk_map_read's view of this image (PARENT is followed by
+	 * disk_map.c); map is used when absent. */
+	int (*map_read)(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext);
+	/* Optional (disk_map_write/disk_commit_write; see disk.h). */
+	int (*map_write)(struct disk *d, uint64_t off, uint64_t len, unsigned flags,
+			 struct disk_extent *ext, bool *commit);
+	int (*commit_write)(struct disk *d, uint64_t off, uint64_t len);
 	int (*block_status)(struct disk *d, uint64_t off, uint64_t len, bool *allocated,
 			    uint64_t *run_len);
 	void (*info)(struct disk *d, struct disk_info *info);

@@ -882,6 +882,164 @@ static int vhdx_block_status(struct disk *d, uint64_t off, uint64_t len, bool *a
 	return 0;
 }
 
+/* ---- the block map for callers' own writes (disk_map_write) ---- */
+
+/* Readies block b for a write whose data the caller moves itself. A new
+ * block that reads as zeroes where it is not written (no parent shows
+ * through) becomes FULLY_PRESENT at once: until the data lands it still
+ * reads as zeroes, as before. In a differencing disk it starts
+ * PARTIALLY_PRESENT with no sector present, so the parent shows through
+ * until vhdx_commit_write marks what was written. Locked. */
+static int prepare_locked(struct vhdx *v, uint64_t b)
+{
+	uint64_t idx = vhdx_bat_index(v, b), boff;
+	unsigned st = VHDX_BAT_STATE(vhdx_bat_get(v, idx));
+	struct vhdx_txn t;
+	int ret;
+
+	if (st == VHDX_PB_FULLY_PRESENT || st == VHDX_PB_PARTIALLY_PRESENT)
+		return 0;
+	vhdx_txn_init(&t);
+	if (!v->has_parent || st == VHDX_PB_ZERO) {
+		ret = vhdx_alloc_space(v, v->block_size, &boff);
+		if (!ret)
+			ret = vhdx_txn_bat(&t, v, idx, VHDX_BAT_ENTRY(VHDX_PB_FULLY_PRESENT, boff));
+	} else {
+		ret = ensure_sb(&t, v, b);
+		if (!ret)
+			ret = vhdx_alloc_space(v, v->block_size, &boff);
+		if (!ret)
+			ret = txn_bits(&t, v, b, 0, v->block_size / v->lsec, false);
+		if (!ret)
+			ret = vhdx_txn_bat(&t, v, idx,
+					   VHDX_BAT_ENTRY(VHDX_PB_PARTIALLY_PRESENT, boff));
+	}
+	if (!ret)
+		ret = vhdx_txn_commit(v, &t);
+	vhdx_txn_free(&t);
+	return ret;
+}
+
+static bool block_present(uint64_t e)
+{
+	return VHDX_BAT_STATE(e) == VHDX_PB_FULLY_PRESENT ||
+	       VHDX_BAT_STATE(e) == VHDX_PB_PARTIALLY_PRESENT;
+}
+
+static int vhdx_map_write(struct disk *d, uint64_t off, uint64_t len, unsigned flags,
+			  struct disk_extent *ext, bool *commit)
+{
+	struct vhdx *v = d->priv;
+	uint64_t b = off / v->block_size, in = off % v->block_size;
+	uint64_t n = MIN(len, v->block_size - in), e;
+	int ret = 0;
+
+	if (v->rdonly)
+		return -EROFS;
+	/* a discard racing with us may drop the block again: a few rounds */
+	for (int round = 0;; round++) {
+		e = vhdx_bat_get(v, vhdx_bat_index(v, b));
+		if (block_present(e) && __atomic_load_n(&v->data_guid_done, __ATOMIC_ACQUIRE))
+			break;
+		if (!(flags & DISK_MAP_ALLOC))
+			return -EWOULDBLOCK;
+		if (round == 4)
+			return -EAGAIN;
+		pthread_mutex_lock(&v->lock);
+		ret = v->crashed ? -EIO : vhdx_mark_dirty(v, true);
+		if (!ret)
+			ret = prepare_locked(v, b);
+		pthread_mutex_unlock(&v->lock);
+		if (ret)
+			return ret;
+	}
+	ext->kind = DISK_EXTENT_DATA;
+	ext->fd = v->fd;
+	ext->file_off = VHDX_BAT_OFFSET(e) + in;
+	ext->len = n;
+	if (VHDX_BAT_STATE(e) == VHDX_PB_PARTIALLY_PRESENT) {
+		pthread_mutex_lock(&v->lock);
+		ret = vhdx_sb_load(v, b / v->chunk_ratio);
+		if (!ret)
+			*commit = !bits_all(v, b, in / v->lsec, n / v->lsec);
+		pthread_mutex_unlock(&v->lock);
+		return ret;
+	}
+	/* following whole blocks that lie right after it in the file */
+	while (ext->len < len) {
+		uint64_t e2 = vhdx_bat_get(v, vhdx_bat_index(v, ++b));
+
+		if (VHDX_BAT_STATE(e2) != VHDX_PB_FULLY_PRESENT ||
+		    VHDX_BAT_OFFSET(e2) != ext->file_off + ext->len)
+			break;
+		ext->len += MIN(len - ext->len, (uint64_t)v->block_size);
+	}
+	return 0;
+}
+
+/* Marks sectors [in, in+n) of block b present after their data was
+ * written; a whole block becomes FULLY_PRESENT. Locked. */
+static int commit_locked(struct vhdx *v, uint64_t b, uint64_t in, uint64_t n)
+{
+	uint64_t idx = vhdx_bat_index(v, b), e = vhdx_bat_get(v, idx);
+	struct vhdx_txn t;
+	int ret;
+
+	if (VHDX_BAT_STATE(e) != VHDX_PB_PARTIALLY_PRESENT)
+		return 0; /* fully present already, or dropped by a racing discard */
+	ret = vhdx_sb_load(v, b / v->chunk_ratio);
+	if (ret || bits_all(v, b, in / v->lsec, n / v->lsec))
+		return ret;
+	vhdx_txn_init(&t);
+	if (in == 0 && n == block_len(v, b))
+		ret = vhdx_txn_bat(&t, v, idx,
+				   VHDX_BAT_ENTRY(VHDX_PB_FULLY_PRESENT, VHDX_BAT_OFFSET(e)));
+	else
+		ret = txn_bits(&t, v, b, in / v->lsec, n / v->lsec, true);
+	/* the log commit syncs the data first: a bit never covers missing data */
+	if (!ret)
+		ret = vhdx_txn_commit(v, &t);
+	vhdx_txn_free(&t);
+	return ret;
+}
+
+static int vhdx_commit_write(struct disk *d, uint64_t off, uint64_t len)
+{
+	struct vhdx *v = d->priv;
+
+	if (v->rdonly)
+		return -EROFS;
+	while (len) {
+		uint64_t b = off / v->block_size, in = off % v->block_size;
+		uint64_t n = MIN(len, v->block_size - in);
+		uint64_t e = vhdx_bat_get(v, vhdx_bat_index(v, b));
+
+		if (VHDX_BAT_STATE(e) == VHDX_PB_PARTIALLY_PRESENT) {
+			int ret;
+
+			pthread_mutex_lock(&v->lock);
+			ret = v->crashed ? -EIO : commit_locked(v, b, in, n);
+			pthread_mutex_unlock(&v->lock);
+			if (ret)
+				return ret;
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* A log replayed in memory (read-only open) may hold newer copies of file
+ * pages than the file: then only vhdx_pread knows where the data is. */
+static int vhdx_map_read(struct disk *d, uint64_t off, uint64_t len, struct disk_extent *ext)
+{
+	struct vhdx *v = d->priv;
+
+	if (v->noverlay)
+		return -EOPNOTSUPP;
+	return vhdx_map(d, off, len, ext);
+}
+
 static void vhdx_info(struct disk *d, struct disk_info *info)
 {
 	struct vhdx *v = d->priv;
@@ -934,6 +1092,9 @@ const struct disk_ops disk_vhdx_ops = {
 	.discard = vhdx_discard,
 	.write_zeroes = vhdx_write_zeroes,
 	.map = vhdx_map,
+	.map_read = vhdx_map_read,
+	.map_write = vhdx_map_write,
+	.commit_write = vhdx_commit_write,
 	.block_status = vhdx_block_status,
 	.info = vhdx_info,
 	.create = vhdx_create,
