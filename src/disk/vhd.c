@@ -1069,6 +1069,71 @@ static int vhd_map(struct disk *d, uint64_t off, uint64_t len, struct disk_exten
 	return 0;
 }
 
+/* Blocks are appended (alloc_block) before the caller writes into them:
+ * until then a dynamic disk's new block reads as the zeroes it held, and
+ * a differencing disk's bitmap says "parent" until vhd_commit_write. The
+ * BAT entry and bitmap reach the file at the next flush, after the data. */
+static int vhd_map_write(struct disk *d, uint64_t off, uint64_t len, unsigned flags,
+			 struct disk_extent *ext, bool *commit)
+{
+	struct vhd *v = d->priv;
+	uint32_t blk = (uint32_t)(off >> v->block_shift), entry;
+	uint64_t in = off & (v->block_size - 1), n = MIN(len, v->block_size - in);
+	int ret = 0;
+
+	ext->kind = DISK_EXTENT_DATA;
+	ext->fd = d->fd;
+	if (d->type == DISK_TYPE_FIXED) {
+		ext->file_off = off;
+		ext->len = len;
+		return 0;
+	}
+	entry = bat_entry(v, blk);
+	if (entry == VHD_BAT_UNUSED) {
+		if (!(flags & DISK_MAP_ALLOC))
+			return -EWOULDBLOCK;
+		pthread_mutex_lock(&v->lock);
+		if (v->bat[blk] == VHD_BAT_UNUSED)
+			ret = alloc_block(d, v, blk);
+		entry = v->bat[blk];
+		pthread_mutex_unlock(&v->lock);
+		if (ret)
+			return ret;
+		if (entry == VHD_BAT_UNUSED)
+			return -EAGAIN;
+	}
+	ext->file_off = (uint64_t)entry * VHD_SECTOR + v->bitmap_size + in;
+	ext->len = n;
+	if (d->type == DISK_TYPE_DIFFERENCING) {
+		pthread_mutex_lock(&v->lock);
+		*commit = !sectors_present(v, blk, in / VHD_SECTOR, n / VHD_SECTOR);
+		pthread_mutex_unlock(&v->lock);
+	}
+	return 0;
+}
+
+static int vhd_commit_write(struct disk *d, uint64_t off, uint64_t len)
+{
+	struct vhd *v = d->priv;
+	int ret = 0;
+
+	if (d->type != DISK_TYPE_DIFFERENCING)
+		return 0;
+	pthread_mutex_lock(&v->lock);
+	while (len && !ret) {
+		uint32_t blk = (uint32_t)(off >> v->block_shift);
+		uint64_t in = off & (v->block_size - 1);
+		uint64_t n = MIN(len, v->block_size - in);
+
+		if (v->bat[blk] != VHD_BAT_UNUSED)
+			ret = mark_sectors(v, blk, in / VHD_SECTOR, n / VHD_SECTOR, true);
+		off += n;
+		len -= n;
+	}
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
 static int vhd_block_status(struct disk *d, uint64_t off, uint64_t len, bool *allocated,
 			    uint64_t *run_len)
 {
@@ -1141,6 +1206,8 @@ const struct disk_ops disk_vhd_ops = {
 	.discard = vhd_discard,
 	.write_zeroes = vhd_write_zeroes,
 	.map = vhd_map,
+	.map_write = vhd_map_write,
+	.commit_write = vhd_commit_write,
 	.block_status = vhd_block_status,
 	.info = vhd_info,
 	.create = vhd_create,
