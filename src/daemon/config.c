@@ -2,17 +2,20 @@
  * parsing of create/set request bodies. Every field of a body is checked
  * for type and range here, once; unknown fields are refused by name. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon/daemon.h"
 
 #define MEMORY_MIN (64ULL << 20)
 #define MEMORY_MAX (1ULL << 40)
-#define CMDLINE_MAX 65536
+#define CMDLINE_MAX 65535 /* what the worker's --cmdline takes */
 #define NOTES_MAX 4096
 
 static const char *const stop_action_names[] = { "keep-running", "shutdown", "turn-off" };
@@ -420,6 +423,51 @@ static int parse_operators(json_t *v, const char *field, int mode, struct vm_con
 		c->n_operators++;
 	}
 	return 0;
+}
+
+/* ---- boot files ---- */
+
+static const char *file_kind(mode_t m)
+{
+	return S_ISDIR(m)    ? "a directory"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISSOCK(m) ? "a socket"
+			     : "not a regular file";
+}
+
+/* A boot file must be a readable regular file. It is opened O_NONBLOCK
+ * so a FIFO cannot block the open, and checked with fstat on what was
+ * opened. */
+static int check_boot_file(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0) {
+		int e = errno;
+		return fail(err, errlen, "cannot read the %s '%s': %s", what, path, strerror(e));
+	}
+	int r = fstat(fd, &st);
+	close(fd);
+	if (r < 0)
+		return fail(err, errlen, "cannot read the %s '%s': %s", what, path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, "the %s '%s' is %s; give the path of a %s image file", what,
+			    path, file_kind(st.st_mode), what);
+	if (st.st_size == 0)
+		return fail(err, errlen, "the %s '%s' is empty", what, path);
+	return 0;
+}
+
+int vm_config_check_boot_files(const struct vm_config *c, char *err, size_t errlen)
+{
+	int r = check_boot_file("kernel", c->kernel, err, errlen);
+
+	if (!r && c->initrd)
+		r = check_boot_file("initrd", c->initrd, err, errlen);
+	return r;
 }
 
 /* ---- the body of POST /v1/vms and PATCH /v1/vms/{vm} ---- */

@@ -201,6 +201,10 @@ int vm_config_apply_json(struct vm_config *c, json_t *body, bool create, bool *h
 /* Whether a set (PATCH) body names a field that needs the VM off
  * (processors, memory, boot files, disks, network adapters). */
 bool vm_config_body_needs_off(json_t *body);
+/* Checks that the kernel and initrd are readable, non-empty regular files
+ * (a directory, a device or a FIFO is refused; nothing blocks). 0 or
+ * -EINVAL with err naming the file and what it is. */
+int vm_config_check_boot_files(const struct vm_config *c, char *err, size_t errlen);
 /* Checks name syntax: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool vm_name_valid(const char *name);
 /* Sets c->created to the current time (ISO 8601, UTC). */

@@ -170,9 +170,13 @@ int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, s
 
 /* ---- the end of a worker ---- */
 
+/* The line of worker.log that says why the worker ended: of what the
+ * last run wrote (after cloisond's "--- cloisond starts" marker), the last
+ * line with "error:", else its last line. The worker ends a usage error
+ * with a hint "(see cloison-vmm --help)", which is not the reason. */
 static void log_tail(const struct vm *vm, char *buf, size_t len)
 {
-	char path[4200], data[2048];
+	char path[4200], data[8192];
 	int fd;
 
 	buf[0] = 0;
@@ -187,15 +191,32 @@ static void log_tail(const struct vm *vm, char *buf, size_t len)
 	if (n <= 0)
 		return;
 	data[n] = 0;
-	while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r' || data[n - 1] == ' '))
-		data[--n] = 0;
-	char *line = strrchr(data, '\n');
-	line = line ? line + 1 : data;
-	size_t l = strlen(line);
-	if (l >= len)
-		l = len - 1;
-	memcpy(buf, line, l);
-	buf[l] = 0;
+	char *run = data, *m;
+	while ((m = strstr(run, "--- cloisond starts the worker")))
+		run = m + 1;
+	if (run != data)
+		run = strchr(run, '\n') ? strchr(run, '\n') + 1 : run + strlen(run);
+	const char *pick = NULL, *last = NULL;
+	for (char *line = run; *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		size_t l = strlen(line);
+		while (l && (line[l - 1] == '\r' || line[l - 1] == ' '))
+			line[--l] = 0;
+		if (l) {
+			last = line;
+			if (strstr(line, "error:"))
+				pick = line;
+		}
+		if (!nl)
+			break;
+		line = nl + 1;
+	}
+	if (!pick)
+		pick = last;
+	if (pick)
+		snprintf(buf, len, "%s", pick);
 }
 
 static const char *signal_name(int sig)
@@ -734,12 +755,9 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t e
 		snprintf(err, errlen, "the VM worker %s cannot be run: %s", vmm, strerror(errno));
 		return -ENOENT;
 	}
-	if (access(cfg->kernel, R_OK) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot read the kernel %s: %s", cfg->kernel,
-			 strerror(errno));
+	/* The files may have changed since the VM was created. */
+	if ((r = vm_config_check_boot_files(cfg, err, errlen)))
 		return r;
-	}
 	if ((r = mkdir_p(vm->rundir, 0750))) {
 		snprintf(err, errlen, "cannot create %s: %s", vm->rundir, strerror(-r));
 		return r;

@@ -223,3 +223,94 @@ def test_set_notes_during_a_graceful_stop_answers_at_once(daemon):
         if slow.poll() is None:
             slow.kill()
             slow.wait()
+
+
+# ---- item 9: create-time checks of boot files and cmdline; the worker's own error ----
+
+def test_boot_files_must_be_regular_files(daemon, tmp_path):
+    fifo = tmp_path / "kernel.fifo"
+    os.mkfifo(fifo)
+    for kernel, kind in ((tmp_path, "is a directory"), ("/dev/zero", "character device"),
+                         (fifo, "is a FIFO")):
+        t0 = time.time()
+        r = daemon.cli("vm", "create", "b1", "--kernel", kernel, timeout=20)
+        assert time.time() - t0 < 5
+        assert r.returncode != 0 and kind in r.stderr, (kernel, r.stderr)
+        r = daemon.cli("vm", "create", "b1", "--kernel", daemon.guest, "--initrd", kernel,
+                       timeout=20)
+        assert r.returncode != 0 and "initrd" in r.stderr and kind in r.stderr, (kernel, r.stderr)
+    assert daemon.cli("vm", "show", "b1").returncode == 3
+    # The worker takes a command line of at most 65,535 bytes; so does create.
+    r = daemon.cli("vm", "create", "b1", "--kernel", daemon.guest, "--cmdline", "a" * 65536)
+    assert r.returncode != 0 and "65535" in r.stderr, r.stderr
+    daemon.ok("vm", "create", "b1", "--kernel", daemon.guest, "--cmdline", "a" * 65535)
+    # A boot file replaced after create: the start refuses it by name.
+    k = tmp_path / "k"
+    k.write_bytes(open(daemon.guest, "rb").read())
+    daemon.ok("vm", "create", "b2", "--kernel", k)
+    k.unlink()
+    os.mkfifo(k)
+    r = daemon.cli("vm", "start", "b2", timeout=20)
+    assert r.returncode != 0 and "is a FIFO" in r.stderr, r.stderr
+    assert daemon.state("b2") == "off"
+
+
+def test_start_failure_carries_the_workers_error(tmp_path, kvm):
+    d = Daemon(tmp_path / "state")
+    fake = tmp_path / "fake-vmm"
+    fake.write_text("#!/bin/sh\n"
+                    "echo 'cloison-vmm: error: --disk path=x: the worker says exactly this' >&2\n"
+                    "echo '(see cloison-vmm --help)' >&2\n"
+                    "exit 2\n")
+    fake.chmod(0o755)
+    real = d.vmm
+    d.vmm = fake
+    d.start()
+    try:
+        d.create("w1", "run=serve")
+        r = d.cli("vm", "start", "w1")
+        assert r.returncode != 0 and "the worker says exactly this" in r.stderr, r.stderr
+        v = d.vm("w1")
+        assert v["state"] == "off" and "the worker says exactly this" in v["reason"], v
+        d.stop()
+        d.vmm = real
+        d.start()
+        # A regular file that is no kernel: the worker's reason, not a hint.
+        notk = tmp_path / "not-a-kernel"
+        notk.write_text("hello\n")
+        d.ok("vm", "create", "w2", "--kernel", notk)
+        r = d.cli("vm", "start", "w2")
+        assert r.returncode != 0 and "not a kernel" in r.stderr, r.stderr
+        assert "not a kernel" in d.vm("w2")["reason"]
+    finally:
+        d.cleanup()
+
+
+# ---- item 5 (daemon part): a FIFO as disk or parent never blocks a create ----
+
+def _threads(pid):
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def test_fifo_disk_or_parent_answers_at_once(daemon, tmp_path):
+    threads = _threads(daemon.proc.pid)
+    fifo = tmp_path / "disk.vhdx"
+    os.mkfifo(fifo)
+    base = tmp_path / "base.vhdx"
+    child = tmp_path / "child.avhdx"
+    disk_ok("create", base, "--size", "4M")
+    disk_ok("create", child, "--parent", base)
+    os.rename(base, tmp_path / "base.moved")
+    os.mkfifo(base)
+    for d_arg in (fifo, child):
+        t0 = time.time()
+        r = daemon.cli("vm", "create", "p1", "--kernel", daemon.guest, "--disk", d_arg,
+                       timeout=20)
+        assert time.time() - t0 < 5, d_arg
+        assert r.returncode != 0 and "FIFO" in r.stderr, (d_arg, r.stderr)
+    assert daemon.cli("vm", "show", "p1").returncode == 3
+    # No connection thread stays behind, blocked in open().
+    deadline = time.time() + 5
+    while time.time() < deadline and _threads(daemon.proc.pid) > threads:
+        time.sleep(0.1)
+    assert _threads(daemon.proc.pid) <= threads

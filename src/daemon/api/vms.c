@@ -80,6 +80,8 @@ void api_vms_list(struct api_request *req)
 /* Checks that the boot files and disks the config names can be used. */
 static int check_files(const struct vm_config *c, char *err, size_t errlen)
 {
+	if (vm_config_check_boot_files(c, err, errlen))
+		return -EINVAL;
 	if (access(c->kernel, R_OK) < 0) {
 		snprintf(err, errlen, "cannot read the kernel '%s': %s", c->kernel, strerror(errno));
 		return -EINVAL;
