@@ -1,6 +1,6 @@
 # The two commands (README): `make run` and `make check`. meson + ninja do
 # the real work; this file only wraps them.
-.PHONY: all run check clean
+.PHONY: all run check clean fuzz
 
 all:
 	@./scripts/deps.sh
@@ -12,6 +12,11 @@ run: all
 
 check:
 	@./scripts/check.sh
+
+# Every libFuzzer target for FUZZ_SECONDS each (default 300; make check
+# runs them for 20 or 10 s): tests/fuzz/run.sh, docs/fuzzing.md.
+fuzz:
+	@./tests/fuzz/run.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

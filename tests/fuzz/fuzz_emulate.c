@@ -5,7 +5,7 @@
  *
  * emulate.c is compiled into this target with -Dioctl=fuzz_ioctl, so its
  * KVM calls land in fuzz_ioctl() below, which answers KVM_GET_REGS,
- * KVM_GET_SREGS, KVM_TRANSLATE (gva + a fuzzed offset, valid and writable
+ * KVM_GET_SREGS, KVM_TRANSLATE (gva + a fuzzed whole number of pages, valid and writable
  * as the input says), KVM_GET_XSAVE and the vCPU events from the input,
  * and can fail any call. Guest RAM is 64 KiB at 0. Checked: the decoder
  * never moves RIP further than the instruction bytes it was given, and
@@ -87,7 +87,8 @@ int fuzz_ioctl(int fd, unsigned long req, ...)
 	case KVM_TRANSLATE: {
 		struct kvm_translation *t = arg;
 
-		t->physical_address = t->linear_address + st.xlate;
+		/* Page-granular, as the MMU's: the offset within the page stays. */
+		t->physical_address = t->linear_address + (st.xlate & ~0xfffULL);
 		t->valid = (st.mode & 2) ? 1 : 0;
 		t->writeable = (st.mode & 4) ? 1 : 0;
 		return 0;
