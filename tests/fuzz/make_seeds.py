@@ -275,6 +275,67 @@ def ctl_seeds():
     write(t, "split-lines", ctl(1, ['{"id":3,', '"cmd":"st', 'atus"}\n'], clients=2, chunk=0))
 
 
+# ---- cloisond's REST API ---------------------------------------------------------
+METHODS = ["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "get"]
+HEADERS = ["Content-Length", "Transfer-Encoding", "Content-Type", "Last-Event-ID", "Upgrade",
+           "Expect", "Connection", "Host"]
+
+
+def http(method, url, body=b"", headers=(), chunk=255):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    hs = list(headers)
+    if body and not any(h == "Content-Length" for h, _ in hs):
+        hs.append(("Content-Length", str(len(body))))
+    b = bytes([METHODS.index(method)]) + bytes([len(url)]) + url.encode()
+    b += bytes([len(hs)])
+    for name, value in hs:
+        b += bytes([HEADERS.index(name), len(value)]) + value.encode()
+    return b + struct.pack("<H", len(body)) + body + bytes([chunk])
+
+
+def api(*requests, nobody=False):
+    return bytes([1 if nobody else 0]) + b"".join(requests)
+
+
+def api_seeds():
+    t = "fuzz_daemon_api"
+    vm = {"name": "web", "kernel": "/bin/sh", "cpus": 2, "memory": 268435456,
+          "cmdline": "console=ttyS0", "notes": "fuzz"}
+    full = dict(vm, disks=[{"path": "/dev/shm/cloison-fuzz/disk.raw", "readonly": True}],
+                network_adapters=[{"tap": "tap0", "mac": "52:54:00:12:34:56"}],
+                automatic_start_action="nothing", automatic_stop_action="shutdown",
+                operators=["nobody"])
+    write(t, "list-host-events", api(http("GET", "/v1/vms"), http("GET", "/v1/host"),
+                                     http("GET", "/v1/events?since=0"),
+                                     http("GET", "/v1/events", headers=[("Last-Event-ID", "3")])))
+    write(t, "create-show-set-remove", api(http("POST", "/v1/vms", vm), http("GET", "/v1/vms/web"),
+                                           http("PATCH", "/v1/vms/web", {"cpus": 1, "notes": "x"}),
+                                           http("DELETE", "/v1/vms/web")))
+    write(t, "create-full", api(http("POST", "/v1/vms", full, chunk=1),
+                                http("PATCH", "/v1/vms/web", {"add_disks": [{"path": "/dev/shm/cloison-fuzz/disk.raw"}],
+                                                              "remove_operators": ["nobody"]})))
+    write(t, "actions", api(http("POST", "/v1/vms", vm), http("POST", "/v1/vms/web/start"),
+                            http("POST", "/v1/vms/web/stop", {"turn_off": True, "timeout": 0}),
+                            http("POST", "/v1/vms/web/pause"), http("POST", "/v1/vms/web/resume"),
+                            http("POST", "/v1/vms/web/restart", {}), http("POST", "/v1/vms/web/dance"),
+                            http("POST", "/v1/vms/web/console", headers=[("Upgrade", "cloison-console")])))
+    write(t, "bad-bodies", api(http("POST", "/v1/vms", '{"name": "x", "kernel": '),
+                               http("POST", "/v1/vms", '[1,2,3]'),
+                               http("POST", "/v1/vms", '{"name":"a","name":"b"}'),
+                               http("POST", "/v1/vms", {"name": "../etc", "kernel": "/bin/sh"}),
+                               http("POST", "/v1/vms", {"name": "x", "kernel": "/bin/sh", "cpus": "two"})))
+    write(t, "bad-heads", api(http("GET", "/v1/vms/%2e%2e"), http("PUT", "/v1/vms"),
+                              http("GET", "/v2/nothing"), http("GET", "/" + "a/" * 20),
+                              http("POST", "/v1/vms", "{}", headers=[("Content-Length", "99999999999")]),
+                              http("POST", "/v1/vms", "{}", headers=[("Content-Length", "2"),
+                                                                     ("Transfer-Encoding", "chunked")])))
+    write(t, "nobody", api(http("POST", "/v1/vms", vm), http("GET", "/v1/vms"),
+                           http("GET", "/v1/vms/web"), http("DELETE", "/v1/vms/web"), nobody=True))
+
+
 def main():
     blk_seeds()
     net_seeds()
@@ -282,6 +343,7 @@ def main():
     pci_seeds()
     emu_seeds()
     ctl_seeds()
+    api_seeds()
 
 
 if __name__ == "__main__":
