@@ -182,11 +182,11 @@ def test_operator_roles(tmp_path, kvm):
         r = d.cli("vm", "list", "--json", user=TEST_USER)
         assert r.returncode == 0, r.stderr
         assert [v["name"] for v in json.loads(r.stdout)] == ["mine"]
-        # Refused on a VM not delegated to them, with a message.
+        # A VM not delegated to them is answered like a missing one (404).
         for verb in ("start", "show", "stop", "console"):
             r = d.cli("vm", verb, "theirs", user=TEST_USER)
-            assert r.returncode == 6, (verb, r.returncode, r.stderr)
-            assert "not delegated" in r.stderr, r.stderr
+            assert r.returncode == 3, (verb, r.returncode, r.stderr)
+            assert "no VM named 'theirs' is delegated to user" in r.stderr, r.stderr
         st_, body = None, None
         # Host administration stays with administrators.
         r = d.cli("vm", "create", "new", "--kernel", d.guest, user=TEST_USER)
@@ -206,7 +206,7 @@ def test_operator_roles(tmp_path, kvm):
         assert r.returncode == 0 and json.loads(r.stdout) == []
         # Withdrawing the delegation takes effect at once.
         d.ok("vm", "set", "mine", "--remove-operator", TEST_USER)
-        assert d.cli("vm", "start", "mine", user=TEST_USER).returncode == 6
+        assert d.cli("vm", "start", "mine", user=TEST_USER).returncode == 3
     finally:
         d.cleanup()
 

@@ -10,14 +10,18 @@
 #include "daemon/daemon.h"
 
 #define API_BODY_MAX (1 << 20)
+#define API_DRAIN_MAX (16 << 20) /* a larger declared body: 413 before reading it */
 #define API_MAX_SEGMENTS 8
+#define API_PATH_MAX 2048
+#define API_IDLE_TIMEOUT_S 30 /* no byte from a client between or within requests */
 
 struct api_request {
 	struct daemon *d;
 	struct MHD_Connection *conn;
 	const char *method;
 	const char *url;
-	char *segs[API_MAX_SEGMENTS]; /* the path split at '/', "v1" first */
+	char *segs[API_MAX_SEGMENTS]; /* the path split at '/' and decoded, "v1" first;
+				       * never holding a NUL, '/' or invalid UTF-8 */
 	unsigned n_segs;
 	const char *body;
 	size_t body_len;
@@ -33,11 +37,20 @@ void api_error(struct api_request *req, unsigned status, const char *code, const
 	__attribute__((format(printf, 4, 5)));
 /* Maps a -errno from an operation to the matching HTTP error. */
 void api_error_errno(struct api_request *req, int err, const char *msg);
+/* Answers 404 for VM name: it does not exist or the caller may not see it
+ * (the two answers are the same). */
+void api_error_no_vm(struct api_request *req, const char *name);
 /* Parses the body as a JSON object; on failure answers 400 (naming the
  * line and column) and returns NULL. An empty body gives {} if allowed. */
 json_t *api_parse_body(struct api_request *req, bool empty_ok);
 /* A query-string argument or NULL. */
 const char *api_query(struct api_request *req, const char *key);
+/* Replaces each byte of s that does not belong to valid UTF-8 with '?'. */
+void api_sanitize_utf8(char *s);
+/* A console session starts or ends: api_stop waits for them to end
+ * (they see d->shutting_down) before it stops libmicrohttpd. */
+void api_session_hold(struct daemon *d);
+void api_session_release(struct daemon *d);
 
 /* Route handlers. */
 void api_vms_list(struct api_request *req);

@@ -25,23 +25,13 @@ struct follower {
 	size_t pending_len, pending_off;
 };
 
-/* Whether the follower may see an event about VM name (d->lock held). */
-static bool visible(struct follower *f, const char *json)
+/* Whether the follower may see event e (d->lock held): its filter, and
+ * who could operate the VM when the event was queued. */
+static bool visible(struct follower *f, const struct event *e)
 {
-	json_t *j = json_loads(json, 0, NULL);
-	const char *name = json_string_value(json_object_get(j, "vm"));
-	bool ok = true;
-
-	if (name && f->vm[0] && strcmp(name, f->vm))
-		ok = false;
-	if (ok && name && !f->peer.admin) {
-		ok = false;
-		for (struct vm *vm = f->d->vms; vm; vm = vm->next)
-			if (!strcmp(vm->cfg.name, name))
-				ok = auth_may_operate(&f->peer, vm);
-	}
-	json_decref(j);
-	return ok;
+	if (e->about_vm && f->vm[0] && strcmp(e->vm, f->vm))
+		return false;
+	return events_visible(e, &f->peer);
 }
 
 /* Formats the next visible event(s) into f->pending; waits for one up to
@@ -64,7 +54,7 @@ static bool fill(struct follower *f)
 		while (f->next <= d->next_seq) {
 			struct event *e = &d->ring[f->next % EVENT_RING_SIZE];
 			uint64_t seq = f->next++;
-			if (e->seq != seq || !e->json || !visible(f, e->json))
+			if (e->seq != seq || !e->json || !visible(f, e))
 				continue;
 			json_t *j = json_loads(e->json, 0, NULL);
 			const char *type = json_string_value(json_object_get(j, "type"));
@@ -157,12 +147,16 @@ void api_events(struct api_request *req)
 
 struct console {
 	struct daemon *d;
+	struct vm *vm;	  /* a reference, put when the session ends */
+	struct peer peer; /* who attached: checked again while it lasts */
 	int serial_fd;
 	MHD_socket client;
 	struct MHD_UpgradeResponseHandle *urh;
 	char extra[4096];
 	size_t extra_len;
 };
+
+#define CONSOLE_CHECK_MS 250 /* how soon a withdrawn delegation ends a session */
 
 static bool pump(int from, int to)
 {
@@ -174,22 +168,49 @@ static bool pump(int from, int to)
 	return write_full(to, buf, (size_t)n) == 0;
 }
 
+/* Whether the session may go on: the daemon runs, the VM exists, and the
+ * user who attached may still operate it (a delegation can be withdrawn). */
+static bool console_allowed(struct console *c, char *why, size_t whylen)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&c->d->lock);
+	if (c->d->shutting_down) {
+		ok = false;
+		snprintf(why, whylen, "cloisond is shutting down");
+	} else if (c->vm->removed) {
+		ok = false;
+		snprintf(why, whylen, "VM '%s' was removed", c->vm->cfg.name);
+	} else if (!auth_may_operate(&c->peer, c->vm)) {
+		ok = false;
+		snprintf(why, whylen, "user '%s' is no longer an operator of VM '%s'", c->peer.user,
+			 c->vm->cfg.name);
+	}
+	pthread_mutex_unlock(&c->d->lock);
+	return ok;
+}
+
 static void *console_main(void *arg)
 {
 	struct console *c = arg;
 	struct pollfd p[2] = { { .fd = c->client, .events = POLLIN },
 			       { .fd = c->serial_fd, .events = POLLIN } };
 	bool client_open = true;
+	char why[200], notice[300];
 
 	if (c->extra_len)
 		write_full(c->serial_fd, c->extra, c->extra_len);
 	for (;;) {
 		p[0].fd = client_open ? c->client : -1;
-		int n = poll(p, 2, 1000);
+		int n = poll(p, 2, CONSOLE_CHECK_MS);
 		if (n < 0 && errno != EINTR)
 			break;
-		if (c->d->shutting_down)
+		if (!console_allowed(c, why, sizeof(why))) {
+			int len = snprintf(notice, sizeof(notice), "\r\n[cloison: console closed: %s]\r\n",
+					   why);
+			write_full(c->client, notice, (size_t)MIN(len, (int)sizeof(notice) - 1));
 			break;
+		}
 		if (p[1].revents & (POLLIN | POLLHUP | POLLERR))
 			if (!pump(c->serial_fd, c->client))
 				break;
@@ -203,8 +224,17 @@ static void *console_main(void *arg)
 	}
 	close(c->serial_fd);
 	MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
+	inventory_put(c->d, c->vm);
+	api_session_release(c->d);
 	free(c);
 	return NULL;
+}
+
+static void console_free(struct console *c)
+{
+	close(c->serial_fd);
+	inventory_put(c->d, c->vm);
+	free(c);
 }
 
 static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
@@ -221,12 +251,13 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
 		c->extra_len = MIN(extra_len, sizeof(c->extra));
 		memcpy(c->extra, extra, c->extra_len);
 	}
+	api_session_hold(c->d);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, console_main, c)) {
-		close(c->serial_fd);
 		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-		free(c);
+		api_session_release(c->d);
+		console_free(c);
 	}
 	pthread_attr_destroy(&attr);
 }
@@ -237,7 +268,7 @@ void api_vm_console(struct api_request *req)
 	char path[4200];
 
 	if (!vm) {
-		api_error(req, 404, "not-found", "no VM named '%s'", req->segs[2]);
+		api_error_no_vm(req, req->segs[2]);
 		return;
 	}
 	pthread_mutex_lock(&req->d->lock);
@@ -245,21 +276,20 @@ void api_vm_console(struct api_request *req)
 	enum vm_state st = vm->state;
 	pthread_mutex_unlock(&req->d->lock);
 	snprintf(path, sizeof(path), "%s/serial.sock", vm->rundir);
-	inventory_put(req->d, vm);
 	if (!ok) {
-		api_error(req, 403, "forbidden",
-			  "user '%s' may not attach to the console of VM '%s': it is not "
-			  "delegated to them",
-			  req->peer.user, req->segs[2]);
+		inventory_put(req->d, vm);
+		api_error_no_vm(req, req->segs[2]);
 		return;
 	}
 	if (st != VM_RUNNING && st != VM_PAUSED && st != VM_STOPPING) {
+		inventory_put(req->d, vm);
 		api_error(req, 409, "invalid-state", "VM '%s' is %s: its console exists only while "
 			  "it runs", req->segs[2], vm_state_name(st));
 		return;
 	}
 	const char *up = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Upgrade");
 	if (!up || strcmp(up, "cloison-console")) {
+		inventory_put(req->d, vm);
 		api_error(req, 400, "bad-request",
 			  "the console is a byte stream: send 'Connection: Upgrade' and "
 			  "'Upgrade: cloison-console' (cloison vm console does)");
@@ -267,6 +297,7 @@ void api_vm_console(struct api_request *req)
 	}
 	int fd = unix_connect_path(path);
 	if (fd < 0) {
+		inventory_put(req->d, vm);
 		api_error(req, 500, "failed", "cannot connect to the serial console of '%s': %s",
 			  req->segs[2], strerror(-fd));
 		return;
@@ -274,20 +305,24 @@ void api_vm_console(struct api_request *req)
 	struct console *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
+		inventory_put(req->d, vm);
 		api_error(req, 500, "internal", "out of memory");
 		return;
 	}
 	c->d = req->d;
+	c->vm = vm;
+	c->peer = req->peer;
 	c->serial_fd = fd;
 	struct MHD_Response *resp = MHD_create_response_for_upgrade(on_upgrade, c);
 	if (!resp) {
-		close(fd);
-		free(c);
+		console_free(c);
 		api_error(req, 500, "internal", "cannot create the upgrade response");
 		return;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "cloison-console");
 	req->result = MHD_queue_response(req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
 	MHD_destroy_response(resp);
+	if (req->result != MHD_YES)
+		console_free(c);
 	req->answered = true;
 }

@@ -26,6 +26,17 @@ static bool require_admin(struct api_request *req, const char *what)
 	return false;
 }
 
+/* The answer to a VM the caller may not see: the same as for a VM that
+ * does not exist, so an operator cannot probe which names are taken. */
+void api_error_no_vm(struct api_request *req, const char *name)
+{
+	if (req->peer.admin)
+		api_error(req, 404, "not-found", "no VM named '%s' (see 'cloison vm list')", name);
+	else
+		api_error(req, 404, "not-found", "no VM named '%s' is delegated to user '%s'", name,
+			  req->peer.user);
+}
+
 /* Looks up segs[2] and checks that the caller may act on it; answers the
  * request and returns NULL when not. The caller puts the reference. */
 static struct vm *lookup_vm(struct api_request *req)
@@ -34,23 +45,14 @@ static struct vm *lookup_vm(struct api_request *req)
 	struct vm *vm = inventory_get(req->d, name);
 
 	if (!vm) {
-		if (req->peer.admin)
-			api_error(req, 404, "not-found", "no VM named '%s' (see 'cloison vm list')",
-				  name);
-		else
-			api_error(req, 404, "not-found",
-				  "no VM named '%s' is delegated to user '%s'", name,
-				  req->peer.user);
+		api_error_no_vm(req, name);
 		return NULL;
 	}
 	pthread_mutex_lock(&req->d->lock);
 	bool ok = auth_may_operate(&req->peer, vm);
 	pthread_mutex_unlock(&req->d->lock);
 	if (!ok) {
-		api_error(req, 403, "forbidden",
-			  "user '%s' may not operate VM '%s': it is not delegated to them (a host "
-			  "administrator can run 'cloison vm set %s --operator %s')",
-			  req->peer.user, name, name, req->peer.user);
+		api_error_no_vm(req, name);
 		inventory_put(req->d, vm);
 		return NULL;
 	}
