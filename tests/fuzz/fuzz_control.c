@@ -149,11 +149,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	}
 	fuzz_loop_run(vm.loop, 4); /* accept them */
-	/* Chunks: a 2-byte header (client, length) then the bytes. */
+	/* Chunks: a 2-byte header (client, length) then the bytes; bit 7 of
+	 * the client byte sends 64 KiB without a newline instead (a line
+	 * longer than the worker takes). */
 	while (in.n) {
-		unsigned c = fin_u8(&in) % n;
+		uint8_t cb = fin_u8(&in);
+		unsigned c = (cb & 0x7f) % n;
 		size_t len = fin_u8(&in) * 16 + 1;
 
+		if (cb & 0x80) {
+			static char filler[64 * 1024 + 1];
+
+			memset(filler, 'x', sizeof(filler));
+			if (send(fds[c], filler, sizeof(filler), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+			    errno != EAGAIN)
+				break;
+			fuzz_loop_run(vm.loop, 16);
+			drain(fds[c], rbuf[c], &rlen[c], sizeof(rbuf[c]));
+			continue;
+		}
 		len = len > in.n ? in.n : len;
 		if (send(fds[c], in.p, len, MSG_NOSIGNAL) < 0)
 			break;
