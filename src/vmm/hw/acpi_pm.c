@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "vmm/bus/bus.h"
 #include "vmm/layout.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 #define PM_BASE PORT_ACPI_PM1A_EVT
@@ -52,6 +53,7 @@ struct acpi_pm {
 	uint16_t pm1_sts, pm1_en, pm1_cnt;
 	uint16_t gpe0_sts, gpe0_en;
 	uint64_t timer_base_ns;
+	uint64_t timer_elapsed_ns; /* PM timer position, for save/restore only */
 	int sci_level;
 };
 
@@ -246,6 +248,56 @@ void acpi_pm_reset(struct acpi_pm *pm)
 	pm_power_on(pm);
 	sci_update(pm);
 	pthread_mutex_unlock(&pm->lock);
+}
+
+#define ACPI_PM_STATE_VERSION 1
+
+/* The PM timer is saved as its position and continues from there: guest
+ * time does not pass while the VM is saved (kvmclock is restored the
+ * same way). */
+static const struct state_field acpi_pm_fields[] = {
+	STATE_FIELD(struct acpi_pm, pm1_sts, 1),
+	STATE_FIELD(struct acpi_pm, pm1_en, 1),
+	STATE_FIELD(struct acpi_pm, pm1_cnt, 1),
+	STATE_FIELD(struct acpi_pm, gpe0_sts, 1),
+	STATE_FIELD(struct acpi_pm, gpe0_en, 1),
+	STATE_FIELD(struct acpi_pm, timer_elapsed_ns, 1),
+	STATE_FIELD_END,
+};
+
+static bool acpi_pm_state_ok(const void *p)
+{
+	const struct acpi_pm *in = p;
+
+	/* a sleep request is acted on when written, never left pending */
+	return !(in->pm1_sts & ~PM1_STS_MASK) && !(in->pm1_en & ~PM1_EN_MASK) &&
+	       !(in->pm1_cnt & CNT_SLP_EN) &&
+	       in->timer_elapsed_ns < (1ULL << 62);
+}
+
+void acpi_pm_save(struct acpi_pm *pm, struct state_writer *w, uint32_t instance)
+{
+	pthread_mutex_lock(&pm->lock);
+	pm->timer_elapsed_ns = now_ns() - pm->timer_base_ns;
+	state_save_fields(w, STATE_SECTION_ACPI_PM, instance, ACPI_PM_STATE_VERSION,
+			  acpi_pm_fields, pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
+int acpi_pm_restore(struct acpi_pm *pm, struct state_reader *r)
+{
+	int ret;
+
+	pthread_mutex_lock(&pm->lock);
+	ret = state_restore_fields(r, ACPI_PM_STATE_VERSION, acpi_pm_fields, pm, sizeof(*pm),
+				   acpi_pm_state_ok);
+	if (!ret) {
+		pm->timer_base_ns = now_ns() - pm->timer_elapsed_ns;
+		pm->sci_level = -1; /* drive the line again (see serial_restore) */
+		sci_update(pm);
+	}
+	pthread_mutex_unlock(&pm->lock);
+	return ret;
 }
 
 void acpi_pm_destroy(struct acpi_pm *pm)

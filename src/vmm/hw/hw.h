@@ -8,6 +8,14 @@
 #include <stdint.h>
 
 struct vm;
+struct state_writer;
+struct state_reader;
+
+/* Every device here saves its state as one record (vmm/state/record.h):
+ * *_save appends it (the VM is paused), *_restore takes it back all or
+ * nothing after checking every value as it would guest input: 0, or
+ * -EINVAL with the device unchanged. `instance` tells two of a kind
+ * apart. */
 
 /* 8250/16550A UART (COM1 at PORT_COM1, IRQ_COM1): THR/RBR with a 16-byte
  * receive FIFO, IER/IIR/LCR/MCR/LSR/MSR/SCR, DLAB divisor latch, interrupts
@@ -20,6 +28,8 @@ void serial_set_output(struct serial *s, serial_output_fn fn, void *opaque);
 /* Feeds received bytes (any thread); returns how many fit in the FIFO. */
 size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
 void serial_reset(struct serial *s);
+void serial_save(struct serial *s, struct state_writer *w, uint32_t instance);
+int serial_restore(struct serial *s, struct state_reader *r);
 void serial_destroy(struct serial *s);
 
 /* i8042 keyboard controller: enough for Linux's probe and the reset line
@@ -27,6 +37,8 @@ void serial_destroy(struct serial *s);
 struct i8042;
 int i8042_create(struct vm *vm, struct i8042 **out);
 void i8042_reset(struct i8042 *k);
+void i8042_save(struct i8042 *k, struct state_writer *w, uint32_t instance);
+int i8042_restore(struct i8042 *k, struct state_reader *r);
 void i8042_destroy(struct i8042 *k);
 
 /* MC146818 CMOS RTC at 0x70/0x71, IRQ 8: the host's UTC date and time,
@@ -35,6 +47,8 @@ void i8042_destroy(struct i8042 *k);
 struct rtc;
 int rtc_create(struct vm *vm, uint64_t ram_below_4g, uint64_t ram_above_4g, struct rtc **out);
 void rtc_reset(struct rtc *r);
+void rtc_save(struct rtc *r, struct state_writer *w, uint32_t instance);
+int rtc_restore(struct rtc *r, struct state_reader *rd);
 void rtc_destroy(struct rtc *r);
 
 /* ACPI fixed hardware (ports in layout.h): PM1a event/control, PM timer
@@ -45,6 +59,8 @@ int acpi_pm_create(struct vm *vm, struct acpi_pm **out);
 /* Sets PWRBTN_STS and raises the SCI if the guest enabled it (any thread). */
 void acpi_pm_press_power_button(struct acpi_pm *pm);
 void acpi_pm_reset(struct acpi_pm *pm);
+void acpi_pm_save(struct acpi_pm *pm, struct state_writer *w, uint32_t instance);
+int acpi_pm_restore(struct acpi_pm *pm, struct state_reader *r);
 void acpi_pm_destroy(struct acpi_pm *pm);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include "vmm/bus/bus.h"
 #include "vmm/layout.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 #define IRQ_KBD 1
@@ -364,6 +365,53 @@ void i8042_reset(struct i8042 *k)
 	pthread_mutex_lock(&k->lock);
 	i8042_power_on(k);
 	pthread_mutex_unlock(&k->lock);
+}
+
+#define I8042_STATE_VERSION 1
+
+static const struct state_field i8042_fields[] = {
+	STATE_FIELD(struct i8042, ctr, 1),
+	STATE_FIELD(struct i8042, outport, 1),
+	STATE_FIELD(struct i8042, last_was_cmd, 1),
+	STATE_FIELD(struct i8042, target, 1),
+	STATE_FIELD(struct i8042, kbd_pending_cmd, 1),
+	STATE_FIELD_BYTES(struct i8042, outq, 1), /* {byte, aux} pairs */
+	STATE_FIELD(struct i8042, outq_head, 1),
+	STATE_FIELD(struct i8042, outq_count, 1),
+	STATE_FIELD_END,
+};
+
+static bool i8042_state_ok(const void *p)
+{
+	const struct i8042 *in = p;
+
+	if (!state_bool_ok(&in->last_was_cmd) || (unsigned)in->target > TO_KBD_ARG ||
+	    in->outq_head >= OUTQ_SIZE || in->outq_count > OUTQ_SIZE)
+		return false;
+	for (unsigned i = 0; i < OUTQ_SIZE; i++)
+		if (!state_bool_ok(&in->outq[i].aux))
+			return false;
+	return true;
+}
+
+void i8042_save(struct i8042 *k, struct state_writer *w, uint32_t instance)
+{
+	pthread_mutex_lock(&k->lock);
+	state_save_fields(w, STATE_SECTION_I8042, instance, I8042_STATE_VERSION, i8042_fields, k);
+	pthread_mutex_unlock(&k->lock);
+}
+
+/* Interrupts are pulses: a byte already announced before the save was
+ * seen by the guest's PIC/IOAPIC, whose state is restored with KVM's. */
+int i8042_restore(struct i8042 *k, struct state_reader *r)
+{
+	int ret;
+
+	pthread_mutex_lock(&k->lock);
+	ret = state_restore_fields(r, I8042_STATE_VERSION, i8042_fields, k, sizeof(*k),
+				   i8042_state_ok);
+	pthread_mutex_unlock(&k->lock);
+	return ret;
 }
 
 void i8042_destroy(struct i8042 *k)

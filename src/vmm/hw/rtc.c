@@ -31,6 +31,7 @@
 #include "common/util.h"
 #include "vmm/bus/bus.h"
 #include "vmm/layout.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 #define CMOS_SIZE 128
@@ -517,6 +518,68 @@ void rtc_reset(struct rtc *r)
 	pthread_mutex_lock(&r->lock);
 	rtc_power_on(r);
 	pthread_mutex_unlock(&r->lock);
+}
+
+#define RTC_STATE_VERSION 1
+
+/* The guest's clock is host time plus offset_s, so a restored RTC shows
+ * the time of the restore, as a battery-backed clock would after the
+ * machine was off; the periodic timer is re-armed from now. */
+static const struct state_field rtc_fields[] = {
+	STATE_FIELD(struct rtc, index, 1),
+	STATE_FIELD_BYTES(struct rtc, cmos, 1),
+	STATE_FIELD(struct rtc, offset_s, 1),
+	STATE_FIELD(struct rtc, frozen, 1),
+	STATE_FIELD(struct rtc, held.tm_sec, 1),
+	STATE_FIELD(struct rtc, held.tm_min, 1),
+	STATE_FIELD(struct rtc, held.tm_hour, 1),
+	STATE_FIELD(struct rtc, held.tm_mday, 1),
+	STATE_FIELD(struct rtc, held.tm_mon, 1),
+	STATE_FIELD(struct rtc, held.tm_year, 1),
+	STATE_FIELD(struct rtc, held.tm_wday, 1),
+	STATE_FIELD(struct rtc, flags, 1),
+	STATE_FIELD(struct rtc, last_second, 1),
+	STATE_FIELD_END,
+};
+
+static bool rtc_state_ok(const void *p)
+{
+	const struct rtc *in = p;
+	const struct tm *t = &in->held;
+
+	/* 10,000 years either way covers any clock a guest can set */
+	return in->index < CMOS_SIZE && state_bool_ok(&in->frozen) &&
+	       !(in->flags & ~0x70u) &&
+	       in->offset_s > -315569520000LL && in->offset_s < 315569520000LL &&
+	       t->tm_sec >= 0 && t->tm_sec <= 60 && t->tm_min >= 0 && t->tm_min < 60 &&
+	       t->tm_hour >= 0 && t->tm_hour < 24 && t->tm_mday >= 0 && t->tm_mday <= 31 &&
+	       t->tm_mon >= 0 && t->tm_mon < 12 && t->tm_wday >= 0 && t->tm_wday < 7 &&
+	       t->tm_year > -10000 && t->tm_year < 10000;
+}
+
+void rtc_save(struct rtc *r, struct state_writer *w, uint32_t instance)
+{
+	pthread_mutex_lock(&r->lock);
+	state_save_fields(w, STATE_SECTION_RTC, instance, RTC_STATE_VERSION, rtc_fields, r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+int rtc_restore(struct rtc *r, struct state_reader *rd)
+{
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	ret = state_restore_fields(rd, RTC_STATE_VERSION, rtc_fields, r, sizeof(*r),
+				   rtc_state_ok);
+	if (!ret) {
+		r->next_periodic = 0;
+		r->irq_level = -1; /* drive the line again (see serial_restore) */
+		rtc_catch_up(r);
+		rtc_irq_update(r);
+		rtc_arm(r);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
 }
 
 void rtc_destroy(struct rtc *r)

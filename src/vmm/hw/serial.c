@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "vmm/bus/bus.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 enum {
@@ -408,6 +409,66 @@ void serial_reset(struct serial *s)
 	serial_power_on(s);
 	irq_update(s);
 	pthread_mutex_unlock(&s->lock);
+}
+
+#define SERIAL_STATE_VERSION 1
+
+/* Everything the guest can observe; output routing and the lock are the
+ * host's. The interrupt line is not state: KVM's restored irqchip does
+ * not know which device holds a line, so every restore drives its line
+ * again from the registers. */
+static const struct state_field serial_fields[] = {
+	STATE_FIELD(struct serial, ier, 1),
+	STATE_FIELD(struct serial, lcr, 1),
+	STATE_FIELD(struct serial, mcr, 1),
+	STATE_FIELD(struct serial, scr, 1),
+	STATE_FIELD(struct serial, fcr, 1),
+	STATE_FIELD(struct serial, dll, 1),
+	STATE_FIELD(struct serial, dlm, 1),
+	STATE_FIELD(struct serial, lsr_errors, 1),
+	STATE_FIELD(struct serial, msr_lines, 1),
+	STATE_FIELD(struct serial, msr_deltas, 1),
+	STATE_FIELD(struct serial, thr_pending, 1),
+	STATE_FIELD_BYTES(struct serial, fifo, 1),
+	STATE_FIELD(struct serial, fifo_head, 1),
+	STATE_FIELD(struct serial, fifo_count, 1),
+	STATE_FIELD_BYTES(struct serial, backlog, 1),
+	STATE_FIELD(struct serial, backlog_head, 1),
+	STATE_FIELD(struct serial, backlog_count, 1),
+	STATE_FIELD_END,
+};
+
+static bool serial_state_ok(const void *p)
+{
+	const struct serial *in = p;
+
+	return state_bool_ok(&in->thr_pending) &&
+	       in->fifo_head < FIFO_SIZE && in->fifo_count <= FIFO_SIZE &&
+	       in->backlog_head < BACKLOG_SIZE && in->backlog_count <= BACKLOG_SIZE &&
+	       !(in->lsr_errors & ~LSR_ERRORS) && !(in->msr_deltas & ~0x0fu);
+}
+
+void serial_save(struct serial *s, struct state_writer *w, uint32_t instance)
+{
+	pthread_mutex_lock(&s->lock);
+	state_save_fields(w, STATE_SECTION_SERIAL, instance, SERIAL_STATE_VERSION,
+			  serial_fields, s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int serial_restore(struct serial *s, struct state_reader *r)
+{
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	ret = state_restore_fields(r, SERIAL_STATE_VERSION, serial_fields, s, sizeof(*s),
+				   serial_state_ok);
+	if (!ret) {
+		s->irq_level = -1;
+		irq_update(s);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
 }
 
 void serial_destroy(struct serial *s)

@@ -456,6 +456,45 @@ int state_get_fields(struct state_reader *r, const struct state_field *fields, v
 	return state_reader_done(r);
 }
 
+void state_save_fields(struct state_writer *w, uint32_t type, uint32_t instance,
+		       uint32_t version, const struct state_field *fields, const void *s)
+{
+	state_begin(w, type, instance, version);
+	state_put_fields(w, fields, s);
+	state_end(w);
+}
+
+int state_restore_fields(struct state_reader *r, uint32_t max_version,
+			 const struct state_field *fields, void *live, size_t size,
+			 bool (*check)(const void *in))
+{
+	uint8_t *in;
+	int ret = -EINVAL;
+
+	if (r->version < 1 || r->version > max_version)
+		return -EINVAL;
+	in = malloc(size);
+	if (!in)
+		return -ENOMEM;
+	memcpy(in, live, size);
+	if (state_get_fields(r, fields, in) == 0 && (!check || check(in))) {
+		for (const struct state_field *f = fields; f->name; f++)
+			memcpy((uint8_t *)live + f->offset, in + f->offset,
+			       f->size ? (size_t)f->size * f->count : f->count);
+		ret = 0;
+	}
+	free(in);
+	return ret;
+}
+
+bool state_bool_ok(const void *p)
+{
+	uint8_t v;
+
+	memcpy(&v, p, 1);
+	return v <= 1;
+}
+
 uint64_t state_fingerprint(const void *canonical, size_t len)
 {
 	const uint8_t *p = canonical;

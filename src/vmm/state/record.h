@@ -167,6 +167,27 @@ void state_put_fields(struct state_writer *w, const struct state_field *fields, 
  * zeroed), then checks that nothing is left over. 0 or -EINVAL. */
 int state_get_fields(struct state_reader *r, const struct state_field *fields, void *s);
 
+/* One whole section from a field table: state_begin(), state_put_fields(),
+ * state_end(). */
+void state_save_fields(struct state_writer *w, uint32_t type, uint32_t instance,
+		       uint32_t version, const struct state_field *fields, const void *s);
+
+/* A device's restore from a field table, all or nothing: reads the record
+ * (version 1..max_version) into a scratch copy of the live struct (size
+ * bytes at live), lets check() refuse values the device cannot take, and
+ * only then copies the table's fields into the live struct. Fields not in
+ * the table (locks, pointers, fds) are never touched. The caller holds
+ * the device's lock and re-applies what follows from the new values
+ * (interrupt lines, timers). 0, or -EINVAL with the live struct as it
+ * was. */
+int state_restore_fields(struct state_reader *r, uint32_t max_version,
+			 const struct state_field *fields, void *live, size_t size,
+			 bool (*check)(const void *in));
+
+/* Whether the byte at p is a valid bool (0 or 1): a restored bool field
+ * must be checked before it is read as one. */
+bool state_bool_ok(const void *p);
+
 /* A 64-bit fingerprint of a canonical description of the configuration
  * (FNV-1a). Never 0. */
 uint64_t state_fingerprint(const void *canonical, size_t len);
