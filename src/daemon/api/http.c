@@ -332,7 +332,7 @@ static int check_head(struct api_request *req, struct request_ctx *ctx)
 {
 	struct header_count hc = { 0 };
 	char why[300];
-	uint64_t clen;
+	uint64_t clen = UINT64_MAX;
 
 	for (const char *m = req->method; *m; m++)
 		if (*m < 'A' || *m > 'Z') {
