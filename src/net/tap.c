@@ -50,6 +50,28 @@ err:
 	return ret;
 }
 
+int tap_create_persistent(const char *name, int vnet_hdr_len, char ifname[IFNAMSIZ])
+{
+	int fd, ret;
+
+	if (if_nametoindex(name))
+		return -EEXIST;
+	fd = tap_open(name, vnet_hdr_len, ifname);
+	if (fd < 0)
+		return fd;
+	ret = tap_set_persist(fd, true);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int tap_set_persist(int fd, bool on)
+{
+	return ioctl(fd, TUNSETPERSIST, on ? 1UL : 0UL) < 0 ? -errno : 0;
+}
+
 int tap_adopt_fd(int fd, int vnet_hdr_len, char ifname[IFNAMSIZ])
 {
 	struct ifreq ifr;

@@ -21,6 +21,15 @@
  * close-on-exec. Returns the fd or -errno; ifname gets the kernel's name. */
 int tap_open(const char *name, int vnet_hdr_len, char ifname[IFNAMSIZ]);
 
+/* Creates tap NAME (it must not exist) as tap_open() does and makes it
+ * persistent, so it outlives fd and the worker it is handed to; remove it
+ * with an RTM_DELLINK (rtnl_link_del) or tap_set_persist(fd, false). Returns
+ * the fd or -errno (-EEXIST: a link of that name exists). */
+int tap_create_persistent(const char *name, int vnet_hdr_len, char ifname[IFNAMSIZ]);
+
+/* Sets or clears TUNSETPERSIST on an open tap. 0 or -errno. */
+int tap_set_persist(int fd, bool on);
+
 /* Checks that fd is a tap with IFF_VNET_HDR and no packet info (a tap
  * passed in by whoever started us), sets the header size and makes it
  * non-blocking. 0 or -errno (-ENOTTY: not such a tap; -EBADF: no such fd). */

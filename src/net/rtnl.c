@@ -1,0 +1,320 @@
+/* rtnetlink on libmnl (see rtnl.h). */
+#include "net/rtnl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Big enough for a dump batch (the kernel sends at most a page-sized
+ * batch per read unless asked for more) and for any request we build. */
+#define RTNL_BUF 32768
+
+int rtnl_open(struct rtnl *r)
+{
+	r->nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+	if (!r->nl)
+		return -errno;
+	if (mnl_socket_bind(r->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		int ret = -errno;
+		mnl_socket_close(r->nl);
+		r->nl = NULL;
+		return ret;
+	}
+	r->portid = mnl_socket_get_portid(r->nl);
+	r->seq = (uint32_t)time(NULL);
+	return 0;
+}
+
+void rtnl_close(struct rtnl *r)
+{
+	if (r->nl)
+		mnl_socket_close(r->nl);
+	r->nl = NULL;
+}
+
+/* Sends nlh and reads answers until the kernel's ack or the end of a dump,
+ * passing each message to cb. */
+static int rtnl_talk(struct rtnl *r, struct nlmsghdr *nlh, mnl_cb_t cb, void *arg)
+{
+	char buf[RTNL_BUF];
+	ssize_t n;
+	int ret;
+
+	nlh->nlmsg_seq = ++r->seq;
+	/* A dump ends with NLMSG_DONE; anything else is asked for an ack.
+	 * (NLM_F_EXCL shares a bit with NLM_F_DUMP: compare the type.) */
+	if (nlh->nlmsg_type != RTM_GETROUTE)
+		nlh->nlmsg_flags |= NLM_F_ACK;
+	if (mnl_socket_sendto(r->nl, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	for (;;) {
+		n = mnl_socket_recvfrom(r->nl, buf, sizeof(buf));
+		if (n < 0)
+			return -errno;
+		ret = mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, r->portid, cb, arg);
+		if (ret < 0)
+			return -errno;
+		if (ret == MNL_CB_STOP)
+			return 0;
+	}
+}
+
+static struct nlmsghdr *link_msg(char *buf, uint16_t type, uint16_t flags, struct ifinfomsg **ifm)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
+	*ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(**ifm));
+	(*ifm)->ifi_family = AF_UNSPEC;
+	return nlh;
+}
+
+static int attr_cb(const struct nlattr *a, void *data)
+{
+	const struct nlattr **tb = data;
+	int type = mnl_attr_get_type(a);
+
+	if (mnl_attr_type_valid(a, IFLA_MAX) > 0)
+		tb[type] = a;
+	return MNL_CB_OK;
+}
+
+static void copy_str(char *dst, size_t len, const struct nlattr *a)
+{
+	size_t n = mnl_attr_get_payload_len(a);
+	const char *s = mnl_attr_get_payload(a);
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+}
+
+static int link_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct rtnl_link *out = data;
+	struct ifinfomsg *ifm = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *tb[IFLA_MAX + 1] = { 0 };
+	const struct nlattr *a;
+
+	mnl_attr_parse(nlh, sizeof(*ifm), attr_cb, tb);
+	out->ifindex = ifm->ifi_index;
+	out->flags = ifm->ifi_flags;
+	if (tb[IFLA_IFNAME])
+		copy_str(out->name, sizeof(out->name), tb[IFLA_IFNAME]);
+	if (tb[IFLA_MASTER])
+		out->master = (int)mnl_attr_get_u32(tb[IFLA_MASTER]);
+	if (tb[IFLA_IFALIAS])
+		copy_str(out->alias, sizeof(out->alias), tb[IFLA_IFALIAS]);
+	if (tb[IFLA_ADDRESS] && mnl_attr_get_payload_len(tb[IFLA_ADDRESS]) == 6)
+		memcpy(out->mac, mnl_attr_get_payload(tb[IFLA_ADDRESS]), 6);
+	if (tb[IFLA_LINKINFO]) {
+		mnl_attr_for_each_nested(a, tb[IFLA_LINKINFO]) {
+			if (mnl_attr_get_type(a) == IFLA_INFO_KIND)
+				copy_str(out->kind, sizeof(out->kind), a);
+		}
+	}
+	return MNL_CB_OK;
+}
+
+int rtnl_link_get(struct rtnl *r, const char *name, struct rtnl_link *out)
+{
+	char buf[RTNL_BUF];
+	struct ifinfomsg *ifm;
+	struct nlmsghdr *nlh;
+	int ret;
+
+	if (strlen(name) >= IFNAMSIZ)
+		return -ENAMETOOLONG;
+	nlh = link_msg(buf, RTM_GETLINK, 0, &ifm);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+	memset(out, 0, sizeof(*out));
+	/* A GETLINK answers with the link, not an ack: do not ask for one. */
+	nlh->nlmsg_seq = ++r->seq;
+	if (mnl_socket_sendto(r->nl, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	ret = (int)mnl_socket_recvfrom(r->nl, buf, sizeof(buf));
+	if (ret < 0)
+		return -errno;
+	ret = mnl_cb_run(buf, (size_t)ret, r->seq, r->portid, link_cb, out);
+	if (ret < 0)
+		return -errno;
+	return 0;
+}
+
+int rtnl_bridge_add(struct rtnl *r, const char *name, const char *alias)
+{
+	char buf[RTNL_BUF];
+	struct ifinfomsg *ifm;
+	struct nlmsghdr *nlh;
+	struct nlattr *info;
+	int ret;
+
+	if (strlen(name) >= IFNAMSIZ)
+		return -ENAMETOOLONG;
+	nlh = link_msg(buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifm);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+	info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+	mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "bridge");
+	mnl_attr_nest_end(nlh, info);
+	ret = rtnl_talk(r, nlh, NULL, NULL);
+	if (ret || !alias)
+		return ret;
+	return rtnl_link_set_alias(r, name, alias);
+}
+
+int rtnl_link_del(struct rtnl *r, const char *name)
+{
+	char buf[RTNL_BUF];
+	struct ifinfomsg *ifm;
+	struct nlmsghdr *nlh;
+
+	if (strlen(name) >= IFNAMSIZ)
+		return -ENAMETOOLONG;
+	nlh = link_msg(buf, RTM_DELLINK, 0, &ifm);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+/* An RTM_NEWLINK on an existing link that changes one attribute. */
+static int link_change(struct rtnl *r, const char *name, uint16_t attr, const void *val, size_t len,
+		       unsigned flags, unsigned change)
+{
+	char buf[RTNL_BUF];
+	struct ifinfomsg *ifm;
+	struct nlmsghdr *nlh;
+
+	if (strlen(name) >= IFNAMSIZ)
+		return -ENAMETOOLONG;
+	nlh = link_msg(buf, RTM_NEWLINK, 0, &ifm);
+	ifm->ifi_flags = flags;
+	ifm->ifi_change = change;
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+	if (val)
+		mnl_attr_put(nlh, attr, len, val);
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+int rtnl_link_set_master(struct rtnl *r, const char *name, int master_ifindex)
+{
+	uint32_t m = (uint32_t)master_ifindex;
+
+	return link_change(r, name, IFLA_MASTER, &m, sizeof(m), 0, 0);
+}
+
+int rtnl_link_set_up(struct rtnl *r, const char *name, bool up)
+{
+	return link_change(r, name, 0, NULL, 0, up ? IFF_UP : 0, IFF_UP);
+}
+
+int rtnl_link_set_alias(struct rtnl *r, const char *name, const char *alias)
+{
+	return link_change(r, name, IFLA_IFALIAS, alias, strlen(alias) + 1, 0, 0);
+}
+
+int rtnl_addr4_add(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct ifaddrmsg *ifa;
+	int ret;
+
+	nlh->nlmsg_type = RTM_NEWADDR;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL;
+	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = AF_INET;
+	ifa->ifa_prefixlen = (uint8_t)len;
+	ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+	ifa->ifa_index = (unsigned)ifindex;
+	mnl_attr_put(nlh, IFA_LOCAL, sizeof(addr), &addr);
+	mnl_attr_put(nlh, IFA_ADDRESS, sizeof(addr), &addr);
+	ret = rtnl_talk(r, nlh, NULL, NULL);
+	return ret == -EEXIST ? 0 : ret;
+}
+
+struct route_walk {
+	rtnl_route_fn fn;
+	void *arg;
+	int ret;
+};
+
+static int route_attr_cb(const struct nlattr *a, void *data)
+{
+	const struct nlattr **tb = data;
+
+	if (mnl_attr_type_valid(a, RTA_MAX) > 0)
+		tb[mnl_attr_get_type(a)] = a;
+	return MNL_CB_OK;
+}
+
+static int route_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct route_walk *w = data;
+	struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *tb[RTA_MAX + 1] = { 0 };
+	struct ip4_prefix p = { .len = rtm->rtm_dst_len };
+
+	if (w->ret || rtm->rtm_family != AF_INET)
+		return MNL_CB_OK;
+	mnl_attr_parse(nlh, sizeof(*rtm), route_attr_cb, tb);
+	if (tb[RTA_DST])
+		memcpy(&p.addr, mnl_attr_get_payload(tb[RTA_DST]), sizeof(p.addr));
+	w->ret = w->fn(&p, w->arg);
+	return MNL_CB_OK;
+}
+
+int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct route_walk w = { fn, arg, 0 };
+	struct rtmsg *rtm;
+	int ret;
+
+	nlh->nlmsg_type = RTM_GETROUTE;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = AF_INET;
+	ret = rtnl_talk(r, nlh, route_cb, &w);
+	return ret ? ret : w.ret;
+}
+
+int ip4_prefix_parse(const char *s, bool allow_host, struct ip4_prefix *out)
+{
+	char addr[INET_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	char *end;
+	unsigned long len;
+	uint32_t mask;
+
+	if (!slash || (size_t)(slash - s) >= sizeof(addr))
+		return -EINVAL;
+	memcpy(addr, s, (size_t)(slash - s));
+	addr[slash - s] = '\0';
+	if (inet_pton(AF_INET, addr, &out->addr) != 1)
+		return -EINVAL;
+	errno = 0;
+	len = strtoul(slash + 1, &end, 10);
+	if (errno || *end || end == slash + 1 || len < 8 || len > 30)
+		return -EINVAL;
+	out->len = (unsigned)len;
+	mask = htonl(~0u << (32 - len));
+	if (!allow_host && (out->addr.s_addr & ~mask))
+		return -EINVAL;
+	return 0;
+}
+
+bool ip4_prefix_overlap(const struct ip4_prefix *a, const struct ip4_prefix *b)
+{
+	unsigned len = a->len < b->len ? a->len : b->len;
+	uint32_t mask = len ? ~0u << (32 - len) : 0;
+
+	return ((ntohl(a->addr.s_addr) ^ ntohl(b->addr.s_addr)) & mask) == 0;
+}

@@ -1,0 +1,78 @@
+/* A small rtnetlink client on libmnl: links (bridges, enslaving, up/down,
+ * alias, delete), IPv4 addresses and the IPv4 route dump the subnet chooser
+ * reads. One request at a time on one socket; every call waits for the
+ * kernel's answer and returns 0 or -errno. The caller owns struct rtnl and
+ * closes it with rtnl_close(). */
+#ifndef CLOISON_NET_RTNL_H
+#define CLOISON_NET_RTNL_H
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct mnl_socket;
+
+struct rtnl {
+	struct mnl_socket *nl;
+	uint32_t seq;
+	uint32_t portid;
+};
+
+/* What rtnl_link_get() reports about one link. */
+struct rtnl_link {
+	int ifindex;
+	int master;           /* ifindex of the bridge it is a port of, 0: none */
+	unsigned flags;       /* IFF_* */
+	char name[IFNAMSIZ];
+	char kind[16];        /* IFLA_INFO_KIND: "bridge", "tun", "veth", "" */
+	char alias[128];      /* IFLA_IFALIAS, "" when unset */
+	uint8_t mac[6];
+};
+
+/* An IPv4 prefix: address in network byte order and its length. */
+struct ip4_prefix {
+	struct in_addr addr;
+	unsigned len;
+};
+
+/* Opens a NETLINK_ROUTE socket in the caller's network namespace. */
+int rtnl_open(struct rtnl *r);
+void rtnl_close(struct rtnl *r);
+
+/* Fills *out for link NAME. -ENODEV: no such link. */
+int rtnl_link_get(struct rtnl *r, const char *name, struct rtnl_link *out);
+
+/* Creates a bridge NAME (down, no ports) with alias ALIAS (may be NULL).
+ * -EEXIST when a link of that name exists. */
+int rtnl_bridge_add(struct rtnl *r, const char *name, const char *alias);
+
+/* Deletes link NAME (any kind). -ENODEV: no such link. */
+int rtnl_link_del(struct rtnl *r, const char *name);
+
+/* Sets or clears (master_ifindex 0) the bridge NAME is a port of. */
+int rtnl_link_set_master(struct rtnl *r, const char *name, int master_ifindex);
+
+/* Sets the link administratively up or down. */
+int rtnl_link_set_up(struct rtnl *r, const char *name, bool up);
+
+/* Sets the link's alias (ifalias), the marker switches carry. */
+int rtnl_link_set_alias(struct rtnl *r, const char *name, const char *alias);
+
+/* Adds IPv4 address ADDR/LEN to ifindex; an address already there is 0. */
+int rtnl_addr4_add(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len);
+
+/* Calls fn for every IPv4 route of the main table (and of every other table:
+ * the chooser must avoid them all). fn returns 0 to go on, anything else
+ * stops the walk and is returned. */
+typedef int (*rtnl_route_fn)(const struct ip4_prefix *dst, void *arg);
+int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg);
+
+/* Parses "A.B.C.D/LEN" (LEN 8..30); the host bits must be zero unless
+ * allow_host is set. 0 or -EINVAL. */
+int ip4_prefix_parse(const char *s, bool allow_host, struct ip4_prefix *out);
+
+/* True when the two prefixes share an address. */
+bool ip4_prefix_overlap(const struct ip4_prefix *a, const struct ip4_prefix *b);
+
+#endif
