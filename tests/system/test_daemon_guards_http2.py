@@ -77,8 +77,8 @@ for _ in range(n):
 time.sleep(1.0)
 held, refused, other = [], 0, []
 for s in socks:
-    r, _, _ = select.select([s], [], [], 0)
-    if not r:
+    p = select.poll(); p.register(s, select.POLLIN)
+    if not p.poll(0):
         held.append(s); continue
     data = s.recv(4096)
     if b" 429 " in data.split(b"\r\n")[0] and b"too-many-connections" in data:
