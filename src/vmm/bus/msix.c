@@ -24,6 +24,7 @@
 #include "common/util.h"
 #include "vmm/bus/pci.h"
 #include "vmm/bus/pci_internal.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 #define PCI_CAP_ID_MSIX 0x11
@@ -339,6 +340,58 @@ void pci_msix_reset(struct pci_device *dev)
 	pthread_mutex_lock(&m->lock);
 	msix_power_on(m);
 	pthread_mutex_unlock(&m->lock);
+}
+
+void pci_msix_save(struct pci_device *dev, struct state_writer *w)
+{
+	struct pci_msix *m = dev->msix;
+
+	pthread_mutex_lock(&m->lock);
+	/* A signal that came in while the vector was masked is pending
+	 * state; one already handed to KVM through the irqfd is KVM's. */
+	for (unsigned v = 0; v < m->nvec; v++)
+		if (!m->vec[v].irqfd_on && drain_eventfd(m, v))
+			set_pending(m, v, true);
+	state_put_u32(w, m->nvec);
+	state_put_bytes(w, m->table, (size_t)m->nvec * MSIX_ENTRY_SIZE);
+	for (unsigned i = 0; i < pba_words(m->nvec); i++)
+		state_put_u64(w, m->pba[i]);
+	pthread_mutex_unlock(&m->lock);
+}
+
+int pci_msix_restore(struct pci_device *dev, struct state_reader *r)
+{
+	struct pci_msix *m = dev->msix;
+	size_t table_len = (size_t)m->nvec * MSIX_ENTRY_SIZE;
+	unsigned ctrl = m->cap_off + 3;
+	uint8_t *table;
+	uint64_t pba[(MSIX_MAX_VECTORS + 63) / 64];
+
+	if (state_get_u32(r) != m->nvec)
+		return -EINVAL;
+	table = malloc(table_len);
+	if (!table)
+		return -ENOMEM;
+	state_get_bytes(r, table, table_len);
+	for (unsigned i = 0; i < pba_words(m->nvec); i++)
+		pba[i] = state_get_u64(r);
+	if (r->bad) {
+		free(table);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&m->lock);
+	memcpy(m->table, table, table_len);
+	memcpy(m->pba, pba, pba_words(m->nvec) * 8);
+	/* bits past the last vector are reserved */
+	if (m->nvec % 64)
+		m->pba[m->nvec / 64] &= (1ULL << (m->nvec % 64)) - 1;
+	atomic_store(&m->enabled, (dev->config[ctrl] & CTRL_ENABLE) != 0);
+	m->fn_masked = (dev->config[ctrl] & CTRL_FN_MASK) != 0;
+	for (unsigned v = 0; v < m->nvec; v++)
+		vector_sync(m, v);
+	pthread_mutex_unlock(&m->lock);
+	free(table);
+	return 0;
 }
 
 void pci_msix_free(struct pci_device *dev)

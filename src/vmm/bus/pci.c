@@ -17,6 +17,7 @@
 #include "vmm/bus/pci.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@
 #include "common/util.h"
 #include "vmm/bus/pci_internal.h"
 #include "vmm/layout.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 #define PCI_VENDOR_ID 0x00
@@ -593,4 +595,117 @@ void pci_bus_reset(struct pci_bus *bus)
 		pthread_mutex_unlock(&dev->lock);
 	}
 	pthread_mutex_unlock(&bus->lock);
+}
+
+/* ---- saved state ---- */
+
+#define PCI_STATE_VERSION 1
+/* The bus itself: record instance PCI_MAX_DEVICES, past every slot. */
+#define BUS_INSTANCE PCI_MAX_DEVICES
+
+void pci_bus_save(struct pci_bus *bus, struct state_writer *w)
+{
+	pthread_mutex_lock(&bus->lock);
+	state_begin(w, STATE_SECTION_PCI, BUS_INSTANCE, PCI_STATE_VERSION);
+	state_put_u32(w, bus->config_addr);
+	state_put_u8(w, bus->cf9);
+	state_end(w);
+	for (unsigned slot = 1; slot < PCI_MAX_DEVICES; slot++) {
+		struct pci_device *dev = bus->slots[slot];
+
+		if (!dev)
+			continue;
+		pthread_mutex_lock(&dev->lock);
+		state_begin(w, STATE_SECTION_PCI, slot, PCI_STATE_VERSION);
+		state_put_bytes(w, dev->config, PCI_CONFIG_SIZE);
+		state_put_u8(w, dev->msix != NULL);
+		if (dev->msix)
+			pci_msix_save(dev, w);
+		state_end(w);
+		pthread_mutex_unlock(&dev->lock);
+	}
+	pthread_mutex_unlock(&bus->lock);
+}
+
+/* The bytes that say which device this is: a record whose identity
+ * differs belongs to another device. */
+static bool same_identity(const uint8_t *a, const uint8_t *b)
+{
+	return !memcmp(a + PCI_VENDOR_ID, b + PCI_VENDOR_ID, 4) &&
+	       !memcmp(a + PCI_REVISION, b + PCI_REVISION, 4) &&
+	       !memcmp(a + PCI_SUBSYS_VENDOR, b + PCI_SUBSYS_VENDOR, 4) &&
+	       a[PCI_HEADER_TYPE] == b[PCI_HEADER_TYPE];
+}
+
+static int restore_device(struct pci_bus *bus, struct pci_device *dev, struct state_reader *r,
+			  char *err, size_t errlen)
+{
+	uint8_t config[PCI_CONFIG_SIZE];
+	uint8_t has_msix;
+	int ret = 0;
+
+	state_get_bytes(r, config, sizeof(config));
+	has_msix = state_get_u8(r);
+	if (r->bad || r->version != PCI_STATE_VERSION || has_msix != (dev->msix != NULL)) {
+		snprintf(err, errlen, "PCI slot %u (%s): the record does not fit the device",
+			 dev->slot, dev->name);
+		return -EINVAL;
+	}
+	if (!same_identity(config, dev->config)) {
+		snprintf(err, errlen, "PCI slot %u: the state is of another device than %s",
+			 dev->slot, dev->name);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&dev->lock);
+	/* Only what the guest could have written; read-only bytes stay as
+	 * this build made them. */
+	for (unsigned i = 0; i < PCI_CONFIG_SIZE; i++)
+		dev->config[i] = (uint8_t)((dev->config[i] & ~dev->wmask[i]) |
+					   (config[i] & dev->wmask[i]));
+	if (dev->msix)
+		ret = pci_msix_restore(dev, r);
+	if (!ret && state_reader_done(r))
+		ret = -EINVAL;
+	if (!ret)
+		bars_update(bus, dev);
+	pthread_mutex_unlock(&dev->lock);
+	if (ret)
+		snprintf(err, errlen, "PCI slot %u (%s): the MSI-X state does not fit the device",
+			 dev->slot, dev->name);
+	return ret;
+}
+
+int pci_bus_restore(struct pci_bus *bus, const struct state_file *f, char *err, size_t errlen)
+{
+	struct state_reader r;
+	int ret = 0;
+
+	if (state_file_find(f, STATE_SECTION_PCI, BUS_INSTANCE, &r)) {
+		snprintf(err, errlen, "the state has no PCI bus record");
+		return -ENOENT;
+	}
+	pthread_mutex_lock(&bus->lock);
+	bus->config_addr = state_get_u32(&r);
+	bus->cf9 = state_get_u8(&r) & ~CF9_RESET_CPU;
+	if (state_reader_done(&r)) {
+		snprintf(err, errlen, "the PCI bus record does not hold together");
+		ret = -EINVAL;
+	}
+	for (unsigned slot = 1; slot < PCI_MAX_DEVICES && !ret; slot++) {
+		struct pci_device *dev = bus->slots[slot];
+		bool saved = state_file_find(f, STATE_SECTION_PCI, slot, &r) == 0;
+
+		if (!dev && !saved)
+			continue;
+		if (!dev || !saved) {
+			snprintf(err, errlen, "PCI slot %u: %s", slot,
+				 dev ? "the state has no record for this VM's device there"
+				     : "the state has a device this VM does not have");
+			ret = -ENOENT;
+			break;
+		}
+		ret = restore_device(bus, dev, &r, err, errlen);
+	}
+	pthread_mutex_unlock(&bus->lock);
+	return ret;
 }

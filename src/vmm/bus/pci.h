@@ -51,6 +51,18 @@ struct pci_device {
 	struct pci_bus *bus;
 };
 
+struct state_writer;
+struct state_file;
+
+/* Saves the bus (the 0xCF8 latch) and every device's config space and
+ * MSI-X state, one STATE_SECTION_PCI record per slot (the VM is paused).
+ * Restore needs the same devices in the same slots: it checks each
+ * device's identity (vendor, device, class, subsystem), takes the bytes
+ * the guest may write, maps the BARs where they were and rebuilds MSI-X.
+ * 0, or -EINVAL / -ENOENT with err naming the slot and what differs. */
+void pci_bus_save(struct pci_bus *bus, struct state_writer *w);
+int pci_bus_restore(struct pci_bus *bus, const struct state_file *f, char *err, size_t errlen);
+
 /* Creates the host bridge, registers 0xCF8-0xCFF on pio and the ECAM
  * window on mmio. 0 or -errno. */
 int pci_bus_create(struct vm *vm, struct io_bus *pio, struct io_bus *mmio, struct pci_bus **out);

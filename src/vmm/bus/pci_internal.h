@@ -13,6 +13,17 @@ void pci_msix_config_written(struct pci_device *dev, unsigned off, unsigned len)
  * detached. dev->lock held. */
 void pci_msix_reset(struct pci_device *dev);
 
+/* The MSI-X table and pending bits, into the device's PCI record / back
+ * from it (after config[] is restored: enable and function mask come from
+ * the message control there). Routes and irqfds are rebuilt for every
+ * deliverable vector, and pending ones are delivered. restore: 0, or
+ * -EINVAL when the record does not fit this device's vectors (nothing
+ * changed). dev->lock held. */
+struct state_writer;
+struct state_reader;
+void pci_msix_save(struct pci_device *dev, struct state_writer *w);
+int pci_msix_restore(struct pci_device *dev, struct state_reader *r);
+
 /* Frees dev->msix: irqfds, routes, eventfds. */
 void pci_msix_free(struct pci_device *dev);
 

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -21,6 +22,7 @@
 
 #include "common/evloop.h"
 #include "common/log.h"
+#include "vmm/state/record.h"
 #include "vmm/vm.h"
 
 #define BAR_NUM 0
@@ -692,4 +694,186 @@ void virtio_dev_reset(struct virtio_dev *vdev)
 	virtio_dev_lock(vdev);
 	device_reset(vdev);
 	virtio_dev_unlock(vdev);
+}
+
+/* ---- saved state ---- */
+
+#define VIRTIO_STATE_VERSION 1
+#define KNOWN_STATUS                                                                     \
+	(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_DRIVER_OK |     \
+	 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)
+
+void virtio_dev_save(struct virtio_dev *vdev, struct state_writer *w)
+{
+	virtio_dev_lock(vdev);
+	state_begin(w, STATE_SECTION_VIRTIO, vdev->pci.slot, VIRTIO_STATE_VERSION);
+	state_put_u64(w, vdev->host_features);
+	state_put_u64(w, vdev->guest_features);
+	state_put_u32(w, vdev->device_feature_select);
+	state_put_u32(w, vdev->driver_feature_select);
+	state_put_u8(w, vdev->status);
+	state_put_u8(w, vdev->config_generation);
+	state_put_u8(w, vdev->isr);
+	state_put_u8(w, vdev->broken);
+	state_put_u16(w, vdev->msix_config);
+	state_put_u16(w, vdev->queue_select);
+	state_put_u32(w, vdev->nqueues);
+	for (unsigned i = 0; i < vdev->nqueues; i++) {
+		const struct virtio_queue *q = &vdev->queues[i];
+
+		state_put_u16(w, q->msix_vector);
+		state_put_u16(w, q->vq.size);
+		state_put_u8(w, q->vq.enabled);
+		state_put_u64(w, q->vq.desc_gpa);
+		state_put_u64(w, q->vq.avail_gpa);
+		state_put_u64(w, q->vq.used_gpa);
+		state_put_u16(w, q->vq.last_avail);
+		state_put_u16(w, q->vq.used_idx);
+		state_put_u16(w, q->vq.signalled_used);
+		state_put_u8(w, q->vq.signalled_valid);
+		state_put_u8(w, q->vq.no_notify);
+	}
+	state_end(w);
+	virtio_dev_unlock(vdev);
+}
+
+struct saved_queue {
+	uint16_t msix_vector, size;
+	uint8_t enabled, signalled_valid, no_notify;
+	uint64_t desc, avail, used;
+	uint16_t last_avail, used_idx, signalled_used;
+};
+
+struct saved_transport {
+	uint64_t host_features, guest_features;
+	uint32_t dfs, drfs, nqueues;
+	uint8_t status, generation, isr, broken;
+	uint16_t msix_config, queue_select;
+	struct saved_queue q[VIRTIO_MAX_QUEUES];
+};
+
+/* Reads the record and checks it against this device; 0 or -EINVAL
+ * with err saying what does not fit. */
+static int read_transport(struct virtio_dev *vdev, struct state_reader *r,
+			  struct saved_transport *t, char *err, size_t errlen)
+{
+	const char *why = NULL;
+
+	t->host_features = state_get_u64(r);
+	t->guest_features = state_get_u64(r);
+	t->dfs = state_get_u32(r);
+	t->drfs = state_get_u32(r);
+	t->status = state_get_u8(r);
+	t->generation = state_get_u8(r);
+	t->isr = state_get_u8(r);
+	t->broken = state_get_u8(r);
+	t->msix_config = state_get_u16(r);
+	t->queue_select = state_get_u16(r);
+	t->nqueues = state_get_u32(r);
+	if (t->nqueues != vdev->nqueues)
+		state_reader_fail(r);
+	for (unsigned i = 0; i < vdev->nqueues && !r->bad; i++) {
+		struct saved_queue *q = &t->q[i];
+
+		q->msix_vector = state_get_u16(r);
+		q->size = state_get_u16(r);
+		q->enabled = state_get_u8(r);
+		q->desc = state_get_u64(r);
+		q->avail = state_get_u64(r);
+		q->used = state_get_u64(r);
+		q->last_avail = state_get_u16(r);
+		q->used_idx = state_get_u16(r);
+		q->signalled_used = state_get_u16(r);
+		q->signalled_valid = state_get_u8(r);
+		q->no_notify = state_get_u8(r);
+		if (q->enabled > 1 || q->signalled_valid > 1 || q->no_notify > 1 ||
+		    (q->msix_vector != VIRTIO_MSI_NO_VECTOR && q->msix_vector >= nvectors(vdev)))
+			why = "a queue's flags or interrupt vector";
+		else if (q->size > vdev->queues[i].vq.max_size || (q->size & (q->size - 1)))
+			why = "a queue size the device does not offer";
+	}
+	if (state_reader_done(r) || r->version != VIRTIO_STATE_VERSION)
+		why = "the record's length or version";
+	else if (t->host_features != vdev->host_features)
+		why = "the offered features (another device model)";
+	else if (t->guest_features & ~t->host_features)
+		why = "accepted features that were never offered";
+	else if ((t->status & ~KNOWN_STATUS) || t->isr > 3 || t->broken > 1)
+		why = "the status or ISR";
+	else if (t->msix_config != VIRTIO_MSI_NO_VECTOR && t->msix_config >= nvectors(vdev))
+		why = "the configuration interrupt vector";
+	if (!why)
+		return 0;
+	snprintf(err, errlen, "%s (PCI slot %u): the saved state does not fit: %s", vdev->name,
+		 vdev->pci.slot, why);
+	return -EINVAL;
+}
+
+int virtio_dev_restore(struct virtio_dev *vdev, const struct state_file *f, char *err,
+		       size_t errlen)
+{
+	struct saved_transport *t;
+	struct state_reader r;
+	int ret;
+
+	if (state_file_find(f, STATE_SECTION_VIRTIO, vdev->pci.slot, &r)) {
+		snprintf(err, errlen, "%s: the state has no record for it", vdev->name);
+		return -ENOENT;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	ret = read_transport(vdev, &r, t, err, errlen);
+	if (ret) {
+		free(t);
+		return ret;
+	}
+	virtio_dev_lock(vdev);
+	device_reset(vdev);
+	vdev->guest_features = t->guest_features;
+	vdev->device_feature_select = t->dfs;
+	vdev->driver_feature_select = t->drfs;
+	vdev->status = t->status;
+	vdev->config_generation = t->generation;
+	vdev->isr = t->isr;
+	vdev->msix_config = t->msix_config;
+	vdev->queue_select = t->queue_select;
+	for (unsigned i = 0; i < vdev->nqueues; i++) {
+		struct virtio_queue *q = &vdev->queues[i];
+		const struct saved_queue *s = &t->q[i];
+
+		q->msix_vector = s->msix_vector;
+		q->vq.size = s->size;
+		q->vq.desc_gpa = s->desc;
+		q->vq.avail_gpa = s->avail;
+		q->vq.used_gpa = s->used;
+		if (!s->enabled || vdev->broken)
+			continue;
+		/* the same checks as the driver's queue_enable write */
+		if (virtq_enable(&q->vq, virtio_dev_has(vdev, VIRTIO_F_EVENT_IDX),
+				 virtio_dev_has(vdev, VIRTIO_F_INDIRECT_DESC))) {
+			virtio_dev_fail(vdev, "restored queue %u: %s", i, q->vq.error);
+			continue;
+		}
+		q->vq.last_avail = s->last_avail;
+		q->vq.used_idx = s->used_idx;
+		q->vq.signalled_used = s->signalled_used;
+		q->vq.signalled_valid = s->signalled_valid;
+		q->vq.no_notify = s->no_notify;
+	}
+	if (t->broken && !vdev->broken)
+		virtio_dev_fail(vdev, "it needed a reset when it was saved");
+	sync_ioeventfds(vdev);
+	if ((vdev->status & VIRTIO_STATUS_DRIVER_OK) && !vdev->broken &&
+	    !(vdev->status & VIRTIO_STATUS_FAILED)) {
+		vdev->running = true;
+		ret = vdev->ops->start ? vdev->ops->start(vdev) : 0;
+		if (ret)
+			virtio_dev_fail(vdev, "cannot start after restore: %s", strerror(-ret));
+		else
+			notify_all_queues(vdev);
+	}
+	virtio_dev_unlock(vdev);
+	free(t);
+	return 0;
 }

@@ -171,6 +171,24 @@ void virtio_dev_kick(struct virtio_dev *vdev, unsigned qidx);
 /* Announces a device configuration change (e.g. link status). Lock held. */
 void virtio_dev_config_changed(struct virtio_dev *vdev);
 
+struct state_writer;
+struct state_file;
+
+/* Saves the transport state (features, status, ISR, vectors, and every
+ * queue's size, ring addresses and indexes) as the STATE_SECTION_VIRTIO
+ * record of the device's PCI slot. The device must be paused: nothing in
+ * flight, so the rings say everything. */
+void virtio_dev_save(struct virtio_dev *vdev, struct state_writer *w);
+/* Restores it into a new device of the same kind (after the PCI bus's
+ * restore mapped its BAR): checks every value as a driver's write would
+ * be checked, maps the rings through the same checks as a live enable,
+ * and restarts the device if the driver had it running. Rings that fail
+ * those checks (an address outside RAM) put the device into
+ * DEVICE_NEEDS_RESET, as a driver's bad write would; a record that does
+ * not fit the device is -EINVAL with err saying why. */
+int virtio_dev_restore(struct virtio_dev *vdev, const struct state_file *f, char *err,
+		       size_t errlen);
+
 /* Pause/resume/reset from the VMM (not the driver). */
 void virtio_dev_pause(struct virtio_dev *vdev);
 void virtio_dev_resume(struct virtio_dev *vdev);
