@@ -135,17 +135,12 @@ void api_gate_release(struct api_gate *g, uid_t uid)
 
 /* ---- the head check ---- */
 
-enum head_verdict { HEAD_INCOMPLETE, HEAD_COMPLETE, HEAD_BAD };
-
 static bool is_target_char(unsigned char c)
 {
 	return c > 0x20 && c < 0x7f;
 }
 
-/* Checks the request line, then finds the end of the headers. A prefix that
- * cannot start a valid request line is HEAD_BAD at once, so binary data is
- * refused without waiting for a line end. */
-static enum head_verdict head_check(const char *buf, size_t len, const char **why)
+enum api_head_verdict api_gate_head_check(const char *buf, size_t len, const char **why)
 {
 	static const char *const versions[] = { "HTTP/1.1", "HTTP/1.0" };
 	size_t i = 0, n;
@@ -287,7 +282,7 @@ static void conn_examine(struct api_gate *g, struct gate_conn *c)
 		conn_drop(g, c, 0, NULL, NULL, NULL);
 		return;
 	}
-	switch (head_check(g->peek, (size_t)n, &why)) {
+	switch (api_gate_head_check(g->peek, (size_t)n, &why)) {
 	case HEAD_COMPLETE:
 		conn_hand_over(g, c);
 		return;

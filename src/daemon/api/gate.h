@@ -15,6 +15,17 @@
 
 struct api_gate;
 
+enum api_head_verdict { HEAD_INCOMPLETE, HEAD_COMPLETE, HEAD_BAD };
+
+/* Checks the first len bytes a client sent: the request line must be
+ * `METHOD /target HTTP/1.1` (or 1.0; METHOD of 1-16 capital letters, the
+ * target printable ASCII), and no header may hold a NUL. HEAD_COMPLETE once
+ * the empty line that ends the headers is in buf; HEAD_INCOMPLETE while what
+ * is there can still become a valid head; HEAD_BAD as soon as it cannot
+ * (so binary data is refused without waiting for a line end), with *why
+ * saying what is wrong. */
+enum api_head_verdict api_gate_head_check(const char *buf, size_t len, const char **why);
+
 /* Starts the accept thread on listen_fd (made non-blocking), handing
  * connections to mhd (started with MHD_USE_NO_LISTEN_SOCKET and
  * MHD_USE_ITC). 0 or -errno; *out is the caller's until api_gate_stop. */
