@@ -190,15 +190,17 @@ static int host_tables(struct switch_net *sn, const char *name, enum switch_type
 			       "add chain inet cloison_%1$s forward { type filter hook forward priority filter; policy accept; }\n"
 			       "add rule inet cloison_%1$s input iifname \"%2$s\" counter drop\n"
 			       "add rule inet cloison_%1$s output oifname \"%2$s\" counter drop\n"
-			       "add rule inet cloison_%1$s forward iifname \"%2$s\" counter drop\n"
-			       "add rule inet cloison_%1$s forward oifname \"%2$s\" counter drop\n"
+			       "add rule inet cloison_%1$s forward iifname \"%2$s\" oifname != \"%2$s\" counter drop\n"
+			       "add rule inet cloison_%1$s forward oifname \"%2$s\" iifname != \"%2$s\" counter drop\n"
 			       "add table arp cloison_%1$s\n"
 			       "add chain arp cloison_%1$s input { type filter hook input priority filter; policy accept; }\n"
 			       "add chain arp cloison_%1$s output { type filter hook output priority filter; policy accept; }\n"
 			       "add rule arp cloison_%1$s input iifname \"%2$s\" counter drop\n"
 			       "add rule arp cloison_%1$s output oifname \"%2$s\" counter drop\n",
 			       name, br);
-	/* No routing between switches, as in Hyper-V. */
+	/* No routing between switches, as in Hyper-V. Where br_netfilter is
+	 * loaded, frames bridged within the switch also pass the inet forward
+	 * hook (iif and oif both the bridge): every rule leaves those alone. */
 	ret = nft_run(&sn->nft,
 		      "add table inet cloison_%1$s\n"
 		      "add chain inet cloison_%1$s forward { type filter hook forward priority filter; policy accept; }\n"
@@ -211,9 +213,9 @@ static int host_tables(struct switch_net *sn, const char *name, enum switch_type
 	inet_ntop(AF_INET, &subnet->addr, net, sizeof(net));
 	/* Outside in: only answers and port forwards, as libvirt's NAT. */
 	ret = nft_run(&sn->nft,
-		      "add rule inet cloison_%1$s forward oifname \"%2$s\" ct state established,related accept\n"
-		      "add rule inet cloison_%1$s forward oifname \"%2$s\" ct status dnat accept\n"
-		      "add rule inet cloison_%1$s forward oifname \"%2$s\" counter drop\n"
+		      "add rule inet cloison_%1$s forward oifname \"%2$s\" iifname != \"%2$s\" ct state established,related accept\n"
+		      "add rule inet cloison_%1$s forward oifname \"%2$s\" iifname != \"%2$s\" ct status dnat accept\n"
+		      "add rule inet cloison_%1$s forward oifname \"%2$s\" iifname != \"%2$s\" counter drop\n"
 		      "add table ip cloison_%1$s\n"
 		      "add map ip cloison_%1$s fwd_tcp { type inet_service : ipv4_addr . inet_service; }\n"
 		      "add map ip cloison_%1$s fwd_udp { type inet_service : ipv4_addr . inet_service; }\n"

@@ -1,0 +1,435 @@
+"""Virtual switches through the real host-networking library (src/net/,
+driven by tests/tools/cloison-netctl). Everything happens in network
+namespaces made here: one stands for the host, one per "VM" (a veth whose
+far end is the VM's eth0, attached to the switch where a tap would be), and
+one for an outside host behind the host's uplink. The real host network is
+never touched."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD
+from netns_util import can_make_netns, sh, NETNS_NEEDS
+
+NETCTL = BUILD / "tests" / "tools" / "cloison-netctl"
+
+pytestmark = pytest.mark.skipif(not can_make_netns(), reason=NETNS_NEEDS)
+
+
+# Raw-frame helpers run inside a VM namespace with `python3 -c`.
+SEND_FRAMES = r"""
+import socket, sys
+src = bytes.fromhex(sys.argv[1].replace(':', ''))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+for i in range(5):
+    s.send(b'\xff' * 6 + src + b'\x88\xb5' + b'cloison-test-frame' + bytes(40))
+"""
+
+COUNT_FRAMES = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.bind(('eth0', 0))
+s.settimeout(0.2)
+n, end = 0, time.time() + float(sys.argv[1])
+print('ready', flush=True)
+while time.time() < end:
+    try:
+        if b'cloison-test-frame' in s.recv(2048):
+            n += 1
+    except socket.timeout:
+        pass
+print(n, flush=True)
+"""
+
+SEND_OFFER = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')
+s.bind(('0.0.0.0', 67))
+offer = bytes([2, 1, 6, 0]) + bytes(232) + bytes([99, 130, 83, 99, 53, 1, 2, 255])
+for i in range(5):
+    s.sendto(offer, ('255.255.255.255', 68))
+"""
+
+COUNT_UDP68 = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 68))
+s.settimeout(0.2)
+n, end = 0, time.time() + float(sys.argv[1])
+print('ready', flush=True)
+while time.time() < end:
+    try:
+        s.recv(2048)
+        n += 1
+    except socket.timeout:
+        pass
+print(n, flush=True)
+"""
+
+SEND_RA = r"""
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')
+ra = bytes([134, 0, 0, 0, 64, 0, 0, 0]) + bytes(8)
+idx = socket.if_nametoindex('eth0')
+for i in range(5):
+    s.sendto(ra, ('ff02::1', 0, 0, idx))
+"""
+
+COUNT_RA = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.settimeout(0.2)
+n, end = 0, time.time() + float(sys.argv[1])
+print('ready', flush=True)
+while time.time() < end:
+    try:
+        if s.recv(2048)[0] == 134:
+            n += 1
+    except socket.timeout:
+        pass
+print(n, flush=True)
+"""
+
+TCP_SERVE_PEER = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.listen(1)
+print('ready', flush=True)
+s.settimeout(20)
+c, peer = s.accept()
+c.sendall(('peer=%s reply=%s\n' % (peer[0], sys.argv[2])).encode())
+c.close()
+"""
+
+TCP_CONNECT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+print(s.recv(200).decode().strip())
+"""
+
+
+class Lab:
+    """A host namespace and the VM and outside namespaces around it."""
+
+    def __init__(self):
+        self.tag = "%d" % (os.getpid() % 100000)
+        self.host = "clsh" + self.tag
+        self.spaces = []
+        self.procs = []
+
+    def __enter__(self):
+        self.add_ns(self.host)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for ns in reversed(self.spaces):
+            sh(["ip", "netns", "del", ns], check=False)
+        return False
+
+    def add_ns(self, name):
+        sh(["ip", "netns", "del", name], check=False)
+        sh(["ip", "netns", "add", name])
+        self.spaces.append(name)
+        sh(["ip", "-n", name, "link", "set", "lo", "up"])
+        return name
+
+    def run(self, ns, cmd, check=True, **kw):
+        return sh(["ip", "netns", "exec", ns] + [str(c) for c in cmd], check=check, **kw)
+
+    def popen(self, ns, cmd):
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + [str(c) for c in cmd],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def netctl(self, *args, check=True):
+        r = self.run(self.host, [NETCTL] + list(args), check=False)
+        if check and r.returncode:
+            raise AssertionError("cloison-netctl %s: %s" % (" ".join(map(str, args)), r.stderr))
+        return r
+
+    def vm(self, name, addr=None, gw=None, mac=None, ipv6=False):
+        """A VM namespace whose eth0 is the far end of veth `name`p in the host."""
+        ns = self.add_ns("cls" + name + self.tag)
+        if not ipv6:
+            self.run(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
+        else:
+            self.run(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
+        sh(["ip", "-n", self.host, "link", "add", name + "p", "type", "veth",
+            "peer", "name", "eth0", "netns", ns])
+        if mac:
+            sh(["ip", "-n", ns, "link", "set", "eth0", "address", mac])
+        sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        if addr:
+            sh(["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])
+        if gw:
+            sh(["ip", "-n", ns, "route", "add", "default", "via", gw])
+        return ns
+
+    def mac_of(self, ns, dev="eth0"):
+        return json.loads(sh(["ip", "-n", ns, "-j", "link", "show", dev]).stdout)[0]["address"]
+
+    def ping(self, ns, addr, count=1):
+        return self.run(ns, ["ping", "-c", count, "-W", "1", "-i", "0.2", addr],
+                        check=False).returncode == 0
+
+    def attach(self, switch, name, *opts, ns=None):
+        mac = self.mac_of(ns) if ns else None
+        args = ["port-attach", switch, name + "p"]
+        if mac:
+            args += ["--mac", mac]
+        self.netctl(*(args + list(opts)))
+
+
+@pytest.fixture
+def lab():
+    with Lab() as l:
+        yield l
+
+
+def test_private_vms_reach_each_other_not_the_host_nor_another_switch(lab):
+    lab.netctl("switch-create", "p1", "private")
+    lab.netctl("switch-create", "p2", "private")
+    vm1 = lab.vm("v1", "10.77.0.2/24")
+    vm2 = lab.vm("v2", "10.77.0.3/24")
+    vm3 = lab.vm("v3", "10.77.0.4/24")
+    lab.attach("p1", "v1", ns=vm1)
+    lab.attach("p1", "v2", ns=vm2)
+    lab.attach("p2", "v3", ns=vm3)
+    assert lab.ping(vm1, "10.77.0.3"), "two VMs on a private switch cannot ping each other"
+    # Even an address someone puts on the bridge by hand gives the host no reach.
+    sh(["ip", "-n", lab.host, "addr", "add", "10.77.0.1/24", "dev", "cls-p1"])
+    assert not lab.ping(lab.host, "10.77.0.2"), "the host reached a VM on a private switch"
+    assert not lab.ping(vm1, "10.77.0.1"), "a VM on a private switch reached the host"
+    assert not lab.ping(vm3, "10.77.0.2"), "a VM on another private switch reached p1's VM"
+    lab.netctl("switch-remove", "p1")
+    links = sh(["ip", "-n", lab.host, "-j", "link"]).stdout
+    assert "cls-p1" not in links
+    tables = lab.run(lab.host, ["nft", "list", "tables"]).stdout
+    assert "cloison_p1" not in tables and "cloison_p2" in tables
+
+
+def test_internal_host_and_vm_ping_each_other(lab):
+    out = json.loads(lab.netctl("switch-create", "i1", "internal", "--addr", "10.78.0.1/24").stdout)
+    assert out["gateway"] == "10.78.0.1" and not out["adopted"]
+    vm = lab.vm("v1", "10.78.0.2/24")
+    lab.attach("i1", "v1", ns=vm)
+    assert lab.ping(lab.host, "10.78.0.2")
+    assert lab.ping(vm, "10.78.0.1")
+    # A second create adopts the bridge: traffic keeps flowing, nothing doubles.
+    out = json.loads(lab.netctl("switch-create", "i1", "internal", "--addr", "10.78.0.1/24").stdout)
+    assert out["adopted"]
+    assert lab.ping(vm, "10.78.0.1")
+    ruleset = lab.run(lab.host, ["nft", "list", "table", "inet", "cloison_i1"]).stdout
+    assert ruleset.count("drop") == 1, ruleset
+
+
+def test_vm_on_internal_switch_does_not_route_to_another_switch(lab):
+    lab.netctl("switch-create", "i1", "internal", "--addr", "10.78.0.1/24")
+    lab.netctl("switch-create", "i2", "internal", "--addr", "10.79.0.1/24")
+    lab.run(lab.host, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    vm1 = lab.vm("v1", "10.78.0.2/24", gw="10.78.0.1")
+    vm2 = lab.vm("v2", "10.79.0.2/24", gw="10.79.0.1")
+    lab.attach("i1", "v1", ns=vm1)
+    lab.attach("i2", "v2", ns=vm2)
+    assert lab.ping(vm2, "10.79.0.1")
+    assert not lab.ping(vm1, "10.79.0.2"), "the host routed between two switches"
+
+
+def nat_lab(lab):
+    """A NAT switch; the host's uplink 203.0.113.1 leads to an outside host .2."""
+    out = lab.add_ns("clso" + lab.tag)
+    sh(["ip", "-n", lab.host, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0",
+        "netns", out])
+    sh(["ip", "-n", lab.host, "addr", "add", "203.0.113.1/24", "dev", "uplink"])
+    sh(["ip", "-n", lab.host, "link", "set", "uplink", "up"])
+    sh(["ip", "-n", out, "addr", "add", "203.0.113.2/24", "dev", "eth0"])
+    sh(["ip", "-n", out, "link", "set", "eth0", "up"])
+    sub = json.loads(lab.netctl("subnet-choose").stdout)["subnet"]
+    sw = json.loads(lab.netctl("switch-create", "n1", "nat", "--subnet", sub).stdout)
+    return out, sub, sw["gateway"]
+
+
+def wait_ready(p):
+    line = p.stdout.readline()
+    assert line.strip() == "ready", p.stderr.read()
+
+
+def test_nat_masquerade_and_port_forward(lab):
+    outside, sub, gw = nat_lab(lab)
+    assert gw.endswith(".1")
+    vmaddr = gw[:-1] + "50"
+    vm = lab.vm("v1", vmaddr + "/24", gw=gw)
+    lab.attach("n1", "v1", ns=vm)
+    assert lab.ping(vm, "203.0.113.2"), "the VM does not reach the outside host through NAT"
+    # The outside host sees the host's address, not the VM's.
+    srv = lab.popen(outside, ["python3", "-c", TCP_SERVE_PEER, "7000", "out"])
+    wait_ready(srv)
+    r = lab.run(vm, ["python3", "-c", TCP_CONNECT, "203.0.113.2", "7000"])
+    assert r.stdout.strip() == "peer=203.0.113.1 reply=out"
+    # The outside cannot open a connection into the subnet unforwarded.
+    assert not lab.ping(outside, vmaddr)
+    lab.netctl("forward-add", "n1", "tcp", "8080", vmaddr, "80")
+    r = lab.netctl("forward-add", "n1", "tcp", "8080", vmaddr, "80", check=False)
+    assert r.returncode == 1 and "forwarded already" in r.stderr
+    srv = lab.popen(vm, ["python3", "-c", TCP_SERVE_PEER, "80", "vm"])
+    wait_ready(srv)
+    r = lab.run(outside, ["python3", "-c", TCP_CONNECT, "203.0.113.1", "8080"])
+    assert r.stdout.strip() == "peer=203.0.113.2 reply=vm"
+    lab.netctl("forward-remove", "n1", "tcp", "8080")
+    srv = lab.popen(vm, ["python3", "-c", TCP_SERVE_PEER, "80", "vm"])
+    wait_ready(srv)
+    r = lab.run(outside, ["python3", "-c", TCP_CONNECT, "203.0.113.1", "8080"], check=False)
+    assert r.returncode != 0, "a removed forward still reached the VM"
+
+
+def test_nat_bad_input_changes_nothing(lab):
+    nat_lab(lab)
+    before = lab.run(lab.host, ["nft", "-s", "list", "ruleset"]).stdout
+    r = lab.netctl("switch-create", "n2", "nat", "--subnet", "203.0.113.0/24", check=False)
+    assert r.returncode == 1 and "overlaps the host's route to 203.0.113.0/24" in r.stderr
+    r = lab.netctl("switch-create", "n2", "nat", "--subnet", "10.1.2.3/24", check=False)
+    assert r.returncode == 1 and "no host bits" in r.stderr
+    r = lab.netctl("switch-create", "e1", "external", "--adapter", "nosuch0", check=False)
+    assert r.returncode == 1 and "adapter nosuch0 does not exist" in r.stderr
+    r = lab.netctl("switch-create", "bad-name", "private", check=False)
+    assert r.returncode == 1 and "bad switch name" in r.stderr
+    r = lab.netctl("forward-add", "nosuch", "tcp", "80", "10.0.0.1", "80", check=False)
+    assert r.returncode == 1 and "no NAT switch" in r.stderr
+    r = lab.netctl("switch-remove", "nosuch", check=False)
+    assert r.returncode == 1 and "no switch" in r.stderr
+    assert lab.run(lab.host, ["nft", "-s", "list", "ruleset"]).stdout == before
+    links = json.loads(sh(["ip", "-n", lab.host, "-j", "link"]).stdout)
+    assert sorted(l["ifname"] for l in links) == ["cls-n1", "lo", "uplink"]
+
+
+def test_dnsmasq_hands_a_lease_to_udhcpc(lab, tmp_path):
+    outside, sub, gw = nat_lab(lab)
+    vm = lab.vm("v1", mac="52:54:00:aa:bb:01")
+    lab.attach("n1", "v1", ns=vm)
+    leases = tmp_path / "n1.leases"
+    log = tmp_path / "dnsmasq.log"
+    out = json.loads(lab.netctl("dhcp-start", "cls-n1", sub, leases, log).stdout)
+    try:
+        script = tmp_path / "udhcpc.sh"
+        script.write_text("#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/${mask:-24} dev $interface"
+                          " && ip route add default via $router\nexit 0\n")
+        script.chmod(0o755)
+        r = lab.run(vm, ["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1",
+                         "-s", script], check=False, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr + log.read_text()
+        got = lab.run(vm, ["ip", "-j", "-4", "addr", "show", "eth0"]).stdout
+        addr = json.loads(got)[0]["addr_info"][0]["local"]
+        assert addr.rsplit(".", 1)[0] == gw.rsplit(".", 1)[0]
+        # The lease is in dnsmasq's file and the reader finds it.
+        for _ in range(20):
+            ls = json.loads(lab.netctl("leases", leases).stdout)["leases"]
+            if ls:
+                break
+            time.sleep(0.1)
+        assert [(l["mac"], l["ip"]) for l in ls] == [("52:54:00:aa:bb:01", addr)]
+        # With the lease's route the VM reaches the outside through NAT.
+        assert lab.ping(vm, "203.0.113.2")
+    finally:
+        os.kill(out["pid"], 15)
+
+
+def count_between(lab, sender, receiver, send_src, count_src, *send_args):
+    p = lab.popen(receiver, ["python3", "-c", count_src, "2"])
+    wait_ready(p)
+    lab.run(sender, ["python3", "-c", send_src] + list(send_args))
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    return int(out.split()[-1])
+
+
+@pytest.mark.parametrize("guard", ["on", "off"])
+def test_mac_spoofing_guard(lab, guard):
+    """mac_spoofing off (the default) drops frames whose source is not the adapter's."""
+    lab.netctl("switch-create", "p1", "private")
+    vm1 = lab.vm("v1", mac="52:54:00:00:01:01")
+    vm2 = lab.vm("v2", mac="52:54:00:00:01:02")
+    spoof = "off" if guard == "on" else "on"
+    lab.attach("p1", "v1", "--mac-spoofing", spoof, ns=vm1)
+    lab.attach("p1", "v2", ns=vm2)
+    forged = count_between(lab, vm1, vm2, SEND_FRAMES, COUNT_FRAMES, "52:54:00:66:66:66")
+    honest = count_between(lab, vm1, vm2, SEND_FRAMES, COUNT_FRAMES, "52:54:00:00:01:01")
+    assert honest == 5
+    assert forged == (0 if guard == "on" else 5)
+
+
+@pytest.mark.parametrize("guard", ["on", "off"])
+def test_dhcp_guard(lab, guard):
+    lab.netctl("switch-create", "p1", "private")
+    vm1 = lab.vm("v1", "10.80.0.2/24")
+    vm2 = lab.vm("v2", "10.80.0.3/24")
+    lab.attach("p1", "v1", "--dhcp-guard", guard, ns=vm1)
+    lab.attach("p1", "v2", ns=vm2)
+    n = count_between(lab, vm1, vm2, SEND_OFFER, COUNT_UDP68)
+    assert n == (0 if guard == "on" else 5)
+    assert lab.ping(vm1, "10.80.0.3"), "the DHCP guard dropped ordinary traffic"
+
+
+@pytest.mark.parametrize("guard", ["on", "off"])
+def test_router_guard(lab, guard):
+    lab.netctl("switch-create", "p1", "private")
+    vm1 = lab.vm("v1", ipv6=True)
+    vm2 = lab.vm("v2", ipv6=True)
+    lab.attach("p1", "v1", "--router-guard", guard, ns=vm1)
+    lab.attach("p1", "v2", ns=vm2)
+    n = count_between(lab, vm1, vm2, SEND_RA, COUNT_RA)
+    assert n == (0 if guard == "on" else 5)
+
+
+def test_vlans_isolate_without_bridge_vlan_filtering(lab):
+    lab.netctl("switch-create", "p1", "private")
+    a = lab.vm("va", "10.81.0.2/24")
+    b = lab.vm("vb", "10.81.0.3/24")
+    c = lab.vm("vc", "10.81.0.4/24")
+    u = lab.vm("vu", "10.81.0.5/24")
+    lab.attach("p1", "va", "--vlan", "10", ns=a)
+    lab.attach("p1", "vb", "--vlan", "10", ns=b)
+    lab.attach("p1", "vc", "--vlan", "20", ns=c)
+    lab.attach("p1", "vu", ns=u)
+    assert lab.ping(a, "10.81.0.3"), "two VMs in VLAN 10 cannot reach each other"
+    assert not lab.ping(a, "10.81.0.4"), "VLAN 10 reached VLAN 20"
+    assert not lab.ping(u, "10.81.0.2"), "an untagged VM reached VLAN 10"
+    assert not lab.ping(u, "10.81.0.4"), "an untagged VM reached VLAN 20"
+    # Moving vc into VLAN 10 (re-attach) lets it in; detaching clears its rules.
+    lab.attach("p1", "vc", "--vlan", "10", ns=c)
+    assert lab.ping(a, "10.81.0.4")
+    lab.netctl("port-detach", "p1", "vcp")
+    table = lab.run(lab.host, ["nft", "list", "table", "bridge", "cloison_p1"]).stdout
+    assert "vcp" not in table
+
+
+def test_tap_is_persistent_attached_and_removed(lab):
+    lab.netctl("switch-create", "i1", "internal", "--addr", "10.82.0.1/24")
+    out = json.loads(lab.netctl("tap-create", "i1", "vm1tap", "--mac", "52:54:00:00:02:01",
+                                "--dhcp-guard", "on").stdout)
+    assert out["fd"] >= 3
+    link = json.loads(sh(["ip", "-n", lab.host, "-j", "-d", "link", "show", "vm1tap"]).stdout)[0]
+    assert link["master"] == "cls-i1" and "UP" in link["flags"]
+    assert link["linkinfo"]["info_kind"] == "tun"
+    r = lab.netctl("tap-create", "i1", "vm1tap", "--mac", "52:54:00:00:02:01", check=False)
+    assert r.returncode == 1 and "exists already" in r.stderr
+    lab.netctl("tap-remove", "i1", "vm1tap")
+    assert sh(["ip", "-n", lab.host, "link", "show", "vm1tap"], check=False).returncode != 0
+    table = lab.run(lab.host, ["nft", "list", "table", "bridge", "cloison_i1"]).stdout
+    assert "vm1tap" not in table
