@@ -28,6 +28,7 @@ struct api_request {
 	struct peer peer;
 	bool answered;
 	enum MHD_Result result;
+	void *ctx; /* http.c's per-request state (the MHD con_cls) */
 };
 
 /* Queues a JSON response (takes ownership of body). */
@@ -47,6 +48,12 @@ json_t *api_parse_body(struct api_request *req, bool empty_ok);
 const char *api_query(struct api_request *req, const char *key);
 /* Replaces each byte of s that does not belong to valid UTF-8 with '?'. */
 void api_sanitize_utf8(char *s);
+/* Hands obj to the request: free_fn(obj) runs when the request ends,
+ * unless api_request_disown(con_cls) was called first (for the console:
+ * the upgrade may never happen if the client goes away). */
+void api_request_own(struct api_request *req, void *obj, void (*free_fn)(void *));
+/* Takes back what api_request_own gave; con_cls as the upgrade handler got it. */
+void api_request_disown(void *con_cls);
 /* A console session starts or ends: api_stop waits for them to end
  * (they see d->shutting_down) before it stops libmicrohttpd. */
 void api_session_hold(struct daemon *d);

@@ -4,6 +4,7 @@
  * down, and event streams stay open); the head checks (framing, declared
  * size, percent-decoded path), the route table, and the JSON reply
  * helpers. */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,6 +51,8 @@ struct request_ctx {
 	unsigned n_segs;
 	char *body;
 	size_t len;
+	void *owned; /* api_request_own */
+	void (*owned_free)(void *);
 };
 
 /* The HTTP server's own state (d->http). */
@@ -406,6 +409,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return MHD_NO;
 		*con_cls = ctx;
 	}
+	req.ctx = ctx;
 	if (!ctx->started) {
 		/* The head is complete, no body byte read yet. */
 		ctx->started = true;
@@ -459,12 +463,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return req.result;
 }
 
+void api_request_own(struct api_request *req, void *obj, void (*free_fn)(void *))
+{
+	struct request_ctx *ctx = req->ctx;
+
+	assert(ctx && !ctx->owned);
+	ctx->owned = obj;
+	ctx->owned_free = free_fn;
+}
+
+void api_request_disown(void *con_cls)
+{
+	struct request_ctx *ctx = con_cls;
+
+	if (ctx)
+		ctx->owned = NULL;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	struct request_ctx *ctx = *con_cls;
 
 	if (ctx) {
+		if (ctx->owned)
+			ctx->owned_free(ctx->owned);
 		free(ctx->raw_uri);
 		free(ctx->body);
 		free(ctx);

@@ -230,8 +230,10 @@ static void *console_main(void *arg)
 	return NULL;
 }
 
-static void console_free(struct console *c)
+static void console_free(void *arg)
 {
+	struct console *c = arg;
+
 	close(c->serial_fd);
 	inventory_put(c->d, c->vm);
 	free(c);
@@ -245,6 +247,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
 	pthread_t t;
 	pthread_attr_t attr;
 
+	api_request_disown(con_cls); /* the session owns it from here */
 	c->client = sock;
 	c->urh = urh;
 	if (extra && extra_len) {
@@ -324,5 +327,7 @@ void api_vm_console(struct api_request *req)
 	MHD_destroy_response(resp);
 	if (req->result != MHD_YES)
 		console_free(c);
+	else /* freed at the request's end if the client goes before the upgrade */
+		api_request_own(req, c, console_free);
 	req->answered = true;
 }
