@@ -7,11 +7,13 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "vmm/boot/acpi.h"
 #include "vmm/bus/pci.h"
 #include "vmm/control.h"
 #include "vmm/hw/hw.h"
 #include "vmm/layout.h"
+#include "vmm/state/record.h"
 #include "vmm/virtio/devices.h"
 #include "vmm/vm_internal.h"
 
@@ -21,31 +23,115 @@ static int fail(char *err, size_t errlen, int ret, const char *what)
 	return ret;
 }
 
-static int create_platform(struct vm *vm, char *err, size_t errlen)
-{
-	uint64_t below = vm->mem.regions[0].size;
-	uint64_t above = vm->mem.total - below;
-	int ret;
+/* ---- the device registry ----
+ *
+ * Every device of the machine, platform and virtio alike, is one entry:
+ * machine set-up walks the table forward, teardown backward, and reset,
+ * pause, resume, save and restore walk it in order (the PCI bus first, so
+ * that config space is back at power-on, or has its saved BARs mapped,
+ * before the device models behind it). An entry without an operation has
+ * nothing to do for it. */
+struct machine_device {
+	const char *name;
+	int (*create)(struct vm *vm, char *err, size_t errlen);
+	void (*reset)(struct vm *vm);
+	void (*pause)(struct vm *vm);
+	void (*resume)(struct vm *vm);
+	void (*save)(struct vm *vm, struct state_writer *w);
+	int (*restore)(struct vm *vm, const struct state_file *f, char *err, size_t errlen);
+	void (*destroy)(struct vm *vm);
+};
 
-	ret = pci_bus_create(vm, vm->pio, vm->mmio, &vm->pci);
+static int fail_create(char *err, size_t errlen, int ret, const char *what)
+{
+	return ret ? fail(err, errlen, ret, what) : 0;
+}
+
+/* A platform device's record, found by its section type (instance 0). */
+static int find_record(const struct state_file *f, uint32_t type, const char *what,
+		       struct state_reader *r, char *err, size_t errlen)
+{
+	if (state_file_find(f, type, 0, r) == 0)
+		return 0;
+	snprintf(err, errlen, "the state has no %s record", what);
+	return -ENOENT;
+}
+
+static int refused(int ret, const char *what, char *err, size_t errlen)
+{
 	if (ret)
-		return fail(err, errlen, ret, "creating the PCI host bridge");
-	ret = serial_create(vm, PORT_COM1, IRQ_COM1, &vm->serial);
-	if (ret)
-		return fail(err, errlen, ret, "creating COM1");
-	ret = i8042_create(vm, &vm->i8042);
-	if (ret)
-		return fail(err, errlen, ret, "creating the i8042");
-	ret = rtc_create(vm, below, above, &vm->rtc);
-	if (ret)
-		return fail(err, errlen, ret, "creating the RTC");
-	ret = acpi_pm_create(vm, &vm->acpi_pm);
-	if (ret)
-		return fail(err, errlen, ret, "creating ACPI power management");
+		snprintf(err, errlen, "the saved %s state does not fit the device: %s", what,
+			 ret == -EINVAL ? "a value out of range, or the wrong length" : strerror(-ret));
 	return ret;
 }
 
-static int create_virtio(struct vm *vm, char *err, size_t errlen)
+/* PCI host bridge */
+static int pci_create(struct vm *vm, char *err, size_t errlen)
+{
+	return fail_create(err, errlen, pci_bus_create(vm, vm->pio, vm->mmio, &vm->pci),
+			   "creating the PCI host bridge");
+}
+static void pci_reset(struct vm *vm)
+{
+	pci_bus_reset(vm->pci);
+}
+static void pci_save(struct vm *vm, struct state_writer *w)
+{
+	pci_bus_save(vm->pci, w);
+}
+static int pci_restore(struct vm *vm, const struct state_file *f, char *err, size_t errlen)
+{
+	return pci_bus_restore(vm->pci, f, err, errlen);
+}
+static void pci_destroy(struct vm *vm)
+{
+	pci_bus_destroy(vm->pci);
+	vm->pci = NULL;
+}
+
+/* The platform devices share one shape: create, reset, save, restore by
+ * their section type, destroy. */
+#define PLATFORM_DEVICE(dev, field, type, what, create_call)                            \
+	static int dev##_entry_create(struct vm *vm, char *err, size_t errlen)            \
+	{                                                                               \
+		return fail_create(err, errlen, create_call, "creating the " what);     \
+	}                                                                               \
+	static void dev##_entry_reset(struct vm *vm)                                      \
+	{                                                                               \
+		dev##_reset(vm->field);                                                 \
+	}                                                                               \
+	static void dev##_entry_save(struct vm *vm, struct state_writer *w)               \
+	{                                                                               \
+		dev##_save(vm->field, w, 0);                                            \
+	}                                                                               \
+	static int dev##_entry_restore(struct vm *vm, const struct state_file *f, char *err, \
+				       size_t errlen)                                   \
+	{                                                                               \
+		struct state_reader r;                                                  \
+		int ret = find_record(f, type, what, &r, err, errlen);                  \
+		return ret ? ret : refused(dev##_restore(vm->field, &r), what, err, errlen); \
+	}                                                                               \
+	static void dev##_entry_destroy(struct vm *vm)                                    \
+	{                                                                               \
+		dev##_destroy(vm->field);                                               \
+		vm->field = NULL;                                                       \
+	}
+
+PLATFORM_DEVICE(serial, serial, STATE_SECTION_SERIAL, "COM1",
+		serial_create(vm, PORT_COM1, IRQ_COM1, &vm->serial))
+PLATFORM_DEVICE(i8042, i8042, STATE_SECTION_I8042, "i8042", i8042_create(vm, &vm->i8042))
+PLATFORM_DEVICE(rtc, rtc, STATE_SECTION_RTC, "RTC",
+		rtc_create(vm, vm->mem.regions[0].size, vm->mem.total - vm->mem.regions[0].size,
+			   &vm->rtc))
+PLATFORM_DEVICE(acpi_pm, acpi_pm, STATE_SECTION_ACPI_PM, "ACPI power management",
+		acpi_pm_create(vm, &vm->acpi_pm))
+
+#define PLATFORM_ENTRY(dev, label)                                                       \
+	{ label, dev##_entry_create, dev##_entry_reset, NULL, NULL, dev##_entry_save,      \
+	  dev##_entry_restore, dev##_entry_destroy }
+
+/* virtio: every device from the command line, then the entropy source */
+static int virtio_create(struct vm *vm, char *err, size_t errlen)
 {
 	int ret;
 
@@ -65,19 +151,38 @@ static int create_virtio(struct vm *vm, char *err, size_t errlen)
 		if (ret)
 			return ret;
 	}
-	ret = virtio_add_rng(vm, err, errlen);
-	if (ret)
-		return ret;
-	return 0;
+	return virtio_add_rng(vm, err, errlen);
 }
+
+static void virtio_destroy(struct vm *vm)
+{
+	virtio_devices_destroy(vm);
+	vm->have_virtio = false;
+}
+
+static const struct machine_device machine_devices[] = {
+	{ "pci", pci_create, pci_reset, NULL, NULL, pci_save, pci_restore, pci_destroy },
+	PLATFORM_ENTRY(serial, "serial"),
+	PLATFORM_ENTRY(i8042, "i8042"),
+	PLATFORM_ENTRY(rtc, "rtc"),
+	PLATFORM_ENTRY(acpi_pm, "acpi-pm"),
+	{ "virtio", virtio_create, virtio_devices_reset, virtio_devices_pause,
+	  virtio_devices_resume, virtio_devices_save, virtio_devices_restore, virtio_destroy },
+};
 
 int machine_create_devices(struct vm *vm, char *err, size_t errlen)
 {
-	int ret = create_platform(vm, err, errlen);
+	for (size_t i = 0; i < ARRAY_SIZE(machine_devices); i++) {
+		int ret;
 
-	if (ret)
-		return ret;
-	return create_virtio(vm, err, errlen);
+		/* counted before it is made: a create that fails half way
+		 * (two disks of three) is undone by its destroy */
+		vm->ndevices_created = i + 1;
+		ret = machine_devices[i].create(vm, err, errlen);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 int machine_build_acpi(struct vm *vm, char *err, size_t errlen)
@@ -103,53 +208,45 @@ int machine_build_acpi(struct vm *vm, char *err, size_t errlen)
 
 void machine_pause(struct vm *vm)
 {
-	if (vm->have_virtio)
-		virtio_devices_pause(vm);
+	for (size_t i = 0; i < vm->ndevices_created; i++)
+		if (machine_devices[i].pause)
+			machine_devices[i].pause(vm);
 }
 
 void machine_resume(struct vm *vm)
 {
-	if (vm->have_virtio)
-		virtio_devices_resume(vm);
+	for (size_t i = 0; i < vm->ndevices_created; i++)
+		if (machine_devices[i].resume)
+			machine_devices[i].resume(vm);
 }
 
 void machine_reset_devices(struct vm *vm)
 {
-	if (vm->serial)
-		serial_reset(vm->serial);
-	if (vm->i8042)
-		i8042_reset(vm->i8042);
-	if (vm->rtc)
-		rtc_reset(vm->rtc);
-	if (vm->acpi_pm)
-		acpi_pm_reset(vm->acpi_pm);
-	/* Config space first (BARs, command, MSI-X off and masked) so the
-	 * device models reset behind a bus that looks freshly powered on. */
-	if (vm->pci)
-		pci_bus_reset(vm->pci);
-	if (vm->have_virtio)
-		virtio_devices_reset(vm);
+	for (size_t i = 0; i < vm->ndevices_created; i++)
+		machine_devices[i].reset(vm);
+}
+
+void machine_save_devices(struct vm *vm, struct state_writer *w)
+{
+	for (size_t i = 0; i < vm->ndevices_created; i++)
+		machine_devices[i].save(vm, w);
+}
+
+int machine_restore_devices(struct vm *vm, const struct state_file *f, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < vm->ndevices_created; i++) {
+		int ret = machine_devices[i].restore(vm, f, err, errlen);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 void machine_destroy_devices(struct vm *vm)
 {
-	if (vm->have_virtio)
-		virtio_devices_destroy(vm);
-	if (vm->acpi_pm)
-		acpi_pm_destroy(vm->acpi_pm);
-	if (vm->rtc)
-		rtc_destroy(vm->rtc);
-	if (vm->i8042)
-		i8042_destroy(vm->i8042);
-	if (vm->serial)
-		serial_destroy(vm->serial);
-	if (vm->pci)
-		pci_bus_destroy(vm->pci);
-	vm->acpi_pm = NULL;
-	vm->rtc = NULL;
-	vm->i8042 = NULL;
-	vm->serial = NULL;
-	vm->pci = NULL;
+	while (vm->ndevices_created)
+		machine_devices[--vm->ndevices_created].destroy(vm);
 }
 
 int machine_press_power_button(struct vm *vm)

@@ -8,6 +8,8 @@
 #include <stddef.h>
 
 struct vm;
+struct state_writer;
+struct state_file;
 
 /* Creates every device; 0, -EINVAL for a bad --disk/--net (usage), other
  * -errno for host failures; err says what. */
@@ -17,6 +19,13 @@ int machine_build_acpi(struct vm *vm, char *err, size_t errlen);
 void machine_pause(struct vm *vm);
 void machine_resume(struct vm *vm);
 void machine_reset_devices(struct vm *vm);
+/* Every device's state records, in registry order (the VM is paused, so
+ * nothing is in flight). */
+void machine_save_devices(struct vm *vm, struct state_writer *w);
+/* Restores every device of a VM built with the same configuration from
+ * f; stops at the first record that does not fit, with err naming the
+ * device. 0 or -errno. */
+int machine_restore_devices(struct vm *vm, const struct state_file *f, char *err, size_t errlen);
 void machine_destroy_devices(struct vm *vm);
 /* 0, or -ENODEV when the machine has no ACPI power button. */
 int machine_press_power_button(struct vm *vm);

@@ -117,6 +117,7 @@ struct vm {
 	struct rtc *rtc;
 	struct acpi_pm *acpi_pm;
 	bool have_virtio;
+	size_t ndevices_created; /* machine.c: entries of its registry set up */
 	struct control *control;
 	struct chardev *chardev;
 	int signal_fd;

@@ -190,3 +190,29 @@ void virtio_devices_destroy(struct vm *vm)
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
+
+void virtio_devices_save(struct vm *vm, struct state_writer *w)
+{
+	struct virtio_devices *d = devices_of(vm, false);
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->ndevs; i++)
+		virtio_dev_save(d->devs[i], w);
+	pthread_mutex_unlock(&d->lock);
+}
+
+int virtio_devices_restore(struct vm *vm, const struct state_file *f, char *err, size_t errlen)
+{
+	struct virtio_devices *d = devices_of(vm, false);
+	int ret = 0;
+
+	if (!d)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->ndevs && !ret; i++)
+		ret = virtio_dev_restore(d->devs[i], f, err, errlen);
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}

@@ -36,4 +36,12 @@ void virtio_devices_resume(struct vm *vm);
 void virtio_devices_reset(struct vm *vm);
 void virtio_devices_destroy(struct vm *vm);
 
+/* Every virtio device's transport record (the VM is paused), and their
+ * restore into the same devices of a new VM; restore stops at the first
+ * device whose record does not fit (err says which). 0 or -errno. */
+struct state_writer;
+struct state_file;
+void virtio_devices_save(struct vm *vm, struct state_writer *w);
+int virtio_devices_restore(struct vm *vm, const struct state_file *f, char *err, size_t errlen);
+
 #endif
