@@ -24,6 +24,8 @@
 #include "common/util.h"
 #include "vmm/chardev.h"
 #include "vmm/control.h"
+#include "vmm/jail.h"
+#include "vmm/seccomp.h"
 #include "vmm/virtio/devices.h"
 #include "vmm/vm_internal.h"
 
@@ -41,6 +43,9 @@ struct options {
 	const char *nets[MAX_DEVICES];
 	bool check_host;
 	bool json;
+	bool jail;
+	bool no_sandbox;
+	struct jail_config jail_cfg;
 	bool help;
 	bool version;
 };
@@ -63,6 +68,11 @@ enum {
 	OPT_BOOT_PROTOCOL,
 	OPT_CHECK_HOST,
 	OPT_JSON,
+	OPT_JAIL,
+	OPT_NO_SANDBOX,
+	OPT_JAIL_UID,
+	OPT_JAIL_GID,
+	OPT_CORE_DUMP,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -85,6 +95,11 @@ static const struct option long_options[] = {
 	{ "boot-protocol", required_argument, NULL, OPT_BOOT_PROTOCOL },
 	{ "check-host", no_argument, NULL, OPT_CHECK_HOST },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "jail", no_argument, NULL, OPT_JAIL },
+	{ "no-sandbox", no_argument, NULL, OPT_NO_SANDBOX },
+	{ "jail-uid", required_argument, NULL, OPT_JAIL_UID },
+	{ "jail-gid", required_argument, NULL, OPT_JAIL_GID },
+	{ "core-dump", no_argument, NULL, OPT_CORE_DUMP },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -100,6 +115,7 @@ static void usage(FILE *f)
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
 	      "                   [--console unix:PATH|file:PATH]\n"
+	      "                   [--jail [--jail-uid UID] [--jail-gid GID] [--core-dump] | --no-sandbox]\n"
 	      "       cloison-vmm --check-host [--json]\n"
 	      "       cloison-vmm --help | --version\n"
 	      "\n"
@@ -126,6 +142,13 @@ static void usage(FILE *f)
 	      "  --boot-protocol auto|linux|pvh\n"
 	      "                   how to enter the kernel (auto: PVH when the ELF has the\n"
 	      "                   note, else the Linux 64-bit boot protocol)\n"
+	      "  --jail           run sandboxed (docs/sandbox.md): PID 1 of new PID, mount,\n"
+	      "                   IPC, UTS and network namespaces, an empty root, an\n"
+	      "                   unprivileged uid, no capabilities, seccomp allow-lists\n"
+	      "  --jail-uid UID, --jail-gid GID\n"
+	      "                   the sandbox's uid and gid (default 900000)\n"
+	      "  --core-dump      in the sandbox, still allow a core dump (it holds guest RAM)\n"
+	      "  --no-sandbox     run without the sandbox (for debugging; logged loudly)\n"
 	      "  --check-host     report whether this host can run cloison (--json for JSON)\n"
 	      "\n"
 	      "Exit status: 0 guest powered off, 1 VMM error, 2 usage error, 3 guest reset\n"
@@ -281,6 +304,28 @@ static int parse_one(struct options *o, int c, const char *arg)
 	case OPT_JSON:
 		o->json = true;
 		return 0;
+	case OPT_JAIL:
+		o->jail = true;
+		return 0;
+	case OPT_NO_SANDBOX:
+		o->no_sandbox = true;
+		return 0;
+	case OPT_JAIL_UID:
+	case OPT_JAIL_GID: {
+		uint64_t v;
+		if (parse_u64(arg, &v) || v == 0 || v >= UINT32_MAX)
+			return usage_error("%s %s: expected a number from 1 to 4294967294 (not 0: "
+					   "the sandbox runs unprivileged)",
+					   c == OPT_JAIL_UID ? "--jail-uid" : "--jail-gid", arg);
+		if (c == OPT_JAIL_UID)
+			o->jail_cfg.uid = (uid_t)v;
+		else
+			o->jail_cfg.gid = (gid_t)v;
+		return 0;
+	}
+	case OPT_CORE_DUMP:
+		o->jail_cfg.core_dump = true;
+		return 0;
 	case OPT_HELP:
 		o->help = true;
 		return 0;
@@ -303,6 +348,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 	o->serial = "stdio";
 	o->vm.disks = o->disks;
 	o->vm.nets = o->nets;
+	o->jail_cfg.uid = JAIL_DEFAULT_UID;
+	o->jail_cfg.gid = JAIL_DEFAULT_GID;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
 		if (c == '?') {
@@ -328,6 +375,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 		return usage_error("--kernel PATH is required");
 	if (o->vm.start_paused && !o->control)
 		return usage_error("--paused needs --control PATH: \"resume\" there starts the vCPUs");
+	if (o->jail && o->no_sandbox)
+		return usage_error("--jail and --no-sandbox exclude each other");
+	if (!o->jail && (o->jail_cfg.uid != JAIL_DEFAULT_UID ||
+			 o->jail_cfg.gid != JAIL_DEFAULT_GID || o->jail_cfg.core_dump))
+		return usage_error("--jail-uid, --jail-gid and --core-dump go with --jail");
 	if (!o->vm.cmdline)
 		o->vm.cmdline = "";
 	if (!o->vm.name)
@@ -585,18 +637,13 @@ static int setup_failed(const char *err, int ret)
 	return EXIT_VMM;
 }
 
-static int run_vm(const struct options *o)
+static int run_vm(struct options *o)
 {
 	char err[1024] = "";
 	struct vm *vm = NULL;
 	struct signal_watch sigw = { .fd = -1 };
-	int ret, status;
+	int ret, status, ready_fd = -1;
 
-	ret = catch_stop_signals(&sigw.fd);
-	if (ret) {
-		fprintf(stderr, "cloison-vmm: error: catching signals: %s\n", strerror(-ret));
-		return EXIT_VMM;
-	}
 	if (o->control) {
 		ret = control_check_path(o->control, err, sizeof(err));
 		if (ret) {
@@ -607,6 +654,31 @@ static int run_vm(const struct options *o)
 	if (check_boot_file("--kernel", "kernel", o->vm.kernel) ||
 	    (o->vm.initrd && check_boot_file("--initrd", "initrd", o->vm.initrd)))
 		return EXIT_USAGE;
+	if (o->no_sandbox)
+		fprintf(stderr, "cloison-vmm: WARNING: --no-sandbox: this worker runs as uid %d with "
+			"every capability and system call; a guest that breaks a device model owns "
+			"the host\n", (int)getuid());
+	if (o->jail) {
+		pid_t pid = jail_fork(&ready_fd, err, sizeof(err));
+		if (pid < 0) {
+			fprintf(stderr, "cloison-vmm: error: %s\n", err);
+			return EXIT_VMM;
+		}
+		if (pid > 0)
+			return jail_supervise(pid, ready_fd, o->pidfile);
+		o->jail_cfg.keep[o->jail_cfg.nkeep++] = o->vm.kernel;
+		if (o->vm.initrd)
+			o->jail_cfg.keep[o->jail_cfg.nkeep++] = o->vm.initrd;
+		o->jail_cfg.ncpus = o->vm.ncpus;
+	}
+	/* jansson seeds its hash function from /dev/urandom on first use; do
+	 * it now, while there is a /dev (the jail has none). */
+	json_object_seed(0);
+	ret = catch_stop_signals(&sigw.fd);
+	if (ret) {
+		fprintf(stderr, "cloison-vmm: error: catching signals: %s\n", strerror(-ret));
+		return EXIT_VMM;
+	}
 
 	ret = vm_create(&o->vm, &vm, err, sizeof(err));
 	if (ret) {
@@ -621,6 +693,8 @@ static int run_vm(const struct options *o)
 		ret = chardev_create(o->serial, vm, &vm->chardev, err, sizeof(err));
 	if (!ret && o->control)
 		ret = control_create(o->control, vm, &vm->control, err, sizeof(err));
+	if (!ret && o->jail)
+		ret = jail_enter(&o->jail_cfg, err, sizeof(err));
 	if (ret) {
 		status = setup_failed(err, ret);
 		goto out;
@@ -635,7 +709,12 @@ static int run_vm(const struct options *o)
 		status = EXIT_VMM;
 		goto out;
 	}
-	if (o->pidfile) {
+	if (seccomp_thread_enter(SECCOMP_THREAD_MAIN)) {
+		vm_request_stop(vm, VM_STOP_VMM_ERROR, "cannot install the main thread's filter");
+	} else if (o->jail) {
+		jail_report_running(ready_fd);
+		ready_fd = -1;
+	} else if (o->pidfile) {
 		ret = write_pidfile(o->pidfile);
 		if (ret) {
 			fprintf(stderr, "cloison-vmm: error: --pidfile %s: %s\n", o->pidfile,
@@ -647,7 +726,7 @@ static int run_vm(const struct options *o)
 	status = vm_run(vm);
 out:
 	vm_destroy(vm);
-	if (o->pidfile && status != EXIT_USAGE)
+	if (o->pidfile && !o->jail && status != EXIT_USAGE)
 		unlink(o->pidfile);
 	return status;
 }

@@ -20,6 +20,7 @@
 #include "vmm/bus/bus.h"
 #include "vmm/cpuid.h"
 #include "vmm/layout.h"
+#include "vmm/seccomp.h"
 
 #define CR0_PE 0x1ULL
 #define CR0_MP 0x2ULL
@@ -493,6 +494,10 @@ static void *vcpu_thread(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu%u", vcpu->index);
 	pthread_setname_np(pthread_self(), name);
+	/* Before the first KVM_RUN: the guest never runs on an unfiltered
+	 * thread. On failure the stop request keeps this vCPU parked. */
+	if (seccomp_thread_enter(SECCOMP_THREAD_VCPU))
+		vm_request_stop(vm, VM_STOP_VMM_ERROR, "cannot install a vCPU's seccomp filter");
 	while (park_if_asked(vcpu)) {
 		struct kvm_run *run = vcpu->run;
 

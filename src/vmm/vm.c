@@ -40,6 +40,7 @@
 #include "vmm/hw/hw.h"
 #include "vmm/layout.h"
 #include "vmm/machine.h"
+#include "vmm/seccomp.h"
 
 #define KVM_TSS_ADDR 0xfffbd000ULL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
@@ -306,10 +307,12 @@ static int stop_rank(enum vm_stop_reason r)
 		return 1;
 	case VM_STOP_POWEROFF:
 		return 2;
-	case VM_STOP_CRASH:
+	case VM_STOP_SAVED:
 		return 3;
-	case VM_STOP_VMM_ERROR:
+	case VM_STOP_CRASH:
 		return 4;
+	case VM_STOP_VMM_ERROR:
+		return 5;
 	}
 	return 0;
 }
@@ -816,7 +819,12 @@ int vm_signal_fd(struct vm *vm)
 static void *loop_thread(void *arg)
 {
 	struct vm *vm = arg;
-	int ret = evloop_run(vm->loop);
+	int ret = seccomp_thread_enter(SECCOMP_THREAD_EVLOOP);
+
+	if (ret)
+		vm_request_stop(vm, VM_STOP_VMM_ERROR, "cannot install the event loop's filter");
+	else
+		ret = evloop_run(vm->loop);
 
 	if (ret)
 		vm_request_stop(vm, VM_STOP_VMM_ERROR, "the device event loop failed");
@@ -923,6 +931,9 @@ int vm_run(struct vm *vm)
 			emit_state(vm, VM_STATE_SHUTTING_DOWN);
 			emit_exit(vm, "poweroff", 0, NULL);
 			return 0;
+		case VM_STOP_SAVED:
+			emit_exit(vm, "saved", 5, NULL);
+			return 5;
 		case VM_STOP_CRASH:
 			log_error("the guest crashed: %s", detail);
 			emit_exit(vm, "crash", 4, detail);

@@ -1,0 +1,362 @@
+/* The --jail sandbox (see jail.h and docs/sandbox.md). Two phases because
+ * the kernel wants some steps single-threaded and others after set-up:
+ * a PID namespace only takes effect for children and a mount namespace
+ * cannot be entered by a threaded process (the disk library starts its
+ * threads while devices are created), so jail_fork does those first; the
+ * network namespace must come after the taps are opened, the new root
+ * after every path was opened, and the uid switch after the last
+ * privileged step, so jail_enter does those last. */
+#include "vmm/jail.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <grp.h>
+#include <unistd.h>
+
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "vmm/seccomp.h"
+
+/* Where the new root is built: any directory works, the mount on it is
+ * private to the worker's mount namespace. */
+#define JAIL_BUILD_DIR "/tmp"
+#define MiB_ (1ULL << 20)
+
+static int jail_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int jail_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < errlen)
+		snprintf(err + n, errlen - (size_t)n, ": %s", strerror(-ret));
+	return ret;
+}
+
+/* ---- phase 1: fork into a PID namespace ---------------------------- */
+
+pid_t jail_fork(int *ready_fd, char *err, size_t errlen)
+{
+	int p[2], ret;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: creating a pipe");
+	if (unshare(CLONE_NEWPID) < 0) {
+		ret = -errno;
+		close(p[0]);
+		close(p[1]);
+		return jail_fail(err, errlen, ret,
+				 "--jail: creating a PID namespace (needs root or CAP_SYS_ADMIN; "
+				 "--no-sandbox runs without)");
+	}
+	pid = fork();
+	if (pid < 0) {
+		ret = -errno;
+		close(p[0]);
+		close(p[1]);
+		return jail_fail(err, errlen, ret, "--jail: fork");
+	}
+	if (pid > 0) {
+		close(p[1]);
+		*ready_fd = p[0];
+		return pid;
+	}
+	close(p[0]);
+	*ready_fd = p[1];
+	/* The worker must not outlive its supervisor (a kill -9 of the pid
+	 * the daemon knows ends the VM too). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: PR_SET_PDEATHSIG");
+	if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: creating mount, IPC and UTS namespaces");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: making mounts private");
+	if (sethostname("cloison", 7) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: sethostname");
+	return 0;
+}
+
+/* ---- the supervisor -------------------------------------------------- */
+
+/* The forwarding handler's target; set before the handler is installed. */
+static volatile pid_t forward_to;
+
+static void forward_signal(int sig)
+{
+	int saved = errno;
+
+	if (forward_to > 0)
+		kill(forward_to, sig);
+	errno = saved;
+}
+
+static void write_pid(const char *pidfile, pid_t pid)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+	int ret = atomic_write_file(pidfile, buf, (size_t)n, 0644);
+
+	if (ret)
+		fprintf(stderr, "cloison-vmm: error: --pidfile %s: %s\n", pidfile, strerror(-ret));
+}
+
+int jail_supervise(pid_t worker, int ready_fd, const char *pidfile)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	struct sigaction sa;
+	struct rlimit none = { 0, 0 };
+	bool wrote = false;
+	ssize_t n;
+	int status, sig;
+	char b;
+
+	forward_to = worker;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (unsigned i = 0; i < ARRAY_SIZE(sigs); i++)
+		sigaction(sigs[i], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	do
+		n = read(ready_fd, &b, 1);
+	while (n < 0 && errno == EINTR);
+	close(ready_fd);
+	if (n == 1 && pidfile) {
+		write_pid(pidfile, worker);
+		wrote = true;
+	}
+	while (waitpid(worker, &status, 0) < 0)
+		if (errno != EINTR)
+			return 1;
+	if (wrote)
+		unlink(pidfile);
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	sig = WTERMSIG(status);
+	fprintf(stderr, "cloison-vmm: error: the jailed worker was killed by signal %s%s\n",
+		sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+		sig == SIGSYS ? " (a system call outside its seccomp allow-list; the kernel "
+				"log's audit line type=1326 names it)"
+			      : "");
+	/* Die the same way, so whoever started us sees the signal; without
+	 * a core of our own. */
+	setrlimit(RLIMIT_CORE, &none);
+	signal(sig, SIG_DFL);
+	{
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, sig);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+	}
+	raise(sig);
+	return 128 + sig;
+}
+
+void jail_report_running(int ready_fd)
+{
+	char b = 1;
+
+	if (ready_fd < 0)
+		return;
+	if (write(ready_fd, &b, 1) < 0) {
+		/* the supervisor is gone; PDEATHSIG ends us */
+	}
+	close(ready_fd);
+}
+
+/* ---- phase 2 --------------------------------------------------------- */
+
+static int highest_fd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int max = 2;
+
+	if (!d)
+		return 1023;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			max = MAX(max, atoi(e->d_name));
+	closedir(d);
+	return max;
+}
+
+static uint64_t vm_size_bytes(void)
+{
+	char *data = NULL, *p;
+	size_t len;
+	uint64_t kb = 0;
+
+	if (read_file("/proc/self/status", 1 << 20, &data, &len))
+		return 0;
+	p = strstr(data, "\nVmSize:");
+	if (p)
+		kb = strtoull(p + 8, NULL, 10);
+	free(data);
+	return kb * 1024;
+}
+
+/* Open files: what is open now plus room for control and console
+ * clients. Address space: what is mapped now (guest RAM included) plus,
+ * per thread still to come, its stack and a malloc arena (glibc reserves
+ * 128 MiB while it aligns one), plus slack. No core dump holds guest
+ * memory unless --core-dump. */
+static int set_limits(const struct jail_config *cfg, char *err, size_t errlen)
+{
+	struct rlimit nofile, as, core = { 0, 0 };
+	uint64_t threads = cfg->ncpus + 1;
+
+	nofile.rlim_cur = nofile.rlim_max = (rlim_t)highest_fd() + 1 + 64;
+	as.rlim_cur = as.rlim_max = (rlim_t)(vm_size_bytes() + threads * 136 * MiB_ + 256 * MiB_);
+	if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: RLIMIT_NOFILE");
+	if (as.rlim_cur > 256 * MiB_ && setrlimit(RLIMIT_AS, &as) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: RLIMIT_AS");
+	if (!cfg->core_dump && setrlimit(RLIMIT_CORE, &core) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: RLIMIT_CORE");
+	log_debug("jail: RLIMIT_NOFILE %" PRIu64 ", RLIMIT_AS %" PRIu64 " MiB",
+		  (uint64_t)nofile.rlim_cur, (uint64_t)as.rlim_cur >> 20);
+	return 0;
+}
+
+/* Bind-mounts the file behind fd read-only at JAIL_BUILD_DIR + path. */
+static int keep_file(int fd, const char *path, char *err, size_t errlen)
+{
+	char target[PATH_MAX + 16], dir[PATH_MAX + 16], src[64];
+	char *slash;
+	int tfd, ret;
+
+	snprintf(target, sizeof(target), "%s%s", JAIL_BUILD_DIR, path);
+	snprintf(dir, sizeof(dir), "%s", target);
+	slash = strrchr(dir, '/');
+	*slash = 0;
+	ret = mkdir_p(dir, 0755);
+	if (ret)
+		return jail_fail(err, errlen, ret, "--jail: creating %s in the new root", path);
+	tfd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0444);
+	if (tfd < 0)
+		return jail_fail(err, errlen, -errno, "--jail: creating %s in the new root", path);
+	close(tfd);
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+	if (mount(src, target, NULL, MS_BIND, NULL) < 0 ||
+	    mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+		  NULL) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: bind-mounting %s", path);
+	return 0;
+}
+
+/* An empty tmpfs with only cfg->keep in it becomes / and the host's tree
+ * is detached: no path the worker can name reaches a host file. */
+static int new_root(const struct jail_config *cfg, char *err, size_t errlen)
+{
+	char *paths[2] = { NULL, NULL };
+	int fds[2] = { -1, -1 }, ret = 0;
+
+	for (unsigned i = 0; i < cfg->nkeep; i++) {
+		paths[i] = realpath(cfg->keep[i], NULL);
+		fds[i] = paths[i] ? open(paths[i], O_PATH | O_CLOEXEC) : -1;
+		if (fds[i] < 0) {
+			ret = jail_fail(err, errlen, -errno, "--jail: %s", cfg->keep[i]);
+			goto out;
+		}
+	}
+	if (mount("cloison-jail", JAIL_BUILD_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "mode=0755,size=1m") < 0) {
+		ret = jail_fail(err, errlen, -errno, "--jail: mounting the tmpfs root");
+		goto out;
+	}
+	for (unsigned i = 0; i < cfg->nkeep && !ret; i++)
+		ret = keep_file(fds[i], paths[i], err, errlen);
+	if (ret)
+		goto out;
+	if (chdir(JAIL_BUILD_DIR) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+	    umount2(".", MNT_DETACH) < 0 || chdir("/") < 0) {
+		ret = jail_fail(err, errlen, -errno, "--jail: pivot_root");
+		goto out;
+	}
+	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV |
+		  MS_NOEXEC, NULL) < 0)
+		ret = jail_fail(err, errlen, -errno, "--jail: making the root read-only");
+out:
+	for (unsigned i = 0; i < 2; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		free(paths[i]);
+	}
+	return ret;
+}
+
+static int drop_privileges(const struct jail_config *cfg, char *err, size_t errlen)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct data[2];
+
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap) >= 0; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap) < 0)
+			return jail_fail(err, errlen, -errno, "--jail: dropping capability %d", cap);
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	/* glibc applies these to every thread of the process. */
+	if (setgroups(0, NULL) < 0 || setresgid(cfg->gid, cfg->gid, cfg->gid) < 0 ||
+	    setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: switching to uid %u gid %u",
+				 (unsigned)cfg->uid, (unsigned)cfg->gid);
+	/* Leaving uid 0 cleared the capabilities; this makes it explicit. */
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: capset");
+	/* A uid change clears the parent-death signal. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: PR_SET_PDEATHSIG");
+	if (cfg->core_dump)
+		prctl(PR_SET_DUMPABLE, 1);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: PR_SET_NO_NEW_PRIVS");
+	return 0;
+}
+
+int jail_enter(const struct jail_config *cfg, char *err, size_t errlen)
+{
+	int ret;
+
+	/* Only this thread and those it creates from now on (vCPUs, the event
+	 * loop) move; the disk library's threads keep the host's network
+	 * namespace, which they cannot use: their seccomp list has no socket
+	 * call. */
+	if (unshare(CLONE_NEWNET) < 0)
+		return jail_fail(err, errlen, -errno, "--jail: creating a network namespace");
+	ret = set_limits(cfg, err, errlen);
+	if (!ret)
+		ret = new_root(cfg, err, errlen);
+	if (!ret)
+		ret = drop_privileges(cfg, err, errlen);
+	if (ret)
+		return ret;
+	ret = seccomp_install_base();
+	if (ret)
+		return jail_fail(err, errlen, ret, "--jail: installing the seccomp filter");
+	return 0;
+}

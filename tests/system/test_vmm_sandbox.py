@@ -1,0 +1,204 @@
+"""cloison-vmm --jail (docs/sandbox.md, issue 14): the worker runs as PID 1
+of its own PID namespace, in new mount, IPC, UTS and network namespaces, on
+an empty root, unprivileged, without capabilities, with no_new_privs and
+seccomp allow-lists; a forbidden system call kills it with SIGSYS; it
+cannot open host files; and the test guest's devices work inside.
+
+The debug-* control commands exist in test builds only (-Dtest_hooks)."""
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import require_kvm, require_root, run
+from netns_util import netns_or_skip
+from vmmlib import Vmm
+
+MiB = 1024 * 1024
+NAMESPACES = ("mnt", "pid", "ipc", "uts", "net")
+
+
+def jailed(vmm_bin, testguest, workdir, cmdline="run=serve", extra=(), **kw):
+    require_kvm()
+    require_root()
+    return Vmm(vmm_bin, testguest, workdir, cmdline=cmdline, extra=["--jail"] + list(extra),
+               **kw)
+
+
+def worker_pid(vm, pidfile):
+    """The jailed worker's pid (as this namespace sees it) from --pidfile,
+    which the supervisor writes once the VM runs."""
+    text = vm.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30,
+                       "the pidfile")
+    return int(text)
+
+
+def status_fields(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+    return fields
+
+
+def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, testguest, tmp_path):
+    pidfile = tmp_path / "vm.pid"
+    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile) as vm:
+        vm.wait_result("boot")
+        pid = worker_pid(vm, pidfile)
+        assert pid != vm.proc.pid  # the supervisor forked it
+        st = status_fields(pid)
+        uids = st["Uid"].split()
+        assert uids == ["900000"] * 4, st["Uid"]
+        assert st["Gid"].split() == ["900000"] * 4, st["Gid"]
+        assert st["CapEff"] == "0000000000000000"
+        assert st["CapPrm"] == "0000000000000000"
+        assert st["CapBnd"] == "0000000000000000"
+        assert st["NoNewPrivs"] == "1"
+        assert st["Seccomp"] == "2"
+        # PID 1 of its own namespace.
+        assert st["NSpid"].split() == [str(pid), "1"], st["NSpid"]
+        for ns in NAMESPACES:
+            mine = os.readlink("/proc/self/ns/%s" % ns)
+            theirs = os.readlink("/proc/%d/ns/%s" % (pid, ns))
+            assert mine != theirs, (ns, mine, theirs)
+        # Every thread is filtered and unprivileged, not only the main one.
+        for tid in os.listdir("/proc/%d/task" % pid):
+            t = status_fields(int(tid))
+            assert t["Seccomp"] == "2" and t["CapEff"] == "0000000000000000", (tid, t)
+            assert t["Uid"].split()[0] == "900000"
+        with open("/proc/%d/limits" % pid) as f:
+            limits = f.read()
+        assert "Max core file size        0 " in limits, limits
+        ctl = vm.control()
+        assert ctl.request("poweroff")["ok"] is True
+        assert vm.wait_exit(30) == 0
+    assert not pidfile.exists()
+
+
+def test_jail_uid_and_gid_options(vmm_bin, testguest, tmp_path):
+    pidfile = tmp_path / "vm.pid"
+    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile,
+                extra=["--jail-uid", "123457", "--jail-gid", "123458"]) as vm:
+        st = status_fields(worker_pid(vm, pidfile))
+        assert st["Uid"].split()[0] == "123457" and st["Gid"].split()[0] == "123458"
+
+
+def test_execve_kills_the_jailed_worker_with_sigsys(vmm_bin, testguest, tmp_path):
+    with jailed(vmm_bin, testguest, tmp_path / "vm") as vm:
+        vm.wait_result("boot")
+        ctl = vm.control()
+        ctl.send_raw('{"id": 1, "cmd": "debug-execve"}\n')
+        status = vm.wait_exit(30)
+        assert status == -signal.SIGSYS, (status, vm.tails())
+        assert "killed by signal SYS" in vm.stderr()
+        assert "seccomp" in vm.stderr()
+
+
+def test_execve_debug_command_answers_unjailed(vmm_bin, testguest, tmp_path):
+    """The control for the test above: without the jail the same command
+    only fails (the path does not exist) and the worker lives on."""
+    require_kvm()
+    with Vmm(vmm_bin, testguest, tmp_path / "vm", cmdline="run=serve") as vm:
+        ctl = vm.control()
+        r = ctl.request("debug-execve")
+        assert r["ok"] is False and "No such file" in r["error"]["message"], r
+        assert vm.running()
+
+
+def test_host_files_are_out_of_reach(vmm_bin, testguest, tmp_path):
+    require_kvm()
+    with Vmm(vmm_bin, testguest, tmp_path / "free", cmdline="run=serve") as vm:
+        r = vm.control().request("debug-open-host")
+        assert r["ok"] is True and r["result"]["opened"] is True, r
+    with jailed(vmm_bin, testguest, tmp_path / "vm") as vm:
+        r = vm.control().request("debug-open-host")
+        assert r["ok"] is True, r
+        assert r["result"]["path"] == "/etc/passwd"
+        assert r["result"]["opened"] is False, r
+        assert r["result"]["error"] == "No such file or directory", r
+        assert vm.running()
+
+
+def make_vhdx(cli_bin, path, size):
+    r = run([cli_bin, "disk", "create", path, "--size", size])
+    assert r.returncode == 0, r.stderr
+
+
+def test_disks_console_rng_work_jailed(vmm_bin, cli_bin, testguest, tmp_path):
+    """virtio-blk on a VHDX and a raw file, virtio-console, virtio-rng and
+    COM1, all inside the sandbox."""
+    vhdx = tmp_path / "d.vhdx"
+    raw = tmp_path / "r.raw"
+    make_vhdx(cli_bin, vhdx, "16M")
+    with open(raw, "wb") as f:
+        f.truncate(8 * MiB)
+    console = tmp_path / "console.log"
+    with jailed(vmm_bin, testguest, tmp_path / "vm", cmdline="rng blkverify", cpus=2,
+                extra=["--disk", "path=%s" % vhdx, "--disk", "path=%s" % raw,
+                       "--console", "file:%s" % console]) as vm:
+        status = vm.wait_exit(120)
+        assert status == 0, vm.tails()
+        assert vm.result_values("boot") == ["ok"]
+        assert vm.result_values("rng_ok") == ["1"], vm.tails()
+        assert vm.result_values("blkverify") == ["ok"], vm.tails()
+    # The raw disk, through io_uring, jailed: the guest fills it.
+    with jailed(vmm_bin, testguest, tmp_path / "vm2", cmdline="blkfill=165",
+                extra=["--disk", "path=%s" % raw]) as vm:
+        assert vm.wait_exit(120) == 0, vm.tails()
+    assert open(raw, "rb").read() == bytes([165]) * (8 * MiB)
+    with jailed(vmm_bin, testguest, tmp_path / "vm3", cmdline="console",
+                extra=["--console", "file:%s" % console]) as vm:
+        vm.wait_result("console_ready")
+        vm.wait_for(lambda: b"echoing" in console.read_bytes(), 30, "the console greeting")
+        assert vm.control().request("poweroff")["ok"] is True
+        assert vm.wait_exit(30) == 0
+
+
+def test_in_place_reset_reloads_the_kernel_jailed(vmm_bin, testguest, tmp_path):
+    """A reset reloads the kernel from its path: the jail bind-mounts it."""
+    with jailed(vmm_bin, testguest, tmp_path / "vm") as vm:
+        vm.wait_result("boot")
+        ctl = vm.control()
+        assert ctl.request("reset")["ok"] is True
+        vm.wait_result("boot", count=2)
+        assert vm.result_values("boot") == ["ok", "ok"]
+        assert ctl.request("poweroff")["ok"] is True
+        assert vm.wait_exit(30) == 0
+
+
+def test_sigterm_reaches_the_jailed_worker(vmm_bin, testguest, tmp_path):
+    with jailed(vmm_bin, testguest, tmp_path / "vm") as vm:
+        vm.wait_result("boot")
+        vm.kill(signal.SIGTERM)
+        assert vm.wait_exit(30) == 1
+        assert "stopped by signal" in vm.stderr()
+
+
+def test_net_works_jailed(vmm_bin, testguest, tmp_path):
+    require_kvm()
+    with netns_or_skip("10.202.0") as ns:
+        ns.add_tap("tap0")
+        vm = jailed(vmm_bin, testguest, tmp_path / "vm", cmdline="ip=10.202.0.2/24 run=serve",
+                    extra=["--net", "tap=tap0"])
+        ns.wrap(vm)
+        with vm:
+            vm.wait_result("net_ip", timeout=60)
+            r = ns.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.202.0.2"], check=False)
+            assert r.returncode == 0, r.stdout + r.stderr + vm.tails()
+
+
+def test_no_sandbox_is_loud_and_excludes_jail(vmm_bin, testguest, tmp_path):
+    require_kvm()
+    with Vmm(vmm_bin, testguest, tmp_path / "vm", cmdline="", no_reboot=True,
+             extra=["--no-sandbox"]) as vm:
+        assert vm.wait_exit(60) == 0, vm.tails()
+        assert "WARNING: --no-sandbox" in vm.stderr()
+    r = run([vmm_bin, "--kernel", testguest, "--jail", "--no-sandbox"])
+    assert r.returncode == 2 and "exclude each other" in r.stderr
+    r = run([vmm_bin, "--kernel", testguest, "--jail-uid", "5"])
+    assert r.returncode == 2 and "go with --jail" in r.stderr
+    r = run([vmm_bin, "--kernel", testguest, "--jail", "--jail-uid", "0"])
+    assert r.returncode == 2 and "--jail-uid 0" in r.stderr
