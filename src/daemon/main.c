@@ -213,6 +213,24 @@ static int lock_state_dir(struct daemon *d)
 	return fd; /* held until exit */
 }
 
+/* Under memory pressure the kernel should end a worker (one VM) before the
+ * daemon that supervises them all; workers get WORKER_OOM_SCORE_ADJ
+ * (worker.c). Lowering the score needs CAP_SYS_RESOURCE. */
+#define DAEMON_OOM_SCORE_ADJ (-500)
+
+static void set_oom_score(void)
+{
+	char v[16];
+	int n = snprintf(v, sizeof(v), "%d", DAEMON_OOM_SCORE_ADJ);
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, v, (size_t)n) != n)
+		log_warn("cannot lower cloisond's OOM score to %d: %s (workers are still "
+			 "scored higher)", DAEMON_OOM_SCORE_ADJ, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -283,6 +301,7 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		return 1;
 	}
+	set_oom_score();
 	if (lock_state_dir(d) < 0) {
 		log_error("%s: another cloisond uses this state directory", d->state_dir);
 		return 1;

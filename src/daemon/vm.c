@@ -300,6 +300,84 @@ static int check_disks_free_locked(struct vm *vm, const struct vm_image *mine, u
 	return 0;
 }
 
+/* ---- memory admission ---- */
+
+#define MEMORY_RESERVE_MIN (256ULL << 20)
+#define MEMORY_RESERVE_MAX (2ULL << 30)
+
+static void read_meminfo(uint64_t *total, uint64_t *avail)
+{
+	char line[256];
+	unsigned long long v;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	*total = *avail = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
+			*total = v * 1024;
+		else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
+			*avail = v * 1024;
+	}
+	fclose(f);
+}
+
+static uint64_t resident_bytes(pid_t pid)
+{
+	char path[64];
+	unsigned long long size, rss = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu %llu", &size, &rss) != 2)
+		rss = 0;
+	fclose(f);
+	return rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A start must fit in what the host has: its available memory, less a
+ * reserve for the host itself (5% of its memory, 256 MiB to 2 GiB), less
+ * what the other VMs are assigned but have not touched yet (guest memory
+ * is allocated as the guest uses it, so MemAvailable alone would admit
+ * the same memory twice). Caller holds d->lock. */
+static int check_memory_locked(struct vm *vm, char *err, size_t errlen)
+{
+	uint64_t total, avail, pending = 0;
+
+	read_meminfo(&total, &avail);
+	if (!total)
+		return 0; /* no /proc/meminfo: nothing to go by */
+	uint64_t reserve = total / 20;
+	if (reserve < MEMORY_RESERVE_MIN)
+		reserve = MEMORY_RESERVE_MIN;
+	if (reserve > MEMORY_RESERVE_MAX)
+		reserve = MEMORY_RESERVE_MAX;
+	for (struct vm *o = vm->d->vms; o; o = o->next) {
+		if (o == vm || o->state == VM_OFF || o->state == VM_CRASHED)
+			continue;
+		uint64_t rss = o->worker_pid > 0 ? resident_bytes(o->worker_pid) : 0;
+		if (o->cfg.memory > rss)
+			pending += o->cfg.memory - rss;
+	}
+	uint64_t room = avail > reserve + pending ? avail - reserve - pending : 0;
+	if (vm->cfg.memory <= room)
+		return 0;
+	snprintf(err, errlen,
+		 "not enough memory to start '%s': it needs %llu MiB, and the host has %llu MiB "
+		 "available, less %llu MiB kept for the host and %llu MiB that running VMs are "
+		 "assigned but do not use yet, which leaves %llu MiB; give it less memory "
+		 "('cloison vm set %s --memory SIZE') or stop another VM",
+		 vm->cfg.name, (unsigned long long)(vm->cfg.memory >> 20),
+		 (unsigned long long)(avail >> 20), (unsigned long long)(reserve >> 20),
+		 (unsigned long long)(pending >> 20), (unsigned long long)(room >> 20),
+		 vm->cfg.name);
+	return -EBUSY;
+}
+
 int vm_op_start(struct vm *vm, char *err, size_t errlen)
 {
 	struct daemon *d = vm->d;
@@ -328,6 +406,8 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 		r = refuse(vm, VM_OP_START, err, errlen);
 	if (!r)
 		r = check_disks_free_locked(vm, images, n_images, err, errlen);
+	if (!r)
+		r = check_memory_locked(vm, err, errlen);
 	if (r) {
 		vm_images_free(images, n_images);
 		goto out_unlock;

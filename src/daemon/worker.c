@@ -724,6 +724,24 @@ static void images_from_json(struct vm *vm, json_t *a)
 	pthread_mutex_unlock(&vm->d->lock);
 }
 
+/* A worker is the one to go under memory pressure, not cloisond (whose
+ * score main.c lowers): one VM ends instead of the supervision of all. */
+#define WORKER_OOM_SCORE_ADJ 300
+
+static void set_worker_oom_score(const struct vm *vm, pid_t pid)
+{
+	char path[64], v[16];
+	int n = snprintf(v, sizeof(v), "%d", WORKER_OOM_SCORE_ADJ);
+
+	snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)pid);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, v, (size_t)n) != n)
+		log_warn("vm %s: cannot set the worker's OOM score: %s", vm->cfg.name,
+			 strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 static int record_worker(const struct vm *vm, pid_t pid)
 {
 	char path[4200];
@@ -799,6 +817,7 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t e
 		return r;
 	}
 	log_info("vm %s: worker pid %d started (paused until recorded)", vm->cfg.name, (int)pid);
+	set_worker_oom_score(vm, pid);
 	if ((r = record_worker(vm, pid))) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);

@@ -314,3 +314,56 @@ def test_fifo_disk_or_parent_answers_at_once(daemon, tmp_path):
     while time.time() < deadline and _threads(daemon.proc.pid) > threads:
         time.sleep(0.1)
     assert _threads(daemon.proc.pid) <= threads
+
+
+# ---- item 7: memory admission at start, and the OOM scores ----
+
+def _meminfo():
+    info = {}
+    for line in open("/proc/meminfo"):
+        k, v = line.split(":")
+        info[k] = int(v.split()[0]) * 1024
+    return info
+
+
+def test_start_that_does_not_fit_in_memory_is_refused(daemon):
+    total = _meminfo()["MemTotal"]
+    big = ((total >> 20) + 1024)  # MiB: more than the host has
+    daemon.create("m1", "run=serve", "--memory", "%dM" % big)
+    r = daemon.cli("vm", "start", "m1")
+    assert r.returncode == CONFLICT, (r.returncode, r.stderr)
+    assert "not enough memory" in r.stderr and "needs %d MiB" % big in r.stderr, r.stderr
+    assert "available" in r.stderr and "kept for the host" in r.stderr, r.stderr
+    assert daemon.state("m1") == "off" and daemon.worker_pids() == []
+    # Two VMs that fit one at a time but not together: the second is refused
+    # although the first has not touched its memory yet.
+    half = (_meminfo()["MemAvailable"] >> 20) * 6 // 10
+    daemon.create("m2", "run=serve", "--memory", "%dM" % half)
+    daemon.create("m3", "run=serve", "--memory", "%dM" % half)
+    daemon.ok("vm", "start", "m2")
+    r = daemon.cli("vm", "start", "m3")
+    assert r.returncode == CONFLICT and "not enough memory" in r.stderr, r.stderr
+    daemon.ok("vm", "stop", "m2", "--turn-off")
+
+
+def test_daemon_oom_score_below_its_workers(daemon):
+    daemon.create("s1", "run=serve")
+    daemon.ok("vm", "start", "s1")
+    pid = daemon.vm("s1")["pid"]
+
+    def score(p):
+        return int(open("/proc/%d/oom_score_adj" % p).read())
+    assert score(daemon.proc.pid) < score(pid), (score(daemon.proc.pid), score(pid))
+    assert score(pid) > 0
+    if _may_lower_oom_score():
+        assert score(daemon.proc.pid) < 0
+    else:
+        assert "cannot lower cloisond's OOM score" in daemon.log()
+
+
+def _may_lower_oom_score():
+    """Lowering needs CAP_SYS_RESOURCE, which a container's root may lack."""
+    import subprocess
+    r = subprocess.run(["sh", "-c", "echo -1 > /proc/self/oom_score_adj"],
+                       stderr=subprocess.DEVNULL)
+    return r.returncode == 0
