@@ -75,7 +75,7 @@ socks = []
 for _ in range(n):
     s = socket.socket(socket.AF_UNIX); s.connect(path); socks.append(s)
 time.sleep(1.0)
-held, refused, other = [], 0, []
+held, refused, busy, other = [], 0, 0, []
 for s in socks:
     p = select.poll(); p.register(s, select.POLLIN)
     if not p.poll(0):
@@ -83,10 +83,13 @@ for s in socks:
     data = s.recv(4096)
     if b" 429 " in data.split(b"\r\n")[0] and b"too-many-connections" in data:
         refused += 1
+    elif b" 503 " in data.split(b"\r\n")[0] and b"too-many-connections" in data:
+        busy += 1
     else:
         other.append(data[:200].decode(errors="replace"))
     s.close()
-print(json.dumps({"held": len(held), "refused": refused, "other": other[:3]}), flush=True)
+print(json.dumps({"held": len(held), "refused": refused, "busy": busy, "other": other[:3]}),
+      flush=True)
 sys.stdin.read()
 '''
 
@@ -200,6 +203,41 @@ def test_1000_idle_connections_do_not_starve_the_admin(tmp_path, kvm):
         finally:
             stop_hog(hog)
     finally:
+        d.cleanup()
+
+
+def test_many_users_cannot_lock_root_out_under_a_low_fd_limit(tmp_path, kvm):
+    """cloisond under RLIMIT_NOFILE 250 (hard, so it cannot raise it) keeps
+    descriptors for itself and for root: it takes 250 / 2 = 125 connections,
+    of which users other than root get 125 - 125 / 4 = 94 (the rest 503), and
+    root's `vm list` answers within 1 s. Before, the users' connections took
+    every descriptor and root could not connect at all."""
+    need_users()
+    d = Daemon(tmp_path / "state")
+    # The limit is lowered in the daemon's own process, just before exec.
+    wrapper = tmp_path / "cloisond-nofile-250"
+    wrapper.write_text("#!%s\nimport os, resource, sys\n"
+                       "resource.setrlimit(resource.RLIMIT_NOFILE, (250, 250))\n"
+                       "os.execv(%r, [%r] + sys.argv[1:])\n" % (sys.executable, str(d.bin),
+                                                                 str(d.bin)))
+    wrapper.chmod(0o755)
+    d.bin = wrapper
+    d.start()
+    hogs = []
+    try:
+        hog, a = start_hog(d, OP_USER, 200)
+        hogs.append(hog)
+        hog, b = start_hog(d, OTHER_USER, 200)
+        hogs.append(hog)
+        assert a["held"] == PER_UID_LIMIT and a["refused"] == 200 - PER_UID_LIMIT, a
+        assert b["held"] == 94 - PER_UID_LIMIT and b["busy"] == 200 - b["held"], b
+        secs, r = timed_list(d)
+        assert r.returncode == 0, r.stderr
+        assert secs < 1.0, secs
+        assert "allows 125 API connections" in d.log(), d.log()
+    finally:
+        for hog in hogs:
+            stop_hog(hog)
         d.cleanup()
 
 

@@ -11,7 +11,10 @@
  *  - one user (the peer's uid from SO_PEERCRED) holds at most GATE_PER_UID
  *    connections, root and cloisond's own user excepted, so no user can
  *    crowd out another or the administrator: the next one is answered 429;
- *  - all users together hold at most GATE_MAX connections (503 beyond).
+ *  - all users together hold at most GATE_MAX connections, fewer if the
+ *    file descriptor limit is lower, and the last GATE_ROOT_RESERVE of them
+ *    are for root and cloisond's own user only (503 beyond), so that many
+ *    users together cannot lock the administrator out either.
  * The bytes of the head are only peeked at: libmicrohttpd reads them again. */
 #include <errno.h>
 #include <jansson.h>
@@ -21,6 +24,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -52,6 +56,8 @@ struct api_gate {
 	int epfd;
 	int stop_fd;
 	uid_t self_uid;
+	unsigned max_total; /* GATE_MAX, or what RLIMIT_NOFILE leaves */
+	unsigned root_reserve;
 	pthread_t thread;
 	bool thread_running;
 	uint64_t listen_resume_ms; /* 0 = accepting */
@@ -93,7 +99,8 @@ static int count_take(struct api_gate *g, uid_t uid)
 
 	pthread_mutex_lock(&g->lock);
 	struct uid_count *c = count_of(g, uid);
-	if (g->total >= GATE_MAX) {
+	if (g->total >= g->max_total ||
+	    (limited && g->total + g->root_reserve >= g->max_total)) {
 		r = -EMFILE;
 	} else if (limited && c && c->n >= GATE_PER_UID) {
 		r = -EUSERS;
@@ -325,7 +332,8 @@ static void accept_one(struct api_gate *g, int fd, struct sockaddr_un *addr, soc
 	}
 	if (r) {
 		snprintf(msg, sizeof(msg),
-			 "cloisond holds %d connections, its limit: retry in a moment", GATE_MAX);
+			 "cloisond holds %u connections, its limit: retry in a moment",
+			 g->max_total);
 		refuse(fd, 503, "Service Unavailable", "too-many-connections", msg);
 		return;
 	}
@@ -437,6 +445,32 @@ static void *gate_main(void *arg)
 	return NULL;
 }
 
+/* How many connections the descriptor limit allows: the soft limit is
+ * raised towards the hard one first (a service manager's default soft
+ * limit, often 1,024, is far below GATE_MAX), and GATE_FD_RESERVE stay for
+ * the daemon's own files and its workers' sockets. */
+static unsigned connection_budget(void)
+{
+	struct rlimit rl;
+	rlim_t want = GATE_MAX + GATE_FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return GATE_MAX;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		struct rlimit up = rl;
+		up.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want : MIN(want, rl.rlim_max);
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return GATE_MAX;
+	unsigned budget = rl.rlim_cur > 2 * GATE_FD_RESERVE ? (unsigned)(rl.rlim_cur - GATE_FD_RESERVE)
+							  : (unsigned)(rl.rlim_cur / 2);
+	log_warn("http: the file descriptor limit (%llu) allows %u API connections, not %d "
+		 "(raise LimitNOFILE)", (unsigned long long)rl.rlim_cur, budget, GATE_MAX);
+	return budget;
+}
+
 int api_gate_start(struct MHD_Daemon *mhd, int listen_fd, struct api_gate **out)
 {
 	struct api_gate *g = calloc(1, sizeof(*g));
@@ -448,6 +482,8 @@ int api_gate_start(struct MHD_Daemon *mhd, int listen_fd, struct api_gate **out)
 	g->mhd = mhd;
 	g->listen_fd = listen_fd;
 	g->self_uid = geteuid();
+	g->max_total = connection_budget();
+	g->root_reserve = MIN(GATE_ROOT_RESERVE, g->max_total / 4);
 	g->stop_fd = -1;
 	pthread_mutex_init(&g->lock, NULL);
 	g->epfd = epoll_create1(EPOLL_CLOEXEC);

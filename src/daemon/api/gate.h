@@ -12,6 +12,8 @@
 #define GATE_HEAD_MAX 16384    /* request line and headers, bytes */
 #define GATE_PER_UID 64	       /* connections one user may hold (root: no limit) */
 #define GATE_MAX 4096	       /* connections all users together may hold */
+#define GATE_ROOT_RESERVE 64   /* of those, for root and cloisond's user only */
+#define GATE_FD_RESERVE 128    /* descriptors kept for everything but connections */
 
 struct api_gate;
 
