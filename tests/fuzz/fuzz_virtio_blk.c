@@ -10,10 +10,13 @@
  * disk, carry exactly len bytes of guest buffers inside guest RAM, and
  * have its status byte in guest RAM; a request must never be completed
  * twice or left behind. Set-up byte: bit 0 read-only disk, bit 1 the
- * backend can discard, bit 2 two vCPUs (two queues), bits 4-5 how
- * completions fail (none, -EIO, -EOPNOTSUPP, -ENOSPC). */
+ * backend can discard, bit 2 two vCPUs (two queues), bit 3 a slow disk
+ * (requests finish only when the input says), bits 4-5 how completions
+ * fail (none, -EIO, -EOPNOTSUPP, -ENOSPC). At most queue-size requests
+ * may be in flight on a queue. */
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -32,9 +35,13 @@ struct mem_be {
 	unsigned nqueues;
 	int efd[MAX_Q];
 	struct blk_req *pending[MAX_Q];
-	unsigned npending;
-	int fail; /* what completions report */
+	unsigned npending, npending_q[MAX_Q];
+	int fail;     /* what completions report */
+	bool slow;    /* a slow disk: nothing finishes until the input says */
+	bool release; /* the input said: reap() completes what is pending */
 };
+
+static struct virtio_dev *cur_vdev;
 
 static struct mem_be *cur_be;
 static const struct guest_mem *cur_mem;
@@ -108,6 +115,7 @@ static bool complete_queue(struct mem_be *m, unsigned qidx)
 	if (read(m->efd[qidx], &n, sizeof(n)) < 0)
 		n = 0;
 	m->pending[qidx] = NULL;
+	m->npending_q[qidx] = 0;
 	while (r) {
 		struct blk_req *next = r->next;
 
@@ -130,6 +138,14 @@ static void be_submit(struct blk_backend *be, unsigned qidx, struct blk_req *req
 	req->next = m->pending[qidx];
 	m->pending[qidx] = req;
 	m->npending++;
+	/* A driver has at most queue-size chains to give: more in flight
+	 * means the device took a chain it already holds again (a head the
+	 * driver re-published), and each costs the worker memory. */
+	if (cur_vdev && ++m->npending_q[qidx] > virtio_dev_vq(cur_vdev, qidx)->size) {
+		fprintf(stderr, "fuzz: %u requests in flight on a queue of %u\n",
+			m->npending_q[qidx], virtio_dev_vq(cur_vdev, qidx)->size);
+		abort();
+	}
 	if (write(m->efd[qidx], &one, sizeof(one)) < 0)
 		abort();
 }
@@ -145,14 +161,22 @@ static int be_completion_fd(struct blk_backend *be, unsigned qidx)
 
 static void be_reap(struct blk_backend *be, unsigned qidx)
 {
-	complete_queue((struct mem_be *)be, qidx);
+	struct mem_be *m = (struct mem_be *)be;
+	uint64_t n;
+
+	if (m->slow && !m->release) {
+		if (read(m->efd[qidx], &n, sizeof(n)) < 0)
+			n = 0;
+		return;
+	}
+	complete_queue(m, qidx);
 }
 
 static bool be_poll(struct blk_backend *be, unsigned qidx)
 {
 	struct mem_be *m = (struct mem_be *)be;
 
-	if (!m->pending[qidx])
+	if (!m->pending[qidx] || m->slow)
 		return false;
 	return complete_queue(m, qidx);
 }
@@ -169,6 +193,7 @@ static void be_close(struct blk_backend *be)
 {
 	struct mem_be *m = (struct mem_be *)be;
 
+	cur_vdev = NULL;
 	be_drain(be);
 	assert(m->npending == 0);
 	for (unsigned i = 0; i < m->nqueues; i++)
@@ -214,6 +239,7 @@ int blk_backend_open(const struct blk_open_opts *o, struct blk_backend **out, ch
 	m->be.read_only = setup & 1;
 	m->be.can_discard = setup & 2;
 	m->fail = fails[(setup >> 4) & 3];
+	m->slow = setup & 8;
 	cur_be = m;
 	*out = &m->be;
 	return 0;
@@ -227,16 +253,32 @@ static int create(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out)
 	setup = fin_u8(in);
 	vm->ncpus = (setup & 4) ? 2 : 1;
 	cur_mem = &vm->mem;
-	return virtio_blk_create(vm, &spec, 0, out, err, sizeof(err));
+	cur_vdev = NULL;
+	if (virtio_blk_create(vm, &spec, 0, out, err, sizeof(err)))
+		return -EIO;
+	cur_vdev = *out;
+	return 0;
 }
 
-/* Device op: how the next completions fail. */
+/* Device op: how the next completions fail; with bit 2, a slow disk
+ * finishes what it holds (through reap, on the event loop). */
 static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 {
 	static const int fails[4] = { 0, -EIO, -EOPNOTSUPP, -ENOSPC };
+	uint8_t what = fin_u8(in);
+	uint64_t one = 1;
 
-	if (cur_be)
-		cur_be->fail = fails[fin_u8(in) & 3];
+	if (!cur_be)
+		return;
+	cur_be->fail = fails[what & 3];
+	if (what & 4) {
+		cur_be->release = true;
+		for (unsigned i = 0; i < cur_be->nqueues; i++)
+			if (cur_be->pending[i] && write(cur_be->efd[i], &one, sizeof(one)) < 0)
+				abort();
+		fuzz_loop_run(vm->loop, 8);
+		cur_be->release = false;
+	}
 }
 
 static const struct fuzz_virtio_target target = { .create = create, .op = op };

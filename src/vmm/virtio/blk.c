@@ -260,11 +260,18 @@ static bool handle_one(struct blk *b, unsigned qidx)
 {
 	struct blk_queue *bq = &b->queues[qidx];
 	struct virtq *vq = virtio_dev_vq(&b->vdev, qidx);
-	struct blk_req *req = req_get(bq);
+	struct blk_req *req;
 	struct virtq_elem *e;
 	struct blk_hdr h;
 	int ret, status;
 
+	/* A driver has at most the queue size of chains to give: one more
+	 * is a chain it made available again while we still hold it, and
+	 * each would cost a request until the backend finishes. Completions
+	 * bring us back. */
+	if (bq->inflight >= vq->size)
+		return false;
+	req = req_get(bq);
 	if (!req) {
 		log_error("%s: out of memory for requests", b->vdev.name);
 		return false;
