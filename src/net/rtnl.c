@@ -219,15 +219,15 @@ int rtnl_link_set_alias(struct rtnl *r, const char *name, const char *alias)
 	return link_change(r, name, IFLA_IFALIAS, alias, strlen(alias) + 1, 0, 0);
 }
 
-int rtnl_addr4_add(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len)
+static int addr4_msg(struct rtnl *r, uint16_t type, uint16_t flags, int ifindex, struct in_addr addr,
+		     unsigned len)
 {
 	char buf[RTNL_BUF];
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
 	struct ifaddrmsg *ifa;
-	int ret;
 
-	nlh->nlmsg_type = RTM_NEWADDR;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL;
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
 	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
 	ifa->ifa_family = AF_INET;
 	ifa->ifa_prefixlen = (uint8_t)len;
@@ -235,8 +235,74 @@ int rtnl_addr4_add(struct rtnl *r, int ifindex, struct in_addr addr, unsigned le
 	ifa->ifa_index = (unsigned)ifindex;
 	mnl_attr_put(nlh, IFA_LOCAL, sizeof(addr), &addr);
 	mnl_attr_put(nlh, IFA_ADDRESS, sizeof(addr), &addr);
-	ret = rtnl_talk(r, nlh, NULL, NULL);
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+int rtnl_addr4_add(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len)
+{
+	int ret = addr4_msg(r, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, addr, len);
+
 	return ret == -EEXIST ? 0 : ret;
+}
+
+int rtnl_addr4_del(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len)
+{
+	return addr4_msg(r, RTM_DELADDR, 0, ifindex, addr, len);
+}
+
+struct addr_list {
+	int ifindex;
+	struct ip4_prefix *out;
+	size_t max, n;
+	bool overflow;
+};
+
+static int addr_attr_cb(const struct nlattr *a, void *data)
+{
+	const struct nlattr **tb = data;
+
+	if (mnl_attr_type_valid(a, IFA_MAX) > 0)
+		tb[mnl_attr_get_type(a)] = a;
+	return MNL_CB_OK;
+}
+
+static int addr_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct addr_list *l = data;
+	struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *tb[IFA_MAX + 1] = { 0 };
+
+	if (ifa->ifa_family != AF_INET || (int)ifa->ifa_index != l->ifindex)
+		return MNL_CB_OK;
+	mnl_attr_parse(nlh, sizeof(*ifa), addr_attr_cb, tb);
+	if (!tb[IFA_LOCAL])
+		return MNL_CB_OK;
+	if (l->n == l->max) {
+		l->overflow = true;
+		return MNL_CB_OK;
+	}
+	memcpy(&l->out[l->n].addr, mnl_attr_get_payload(tb[IFA_LOCAL]), 4);
+	l->out[l->n++].len = ifa->ifa_prefixlen;
+	return MNL_CB_OK;
+}
+
+int rtnl_addr4_list(struct rtnl *r, int ifindex, struct ip4_prefix *out, size_t max, size_t *n)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct addr_list l = { ifindex, out, max, 0, false };
+	struct ifaddrmsg *ifa;
+	int ret;
+
+	nlh->nlmsg_type = RTM_GETADDR;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = AF_INET;
+	ret = rtnl_talk(r, nlh, addr_cb, &l);
+	*n = l.n;
+	if (ret)
+		return ret;
+	return l.overflow ? -ENOSPC : 0;
 }
 
 struct route_walk {
@@ -259,14 +325,26 @@ static int route_cb(const struct nlmsghdr *nlh, void *data)
 	struct route_walk *w = data;
 	struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
 	const struct nlattr *tb[RTA_MAX + 1] = { 0 };
-	struct ip4_prefix p = { .len = rtm->rtm_dst_len };
+	struct rtnl_route4 rt = { .dst.len = rtm->rtm_dst_len };
 
 	if (w->ret || rtm->rtm_family != AF_INET)
 		return MNL_CB_OK;
 	mnl_attr_parse(nlh, sizeof(*rtm), route_attr_cb, tb);
 	if (tb[RTA_DST])
-		memcpy(&p.addr, mnl_attr_get_payload(tb[RTA_DST]), sizeof(p.addr));
-	w->ret = w->fn(&p, w->arg);
+		memcpy(&rt.dst.addr, mnl_attr_get_payload(tb[RTA_DST]), 4);
+	if (tb[RTA_GATEWAY])
+		memcpy(&rt.gateway, mnl_attr_get_payload(tb[RTA_GATEWAY]), 4);
+	if (tb[RTA_PREFSRC])
+		memcpy(&rt.prefsrc, mnl_attr_get_payload(tb[RTA_PREFSRC]), 4);
+	if (tb[RTA_OIF])
+		rt.oif = (int)mnl_attr_get_u32(tb[RTA_OIF]);
+	if (tb[RTA_PRIORITY])
+		rt.metric = mnl_attr_get_u32(tb[RTA_PRIORITY]);
+	rt.table = tb[RTA_TABLE] ? mnl_attr_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
+	rt.protocol = rtm->rtm_protocol;
+	rt.scope = rtm->rtm_scope;
+	rt.type = rtm->rtm_type;
+	w->ret = w->fn(&rt, w->arg);
 	return MNL_CB_OK;
 }
 
@@ -284,6 +362,36 @@ int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg)
 	rtm->rtm_family = AF_INET;
 	ret = rtnl_talk(r, nlh, route_cb, &w);
 	return ret ? ret : w.ret;
+}
+
+int rtnl_route4_add(struct rtnl *r, const struct rtnl_route4 *rt, int oif)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct rtmsg *rtm;
+	int ret;
+
+	nlh->nlmsg_type = RTM_NEWROUTE;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL;
+	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = AF_INET;
+	rtm->rtm_dst_len = (uint8_t)rt->dst.len;
+	rtm->rtm_table = rt->table < 256 ? (uint8_t)rt->table : RT_TABLE_UNSPEC;
+	rtm->rtm_protocol = rt->protocol ? rt->protocol : RTPROT_BOOT;
+	rtm->rtm_scope = rt->scope;
+	rtm->rtm_type = rt->type ? rt->type : RTN_UNICAST;
+	if (rt->dst.len)
+		mnl_attr_put(nlh, RTA_DST, 4, &rt->dst.addr);
+	if (rt->gateway.s_addr)
+		mnl_attr_put(nlh, RTA_GATEWAY, 4, &rt->gateway);
+	if (rt->prefsrc.s_addr)
+		mnl_attr_put(nlh, RTA_PREFSRC, 4, &rt->prefsrc);
+	if (rt->metric)
+		mnl_attr_put_u32(nlh, RTA_PRIORITY, rt->metric);
+	mnl_attr_put_u32(nlh, RTA_TABLE, rt->table);
+	mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)oif);
+	ret = rtnl_talk(r, nlh, NULL, NULL);
+	return ret == -EEXIST ? 0 : ret;
 }
 
 int ip4_prefix_parse(const char *s, bool allow_host, struct ip4_prefix *out)

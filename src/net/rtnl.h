@@ -62,11 +62,32 @@ int rtnl_link_set_alias(struct rtnl *r, const char *name, const char *alias);
 /* Adds IPv4 address ADDR/LEN to ifindex; an address already there is 0. */
 int rtnl_addr4_add(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len);
 
-/* Calls fn for every IPv4 route of the main table (and of every other table:
- * the chooser must avoid them all). fn returns 0 to go on, anything else
- * stops the walk and is returned. */
-typedef int (*rtnl_route_fn)(const struct ip4_prefix *dst, void *arg);
+/* Deletes IPv4 address ADDR/LEN from ifindex. */
+int rtnl_addr4_del(struct rtnl *r, int ifindex, struct in_addr addr, unsigned len);
+
+/* Lists ifindex's IPv4 addresses (with their prefix lengths) into out[max];
+ * *n gets the count. -ENOSPC when there are more than max. */
+int rtnl_addr4_list(struct rtnl *r, int ifindex, struct ip4_prefix *out, size_t max, size_t *n);
+
+/* One IPv4 route, as much of it as moving it to another link needs. */
+struct rtnl_route4 {
+	struct ip4_prefix dst;   /* len 0: default route */
+	struct in_addr gateway;  /* 0: none (on-link) */
+	struct in_addr prefsrc;  /* 0: none */
+	int oif;
+	uint32_t table, metric;
+	uint8_t protocol, scope, type;
+};
+
+/* Calls fn for every IPv4 route of every table (the chooser must avoid
+ * them all). fn returns 0 to go on, anything else stops the walk and is
+ * returned. */
+typedef int (*rtnl_route_fn)(const struct rtnl_route4 *rt, void *arg);
 int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg);
+
+/* Adds route rt through link oif (rt->oif is ignored). An identical route
+ * already there is 0. */
+int rtnl_route4_add(struct rtnl *r, const struct rtnl_route4 *rt, int oif);
 
 /* Parses "A.B.C.D/LEN" (LEN 8..30); the host bits must be zero unless
  * allow_host is set. 0 or -EINVAL. */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/rtnetlink.h>
+
 #include "net/tap.h"
 
 static int fail(struct switch_net *sn, int ret, const char *fmt, ...)
@@ -144,7 +146,10 @@ static int find_bridge(struct switch_net *sn, const char *name, struct rtnl_link
 	if (ret)
 		return fail(sn, ret, "cannot read link %s: %s", br, strerror(-ret));
 	snprintf(alias, sizeof(alias), SWITCH_ALIAS_PREFIX "%s", name);
-	if (strcmp(l->kind, "bridge") != 0 || strcmp(l->alias, alias) != 0)
+	size_t n = strlen(alias);
+	/* The marker, then optionally " uplink=IF" (management OS shared). */
+	if (strcmp(l->kind, "bridge") != 0 || strncmp(l->alias, alias, n) != 0 ||
+	    (l->alias[n] != '\0' && l->alias[n] != ' '))
 		return fail(sn, -EEXIST,
 			    "a link named %s exists and is not cloison's switch \"%s\" (no alias "
 			    "\"%s\"): remove it or pick another name",
@@ -173,14 +178,22 @@ static int bridge_table(struct switch_net *sn, const char *name)
 }
 
 /* The inet and arp tables: the host's own reach into the switch. */
-static int host_tables(struct switch_net *sn, const char *name, enum switch_type type,
-		       const struct ip4_prefix *subnet)
+static bool host_isolated(const struct switch_config *cfg)
 {
+	return cfg->type == SWITCH_PRIVATE ||
+	       (cfg->type == SWITCH_EXTERNAL && !cfg->share_management);
+}
+
+static int host_tables(struct switch_net *sn, const struct switch_config *cfg)
+{
+	const char *name = cfg->name;
+	enum switch_type type = cfg->type;
+	const struct ip4_prefix *subnet = &cfg->addr;
 	char br[IFNAMSIZ];
 	int ret;
 
 	bridge_name(name, br);
-	if (type == SWITCH_PRIVATE)
+	if (host_isolated(cfg))
 		/* No address on the bridge is not enough: the host still answers
 		 * ARP for its other addresses and talks IPv6 link-local. */
 		return nft_run(&sn->nft,
@@ -249,7 +262,7 @@ static bool tables_present(struct switch_net *sn, const struct switch_config *cf
 	snprintf(t, sizeof(t), "cloison_%s", cfg->name);
 	if (!nft_table_exists(&sn->nft, "bridge", t) || !nft_table_exists(&sn->nft, "inet", t))
 		return false;
-	if (cfg->type == SWITCH_PRIVATE && !nft_table_exists(&sn->nft, "arp", t))
+	if (host_isolated(cfg) && !nft_table_exists(&sn->nft, "arp", t))
 		return false;
 	return cfg->type != SWITCH_NAT || nft_table_exists(&sn->nft, "ip", t);
 }
@@ -307,20 +320,95 @@ static int attach_adapter(struct switch_net *sn, const struct switch_config *cfg
 		       cfg->name, cfg->adapter);
 }
 
+#define MOVE_MAX 32
+
+/* What moves with the management OS: a link's IPv4 addresses and the
+ * main-table routes through it that the kernel did not make itself (those
+ * come back with the addresses). */
+struct l3_state {
+	struct ip4_prefix addrs[MOVE_MAX];
+	size_t naddrs;
+	struct rtnl_route4 routes[MOVE_MAX];
+	size_t nroutes;
+	int oif;
+	bool overflow;
+};
+
+static int collect_route(const struct rtnl_route4 *rt, void *arg)
+{
+	struct l3_state *st = arg;
+
+	if (rt->oif != st->oif || rt->table != RT_TABLE_MAIN || rt->type != RTN_UNICAST ||
+	    rt->protocol == RTPROT_KERNEL)
+		return 0;
+	if (st->nroutes == MOVE_MAX) {
+		st->overflow = true;
+		return 0;
+	}
+	st->routes[st->nroutes++] = *rt;
+	return 0;
+}
+
+/* Moves IPv4 addresses and routes from link `from` to link `to`. The
+ * addresses are added to `to` before any leaves `from`, so a failure half
+ * way leaves the host with its addresses (on `from`, where they were). */
+static int move_l3(struct switch_net *sn, int from, const char *from_name, int to, const char *to_name)
+{
+	struct l3_state st = { .oif = from };
+	char a[INET_ADDRSTRLEN];
+	size_t i;
+	int ret;
+
+	ret = rtnl_addr4_list(&sn->rtnl, from, st.addrs, MOVE_MAX, &st.naddrs);
+	if (!ret)
+		ret = rtnl_route4_walk(&sn->rtnl, collect_route, &st);
+	if (!ret && st.overflow)
+		ret = -ENOSPC;
+	if (ret)
+		return fail(sn, ret, "cannot read the addresses and routes of %s: %s", from_name,
+			    strerror(-ret));
+	for (i = 0; i < st.naddrs; i++) {
+		ret = rtnl_addr4_add(&sn->rtnl, to, st.addrs[i].addr, st.addrs[i].len);
+		if (ret)
+			break;
+	}
+	if (ret) {
+		unsigned len = st.addrs[i].len;
+		inet_ntop(AF_INET, &st.addrs[i].addr, a, sizeof(a));
+		while (i-- > 0)
+			rtnl_addr4_del(&sn->rtnl, to, st.addrs[i].addr, st.addrs[i].len);
+		return fail(sn, ret, "cannot move %s/%u from %s to %s (it stays on %s): %s", a, len,
+			    from_name, to_name, from_name, strerror(-ret));
+	}
+	for (i = 0; i < st.naddrs; i++)
+		rtnl_addr4_del(&sn->rtnl, from, st.addrs[i].addr, st.addrs[i].len);
+	int first = 0;
+	for (i = 0; i < st.nroutes; i++) {
+		ret = rtnl_route4_add(&sn->rtnl, &st.routes[i], to);
+		if (ret && !first) {
+			first = ret;
+			inet_ntop(AF_INET, &st.routes[i].dst.addr, a, sizeof(a));
+			fail(sn, ret, "addresses moved to %s, but the route to %s/%u did not: %s",
+			     to_name, a, st.routes[i].dst.len, strerror(-ret));
+		}
+	}
+	return first;
+}
+
 static int setup_bridge(struct switch_net *sn, const struct switch_config *cfg, struct switch_info *out,
 			bool fresh)
 {
 	char path[128];
 	int ret;
 
-	if (cfg->type == SWITCH_PRIVATE || cfg->type == SWITCH_EXTERNAL) {
+	if (host_isolated(cfg)) {
 		snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", out->bridge);
 		write_sysctl(path, "1"); /* absent when the host has no IPv6: fine */
 	}
 	if (fresh) {
 		ret = bridge_table(sn, cfg->name);
 		if (!ret)
-			ret = host_tables(sn, cfg->name, cfg->type, &cfg->addr);
+			ret = host_tables(sn, cfg);
 		if (ret)
 			return fail(sn, ret, "cannot make the switch's nftables tables: %s", sn->nft.err);
 	}
@@ -349,6 +437,15 @@ static int setup_bridge(struct switch_net *sn, const struct switch_config *cfg, 
 	ret = rtnl_link_set_up(&sn->rtnl, out->bridge, true);
 	if (ret)
 		return fail(sn, ret, "cannot set %s up: %s", out->bridge, strerror(-ret));
+	if (cfg->type == SWITCH_EXTERNAL && cfg->share_management) {
+		struct rtnl_link ad;
+		ret = rtnl_link_get(&sn->rtnl, cfg->adapter, &ad);
+		if (!ret)
+			ret = move_l3(sn, ad.ifindex, cfg->adapter, out->ifindex, out->bridge);
+		if (ret)
+			return sn->err[0] ? ret : fail(sn, ret, "cannot move %s's addresses: %s",
+						       cfg->adapter, strerror(-ret));
+	}
 	return 0;
 }
 
@@ -374,7 +471,7 @@ int switch_create(struct switch_net *sn, const struct switch_config *cfg, struct
 			drop_tables(sn, cfg->name);
 			ret = bridge_table(sn, cfg->name);
 			if (!ret)
-				ret = host_tables(sn, cfg->name, cfg->type, &cfg->addr);
+				ret = host_tables(sn, cfg);
 			if (ret)
 				return fail(sn, ret, "cannot rebuild the tables of %s: %s", out->bridge,
 					    sn->nft.err);
@@ -388,7 +485,11 @@ int switch_create(struct switch_net *sn, const struct switch_config *cfg, struct
 		if (ret)
 			return ret;
 	}
-	snprintf(alias, sizeof(alias), SWITCH_ALIAS_PREFIX "%s", cfg->name);
+	if (cfg->type == SWITCH_EXTERNAL && cfg->share_management)
+		snprintf(alias, sizeof(alias), SWITCH_ALIAS_PREFIX "%s uplink=%s", cfg->name,
+			 cfg->adapter);
+	else
+		snprintf(alias, sizeof(alias), SWITCH_ALIAS_PREFIX "%s", cfg->name);
 	ret = rtnl_bridge_add(&sn->rtnl, out->bridge, alias);
 	if (ret) {
 		rtnl_link_del(&sn->rtnl, out->bridge);
@@ -427,6 +528,22 @@ int switch_destroy(struct switch_net *sn, const char *name)
 	if (ret)
 		return ret;
 	bridge_name(name, br);
+	const char *up = strstr(l.alias, " uplink=");
+	struct rtnl_link ad;
+	if (up && rtnl_link_get(&sn->rtnl, up + 8, &ad) == 0) {
+		/* The management OS's addresses go back to the adapter first. */
+		ret = rtnl_link_set_master(&sn->rtnl, ad.name, 0);
+		if (!ret)
+			ret = rtnl_link_set_up(&sn->rtnl, ad.name, true);
+		if (!ret)
+			ret = move_l3(sn, l.ifindex, br, ad.ifindex, ad.name);
+		if (ret) {
+			if (!sn->err[0])
+				fail(sn, ret, "cannot give %s its addresses back: %s", ad.name,
+				     strerror(-ret));
+			return ret;
+		}
+	}
 	ret = rtnl_link_del(&sn->rtnl, br);
 	if (ret)
 		return fail(sn, ret, "cannot delete bridge %s: %s", br, strerror(-ret));
@@ -697,9 +814,13 @@ struct overlap_walk {
 	struct ip4_prefix hit;
 };
 
-static int overlap_cb(const struct ip4_prefix *dst, void *arg)
+static int overlap_cb(const struct rtnl_route4 *rt, void *arg)
 {
 	struct overlap_walk *w = arg;
+	const struct ip4_prefix *dst = &rt->dst;
+
+	if (rt->type != RTN_UNICAST)
+		return 0; /* local, broadcast: the host's own addresses' entries */
 
 	if (dst->len == 0)
 		return 0; /* the default route covers everything: not a collision */

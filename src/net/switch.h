@@ -44,6 +44,10 @@ struct switch_config {
 	const char *name;
 	enum switch_type type;
 	const char *adapter;          /* external: the physical link to enslave */
+	/* external: the host keeps using the adapter's network (Hyper-V's
+	 * AllowManagementOS): its IPv4 addresses and routes move to the
+	 * bridge, and back when the switch is removed. */
+	bool share_management;
 	/* internal: the host side's address/len (len 0: none).
 	 * nat: the subnet; the host takes its first address (the gateway). */
 	struct ip4_prefix addr;

@@ -433,3 +433,62 @@ def test_tap_is_persistent_attached_and_removed(lab):
     assert sh(["ip", "-n", lab.host, "link", "show", "vm1tap"], check=False).returncode != 0
     table = lab.run(lab.host, ["nft", "list", "table", "bridge", "cloison_i1"]).stdout
     assert "vm1tap" not in table
+
+
+def uplink_lab(lab):
+    """The host's "physical" adapter: a veth to an outside host, with an
+    address and a route through it the switch must carry over."""
+    out = lab.add_ns("clso" + lab.tag)
+    sh(["ip", "-n", lab.host, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0",
+        "netns", out])
+    sh(["ip", "-n", lab.host, "addr", "add", "203.0.113.1/24", "dev", "uplink"])
+    sh(["ip", "-n", lab.host, "link", "set", "uplink", "up"])
+    sh(["ip", "-n", out, "addr", "add", "203.0.113.2/24", "dev", "eth0"])
+    sh(["ip", "-n", out, "addr", "add", "198.51.100.1/32", "dev", "lo"])
+    sh(["ip", "-n", out, "link", "set", "eth0", "up"])
+    sh(["ip", "-n", lab.host, "route", "add", "198.51.100.0/24", "via", "203.0.113.2"])
+    return out
+
+
+def addrs(ns, dev):
+    got = json.loads(sh(["ip", "-n", ns, "-j", "-4", "addr", "show", dev]).stdout)
+    return ["%s/%d" % (a["local"], a["prefixlen"]) for a in got[0]["addr_info"]] if got else []
+
+
+def route_dev(ns, dst):
+    got = json.loads(sh(["ip", "-n", ns, "-j", "route", "show", dst]).stdout)
+    return got[0]["dev"] if got else None
+
+
+def test_external_switch_shares_the_adapter_with_the_host(lab):
+    uplink_lab(lab)
+    lab.netctl("switch-create", "e1", "external", "--adapter", "uplink",
+               "--allow-management-os", "on")
+    assert addrs(lab.host, "cls-e1") == ["203.0.113.1/24"]
+    assert addrs(lab.host, "uplink") == []
+    assert route_dev(lab.host, "198.51.100.0/24") == "cls-e1"
+    link = json.loads(sh(["ip", "-n", lab.host, "-j", "link", "show", "uplink"]).stdout)[0]
+    assert link["master"] == "cls-e1"
+    assert lab.ping(lab.host, "203.0.113.2"), "the host lost the outside host"
+    assert lab.ping(lab.host, "198.51.100.1"), "the host lost its route through the adapter"
+    vm = lab.vm("v1", "203.0.113.50/24")
+    lab.attach("e1", "v1", ns=vm)
+    assert lab.ping(vm, "203.0.113.2"), "the VM does not reach the outside host"
+    lab.netctl("switch-remove", "e1")
+    assert addrs(lab.host, "uplink") == ["203.0.113.1/24"]
+    assert route_dev(lab.host, "198.51.100.0/24") == "uplink"
+    assert lab.ping(lab.host, "198.51.100.1"), "the host lost the outside after switch remove"
+
+
+def test_external_switch_without_management_os_gives_the_adapter_to_vms(lab):
+    uplink_lab(lab)
+    lab.netctl("switch-create", "e1", "external", "--adapter", "uplink")
+    vm = lab.vm("v1", "203.0.113.50/24")
+    lab.attach("e1", "v1", ns=vm)
+    assert lab.ping(vm, "203.0.113.2"), "the VM does not reach the outside host"
+    assert addrs(lab.host, "cls-e1") == []
+    assert not lab.ping(lab.host, "203.0.113.50"), "the host reached a VM through a dedicated adapter"
+    # An adapter already taken is refused, and changes nothing.
+    r = lab.netctl("switch-create", "e2", "external", "--adapter", "uplink", check=False)
+    assert r.returncode == 1 and "already a port of another bridge" in r.stderr
+    assert "cls-e2" not in sh(["ip", "-n", lab.host, "-j", "link"]).stdout

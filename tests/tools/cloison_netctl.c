@@ -16,7 +16,7 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: cloison-netctl VERB ...\n"
-		"  switch-create NAME private|internal|external|nat [--addr A/LEN] [--subnet N/LEN] [--adapter IF]\n"
+		"  switch-create NAME private|internal|external|nat [--addr A/LEN] [--subnet N/LEN] [--adapter IF [--allow-management-os on|off]]\n"
 		"  switch-remove NAME\n"
 		"  port-attach NAME IF [PORTOPTS]   port-detach NAME IF\n"
 		"  tap-create NAME TAP [PORTOPTS]   tap-remove NAME TAP\n"
@@ -107,12 +107,14 @@ static int cmd_switch_create(struct switch_net *sn, int argc, char **argv)
 	for (int i = 2; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--adapter") == 0)
 			cfg.adapter = argv[i + 1];
+		else if (strcmp(argv[i], "--allow-management-os") == 0)
+			cfg.share_management = strcmp(argv[i + 1], "on") == 0;
 		else if (strcmp(argv[i], "--addr") == 0 && !ip4_prefix_parse(argv[i + 1], true, &cfg.addr))
 			continue;
 		else if (strcmp(argv[i], "--subnet") == 0 &&
 			 !ip4_prefix_parse(argv[i + 1], false, &cfg.addr))
 			continue;
-		else if (strcmp(argv[i], "--adapter") != 0)
+		else if (strcmp(argv[i], "--adapter") != 0 && strcmp(argv[i], "--allow-management-os") != 0)
 			return die("bad option or address (A.B.C.D/LEN; a subnet has no host bits)");
 	}
 	if (cfg.type == SWITCH_NAT && !cfg.addr.len && switch_subnet_choose(sn, &cfg.addr))

@@ -204,6 +204,31 @@ static void test_internal_address_and_external_adapter(void **state)
 	assert_false(output_has("ip -j link show uplink0", "\"master\""));
 }
 
+static void test_external_moves_management_addresses_and_back(void **state)
+{
+	struct switch_net *sn = *state;
+	struct switch_config cfg = { .name = "mgmt", .type = SWITCH_EXTERNAL, .adapter = "eth9",
+				     .share_management = true };
+	struct switch_info info;
+
+	assert_int_equal(system("ip link add eth9 type veth peer name eth9b && ip link set eth9 up && "
+				"ip link set eth9b up && ip addr add 10.62.0.5/24 dev eth9 && "
+				"ip route add 10.63.0.0/16 via 10.62.0.1"), 0);
+	assert_int_equal(switch_create(sn, &cfg, &info), 0);
+	assert_true(output_has("ip -j addr show cls-mgmt", "\"local\":\"10.62.0.5\",\"prefixlen\":24"));
+	assert_false(output_has("ip -4 -j addr show eth9", "\"local\""));
+	assert_true(output_has("ip -j route show 10.63.0.0/16", "\"dev\":\"cls-mgmt\""));
+	assert_true(output_has("ip -j link show cls-mgmt", "uplink=eth9"));
+	/* Adopting moves nothing twice. */
+	assert_int_equal(switch_create(sn, &cfg, &info), 0);
+	assert_true(info.adopted);
+	assert_true(output_has("ip -j addr show cls-mgmt", "\"local\":\"10.62.0.5\""));
+	assert_int_equal(switch_destroy(sn, "mgmt"), 0);
+	assert_true(output_has("ip -j addr show eth9", "\"local\":\"10.62.0.5\",\"prefixlen\":24"));
+	assert_true(output_has("ip -j route show 10.63.0.0/16", "\"dev\":\"eth9\""));
+	assert_false(output_has("ip -j link show eth9", "\"master\""));
+}
+
 static void test_tap_created_guarded_removed(void **state)
 {
 	struct switch_net *sn = *state;
@@ -366,6 +391,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_private_switch_created_adopted_destroyed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_foreign_bridge_and_bad_names_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_internal_address_and_external_adapter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_external_moves_management_addresses_and_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_created_guarded_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nat_forwards_and_subnet_choice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dnsmasq_started_restarted_stopped, setup, teardown),
