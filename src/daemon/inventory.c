@@ -10,6 +10,7 @@
  * point leaves either the old or the new configuration. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,48 @@ int inventory_create(struct daemon *d, struct vm_config *cfg, struct vm **out, c
 	return 0;
 }
 
+/* Whether name is a temporary file of atomic_write_file ("X.tmp.<pid>");
+ * *pid gets the writer's pid. */
+static bool is_tmp_name(const char *name, pid_t *pid)
+{
+	const char *t = strstr(name, ".tmp.");
+	char *end;
+
+	if (!t)
+		return false;
+	while (strstr(t + 1, ".tmp."))
+		t = strstr(t + 1, ".tmp.");
+	long n = strtol(t + 5, &end, 10);
+	if (t[5] < '0' || t[5] > '9' || *end || n <= 0)
+		return false;
+	*pid = (pid_t)n;
+	return true;
+}
+
+/* Removes the temporary files a writer killed mid-write left in dir: with
+ * all, every one; else only those whose writer is gone (a live worker may
+ * be writing its pidfile right now). */
+static void remove_tmp_files(const char *dir, bool all)
+{
+	struct dirent *de;
+	DIR *dp = opendir(dir);
+	pid_t pid;
+
+	if (!dp)
+		return;
+	while ((de = readdir(dp))) {
+		if (!is_tmp_name(de->d_name, &pid))
+			continue;
+		if (!all && pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM))
+			continue;
+		char path[4600];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlinkat(dirfd(dp), de->d_name, 0) == 0)
+			log_info("%s: removed a stale temporary file", path);
+	}
+	closedir(dp);
+}
+
 static void remove_runtime_files(const struct vm *vm)
 {
 	static const char *const names[] = { "status.json", "worker.json", "worker.pid",
@@ -256,6 +299,7 @@ static void remove_runtime_files(const struct vm *vm)
 		snprintf(path, sizeof(path), "%s/%s", vm->rundir, names[i]);
 		unlink(path);
 	}
+	remove_tmp_files(vm->rundir, true);
 	rmdir(vm->rundir);
 }
 
@@ -284,6 +328,7 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 	remove_runtime_files(vm);
 	/* Directories go only when empty: virtual disks are never deleted. */
 	snprintf(path, sizeof(path), "%s/Virtual Machines", vm->dir);
+	remove_tmp_files(path, true);
 	rmdir(path);
 	snprintf(path, sizeof(path), "%s/Virtual Hard Disks", vm->dir);
 	rmdir(path);
@@ -361,12 +406,19 @@ static void load_vm_dir(struct daemon *d, const char *name)
 	struct guid g;
 
 	snprintf(path, sizeof(path), "%s/%s/Virtual Machines", d->state_dir, name);
+	remove_tmp_files(path, false);
 	DIR *dir = opendir(path);
 	if (!dir)
 		return;
 	while ((de = readdir(dir))) {
 		size_t n = strlen(de->d_name);
 		char base[64];
+		if (n == 36 && guid_parse(de->d_name, &g) == 0) {
+			char run[4400];
+			snprintf(run, sizeof(run), "%s/%s", path, de->d_name);
+			remove_tmp_files(run, false);
+			continue;
+		}
 		if (n != 36 + 5 || strcmp(de->d_name + 36, ".json"))
 			continue; /* also skips a leftover "x.json.tmp.<pid>" */
 		snprintf(base, sizeof(base), "%.36s", de->d_name);
@@ -428,6 +480,7 @@ int inventory_load(struct daemon *d)
 
 	if (!dir)
 		return -errno;
+	remove_tmp_files(d->state_dir, false);
 	while ((de = readdir(dir)))
 		if (vm_name_valid(de->d_name))
 			load_vm_dir(d, de->d_name);

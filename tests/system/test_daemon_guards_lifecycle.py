@@ -367,3 +367,59 @@ def _may_lower_oom_score():
     r = subprocess.run(["sh", "-c", "echo -1 > /proc/self/oom_score_adj"],
                        stderr=subprocess.DEVNULL)
     return r.returncode == 0
+
+
+# ---- item 17: no temporary files or VM directories left behind ----
+
+def _dead_pid():
+    pid = 4000000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_stale_tmp_files_cleaned_and_remove_takes_the_directory(tmp_path, kvm):
+    d = Daemon(tmp_path / "state").start()
+    try:
+        disk = tmp_path / "state" / "k1" / "Virtual Hard Disks" / "k1.vhdx"
+        d.create("k1", "run=serve")
+        disk_ok("create", disk, "--size", "4M")
+        d.ok("vm", "set", "k1", "--add-disk", disk)
+        d.create("k2", "run=serve")
+        v1, v2 = d.vm("k1"), d.vm("k2")
+        dead = _dead_pid()
+        # What kill -9 in the middle of atomic writes leaves.
+        stale = [v1["config_path"] + ".tmp.%d" % dead,
+                 os.path.join(v1["runtime_dir"], "status.json.tmp.%d" % dead),
+                 v2["config_path"] + ".tmp.%d" % dead,
+                 os.path.join(d.state_dir, "cloisond.json.tmp.%d" % dead)]
+        # A live writer's file is its own business (a worker writing worker.pid).
+        live = os.path.join(v2["runtime_dir"], "worker.pid.tmp.%d" % os.getpid())
+        for p in stale + [live]:
+            with open(p, "w") as f:
+                f.write("{")
+        d.kill9()
+        d.start()
+        assert [p for p in stale if os.path.exists(p)] == []
+        assert os.path.exists(live)
+        assert d.vm("k1")["state"] == "off"
+        # remove takes everything the daemon made, and never a disk.
+        with open(v1["config_path"] + ".tmp.%d" % dead, "w") as f:
+            f.write("{")
+        d.ok("vm", "start", "k2")
+        d.ok("vm", "stop", "k2", "--turn-off")
+        d.ok("vm", "remove", "k2")
+        assert not os.path.exists(os.path.join(d.state_dir, "k2"))
+        d.ok("vm", "remove", "k1")
+        assert disk.exists()
+        left = sorted(os.path.relpath(os.path.join(r, f), d.state_dir)
+                      for r, _, fs in os.walk(os.path.join(d.state_dir, "k1")) for f in fs)
+        assert left == ["k1/Virtual Hard Disks/k1.vhdx"], left
+        assert not os.path.exists(os.path.join(d.state_dir, "k1", "Virtual Machines"))
+    finally:
+        d.cleanup()
