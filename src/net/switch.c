@@ -582,44 +582,53 @@ static void port_rules_remove(struct switch_net *sn, const char *name, const cha
 	sn->nft.err[0] = '\0';
 }
 
-static int port_rules_add(struct switch_net *sn, const char *name, const char *ifname,
+/* Installs or replaces a port's rules in one batch, so a re-attach (as a
+ * restarted daemon does) never leaves the port unguarded for a moment. */
+static int port_rules_set(struct switch_net *sn, const char *name, const char *ifname,
 			  const struct switch_port_config *pc)
 {
-	char mac[32] = "", guards[512];
+	const char *t = name, *p = ifname;
+	int old = port_vlan(sn, name, ifname);
 	const uint8_t *m = pc->mac;
-
-	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4],
-		 m[5]);
-	snprintf(guards, sizeof(guards), "%s%s%s",
-		 pc->mac_spoofing ? "" : "add rule bridge cloison_%1$s p_%2$s ether saddr != %3$s counter drop\n",
-		 pc->dhcp_guard ? "add rule bridge cloison_%1$s p_%2$s udp sport { 67, 547 } counter drop\n" : "",
-		 pc->router_guard ?
-			 "add rule bridge cloison_%1$s p_%2$s icmpv6 type { nd-router-advert, nd-redirect } counter drop\n"
-			 "add rule bridge cloison_%1$s p_%2$s icmp type redirect counter drop\n" :
-			 "");
-	/* The format is ours, built from constant pieces above. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-#pragma GCC diagnostic ignored "-Wformat-security"
+	size_t len;
 	char *cmd;
+	FILE *f;
 	int ret;
-	char fmt[2048];
-	snprintf(fmt, sizeof(fmt),
-		 "add chain bridge cloison_%%1$s p_%%2$s\n"
-		 /* Guests do not tag: a tagged frame would be a VLAN hop. */
-		 "add rule bridge cloison_%%1$s p_%%2$s ether type { 8021q, 8021ad } counter drop\n"
-		 "%s"
-		 "add set bridge cloison_%%1$s vlan_%%4$u { type ifname; }\n"
-		 "add element bridge cloison_%%1$s vlan_%%4$u { \"%%2$s\" }\n"
-		 "add chain bridge cloison_%%1$s v_%%2$s\n"
-		 "add rule bridge cloison_%%1$s v_%%2$s oifname != @vlan_%%4$u counter drop\n"
-		 "%s"
-		 "add element bridge cloison_%%1$s guards { \"%%2$s\" : jump p_%%2$s }\n"
-		 "add element bridge cloison_%%1$s vlans { \"%%2$s\" : jump v_%%2$s }\n",
-		 guards, pc->vlan ? "add element bridge cloison_%1$s tagged { \"%2$s\" }\n" : "");
-	if (asprintf(&cmd, fmt, name, ifname, mac, pc->vlan) < 0)
+
+	f = open_memstream(&cmd, &len);
+	if (!f)
 		return -ENOMEM;
-#pragma GCC diagnostic pop
+	fprintf(f, "add chain bridge cloison_%s p_%s\nflush chain bridge cloison_%s p_%s\n", t, p, t, p);
+	/* Guests do not tag: a tagged frame would be a VLAN hop. */
+	fprintf(f, "add rule bridge cloison_%s p_%s ether type { 8021q, 8021ad } counter drop\n", t, p);
+	if (!pc->mac_spoofing)
+		fprintf(f,
+			"add rule bridge cloison_%s p_%s ether saddr != "
+			"%02x:%02x:%02x:%02x:%02x:%02x counter drop\n",
+			t, p, m[0], m[1], m[2], m[3], m[4], m[5]);
+	if (pc->dhcp_guard)
+		fprintf(f, "add rule bridge cloison_%s p_%s udp sport { 67, 547 } counter drop\n", t, p);
+	if (pc->router_guard) {
+		fprintf(f,
+			"add rule bridge cloison_%s p_%s icmpv6 type { nd-router-advert, nd-redirect } "
+			"counter drop\n",
+			t, p);
+		fprintf(f, "add rule bridge cloison_%s p_%s icmp type redirect counter drop\n", t, p);
+	}
+	fprintf(f, "add chain bridge cloison_%s v_%s\nflush chain bridge cloison_%s v_%s\n", t, p, t, p);
+	fprintf(f, "add set bridge cloison_%s vlan_%u { type ifname; }\n", t, pc->vlan);
+	fprintf(f, "add rule bridge cloison_%s v_%s oifname != @vlan_%u counter drop\n", t, p, pc->vlan);
+	if (old >= 0 && (unsigned)old != pc->vlan)
+		fprintf(f, "delete element bridge cloison_%s vlan_%d { \"%s\" }\n", t, old, p);
+	if (old > 0 && pc->vlan == 0)
+		fprintf(f, "delete element bridge cloison_%s tagged { \"%s\" }\n", t, p);
+	fprintf(f, "add element bridge cloison_%s vlan_%u { \"%s\" }\n", t, pc->vlan, p);
+	if (pc->vlan)
+		fprintf(f, "add element bridge cloison_%s tagged { \"%s\" }\n", t, p);
+	fprintf(f, "add element bridge cloison_%s guards { \"%s\" : jump p_%s }\n", t, p, p);
+	fprintf(f, "add element bridge cloison_%s vlans { \"%s\" : jump v_%s }\n", t, p, p);
+	if (fclose(f))
+		return -ENOMEM;
 	ret = nft_run(&sn->nft, "%s", cmd);
 	free(cmd);
 	return ret;
@@ -656,14 +665,11 @@ int switch_port_attach(struct switch_net *sn, const char *name, const char *ifna
 	/* A port is a wire, not a host interface: no IPv6 link-local on it. */
 	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", ifname);
 	write_sysctl(path, "1");
-	/* Rules first, then the port: no frame passes unguarded. */
-	port_rules_remove(sn, name, ifname);
-	ret = port_rules_add(sn, name, ifname, pc);
-	if (ret) {
-		fail(sn, ret, "cannot add the rules of port %s: %s", ifname, sn->nft.err);
-		port_rules_remove(sn, name, ifname);
-		return ret;
-	}
+	/* Rules first, then the port: no frame passes unguarded. A failed
+	 * batch changes nothing, so the old rules (if any) stay. */
+	ret = port_rules_set(sn, name, ifname, pc);
+	if (ret)
+		return fail(sn, ret, "cannot set the rules of port %s: %s", ifname, sn->nft.err);
 	ret = rtnl_link_set_master(&sn->rtnl, ifname, br.ifindex);
 	if (!ret)
 		ret = rtnl_link_set_up(&sn->rtnl, ifname, true);

@@ -492,3 +492,25 @@ def test_external_switch_without_management_os_gives_the_adapter_to_vms(lab):
     r = lab.netctl("switch-create", "e2", "external", "--adapter", "uplink", check=False)
     assert r.returncode == 1 and "already a port of another bridge" in r.stderr
     assert "cls-e2" not in sh(["ip", "-n", lab.host, "-j", "link"]).stdout
+
+
+def test_adopt_and_reattach_lose_no_ping(lab):
+    """What a restarted daemon does (create again, re-attach every port) does
+    not cut traffic: a fast ping through the switch loses nothing."""
+    lab.netctl("switch-create", "i1", "internal", "--addr", "10.83.0.1/24")
+    vm1 = lab.vm("v1", "10.83.0.2/24")
+    vm2 = lab.vm("v2", "10.83.0.3/24")
+    lab.attach("i1", "v1", "--dhcp-guard", "on", ns=vm1)
+    lab.attach("i1", "v2", "--dhcp-guard", "on", ns=vm2)
+    assert lab.ping(vm1, "10.83.0.3")
+    p = lab.popen(vm1, ["ping", "-q", "-c", "300", "-i", "0.01", "-W", "1", "10.83.0.3"])
+    for _ in range(3):
+        out = json.loads(lab.netctl("switch-create", "i1", "internal", "--addr", "10.83.0.1/24").stdout)
+        assert out["adopted"]
+        lab.attach("i1", "v1", "--dhcp-guard", "on", "--router-guard", "on", ns=vm1)
+        lab.attach("i1", "v2", "--dhcp-guard", "on", ns=vm2)
+    out, err = p.communicate(timeout=60)
+    assert "300 packets transmitted, 300 received" in out, out + err
+    # Re-attaching replaced the rules rather than stacking them.
+    table = lab.run(lab.host, ["nft", "list", "chain", "bridge", "cloison_i1", "p_v1p"]).stdout
+    assert table.count("udp sport") == 1 and table.count("nd-router-advert") == 1, table
