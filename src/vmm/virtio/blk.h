@@ -1,7 +1,8 @@
 /* virtio-blk and its storage backends. blk.c speaks virtio (requests,
- * status bytes, config space); a backend moves bytes: blk_uring.c for raw
- * files and block devices (io_uring, one ring per queue), blk_disk.c for
- * VHDX/VHD images through the disk library (a thread pool). blk.c does not
+ * status bytes, config space); a backend moves bytes: blk_uring.c (io_uring,
+ * one ring per queue) for raw files and block devices, and for VHDX/VHD
+ * images over blk_disk.c, which asks the disk library's block map where
+ * the data lives and does metadata work on a few threads. blk.c does not
  * know which one it has. */
 #ifndef CLOISON_VMM_VIRTIO_BLK_H
 #define CLOISON_VMM_VIRTIO_BLK_H
@@ -38,6 +39,28 @@ struct blk_req {
 	bool in_backend;  /* counted in its queue's in-flight requests */
 	struct virtq_elem *elem;
 	struct blk_req *next; /* free list, backend lists */
+	/* The io_uring backend's plan for a READ/WRITE: one host I/O at
+	 * host_off in host_fd, or (a request of a VHDX/VHD image that maps to
+	 * several places) its pieces. */
+	int host_fd;
+	uint64_t host_off;
+	struct blk_piece *pieces;
+	unsigned parts_left;
+	bool commit;	/* a mapped write: its sectors are marked present after it */
+	uint8_t stage;	/* enum blk_plan once planned; mapper scratch before */
+};
+
+/* One host read or write of part of a request; a mapper plans at most
+ * BLK_MAX_PIECES per request (more go through its threads). */
+#define BLK_MAX_PIECES 8
+struct blk_piece {
+	struct blk_piece *next;
+	struct blk_req *req;
+	int fd;
+	uint64_t file_off;
+	uint64_t len;
+	unsigned niov;
+	struct iovec iov[];
 };
 
 struct blk_backend;
@@ -98,7 +121,46 @@ struct blk_uring_stats {
 	uint64_t merge_retries; /* merged I/Os that failed or came back short */
 };
 void blk_uring_get_stats(struct blk_backend *be, struct blk_uring_stats *out);
+
+/* A block map under the io_uring backend (blk_disk.c for VHDX and VHD):
+ * the backend asks it on the event loop where a request's data lives,
+ * moves the data itself, and hands it whatever needs metadata work, which
+ * it does on its own threads and hands back through take_back. */
+enum blk_plan {
+	BLK_PLAN_DONE,	 /* finished: req->result holds the outcome */
+	BLK_PLAN_ONE,	 /* one host I/O: req->host_fd, req->host_off */
+	BLK_PLAN_PIECES, /* req->pieces, req->parts_left of them (0: all zeroes) */
+	BLK_PLAN_DEFER,	 /* the mapper took it */
+};
+struct blk_mapper;
+struct blk_mapper_ops {
+	/* A READ or WRITE, on the event loop, never waiting for a sync. */
+	enum blk_plan (*plan)(struct blk_mapper *m, struct blk_req *req);
+	/* req's data I/O ended with err: true if the mapper took it (to mark
+	 * its sectors present first), false to complete it now. */
+	bool (*data_done)(struct blk_mapper *m, struct blk_req *req, int err);
+	/* FLUSH, DISCARD, WRITE_ZEROES*: always taken. */
+	void (*submit_other)(struct blk_mapper *m, struct blk_req *req);
+	/* What the mapper hands back for queue qidx, linked by ->next, each
+	 * with req->stage an enum blk_plan other than DEFER; has_back says
+	 * cheaply whether there is any. */
+	struct blk_req *(*take_back)(struct blk_mapper *m, unsigned qidx);
+	bool (*has_back)(struct blk_mapper *m, unsigned qidx);
+	/* Requests the mapper holds (taken, not handed back). */
+	unsigned (*outstanding)(struct blk_mapper *m);
+	void (*close)(struct blk_mapper *m);
+};
+struct blk_mapper {
+	const struct blk_mapper_ops *ops;
+};
+/* The io_uring backend over a mapper instead of one file. It wakes the
+ * event loop through completion_fd(qidx), which the mapper writes to when
+ * it has something for take_back. Closing it closes the mapper. */
+int blk_uring_open_mapped(uint64_t size, const struct blk_open_opts *o, struct blk_mapper *m,
+			  struct blk_backend **out);
+
 struct disk;
+/* VHDX/VHD: the disk library's block map under io_uring. Takes over d. */
 int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_backend **out);
 
 /* Backends report a finished request (err 0 or -errno). */

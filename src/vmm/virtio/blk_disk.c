@@ -1,44 +1,62 @@
-/* The virtio-blk backend for VHDX and VHD images: a small pool of worker
- * threads calling the disk library (which does its own metadata locking
- * and runs data I/O in parallel). Finished requests go on a per-queue
- * list and raise that queue's eventfd; blk.c reaps them on the event loop. */
+/* The virtio-blk backend for VHDX and VHD images: the io_uring backend
+ * (blk_uring.c) over the disk library's block map. Reads and writes that
+ * need no metadata work are planned on the event loop (disk_map_read,
+ * disk_map_write without DISK_MAP_ALLOC) and their data moves through
+ * io_uring, merged like a raw file's. What needs the library's metadata
+ * lock and syncs runs on a few threads here:
+ *  - a write into a block not yet allocated (disk_map_write with
+ *    DISK_MAP_ALLOC, then back to the ring for the data);
+ *  - marking a differencing disk's sectors present once their data is
+ *    written (disk_commit_write), before the guest sees the write done;
+ *  - flush, discard and write-zeroes (the library's own calls);
+ *  - anything the map cannot say (a read-only VHDX with its log replayed
+ *    in memory, a request in too many pieces): disk_pread/disk_pwrite.
+ * Threads hand requests back on a per-queue list and wake the event loop
+ * through the queue's completion eventfd. */
 #include "vmm/virtio/blk.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
 #include "disk/disk.h"
 
-#define DISK_THREADS 8
+#define DISK_THREADS 4
 
-struct done_list {
-	int efd;
+/* What a thread is to do with a request (req->stage while it waits). */
+enum job {
+	JOB_PLAN = 16, /* READ/WRITE: plan with allocation, or do it here */
+	JOB_COMMIT,    /* WRITE: data written, mark its sectors present */
+	JOB_OTHER,     /* FLUSH, DISCARD, WRITE_ZEROES* */
+};
+
+struct back_list {
 	struct blk_req *head, *tail;
 };
 
-struct disk_backend {
-	struct blk_backend be;
+struct disk_mapper {
+	struct blk_mapper m;
+	struct blk_backend *be;
 	struct disk *d;
 	pthread_mutex_t lock;
-	pthread_cond_t work_cv, idle_cv;
+	pthread_cond_t work_cv;
 	struct blk_req *todo_head, *todo_tail;
-	unsigned inflight;
+	unsigned outstanding;
 	bool stopping;
 	unsigned nthreads;
 	pthread_t threads[DISK_THREADS];
 	unsigned nqueues;
-	struct done_list q[];
+	struct back_list q[];
 };
 
-static struct disk_backend *to_db(struct blk_backend *be)
+static struct disk_mapper *to_dm(struct blk_mapper *m)
 {
-	return (struct disk_backend *)be;
+	return (struct disk_mapper *)m;
 }
 
 static void append(struct blk_req **head, struct blk_req **tail, struct blk_req *r)
@@ -51,14 +69,137 @@ static void append(struct blk_req **head, struct blk_req **tail, struct blk_req 
 	*tail = r;
 }
 
-/* Reads or writes the guest's segments. Sector-multiple segments go to
- * the library one run at a time (adjacent host buffers merged); anything
- * else through one bounce buffer. */
-static int rw_segments(struct disk_backend *db, struct blk_req *req, uint8_t **bounce,
-		       size_t *bounce_len)
+/* Copies into out the iovecs covering bytes [skip, skip+len) of iov.
+ * Returns how many; out has room for niov. */
+static unsigned slice_iov(const struct iovec *iov, unsigned niov, uint64_t skip, uint64_t len,
+			  struct iovec *out)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < niov && len; i++) {
+		uint64_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		out[n].iov_base = (uint8_t *)iov[i].iov_base + skip;
+		out[n].iov_len = (size_t)MIN(l - skip, len);
+		len -= out[n].iov_len;
+		skip = 0;
+		n++;
+	}
+	return n;
+}
+
+static void zero_iov(const struct iovec *iov, unsigned niov, uint64_t skip, uint64_t len)
+{
+	for (unsigned i = 0; i < niov && len; i++) {
+		uint64_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		l = MIN(l - skip, len);
+		memset((uint8_t *)iov[i].iov_base + skip, 0, (size_t)l);
+		len -= l;
+		skip = 0;
+	}
+}
+
+static void free_plan(struct blk_req *req)
+{
+	while (req->pieces) {
+		struct blk_piece *p = req->pieces;
+
+		req->pieces = p->next;
+		free(p);
+	}
+	req->parts_left = 0;
+}
+
+/* Plans req from the block map: one host I/O, or pieces (zeroes filled
+ * in at once). Returns the plan or -errno: -EWOULDBLOCK when a write
+ * needs metadata work first (and alloc is false), -E2BIG when there would
+ * be more than BLK_MAX_PIECES pieces. */
+static int build_plan(struct disk_mapper *dm, struct blk_req *req, bool alloc)
+{
+	struct blk_piece **tail = &req->pieces;
+	bool write = req->op == BLK_OP_WRITE;
+	uint64_t done = 0;
+
+	req->pieces = NULL;
+	req->parts_left = 0;
+	req->commit = false;
+	while (done < req->len) {
+		uint64_t off = req->offset + done, left = req->len - done;
+		struct disk_extent ext;
+		struct blk_piece *p;
+		bool commit = false;
+		int ret = write ? disk_map_write(dm->d, off, left, alloc ? DISK_MAP_ALLOC : 0, &ext,
+						 &commit)
+				: disk_map_read(dm->d, off, left, &ext);
+
+		if (ret)
+			goto fail;
+		assert(ext.len > 0 && ext.len <= left);
+		req->commit |= commit;
+		if (!done && ext.len == req->len && ext.kind == DISK_EXTENT_DATA) {
+			req->host_fd = ext.fd;
+			req->host_off = ext.file_off;
+			return BLK_PLAN_ONE;
+		}
+		done += ext.len;
+		if (ext.kind == DISK_EXTENT_ZERO) {
+			zero_iov(req->iov, req->niov, done - ext.len, ext.len);
+			continue;
+		}
+		ret = -E2BIG;
+		if (req->parts_left == BLK_MAX_PIECES)
+			goto fail;
+		ret = -ENOMEM;
+		p = malloc(sizeof(*p) + req->niov * sizeof(struct iovec));
+		if (!p)
+			goto fail;
+		p->next = NULL;
+		p->req = req;
+		p->fd = ext.fd;
+		p->file_off = ext.file_off;
+		p->len = ext.len;
+		p->niov = slice_iov(req->iov, req->niov, done - ext.len, ext.len, p->iov);
+		*tail = p;
+		tail = &p->next;
+		req->parts_left++;
+		continue;
+fail:
+		free_plan(req);
+		req->commit = false;
+		return ret;
+	}
+	return BLK_PLAN_PIECES;
+}
+
+/* ---- the threads ---- */
+
+static void take(struct disk_mapper *dm, struct blk_req *req, enum job job)
+{
+	req->stage = (uint8_t)job;
+	pthread_mutex_lock(&dm->lock);
+	append(&dm->todo_head, &dm->todo_tail, req);
+	dm->outstanding++;
+	pthread_cond_signal(&dm->work_cv);
+	pthread_mutex_unlock(&dm->lock);
+}
+
+/* The library's own read or write of the guest's segments: adjacent
+ * sector-multiple buffers go as one call, anything else through a bounce
+ * buffer. */
+static int rw_whole(struct disk_mapper *dm, struct blk_req *req, uint8_t **bounce,
+		    size_t *bounce_len)
 {
 	bool write = req->op == BLK_OP_WRITE;
-	uint32_t sector = db->be.logical_sector;
+	uint32_t sector = disk_sector_size(dm->d);
 	uint64_t off = req->offset;
 	bool aligned = true;
 	int ret;
@@ -75,9 +216,9 @@ static int rw_segments(struct disk_backend *db, struct blk_req *req, uint8_t **b
 		}
 		if (write) {
 			iov_to_buf(req->iov, req->niov, 0, *bounce, req->len);
-			return disk_pwrite(db->d, *bounce, req->len, off);
+			return disk_pwrite(dm->d, *bounce, req->len, off);
 		}
-		ret = disk_pread(db->d, *bounce, req->len, off);
+		ret = disk_pread(dm->d, *bounce, req->len, off);
 		if (!ret)
 			iov_from_buf(req->iov, req->niov, 0, *bounce, req->len);
 		return ret;
@@ -88,7 +229,7 @@ static int rw_segments(struct disk_backend *db, struct blk_req *req, uint8_t **b
 
 		for (i++; i < req->niov && (uint8_t *)req->iov[i].iov_base == base + len; i++)
 			len += req->iov[i].iov_len;
-		ret = write ? disk_pwrite(db->d, base, len, off) : disk_pread(db->d, base, len, off);
+		ret = write ? disk_pwrite(dm->d, base, len, off) : disk_pread(dm->d, base, len, off);
 		if (ret)
 			return ret;
 		off += len;
@@ -96,207 +237,219 @@ static int rw_segments(struct disk_backend *db, struct blk_req *req, uint8_t **b
 	return 0;
 }
 
-static int do_req(struct disk_backend *db, struct blk_req *req, uint8_t **bounce,
-		  size_t *bounce_len)
+static int do_other(struct disk_mapper *dm, struct blk_req *req)
 {
 	switch (req->op) {
-	case BLK_OP_READ:
-	case BLK_OP_WRITE:
-		return rw_segments(db, req, bounce, bounce_len);
 	case BLK_OP_FLUSH:
-		return disk_flush(db->d);
+		return disk_flush(dm->d);
 	case BLK_OP_DISCARD:
-		return disk_discard(db->d, req->offset, req->len);
+		return disk_discard(dm->d, req->offset, req->len);
 	case BLK_OP_WRITE_ZEROES:
-		return disk_write_zeroes(db->d, req->offset, req->len, false);
+		return disk_write_zeroes(dm->d, req->offset, req->len, false);
 	case BLK_OP_WRITE_ZEROES_UNMAP:
-		return disk_write_zeroes(db->d, req->offset, req->len, true);
+		return disk_write_zeroes(dm->d, req->offset, req->len, true);
+	default:
+		return -EINVAL;
 	}
-	return -EINVAL;
+}
+
+/* Does one job; leaves req->stage the plan to hand back. */
+static void do_job(struct disk_mapper *dm, struct blk_req *req, uint8_t **bounce,
+		   size_t *bounce_len)
+{
+	int plan;
+
+	switch (req->stage) {
+	case JOB_PLAN:
+		plan = build_plan(dm, req, true);
+		if (plan >= 0) {
+			req->stage = (uint8_t)plan;
+			return;
+		}
+		req->result = rw_whole(dm, req, bounce, bounce_len);
+		break;
+	case JOB_COMMIT:
+		req->result = disk_commit_write(dm->d, req->offset, req->len);
+		break;
+	default:
+		req->result = do_other(dm, req);
+		break;
+	}
+	req->stage = BLK_PLAN_DONE;
 }
 
 static void *worker(void *opaque)
 {
-	struct disk_backend *db = opaque;
+	struct disk_mapper *dm = opaque;
 	uint8_t *bounce = NULL;
 	size_t bounce_len = 0;
 	uint64_t one = 1;
 
-	pthread_mutex_lock(&db->lock);
+	pthread_mutex_lock(&dm->lock);
 	for (;;) {
 		struct blk_req *req;
-		struct done_list *dl;
+		int efd;
 
-		while (!db->todo_head && !db->stopping)
-			pthread_cond_wait(&db->work_cv, &db->lock);
-		if (!db->todo_head)
+		while (!dm->todo_head && !dm->stopping)
+			pthread_cond_wait(&dm->work_cv, &dm->lock);
+		if (!dm->todo_head)
 			break;
-		req = db->todo_head;
-		db->todo_head = req->next;
-		if (!db->todo_head)
-			db->todo_tail = NULL;
-		pthread_mutex_unlock(&db->lock);
+		req = dm->todo_head;
+		dm->todo_head = req->next;
+		if (!dm->todo_head)
+			dm->todo_tail = NULL;
+		pthread_mutex_unlock(&dm->lock);
 
-		req->result = do_req(db, req, &bounce, &bounce_len);
+		do_job(dm, req, &bounce, &bounce_len);
 
-		pthread_mutex_lock(&db->lock);
-		dl = &db->q[req->qidx];
-		append(&dl->head, &dl->tail, req);
-		db->inflight--;
-		if (!db->inflight)
-			pthread_cond_broadcast(&db->idle_cv);
-		if (write(dl->efd, &one, sizeof(one)) < 0)
+		pthread_mutex_lock(&dm->lock);
+		append(&dm->q[req->qidx].head, &dm->q[req->qidx].tail, req);
+		efd = dm->be->ops->completion_fd(dm->be, req->qidx);
+		if (write(efd, &one, sizeof(one)) < 0)
 			log_warn("virtio-blk: completion eventfd: %s", strerror(errno));
 	}
-	pthread_mutex_unlock(&db->lock);
+	pthread_mutex_unlock(&dm->lock);
 	free(bounce);
 	return NULL;
 }
 
-static void disk_submit(struct blk_backend *be, unsigned qidx, struct blk_req *req)
-{
-	struct disk_backend *db = to_db(be);
+/* ---- the mapper ops (event loop) ---- */
 
-	pthread_mutex_lock(&db->lock);
-	append(&db->todo_head, &db->todo_tail, req);
-	db->inflight++;
-	pthread_cond_signal(&db->work_cv);
-	pthread_mutex_unlock(&db->lock);
+static enum blk_plan map_plan(struct blk_mapper *m, struct blk_req *req)
+{
+	struct disk_mapper *dm = to_dm(m);
+	int plan = build_plan(dm, req, false);
+
+	if (plan >= 0)
+		return (enum blk_plan)plan;
+	take(dm, req, JOB_PLAN);
+	return BLK_PLAN_DEFER;
 }
 
-static void disk_flush_batch(struct blk_backend *be, unsigned qidx)
+static bool map_data_done(struct blk_mapper *m, struct blk_req *req, int err)
 {
+	if (err || !req->commit)
+		return false;
+	req->commit = false;
+	take(to_dm(m), req, JOB_COMMIT);
+	return true;
 }
 
-static int disk_completion_fd(struct blk_backend *be, unsigned qidx)
+static void map_submit_other(struct blk_mapper *m, struct blk_req *req)
 {
-	return to_db(be)->q[qidx].efd;
+	take(to_dm(m), req, JOB_OTHER);
 }
 
-static void reap_list(struct disk_backend *db, unsigned qidx)
+static struct blk_req *map_take_back(struct blk_mapper *m, unsigned qidx)
 {
-	struct done_list *dl = &db->q[qidx];
-	struct blk_req *req;
-	uint64_t v;
+	struct disk_mapper *dm = to_dm(m);
+	struct blk_req *head, *r;
 
-	if (read(dl->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_warn("virtio-blk: completion eventfd: %s", strerror(errno));
-	pthread_mutex_lock(&db->lock);
-	req = dl->head;
-	dl->head = dl->tail = NULL;
-	pthread_mutex_unlock(&db->lock);
-	while (req) {
-		struct blk_req *next = req->next;
-
-		blk_req_complete(&db->be, req, req->result);
-		req = next;
-	}
+	pthread_mutex_lock(&dm->lock);
+	head = dm->q[qidx].head;
+	dm->q[qidx].head = dm->q[qidx].tail = NULL;
+	for (r = head; r; r = r->next)
+		dm->outstanding--;
+	pthread_mutex_unlock(&dm->lock);
+	return head;
 }
 
-static void disk_reap(struct blk_backend *be, unsigned qidx)
+static bool map_has_back(struct blk_mapper *m, unsigned qidx)
 {
-	reap_list(to_db(be), qidx);
+	return __atomic_load_n(&to_dm(m)->q[qidx].head, __ATOMIC_ACQUIRE) != NULL;
 }
 
-static void disk_drain(struct blk_backend *be)
+static unsigned map_outstanding(struct blk_mapper *m)
 {
-	struct disk_backend *db = to_db(be);
+	struct disk_mapper *dm = to_dm(m);
+	unsigned n;
 
-	pthread_mutex_lock(&db->lock);
-	while (db->inflight)
-		pthread_cond_wait(&db->idle_cv, &db->lock);
-	pthread_mutex_unlock(&db->lock);
-	for (unsigned i = 0; i < db->nqueues; i++)
-		reap_list(db, i);
+	pthread_mutex_lock(&dm->lock);
+	n = dm->outstanding;
+	pthread_mutex_unlock(&dm->lock);
+	return n;
 }
 
-static void stop_threads(struct disk_backend *db)
+static void stop_threads(struct disk_mapper *dm)
 {
-	pthread_mutex_lock(&db->lock);
-	db->stopping = true;
-	pthread_cond_broadcast(&db->work_cv);
-	pthread_mutex_unlock(&db->lock);
-	for (unsigned i = 0; i < db->nthreads; i++)
-		pthread_join(db->threads[i], NULL);
-	db->nthreads = 0;
+	pthread_mutex_lock(&dm->lock);
+	dm->stopping = true;
+	pthread_cond_broadcast(&dm->work_cv);
+	pthread_mutex_unlock(&dm->lock);
+	for (unsigned i = 0; i < dm->nthreads; i++)
+		pthread_join(dm->threads[i], NULL);
+	dm->nthreads = 0;
 }
 
-static void free_backend(struct disk_backend *db)
+static void free_mapper(struct disk_mapper *dm)
 {
-	for (unsigned i = 0; i < db->nqueues; i++) {
-		if (db->q[i].efd >= 0)
-			close(db->q[i].efd);
-	}
-	pthread_cond_destroy(&db->idle_cv);
-	pthread_cond_destroy(&db->work_cv);
-	pthread_mutex_destroy(&db->lock);
-	free(db);
+	pthread_cond_destroy(&dm->work_cv);
+	pthread_mutex_destroy(&dm->lock);
+	free(dm);
 }
 
-static void disk_backend_close(struct blk_backend *be)
+/* Called by the io_uring backend's close, after it drained. */
+static void map_close(struct blk_mapper *m)
 {
-	struct disk_backend *db = to_db(be);
+	struct disk_mapper *dm = to_dm(m);
 	int ret;
 
-	disk_drain(be);
-	stop_threads(db);
-	ret = disk_close(db->d);
+	stop_threads(dm);
+	ret = dm->d ? disk_close(dm->d) : 0;
 	if (ret)
 		log_error("virtio-blk: closing the image: %s", strerror(-ret));
-	free_backend(db);
+	free_mapper(dm);
 }
 
-static const struct blk_backend_ops disk_ops = {
-	.submit = disk_submit,
-	.flush_batch = disk_flush_batch,
-	.completion_fd = disk_completion_fd,
-	.reap = disk_reap,
-	.drain = disk_drain,
-	.close = disk_backend_close,
+static const struct blk_mapper_ops disk_mapper_ops = {
+	.plan = map_plan,
+	.data_done = map_data_done,
+	.submit_other = map_submit_other,
+	.take_back = map_take_back,
+	.has_back = map_has_back,
+	.outstanding = map_outstanding,
+	.close = map_close,
 };
 
 int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_backend **out)
 {
-	struct disk_backend *db;
+	struct disk_mapper *dm;
 	struct disk_info info;
-	int ret = 0;
+	struct blk_backend *be;
+	int ret;
 
-	db = calloc(1, sizeof(*db) + o->nqueues * sizeof(struct done_list));
-	if (!db)
+	dm = calloc(1, sizeof(*dm) + o->nqueues * sizeof(struct back_list));
+	if (!dm)
 		return -ENOMEM;
-	pthread_mutex_init(&db->lock, NULL);
-	pthread_cond_init(&db->work_cv, NULL);
-	pthread_cond_init(&db->idle_cv, NULL);
-	db->nqueues = o->nqueues;
-	for (unsigned i = 0; i < o->nqueues; i++)
-		db->q[i].efd = -1;
-	for (unsigned i = 0; i < o->nqueues; i++) {
-		db->q[i].efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (db->q[i].efd < 0) {
-			ret = -errno;
-			goto err_free;
-		}
-	}
+	pthread_mutex_init(&dm->lock, NULL);
+	pthread_cond_init(&dm->work_cv, NULL);
+	dm->m.ops = &disk_mapper_ops;
+	dm->d = d;
+	dm->nqueues = o->nqueues;
 	disk_get_info(d, &info);
-	db->d = d;
-	db->be.ops = &disk_ops;
-	db->be.kind = disk_format_name(info.format);
-	db->be.size = info.virtual_size & ~511ULL;
-	db->be.logical_sector = info.logical_sector;
-	db->be.physical_sector = info.physical_sector;
-	db->be.read_only = o->read_only || info.read_only;
-	db->be.can_discard = true;
-	for (unsigned i = 0; i < DISK_THREADS; i++) {
-		ret = -pthread_create(&db->threads[i], NULL, worker, db);
-		if (ret)
-			goto err_threads;
-		db->nthreads++;
+	ret = blk_uring_open_mapped(info.virtual_size, o, &dm->m, &be);
+	if (ret) {
+		free_mapper(dm);
+		return ret;
 	}
-	*out = &db->be;
+	dm->be = be;
+	be->kind = info.format == DISK_FORMAT_VHDX ? "vhdx (io_uring)" : "vhd (io_uring)";
+	be->logical_sector = info.logical_sector;
+	be->physical_sector = info.physical_sector;
+	be->read_only = o->read_only || info.read_only;
+	be->can_discard = true;
+	for (unsigned i = 0; i < DISK_THREADS; i++) {
+		ret = -pthread_create(&dm->threads[i], NULL, worker, dm);
+		if (ret)
+			break;
+		dm->nthreads++;
+	}
+	if (!dm->nthreads) {
+		/* closing the backend would close d, which the caller still owns */
+		dm->d = NULL;
+		be->ops->close(be);
+		return ret;
+	}
+	*out = be;
 	return 0;
-err_threads:
-	stop_threads(db);
-err_free:
-	free_backend(db);
-	return ret;
 }

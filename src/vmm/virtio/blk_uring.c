@@ -11,7 +11,13 @@
  * stream of 1 MiB guest requests at depth 8 thus reaches the file as a
  * few large I/Os, as it does under QEMU. If a merged I/O fails or comes
  * back short, its requests are sent again one by one, so each gets its
- * own exact result. */
+ * own exact result.
+ *
+ * Over a mapper (VHDX and VHD images, blk_disk.c) a request goes where
+ * the image's block map says: one host I/O when it lies in one place in a
+ * file (merged like a raw request, by file offset), else one per piece,
+ * with zeroes filled in directly; what needs metadata work first or after
+ * goes to the mapper and comes back through take_back. */
 #include "vmm/virtio/blk.h"
 
 #include <errno.h>
@@ -33,8 +39,12 @@
  * cap and 2159-2190 with 4 MiB (reads: no difference measured). */
 #define MERGE_MAX_IOV IOV_MAX
 #define MERGE_MAX_BYTES (4ULL << 20)
-/* user_data of an SQE: a struct blk_req, or a struct merge with this bit. */
+/* user_data of an SQE: a struct blk_req, or with these low bits a struct
+ * merge, a struct blk_piece, or a request whose plan needs no host I/O. */
 #define TAG_MERGE 1ULL
+#define TAG_PIECE 2ULL
+#define TAG_NOP 3ULL
+#define TAG_MASK 3ULL
 
 /* One host I/O standing for several guest requests (linked by ->next). */
 struct merge {
@@ -57,7 +67,8 @@ struct uring_queue {
 
 struct uring_backend {
 	struct blk_backend be;
-	int fd;
+	int fd; /* raw; -1 over a mapper */
+	struct blk_mapper *mapper;
 	unsigned nqueues;
 	unsigned queue_size;
 	struct blk_uring_stats stats;
@@ -102,10 +113,10 @@ static void prep(struct uring_backend *ub, struct io_uring_sqe *sqe, const struc
 {
 	switch (req->op) {
 	case BLK_OP_READ:
-		io_uring_prep_readv(sqe, ub->fd, req->iov, req->niov, req->offset);
+		io_uring_prep_readv(sqe, req->host_fd, req->iov, req->niov, req->host_off);
 		break;
 	case BLK_OP_WRITE:
-		io_uring_prep_writev(sqe, ub->fd, req->iov, req->niov, req->offset);
+		io_uring_prep_writev(sqe, req->host_fd, req->iov, req->niov, req->host_off);
 		break;
 	case BLK_OP_FLUSH:
 		io_uring_prep_fsync(sqe, ub->fd, IORING_FSYNC_DATASYNC);
@@ -188,9 +199,9 @@ static void submit_run(struct uring_backend *ub, struct uring_queue *uq, struct 
 		m->len += run[i]->len;
 	}
 	if (run[0]->op == BLK_OP_READ)
-		io_uring_prep_readv(sqe, ub->fd, m->iov, m->niov, run[0]->offset);
+		io_uring_prep_readv(sqe, run[0]->host_fd, m->iov, m->niov, run[0]->host_off);
 	else
-		io_uring_prep_writev(sqe, ub->fd, m->iov, m->niov, run[0]->offset);
+		io_uring_prep_writev(sqe, run[0]->host_fd, m->iov, m->niov, run[0]->host_off);
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)m | TAG_MERGE);
 	uq->queued++;
 	uq->inflight++;
@@ -205,8 +216,10 @@ static int cmp_pending(const void *a, const void *b)
 
 	if (x->op != y->op)
 		return x->op < y->op ? -1 : 1;
-	if (x->offset != y->offset)
-		return x->offset < y->offset ? -1 : 1;
+	if (x->host_fd != y->host_fd)
+		return x->host_fd < y->host_fd ? -1 : 1;
+	if (x->host_off != y->host_off)
+		return x->host_off < y->host_off ? -1 : 1;
 	return 0;
 }
 
@@ -220,10 +233,11 @@ static void submit_pending(struct uring_backend *ub, struct uring_queue *uq)
 	if (n > 1)
 		qsort(p, n, sizeof(*p), cmp_pending);
 	while (i < n) {
-		uint64_t end = p[i]->offset + p[i]->len, len = p[i]->len;
+		uint64_t end = p[i]->host_off + p[i]->len, len = p[i]->len;
 		unsigned niov = p[i]->niov, j = i + 1;
 
-		while (j < n && p[j]->op == p[i]->op && p[j]->offset == end &&
+		while (j < n && p[j]->op == p[i]->op && p[j]->host_fd == p[i]->host_fd &&
+		       p[j]->host_off == end &&
 		       niov + p[j]->niov <= MERGE_MAX_IOV && len + p[j]->len <= MERGE_MAX_BYTES) {
 			end += p[j]->len;
 			len += p[j]->len;
@@ -232,6 +246,111 @@ static void submit_pending(struct uring_backend *ub, struct uring_queue *uq)
 		}
 		submit_run(ub, uq, p + i, j - i);
 		i = j;
+	}
+}
+
+static void add_pending(struct uring_backend *ub, struct uring_queue *uq, struct blk_req *req)
+{
+	if (uq->npending == ub->queue_size)
+		submit_pending(ub, uq);
+	uq->pending[uq->npending++] = req;
+}
+
+/* An SQE that does nothing, so a request finished without host I/O is
+ * still reported from reap. */
+static void submit_nop(struct uring_backend *ub, struct uring_queue *uq, struct blk_req *req)
+{
+	struct io_uring_sqe *sqe = get_sqe(uq);
+
+	if (!sqe) {
+		blk_req_complete(&ub->be, req, -EBUSY);
+		return;
+	}
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)req | TAG_NOP);
+	uq->queued++;
+	uq->inflight++;
+}
+
+static void free_pieces(struct blk_req *req)
+{
+	while (req->pieces) {
+		struct blk_piece *p = req->pieces;
+
+		req->pieces = p->next;
+		free(p);
+	}
+}
+
+/* The data of a mapped request is done: the mapper may want it back to
+ * mark its sectors present before the guest hears of it. */
+static void data_done(struct uring_backend *ub, struct blk_req *req, int err)
+{
+	if (ub->mapper && ub->mapper->ops->data_done(ub->mapper, req, err))
+		return;
+	blk_req_complete(&ub->be, req, err);
+}
+
+static void submit_pieces(struct uring_backend *ub, struct uring_queue *uq, struct blk_req *req)
+{
+	req->result = 0;
+	if (!req->parts_left) {
+		submit_nop(ub, uq, req);
+		return;
+	}
+	for (struct blk_piece *p = req->pieces; p; p = p->next) {
+		struct io_uring_sqe *sqe = get_sqe(uq);
+
+		if (!sqe) {
+			/* the pieces already sent finish; these count as failed */
+			req->result = -EBUSY;
+			for (; p; p = p->next)
+				req->parts_left--;
+			if (!req->parts_left) {
+				free_pieces(req);
+				blk_req_complete(&ub->be, req, -EBUSY);
+			}
+			return;
+		}
+		if (req->op == BLK_OP_READ)
+			io_uring_prep_readv(sqe, p->fd, p->iov, p->niov, p->file_off);
+		else
+			io_uring_prep_writev(sqe, p->fd, p->iov, p->niov, p->file_off);
+		io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)p | TAG_PIECE);
+		uq->queued++;
+		uq->inflight++;
+		ub->stats.host_ops++;
+	}
+}
+
+static void piece_done(struct uring_backend *ub, struct blk_piece *p, int res)
+{
+	struct blk_req *req = p->req;
+
+	if ((res < 0 || (uint64_t)res != p->len) && !req->result)
+		req->result = res < 0 ? res : -EIO;
+	if (--req->parts_left)
+		return;
+	free_pieces(req);
+	data_done(ub, req, req->result);
+}
+
+/* Starts a request as its plan says (mapped images). */
+static void start_planned(struct uring_backend *ub, struct uring_queue *uq, struct blk_req *req,
+			  enum blk_plan plan)
+{
+	switch (plan) {
+	case BLK_PLAN_ONE:
+		add_pending(ub, uq, req);
+		break;
+	case BLK_PLAN_PIECES:
+		submit_pieces(ub, uq, req);
+		break;
+	case BLK_PLAN_DONE:
+		submit_nop(ub, uq, req);
+		break;
+	case BLK_PLAN_DEFER:
+		break;
 	}
 }
 
@@ -244,12 +363,21 @@ static void uring_submit(struct blk_backend *be, unsigned qidx, struct blk_req *
 		/* Not merged, and not reordered before the reads and writes
 		 * that came first. */
 		submit_pending(ub, uq);
-		submit_one(ub, uq, req);
+		if (ub->mapper)
+			ub->mapper->ops->submit_other(ub->mapper, req);
+		else
+			submit_one(ub, uq, req);
 		return;
 	}
-	if (uq->npending == ub->queue_size)
-		submit_pending(ub, uq);
-	uq->pending[uq->npending++] = req;
+	req->pieces = NULL;
+	req->commit = false;
+	if (!ub->mapper) {
+		req->host_fd = ub->fd;
+		req->host_off = req->offset;
+		add_pending(ub, uq, req);
+		return;
+	}
+	start_planned(ub, uq, req, ub->mapper->ops->plan(ub->mapper, req));
 }
 
 static void uring_flush_batch(struct blk_backend *be, unsigned qidx)
@@ -291,11 +419,52 @@ static bool merge_done(struct uring_backend *ub, struct uring_queue *uq, struct 
 	for (; r; r = next) {
 		next = r->next; /* completing a request reuses its link */
 		if (ok)
-			blk_req_complete(&ub->be, r, 0);
+			data_done(ub, r, 0);
 		else
 			submit_one(ub, uq, r);
 	}
 	return ok;
+}
+
+/* What the mapper hands back: finished, or planned after metadata work. */
+static bool take_back(struct uring_backend *ub, struct uring_queue *uq)
+{
+	unsigned qidx = (unsigned)(uq - ub->q);
+	struct blk_req *req, *next;
+
+	if (!ub->mapper || !ub->mapper->ops->has_back(ub->mapper, qidx))
+		return false;
+	req = ub->mapper->ops->take_back(ub->mapper, qidx);
+	for (; req; req = next) {
+		next = req->next;
+		if (req->stage == BLK_PLAN_DONE)
+			blk_req_complete(&ub->be, req, req->result);
+		else
+			start_planned(ub, uq, req, (enum blk_plan)req->stage);
+	}
+	submit_pending(ub, uq);
+	return true;
+}
+
+static void reap_cqe(struct uring_backend *ub, struct uring_queue *uq, uint64_t data, int res,
+		     bool *resent)
+{
+	void *p = (void *)(uintptr_t)(data & ~TAG_MASK);
+
+	switch (data & TAG_MASK) {
+	case TAG_MERGE:
+		*resent |= !merge_done(ub, uq, p, res);
+		break;
+	case TAG_PIECE:
+		piece_done(ub, p, res);
+		break;
+	case TAG_NOP:
+		data_done(ub, p, ((struct blk_req *)p)->result);
+		break;
+	default:
+		data_done(ub, p, result_to_err(p, res));
+		break;
+	}
 }
 
 static void reap_queue(struct blk_backend *be, struct uring_queue *uq)
@@ -306,21 +475,12 @@ static void reap_queue(struct blk_backend *be, struct uring_queue *uq)
 	bool resent = false;
 
 	io_uring_for_each_cqe(&uq->ring, head, cqe) {
-		uint64_t data = io_uring_cqe_get_data64(cqe);
-
 		n++;
 		uq->inflight--;
-		if (data & TAG_MERGE) {
-			struct merge *m = (struct merge *)(uintptr_t)(data & ~TAG_MERGE);
-
-			resent |= !merge_done(ub, uq, m, cqe->res);
-		} else {
-			struct blk_req *req = (struct blk_req *)(uintptr_t)data;
-
-			blk_req_complete(be, req, result_to_err(req, cqe->res));
-		}
+		reap_cqe(ub, uq, io_uring_cqe_get_data64(cqe), cqe->res, &resent);
 	}
 	io_uring_cq_advance(&uq->ring, n);
+	resent |= take_back(ub, uq);
 	if (resent && submit_queued(uq))
 		log_error("virtio-blk: io_uring submit failed while retrying a merged request");
 }
@@ -337,33 +497,51 @@ static void uring_reap(struct blk_backend *be, unsigned qidx)
 
 static bool uring_poll(struct blk_backend *be, unsigned qidx)
 {
-	struct uring_queue *uq = &to_ub(be)->q[qidx];
+	struct uring_backend *ub = to_ub(be);
+	struct uring_queue *uq = &ub->q[qidx];
 
-	if (!io_uring_cq_ready(&uq->ring))
+	if (!io_uring_cq_ready(&uq->ring) &&
+	    !(ub->mapper && ub->mapper->ops->has_back(ub->mapper, qidx)))
 		return false;
 	reap_queue(be, uq);
 	return true;
 }
 
+static bool busy(struct uring_backend *ub)
+{
+	for (unsigned i = 0; i < ub->nqueues; i++)
+		if (ub->q[i].inflight || ub->q[i].npending)
+			return true;
+	return ub->mapper && ub->mapper->ops->outstanding(ub->mapper);
+}
+
+/* Until nothing is in flight: requests may go back and forth between the
+ * ring and the mapper, so every queue is looked at until all are idle. */
 static void uring_drain(struct blk_backend *be)
 {
 	struct uring_backend *ub = to_ub(be);
 
-	for (unsigned i = 0; i < ub->nqueues; i++) {
-		struct uring_queue *uq = &ub->q[i];
+	for (;;) {
+		for (unsigned i = 0; i < ub->nqueues; i++) {
+			struct uring_queue *uq = &ub->q[i];
 
-		submit_pending(ub, uq);
-		submit_queued(uq);
-		while (uq->inflight) {
-			struct io_uring_cqe *cqe;
-			int ret = io_uring_wait_cqe(&uq->ring, &cqe);
-
-			if (ret < 0 && ret != -EINTR) {
-				log_error("virtio-blk: waiting for I/O: %s", strerror(-ret));
-				break;
-			}
+			submit_pending(ub, uq);
+			submit_queued(uq);
 			reap_queue(be, uq);
+			submit_pending(ub, uq);
+			submit_queued(uq);
 		}
+		if (!busy(ub))
+			return;
+		for (unsigned i = 0; i < ub->nqueues; i++) {
+			struct io_uring_cqe *cqe;
+			struct __kernel_timespec ts = { .tv_nsec = 2000000 };
+
+			if (ub->q[i].inflight)
+				io_uring_wait_cqe_timeout(&ub->q[i].ring, &cqe, &ts);
+		}
+		if (ub->mapper && ub->mapper->ops->outstanding(ub->mapper))
+			usleep(200); /* its threads wake us through the eventfd, not the ring */
 	}
 }
 
@@ -390,9 +568,12 @@ static void uring_close(struct blk_backend *be)
 		  be->kind, (unsigned long long)ub->stats.host_ops,
 		  (unsigned long long)ub->stats.merged_ops, (unsigned long long)ub->stats.merged_reqs,
 		  (unsigned long long)ub->stats.merge_retries);
+	if (ub->mapper)
+		ub->mapper->ops->close(ub->mapper);
 	for (unsigned i = 0; i < ub->nqueues; i++)
 		queue_exit(&ub->q[i]);
-	close(ub->fd);
+	if (ub->fd >= 0)
+		close(ub->fd);
 	free(ub);
 }
 
@@ -406,8 +587,11 @@ static const struct blk_backend_ops uring_ops = {
 	.close = uring_close,
 };
 
-static int queue_init(struct uring_queue *uq, unsigned entries)
+/* cq_factor: completion-queue entries per submission entry; a mapped
+ * request may take several host I/Os. */
+static int queue_init(struct uring_queue *uq, unsigned entries, unsigned cq_factor)
 {
+	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE, .cq_entries = entries * cq_factor };
 	int ret;
 
 	uq->pending = calloc(entries, sizeof(*uq->pending));
@@ -418,7 +602,7 @@ static int queue_init(struct uring_queue *uq, unsigned entries)
 		ret = -errno;
 		goto err_pending;
 	}
-	ret = io_uring_queue_init(entries, &uq->ring, 0);
+	ret = io_uring_queue_init_params(entries, &uq->ring, &p);
 	if (ret < 0)
 		goto err_efd;
 	ret = io_uring_register_eventfd(&uq->ring, uq->efd);
@@ -434,8 +618,8 @@ err_pending:
 	return ret;
 }
 
-int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
-		   struct blk_backend **out)
+static int uring_create(int fd, struct blk_mapper *m, uint64_t size,
+			const struct blk_open_opts *o, struct blk_backend **out)
 {
 	struct uring_backend *ub;
 	unsigned i;
@@ -445,11 +629,12 @@ int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
 	if (!ub)
 		return -ENOMEM;
 	for (i = 0; i < o->nqueues; i++) {
-		ret = queue_init(&ub->q[i], o->queue_size);
+		ret = queue_init(&ub->q[i], o->queue_size, m ? 2 * BLK_MAX_PIECES : 2);
 		if (ret)
 			goto err_queues;
 	}
 	ub->fd = fd;
+	ub->mapper = m;
 	ub->nqueues = o->nqueues;
 	ub->queue_size = o->queue_size;
 	ub->be.ops = &uring_ops;
@@ -466,6 +651,18 @@ err_queues:
 		queue_exit(&ub->q[i]);
 	free(ub);
 	return ret;
+}
+
+int blk_uring_open(int fd, uint64_t size, const struct blk_open_opts *o,
+		   struct blk_backend **out)
+{
+	return uring_create(fd, NULL, size, o, out);
+}
+
+int blk_uring_open_mapped(uint64_t size, const struct blk_open_opts *o, struct blk_mapper *m,
+			  struct blk_backend **out)
+{
+	return uring_create(-1, m, size, o, out);
 }
 
 void blk_uring_get_stats(struct blk_backend *be, struct blk_uring_stats *out)
