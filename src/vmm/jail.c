@@ -122,11 +122,13 @@ static void write_pid(const char *pidfile, pid_t pid)
 		fprintf(stderr, "cloison-vmm: error: --pidfile %s: %s\n", pidfile, strerror(-ret));
 }
 
-int jail_supervise(pid_t worker, int ready_fd, const char *pidfile)
+int jail_supervise(pid_t worker, int ready_fd, const char *pidfile,
+		   const char *const *sockets, unsigned nsockets)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	struct sigaction sa;
 	struct rlimit none = { 0, 0 };
+	struct stat st;
 	bool wrote = false;
 	ssize_t n;
 	int status, sig;
@@ -154,6 +156,10 @@ int jail_supervise(pid_t worker, int ready_fd, const char *pidfile)
 			return 1;
 	if (wrote)
 		unlink(pidfile);
+	/* Only a socket: never a file someone put there since. */
+	for (unsigned i = 0; i < nsockets; i++)
+		if (lstat(sockets[i], &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(sockets[i]);
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
 	sig = WTERMSIG(status);
@@ -207,17 +213,17 @@ static int highest_fd(void)
 
 static uint64_t vm_size_bytes(void)
 {
-	char *data = NULL, *p;
-	size_t len;
-	uint64_t kb = 0;
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[256];
+	unsigned long long kb = 0;
 
-	if (read_file("/proc/self/status", 1 << 20, &data, &len))
+	if (!f)
 		return 0;
-	p = strstr(data, "\nVmSize:");
-	if (p)
-		kb = strtoull(p + 8, NULL, 10);
-	free(data);
-	return kb * 1024;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb * 1024;
 }
 
 /* Open files: what is open now plus room for control and console
@@ -277,7 +283,10 @@ static int new_root(const struct jail_config *cfg, char *err, size_t errlen)
 	int fds[2] = { -1, -1 }, ret = 0;
 
 	for (unsigned i = 0; i < cfg->nkeep; i++) {
-		paths[i] = realpath(cfg->keep[i], NULL);
+		/* The name vm.c opens, symbolic links and all (the fd
+		 * follows them to the file). */
+		paths[i] = cfg->keep[i][0] == '/' ? strdup(cfg->keep[i]) : NULL;
+		errno = paths[i] ? 0 : EINVAL;
 		fds[i] = paths[i] ? open(paths[i], O_PATH | O_CLOEXEC) : -1;
 		if (fds[i] < 0) {
 			ret = jail_fail(err, errlen, -errno, "--jail: %s", cfg->keep[i]);

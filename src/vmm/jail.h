@@ -33,11 +33,14 @@ pid_t jail_fork(int *ready_fd, char *err, size_t errlen);
 
 /* Supervisor: forwards SIGTERM, SIGINT and SIGHUP to the worker, writes
  * pidfile (the worker's pid as the host sees it; NULL for none) once the
- * worker reports it runs, waits for it and removes the pidfile. Returns the
+ * worker reports it runs, waits for it and removes the pidfile and the
+ * sockets the worker listened on (sockets[0..nsockets), each removed only
+ * if it still is a socket; the jailed worker cannot reach their names). Returns the
  * worker's exit status; a worker killed by a signal is reported on stderr
  * (SIGSYS: a call outside the seccomp lists) and the supervisor dies of
  * the same signal. */
-int jail_supervise(pid_t worker, int ready_fd, const char *pidfile);
+int jail_supervise(pid_t worker, int ready_fd, const char *pidfile,
+		   const char *const *sockets, unsigned nsockets);
 
 /* Phase 2, after every file, tap, KVM fd and socket is open and before any
  * vCPU runs: network namespace, tmpfs root with cfg->keep bind-mounted,

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -64,6 +65,7 @@ enum {
 	OPT_CONSOLE,
 	OPT_NO_REBOOT,
 	OPT_PAUSED,
+	OPT_RESTORE,
 	OPT_PIDFILE,
 	OPT_BOOT_PROTOCOL,
 	OPT_CHECK_HOST,
@@ -91,6 +93,7 @@ static const struct option long_options[] = {
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "paused", no_argument, NULL, OPT_PAUSED },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
 	{ "boot-protocol", required_argument, NULL, OPT_BOOT_PROTOCOL },
 	{ "check-host", no_argument, NULL, OPT_CHECK_HOST },
@@ -110,7 +113,7 @@ static void usage(FILE *f)
 	fputs("usage: cloison-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]\n"
 	      "                   [--cpus N] [--serial stdio|file:PATH|unix:PATH|pty|none]\n"
 	      "                   [--control PATH] [--name NAME] [--no-reboot] [--pidfile PATH]\n"
-	      "                   [--paused]\n"
+	      "                   [--paused] [--restore DIR]\n"
 	      "                   [--boot-protocol auto|linux|pvh]\n"
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
@@ -129,7 +132,7 @@ static void usage(FILE *f)
 	      "  --serial WHERE   COM1: stdio (default), file:PATH, unix:PATH, pty or none\n"
 	      "                   (on a terminal, Ctrl-A x powers the VM off)\n"
 	      "  --control PATH   control socket (JSON lines: status, pause, resume,\n"
-	      "                   shutdown, poweroff, reset)\n"
+	      "                   shutdown, poweroff, reset, save)\n"
 	      "  --name NAME      name for logs and status\n"
 	      "  --disk SPEC      virtio-blk disk (raw, VHDX or VHD), repeatable\n"
 	      "  --net SPEC       virtio-net NIC on a tap device, repeatable\n"
@@ -139,6 +142,8 @@ static void usage(FILE *f)
 	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
 	      "  --paused         create the VM but keep its vCPUs stopped until \"resume\"\n"
 	      "                   on the control socket (needs --control)\n"
+	      "  --restore DIR    go on from the state a control \"save\" wrote into DIR;\n"
+	      "                   give the VM's other options as when it was saved\n"
 	      "  --boot-protocol auto|linux|pvh\n"
 	      "                   how to enter the kernel (auto: PVH when the ELF has the\n"
 	      "                   note, else the Linux 64-bit boot protocol)\n"
@@ -152,7 +157,7 @@ static void usage(FILE *f)
 	      "  --check-host     report whether this host can run cloison (--json for JSON)\n"
 	      "\n"
 	      "Exit status: 0 guest powered off, 1 VMM error, 2 usage error, 3 guest reset\n"
-	      "with --no-reboot, 4 guest crash.\n",
+	      "with --no-reboot, 4 guest crash, 5 saved (control \"save\").\n",
 	      f);
 }
 
@@ -284,6 +289,10 @@ static int parse_one(struct options *o, int c, const char *arg)
 	case OPT_PAUSED:
 		o->vm.start_paused = true;
 		return 0;
+	case OPT_RESTORE:
+		if (!*arg)
+			return usage_error("--restore: the directory is empty");
+		return set_once(&o->vm.restore, "--restore", arg);
 	case OPT_PIDFILE:
 		if (!*arg)
 			return usage_error("--pidfile: the path is empty");
@@ -627,6 +636,22 @@ static int write_pidfile(const char *path)
 	return atomic_write_file(path, buf, (size_t)n, 0644);
 }
 
+/* path made absolute against the working directory, symbolic links left
+ * as they are (the jail mounts the file under the name vm.c opens). The
+ * result lives until the process exits; NULL with errno on failure. */
+static const char *absolute_path(const char *path)
+{
+	char cwd[PATH_MAX], *out;
+
+	if (path[0] == '/')
+		return path;
+	if (!getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
 static int setup_failed(const char *err, int ret)
 {
 	if (stop_signal)
@@ -664,11 +689,27 @@ static int run_vm(struct options *o)
 			fprintf(stderr, "cloison-vmm: error: %s\n", err);
 			return EXIT_VMM;
 		}
-		if (pid > 0)
-			return jail_supervise(pid, ready_fd, o->pidfile);
-		o->jail_cfg.keep[o->jail_cfg.nkeep++] = o->vm.kernel;
+		if (pid > 0) {
+			const char *sockets[3];
+			unsigned n = 0;
+			if (o->control)
+				sockets[n++] = o->control;
+			if (!strncmp(o->serial, "unix:", 5))
+				sockets[n++] = o->serial + 5;
+			if (o->vm.console && !strncmp(o->vm.console, "unix:", 5))
+				sockets[n++] = o->vm.console + 5;
+			return jail_supervise(pid, ready_fd, o->pidfile, sockets, n);
+		}
+		/* A reset reopens the kernel and initrd by name after the
+		 * pivot, where the old working directory is gone. */
+		o->vm.kernel = o->jail_cfg.keep[o->jail_cfg.nkeep++] = absolute_path(o->vm.kernel);
 		if (o->vm.initrd)
-			o->jail_cfg.keep[o->jail_cfg.nkeep++] = o->vm.initrd;
+			o->vm.initrd = o->jail_cfg.keep[o->jail_cfg.nkeep++] =
+				absolute_path(o->vm.initrd);
+		if (!o->vm.kernel || (o->jail_cfg.nkeep == 2 && !o->vm.initrd)) {
+			fprintf(stderr, "cloison-vmm: error: --jail: %s\n", strerror(errno));
+			return EXIT_VMM;
+		}
 		o->jail_cfg.ncpus = o->vm.ncpus;
 	}
 	/* jansson seeds its hash function from /dev/urandom on first use; do

@@ -45,7 +45,7 @@ def status_fields(pid):
 
 def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, testguest, tmp_path):
     pidfile = tmp_path / "vm.pid"
-    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile) as vm:
+    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile, memory="1G") as vm:
         vm.wait_result("boot")
         pid = worker_pid(vm, pidfile)
         assert pid != vm.proc.pid  # the supervisor forked it
@@ -72,10 +72,19 @@ def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, testgues
         with open("/proc/%d/limits" % pid) as f:
             limits = f.read()
         assert "Max core file size        0 " in limits, limits
+        # Address space: guest RAM (1 GiB here) plus a bounded overhead.
+        as_limit = [int(l.split()[3]) for l in limits.splitlines()
+                    if l.startswith("Max address space")][0]
+        assert 1024 * MiB < as_limit < 1024 * MiB + 1536 * MiB, limits
+        nofile = [int(l.split()[3]) for l in limits.splitlines()
+                  if l.startswith("Max open files")][0]
+        assert nofile < 1024, limits
         ctl = vm.control()
         assert ctl.request("poweroff")["ok"] is True
         assert vm.wait_exit(30) == 0
+    # The supervisor removes what the jailed worker cannot reach by name.
     assert not pidfile.exists()
+    assert not os.path.exists(vm.control_path)
 
 
 def test_jail_uid_and_gid_options(vmm_bin, testguest, tmp_path):
