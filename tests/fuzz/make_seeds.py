@@ -272,6 +272,8 @@ def ctl_seeds():
                                                 '{"id":[1,2],"cmd":"poweroff"}\n']))
     write(t, "bad-requests", ctl(2, ['[1,2]\n', '{"cmd":7}\n', '{"id":null}\n', 'not json\n',
                                      '{"cmd":"nope' + "x" * 80 + '"}\n', '\n\n']))
+    write(t, "save", ctl(1, ['{"id":1,"cmd":"save","path":"/var/lib/x"}\n', '{"cmd":"save"}\n',
+                             '{"cmd":"save","path":"rel"}\n']))
     write(t, "line-too-long", ctl(1, ['{"cmd":"status"}\n']) + bytes([0x80, 0]) +
           bytes([0, 0]) + b"\n")
     write(t, "split-lines", ctl(1, ['{"id":3,', '"cmd":"st', 'atus"}\n'], clients=2, chunk=0))
