@@ -276,10 +276,16 @@ json_t *vm_to_json_locked(struct vm *vm);
  * thread; caller holds op_lock (not d->lock). 0 or -errno with err filled. */
 int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
 /* Re-attaches to a live worker recorded in the runtime dir at daemon start;
- * 0 if adopted, -ESRCH if the worker is gone (*why says how it ended). A
- * worker whose start was in progress (was_starting) and that still waits
- * paused is resumed. */
-int worker_adopt(struct vm *vm, bool was_starting, char *why, size_t whylen);
+ * was/was_reason are the state the last daemon recorded. 0 if adopted; 1
+ * if the worker ended while no daemon ran and its exit record set the
+ * state (as the monitor would have); -ESRCH if the worker is gone without
+ * a record (*why says what is known). A worker whose start was in progress
+ * and that still waits paused is resumed. */
+int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char *why,
+		 size_t whylen);
+/* cloisond --watch-worker RUNDIR: forks a watcher that follows the
+ * worker's control socket and writes its exit event to worker.exit. */
+int worker_watch_main(const char *rundir);
 /* Ends (SIGKILL, then waits until gone) every cloison-vmm that runs in
  * vm's runtime dir but is not except: a worker the daemon has no record of.
  * what (may be NULL) gets their pids. Returns how many were ended. */

@@ -290,7 +290,7 @@ static void remove_tmp_files(const char *dir, bool all)
 
 static void remove_runtime_files(const struct vm *vm)
 {
-	static const char *const names[] = { "status.json", "worker.json", "worker.pid",
+	static const char *const names[] = { "status.json", "worker.json", "worker.pid", "worker.exit",
 					     "control.sock", "serial.sock", "worker.log",
 					     "worker.log.1" };
 	char path[4200];
@@ -439,13 +439,18 @@ static void restore_runtime(struct vm *vm)
 	const char *state = json_string_value(json_object_get(j, "state"));
 	const char *reason = json_string_value(json_object_get(j, "reason"));
 	bool starting = state && !strcmp(state, "starting");
+	enum vm_state was = VM_RUNNING;
+	for (int s = VM_OFF; s <= VM_CRASHED; s++)
+		if (state && !strcmp(state, vm_state_name((enum vm_state)s)))
+			was = (enum vm_state)s;
 	vm->state = VM_OFF;
+	/* An off VM keeps its reason ("the guest shut down") across restarts. */
+	snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
 	if (state && !strcmp(state, "crashed")) {
 		vm->state = VM_CRASHED;
-		snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
 	} else if (state && strcmp(state, "off")) {
 		/* It was running when the last daemon went away. */
-		if (worker_adopt(vm, starting, why, sizeof(why)) < 0) {
+		if (worker_adopt(vm, was, reason, why, sizeof(why)) < 0) {
 			pthread_mutex_lock(&vm->d->lock);
 			vm_set_state_locked(vm, VM_CRASHED, why);
 			pthread_mutex_unlock(&vm->d->lock);

@@ -249,6 +249,10 @@ int main(int argc, char **argv)
 	sigset_t set;
 
 	log_init("cloisond", LOG_INFO);
+	if (argc == 3 && !strcmp(argv[1], "--watch-worker")) {
+		free(d);
+		return worker_watch_main(argv[2]);
+	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': state = optarg; break;

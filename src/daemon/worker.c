@@ -267,8 +267,8 @@ static void worker_ended_locked(struct vm *vm, int status)
 		snprintf(why, sizeof(why), "the worker exited with unexpected status %d: %s",
 			 status, tail);
 	}
-	static const char *const leftovers[] = { "worker.json", "worker.pid", "control.sock",
-						 "serial.sock" };
+	static const char *const leftovers[] = { "worker.json", "worker.pid", "worker.exit",
+						 "control.sock", "serial.sock" };
 	for (size_t i = 0; i < ARRAY_SIZE(leftovers); i++) {
 		char path[4200];
 		runtime_path(vm, leftovers[i], path, sizeof(path));
@@ -395,6 +395,84 @@ int worker_end_strays(struct vm *vm, pid_t except, char *what, size_t len)
 			usleep(10000);
 		}
 	return n;
+}
+
+/* ---- the exit record ---- */
+
+/* The worker's exit status reaches the daemon as an "exit" event on the
+ * control socket. A daemon that is down misses it, and the worker, not
+ * being the next daemon's child, cannot be waited for. So next to every
+ * worker runs a watcher (cloisond --watch-worker RUNDIR, outside the
+ * daemon's process tree) that follows the events too and writes the exit
+ * event to worker.exit; the next daemon decides the state from it. */
+int worker_watch_main(const char *rundir)
+{
+	char path[4200], line[LINE_MAX_BYTES];
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return 1;
+	if (pid > 0)
+		return 0; /* the daemon reaps this at once; the watcher goes on */
+	setsid();
+	snprintf(path, sizeof(path), "%s/control.sock", rundir);
+	int fd = unix_connect_path(path);
+	if (fd < 0)
+		_exit(1);
+	for (;;) {
+		ssize_t n = read_line(fd, line, sizeof(line));
+		if (n <= 0)
+			_exit(0);
+		json_t *j = json_loads(line, 0, NULL);
+		const char *ev = json_string_value(json_object_get(j, "event"));
+		bool exit_ev = ev && !strcmp(ev, "exit");
+		json_decref(j);
+		if (exit_ev) {
+			snprintf(path, sizeof(path), "%s/worker.exit", rundir);
+			_exit(atomic_write_file(path, line, strlen(line), 0640) ? 1 : 0);
+		}
+	}
+}
+
+static void start_watcher(const struct vm *vm)
+{
+	char *argv[] = { "cloisond", "--watch-worker", (char *)vm->rundir, NULL };
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int ws;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	int r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r) {
+		log_warn("vm %s: cannot start the exit watcher: %s (if cloisond is down when the "
+			 "worker ends, its exit status is lost)", vm->cfg.name, strerror(r));
+		return;
+	}
+	while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* Reads worker.exit: 0 with *status and detail, or -ENOENT. */
+static int read_exit_record(const struct vm *vm, int *status, char *detail, size_t len)
+{
+	char path[4200];
+
+	runtime_path(vm, "worker.exit", path, sizeof(path));
+	json_t *j = json_load_file(path, 0, NULL);
+	json_t *st = json_object_get(j, "status");
+	int r = -ENOENT;
+	if (json_is_integer(st)) {
+		*status = (int)json_integer_value(st);
+		snprintf(detail, len, "%s", json_string_value(json_object_get(j, "detail")) ?: "");
+		r = 0;
+	}
+	json_decref(j);
+	return r;
 }
 
 /* ---- the monitor thread ---- */
@@ -539,6 +617,8 @@ static void *monitor_main(void *arg)
 			goto out_detached;
 	}
 	if (fd >= 0) {
+		if (a.child)
+			start_watcher(vm);
 		pthread_mutex_lock(&d->lock);
 		vm->monitor_fd = fd;
 		pthread_mutex_unlock(&d->lock);
@@ -787,6 +867,8 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t e
 	}
 	runtime_path(vm, "control.sock", path, sizeof(path));
 	unlink(path);
+	runtime_path(vm, "worker.exit", path, sizeof(path));
+	unlink(path);
 	logfd = open_log(vm);
 	if (logfd < 0) {
 		snprintf(err, errlen, "cannot open the worker log in %s: %s", vm->rundir,
@@ -834,8 +916,10 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t e
 	return r;
 }
 
-int worker_adopt(struct vm *vm, bool was_starting, char *why, size_t whylen)
+int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char *why,
+		 size_t whylen)
 {
+	bool was_starting = was == VM_STARTING;
 	char path[4200], err[256];
 	json_t *j, *result = NULL;
 	int fd, r;
@@ -850,6 +934,25 @@ int worker_adopt(struct vm *vm, bool was_starting, char *why, size_t whylen)
 		snprintf(why, whylen, "the worker's record is missing; it ended while cloisond "
 				      "was not running");
 		return -ESRCH;
+	}
+	int status;
+	char detail[256];
+	if (!pid_alive(pid, st) && read_exit_record(vm, &status, detail, sizeof(detail)) == 0) {
+		/* It ended while no daemon ran, and its watcher kept the exit
+		 * status: decide as if the monitor had seen it, in the state the
+		 * VM was in (a graceful stop in progress ends in off). */
+		pthread_mutex_lock(&vm->d->lock);
+		vm->state = was;
+		vm->turning_off = was_reason && !strncmp(was_reason, "turning off", 11);
+		vm->exit_seen = true;
+		vm->exit_status = status;
+		snprintf(vm->exit_detail, sizeof(vm->exit_detail), "%s", detail);
+		vm->worker_pid = pid;
+		worker_ended_locked(vm, status);
+		pthread_mutex_unlock(&vm->d->lock);
+		log_info("vm %s: worker pid %d ended with status %d while cloisond was not running",
+			 vm->cfg.name, (int)pid, status);
+		return 1;
 	}
 	if (!pid_alive(pid, st)) {
 		char tail[256];
@@ -888,7 +991,10 @@ int worker_adopt(struct vm *vm, bool was_starting, char *why, size_t whylen)
 	pthread_mutex_lock(&vm->d->lock);
 	vm->started_ns = now_ns() - (uint64_t)json_integer_value(up) * 1000000ULL;
 	vm_set_state_locked(vm, state && !strcmp(state, "paused") ? VM_PAUSED : VM_RUNNING,
-			    "adopted after a cloisond restart");
+			    was == VM_STOPPING ? "adopted after a cloisond restart; the graceful "
+						 "stop in progress was not followed (stop it "
+						 "again to wait for it)"
+					       : "adopted after a cloisond restart");
 	pthread_mutex_unlock(&vm->d->lock);
 	log_info("vm %s: adopted worker pid %d (%s)", vm->cfg.name, (int)pid, state ?: "?");
 	json_decref(result);

@@ -423,3 +423,74 @@ def test_stale_tmp_files_cleaned_and_remove_takes_the_directory(tmp_path, kvm):
         assert not os.path.exists(os.path.join(d.state_dir, "k1", "Virtual Machines"))
     finally:
         d.cleanup()
+
+
+# ---- item 18: a graceful stop in flight when the daemon dies ----
+
+def _alive(pid):
+    try:
+        st = open("/proc/%d/stat" % pid).read()
+    except OSError:
+        return False
+    return st[st.rindex(")") + 2] not in "ZX"
+
+
+def test_graceful_stop_finishes_while_the_daemon_is_down(tmp_path, kvm):
+    import subprocess
+    d = Daemon(tmp_path / "state").start()
+    try:
+        d.create("g1", "run=serve")
+        d.ok("vm", "start", "g1")
+        d.console_until("g1", "RESULT boot=ok")
+        pid = d.vm("g1")["pid"]
+        # Follow the worker's events to kill the daemon right after it
+        # pressed the power button.
+        import socket
+        ctl = socket.socket(socket.AF_UNIX)
+        rund = os.open(d.vm("g1")["runtime_dir"], os.O_PATH)
+        ctl.connect("/proc/self/fd/%d/control.sock" % rund)  # sun_path is short
+        os.close(rund)
+        ctl.settimeout(30)
+        env = dict(os.environ, CLOISON_SOCKET=d.socket)
+        stop = subprocess.Popen([str(d.cli_bin), "vm", "stop", "g1", "--timeout", "60"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen = b""
+        while b"power-button" not in seen:
+            chunk = ctl.recv(4096)
+            assert chunk, seen
+            seen += chunk
+        d.kill9()
+        stop.wait(timeout=10)
+        ctl.close()
+        # The guest shuts down while no daemon runs.
+        deadline = time.time() + 30
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.05)
+        assert not _alive(pid)
+        status = None
+        d.start()
+        v = d.vm("g1")
+        assert v["state"] == "off" and v["reason"] == "the guest shut down", (status, v)
+        # An off VM keeps its reason across another restart.
+        d.stop()
+        d.start()
+        v = d.vm("g1")
+        assert v["state"] == "off" and v["reason"] == "the guest shut down", v
+    finally:
+        d.cleanup()
+
+
+def test_crash_while_the_daemon_is_down_keeps_the_workers_reason(tmp_path, kvm):
+    d = Daemon(tmp_path / "state").start()
+    try:
+        d.create("g3", "run=serve")
+        d.ok("vm", "start", "g3")
+        pid = d.vm("g3")["pid"]
+        d.kill9()
+        os.kill(pid, signal.SIGKILL)  # no exit event: what is known is said
+        time.sleep(0.3)
+        d.start()
+        v = d.vm("g3")
+        assert v["state"] == "crashed" and "while cloisond was not running" in v["reason"], v
+    finally:
+        d.cleanup()
