@@ -40,6 +40,7 @@
 #include "vmm/hw/hw.h"
 #include "vmm/layout.h"
 #include "vmm/machine.h"
+#include "vmm/state/vm_state.h"
 #include "vmm/seccomp.h"
 
 #define KVM_TSS_ADDR 0xfffbd000ULL
@@ -797,6 +798,11 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 		if (ret)
 			return vmm_fail(err, errlen, ret, "setting up vCPU %u: %s", i, strerror(-ret));
 	}
+	/* --restore: the machine is built and booted as for a cold start (so
+	 * that a later reboot finds its kernel), then everything the guest
+	 * can see is replaced by the saved state. */
+	if (cfg->restore)
+		return vm_state_restore(vm, cfg->restore, err, errlen);
 	return 0;
 }
 

@@ -19,6 +19,7 @@ enum vm_stop_reason {
 	VM_STOP_RESET,	    /* guest asked for a reset (i8042, ACPI reset, control "reset") */
 	VM_STOP_CRASH,	    /* triple fault, emulation failure, internal error */
 	VM_STOP_VMM_ERROR,  /* a host-side failure */
+	VM_STOP_SAVED,	    /* control "save" wrote the VM's state: exit 5 */
 };
 
 struct guest_mem *vm_guest_mem(struct vm *vm);

@@ -43,6 +43,7 @@ struct vm_config {
 	unsigned ncpus;
 	bool no_reboot;
 	bool start_paused; /* --paused: vCPUs wait for "resume" */
+	const char *restore; /* --restore DIR: the saved state to go on from */
 	enum boot_protocol protocol;
 	const char *const *disks; /* --disk specs, ndisks of them */
 	unsigned ndisks;

@@ -223,6 +223,39 @@ static struct kvm_msrs *get_msrs(struct state_reader *r)
 	return m;
 }
 
+#define MSR_TSC_DEADLINE 0x6e0
+
+/* Takes IA32_TSC_DEADLINE out of m (if it is there) into a list of its
+ * own; NULL when m has none (or on allocation failure, when it stays). */
+static struct kvm_msrs *split_tsc_deadline(struct kvm_msrs *m)
+{
+	for (uint32_t i = 0; i < m->nmsrs; i++) {
+		struct kvm_msrs *d;
+
+		if (m->entries[i].index != MSR_TSC_DEADLINE)
+			continue;
+		d = msrs_alloc(1);
+		if (!d)
+			return NULL;
+		d->entries[0] = m->entries[i];
+		m->entries[i] = m->entries[--m->nmsrs];
+		return d;
+	}
+	return NULL;
+}
+
+static int set_msrs(int vcpu_fd, uint32_t index, struct kvm_msrs *m, char *err, size_t errlen)
+{
+	int ret = ioctl(vcpu_fd, KVM_SET_MSRS, m);
+
+	if (ret >= 0 && (uint32_t)ret == m->nmsrs)
+		return 0;
+	return fail(err, errlen, ret < 0 ? -errno : -EINVAL,
+		    "vCPU %u: KVM refused saved MSR %#x (%d of %u taken)", index,
+		    ret >= 0 && (uint32_t)ret < m->nmsrs ? m->entries[ret].index : 0, ret,
+		    m->nmsrs);
+}
+
 #define SET(fd, req, p, what)                                                            \
 	do {                                                                             \
 		if (ioctl(fd, req, p) < 0) {                                             \
@@ -242,7 +275,7 @@ int kvm_state_restore_vcpu(const struct state_file *f, int vcpu_fd, uint32_t ind
 	struct kvm_vcpu_events events;
 	struct kvm_mp_state mp;
 	struct kvm_debugregs dbg;
-	struct kvm_msrs *msrs = NULL;
+	struct kvm_msrs *msrs = NULL, *deadline = NULL;
 	struct state_reader r;
 	uint32_t flags;
 	void *fpu = NULL;
@@ -287,21 +320,20 @@ int kvm_state_restore_vcpu(const struct state_file *f, int vcpu_fd, uint32_t ind
 	SET(vcpu_fd, xsave ? KVM_SET_XSAVE : KVM_SET_FPU, fpu, "FPU state");
 	if (flags & VCPU_XCRS)
 		SET(vcpu_fd, KVM_SET_XCRS, &xcrs, "XCRs");
-	ret = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
-	if (ret < 0 || (uint32_t)ret != msrs->nmsrs) {
-		ret = fail(err, errlen, ret < 0 ? -errno : -EINVAL,
-			   "vCPU %u: KVM refused saved MSR %#x (%d of %u taken)", index,
-			   ret >= 0 && (uint32_t)ret < msrs->nmsrs ? msrs->entries[ret].index : 0,
-			   ret, msrs->nmsrs);
+	deadline = split_tsc_deadline(msrs);
+	ret = set_msrs(vcpu_fd, index, msrs, err, errlen);
+	if (ret)
 		goto out;
-	}
 	SET(vcpu_fd, KVM_SET_LAPIC, &lapic, "LAPIC");
 	SET(vcpu_fd, KVM_SET_VCPU_EVENTS, &events, "pending events");
 	SET(vcpu_fd, KVM_SET_MP_STATE, &mp, "MP state");
 	if (flags & VCPU_DEBUGREGS)
 		SET(vcpu_fd, KVM_SET_DEBUGREGS, &dbg, "debug registers");
-	ret = 0;
+	/* KVM drops a TSC deadline written while the LAPIC timer is not in
+	 * TSC-deadline mode: it goes last, as QEMU puts it */
+	ret = deadline ? set_msrs(vcpu_fd, index, deadline, err, errlen) : 0;
 out:
+	free(deadline);
 	free(msrs);
 	free(fpu);
 	return ret;

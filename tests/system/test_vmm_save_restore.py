@@ -1,0 +1,169 @@
+"""Saved state through the worker: control "save" writes guest memory and
+the state of KVM, every vCPU and every device; `cloison-vmm --restore`
+goes on from it. The test guest proves it: its counting loop continues
+where it stopped, and a damaged or foreign state file is refused with an
+error while the files stay as they were."""
+import hashlib
+import os
+
+import pytest
+
+from vmmlib import Vmm
+
+pytestmark = pytest.mark.usefixtures("kvm")
+
+
+def counts(vm):
+    return [int(v) for v in vm.result_values("count")]
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def save(vm, state_dir):
+    ctl = vm.control()
+    r = ctl.request("save", path=str(state_dir), timeout=120)
+    assert r["ok"] is True, r
+    assert vm.wait_exit(60) == 5, vm.tails()
+    return r["result"]
+
+
+@pytest.mark.parametrize("cpus,memory", [(1, "256M"), (2, "384M"), (4, "256M"), (1, "5G")],
+                         ids=["1cpu", "2cpu", "4cpu", "above-4g"])
+def test_counting_goes_on_after_restore(vmm_bin, testguest, tmp_path, cpus, memory):
+    state = tmp_path / "state"
+    opts = dict(cmdline="count", cpus=cpus, memory=memory)
+    with Vmm(vmm_bin, testguest, tmp_path / "a", **opts) as vm:
+        vm.wait_result("count", 60, count=3)
+        res = save(vm, state)
+        before = counts(vm)
+    assert res["memory_bytes"] == int(memory[:-1]) << (30 if memory.endswith("G") else 20)
+    # untouched RAM is not written: a 5 GiB guest's save is mostly holes
+    assert res["data_bytes"] < res["memory_bytes"]
+    assert os.path.exists(state / "state.bin")
+    assert [p.name for p in state.iterdir() if p.name.startswith("memory-")], list(state.iterdir())
+
+    with Vmm(vmm_bin, testguest, tmp_path / "b", extra=["--restore", state], **opts) as vm:
+        vm.wait_result("count", 60, count=3)
+        after = counts(vm)
+        ctl = vm.control()
+        assert ctl.request("status")["result"]["state"] == "running"
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
+    # the restored guest did not boot again: its first count follows the
+    # last one before the save (the loop may have advanced by the one that
+    # was being printed)
+    assert "boot" not in [k for k, _ in vm.results()], vm.tails()
+    assert after[0] in (before[-1] + 1, before[-1] + 2), (before, after)
+    assert after == list(range(after[0], after[0] + len(after))), after
+
+
+def test_memory_pattern_verifies_after_restore(vmm_bin, testguest, tmp_path):
+    """dirty= keeps rewriting 32 MiB with (address, pass) and checks every
+    page still holds what it wrote the pass before: across a save and a
+    restore, no page went back in time."""
+    state = tmp_path / "state"
+    opts = dict(cmdline="dirty=32M", cpus=2, memory="256M")
+    with Vmm(vmm_bin, testguest, tmp_path / "a", **opts) as vm:
+        vm.wait_result("dirty_passes", 60, count=2)
+        save(vm, state)
+        assert not vm.result_values("dirty_errors"), vm.tails()
+    with Vmm(vmm_bin, testguest, tmp_path / "b", extra=["--restore", state], **opts) as vm:
+        vm.wait_result("dirty_passes", 60, count=3)
+        assert not vm.result_values("dirty_errors"), vm.tails()
+        vm.control().request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
+
+
+def test_disk_writes_in_flight_complete_after_restore(vmm_bin, testguest, tmp_path):
+    """A save in the middle of a random-write run: the requests in flight
+    are finished before the state is taken, and the restored guest's run
+    completes without an error on the same disk."""
+    img = tmp_path / "d.raw"
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    state = tmp_path / "state"
+    opts = dict(cmdline="bs=4K qd=16 secs=6 blkbench=randwrite", memory="256M",
+                extra=["--disk", "path=%s" % img])
+    with Vmm(vmm_bin, testguest, tmp_path / "a", **opts) as vm:
+        vm.wait_result("boot")
+        first = os.stat(img).st_mtime_ns
+        vm.wait_for(lambda: os.stat(img).st_mtime_ns != first, 10, "the guest's writes")
+        save(vm, state)
+        assert not vm.result_values("blk_ops"), "the run ended before the save"
+    opts["extra"] = opts["extra"] + ["--restore", state]
+    with Vmm(vmm_bin, testguest, tmp_path / "b", **opts) as vm:
+        vm.wait_result("blk_errors", 60)
+        assert vm.result_values("blk_errors") == ["0"], vm.tails()
+        assert int(vm.result_values("blk_ops")[0]) > 0
+        vm.control().request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
+    data = img.read_bytes()
+    assert set(data) <= {0, 0xa5}, "bytes the guest never wrote"
+
+
+def test_bad_state_refused_and_files_kept(vmm_bin, testguest, tmp_path):
+    state = tmp_path / "state"
+    with Vmm(vmm_bin, testguest, tmp_path / "a", cmdline="count", memory="256M") as vm:
+        vm.wait_result("count", 60, count=2)
+        save(vm, state)
+    files = {p.name: digest(p) for p in state.iterdir()}
+    sb = state / "state.bin"
+    good = sb.read_bytes()
+
+    def restore(*extra, memory="256M", cpus=None):
+        vm = Vmm(vmm_bin, testguest, tmp_path / "b", cmdline="count", memory=memory,
+                 cpus=cpus, extra=["--restore", state] + list(extra))
+        with vm:
+            status = vm.wait_exit(60)
+        return status, vm.stderr()
+
+    cases = [
+        ("truncated", good[:len(good) // 2], "cut short"),
+        ("bit flip", good[:100] + bytes([good[100] ^ 1]) + good[101:], "CRC-32C"),
+        ("not a state file", b"hello" * 20, "not a cloison state file"),
+        ("newer format", good[:8] + b"\x09" + good[9:], None),
+    ]
+    for what, data, words in cases:
+        sb.write_bytes(data)
+        status, err = restore()
+        assert status == 1, (what, status, err)
+        if words:
+            assert words in err, (what, err)
+        assert not [k for k in vm_results(tmp_path / "b")], what
+    sb.write_bytes(good)
+    # state of a VM with another configuration: fingerprint
+    status, err = restore(memory="384M")
+    assert status == 1 and "another configuration" in err, err
+    status, err = restore(cpus=2)
+    assert status == 1 and "another configuration" in err, err
+    # nothing in the save directory changed
+    assert {p.name: digest(p) for p in state.iterdir()} == files
+
+
+def vm_results(workdir):
+    try:
+        with open(os.path.join(str(workdir), "serial.log"), errors="replace") as f:
+            return [l for l in f.read().splitlines() if l.startswith("RESULT count=")]
+    except FileNotFoundError:
+        return []
+
+
+def test_save_needs_a_path_and_a_failed_save_changes_nothing(vmm_bin, testguest, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with Vmm(vmm_bin, testguest, tmp_path / "a", cmdline="count", memory="256M") as vm:
+        vm.wait_result("count", 60, count=2)
+        ctl = vm.control()
+        r = ctl.request("save")
+        assert r["ok"] is False and r["error"]["code"] == "bad-request", r
+        r = ctl.request("save", path=str(blocker / "sub"))
+        assert r["ok"] is False and r["error"]["code"] == "failed", r
+        # still running, and still counting
+        assert ctl.request("status")["result"]["state"] == "running"
+        n = len(counts(vm))
+        vm.wait_result("count", 30, count=n + 2)
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0
