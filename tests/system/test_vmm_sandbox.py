@@ -211,3 +211,37 @@ def test_no_sandbox_is_loud_and_excludes_jail(vmm_bin, testguest, tmp_path):
     assert r.returncode == 2 and "go with --jail" in r.stderr
     r = run([vmm_bin, "--kernel", testguest, "--jail", "--jail-uid", "0"])
     assert r.returncode == 2 and "--jail-uid 0" in r.stderr
+
+
+def test_hostile_guest_jailed(vmm_bin, testguest, tmp_path):
+    """The test guest's hostile virtio-blk driver against a jailed worker:
+    the device goes to DEVICE_NEEDS_RESET with a log line (the error paths
+    run inside the allow-lists), the other disk keeps serving, and the
+    worker powers off normally."""
+    bad = tmp_path / "bad.raw"
+    good = tmp_path / "good.raw"
+    for p in (bad, good):
+        with open(p, "wb") as f:
+            f.write(os.urandom(MiB))
+    with jailed(vmm_bin, testguest, tmp_path / "vm", cmdline="hostile=blk",
+                extra=["--disk", "path=%s" % bad, "--disk", "path=%s" % good]) as vm:
+        assert vm.wait_exit(120) == 0, vm.tails()
+        r = dict(vm.results())
+        assert r.get("hostile_done") == "1", vm.tails()
+        for step in ("loop", "badaddr", "overlong", "badidx"):
+            assert r.get("hostile_%s_needs_reset" % step) == "1", (step, vm.tails())
+            assert r.get("hostile_%s_other_ok" % step) == "1", (step, vm.tails())
+        assert vm.stderr().count("needs a reset") >= 4, vm.stderr()
+
+
+def test_one_jailed_worker_dying_leaves_another_running(vmm_bin, testguest, tmp_path):
+    """A worker killed by seccomp dies alone: a second jailed VM keeps
+    running and still answers on its control socket."""
+    with jailed(vmm_bin, testguest, tmp_path / "a") as a, \
+            jailed(vmm_bin, testguest, tmp_path / "b") as b:
+        a.wait_result("boot")
+        b.wait_result("boot")
+        a.control().send_raw('{"id": 1, "cmd": "debug-execve"}\n')
+        assert a.wait_exit(30) == -signal.SIGSYS
+        r = b.control().request("status")
+        assert r["ok"] is True and r["result"]["state"] == "running", r
