@@ -165,6 +165,10 @@ static int bridge_table(struct switch_net *sn, const char *name)
 		       "add map bridge cloison_%1$s guards { type ifname : verdict; }\n"
 		       "add map bridge cloison_%1$s vlans { type ifname : verdict; }\n"
 		       "add set bridge cloison_%1$s tagged { type ifname; }\n"
+		       "add map bridge cloison_%1$s limits { type ifname : verdict; }\n"
+		       /* Once per frame as it enters from a port: the policers. */
+		       "add chain bridge cloison_%1$s prerouting { type filter hook prerouting priority filter; policy accept; }\n"
+		       "add rule bridge cloison_%1$s prerouting iifname vmap @limits\n"
 		       "add chain bridge cloison_%1$s forward { type filter hook forward priority filter; policy accept; }\n"
 		       "add chain bridge cloison_%1$s input { type filter hook input priority filter; policy accept; }\n"
 		       "add chain bridge cloison_%1$s output { type filter hook output priority filter; policy accept; }\n"
@@ -577,7 +581,9 @@ static void port_rules_remove(struct switch_net *sn, const char *name, const cha
 	if (vlan >= 0)
 		nft_run(&sn->nft, "delete element bridge cloison_%s vlan_%d { \"%s\" }", name, vlan,
 			ifname);
+	nft_run(&sn->nft, "delete element bridge cloison_%s limits { \"%s\" }", name, ifname);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s p_%s", name, ifname);
+	nft_run(&sn->nft, "delete chain bridge cloison_%s l_%s", name, ifname);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s v_%s", name, ifname);
 	sn->nft.err[0] = '\0';
 }
@@ -625,6 +631,19 @@ static int port_rules_set(struct switch_net *sn, const char *name, const char *i
 	fprintf(f, "add element bridge cloison_%s vlan_%u { \"%s\" }\n", t, pc->vlan, p);
 	if (pc->vlan)
 		fprintf(f, "add element bridge cloison_%s tagged { \"%s\" }\n", t, p);
+	fprintf(f, "add chain bridge cloison_%s l_%s\nflush chain bridge cloison_%s l_%s\n", t, p, t, p);
+	if (pc->bandwidth_max) {
+		/* nftables' bucket holds a second of the rate plus the burst: keep
+		 * the burst small, a few full frames. */
+		unsigned long long rate = pc->bandwidth_max / 8, burst = rate / 50;
+		if (burst < 3028)
+			burst = 3028;
+		fprintf(f,
+			"add rule bridge cloison_%s l_%s limit rate over %llu bytes/second burst %llu "
+			"bytes counter drop\n",
+			t, p, rate, burst);
+	}
+	fprintf(f, "add element bridge cloison_%s limits { \"%s\" : jump l_%s }\n", t, p, p);
 	fprintf(f, "add element bridge cloison_%s guards { \"%s\" : jump p_%s }\n", t, p, p);
 	fprintf(f, "add element bridge cloison_%s vlans { \"%s\" : jump v_%s }\n", t, p, p);
 	if (fclose(f))
@@ -647,6 +666,9 @@ int switch_port_attach(struct switch_net *sn, const char *name, const char *ifna
 		ret = check_port(sn, ifname);
 	if (ret)
 		return ret;
+	if (pc->bandwidth_max && pc->bandwidth_max < 8000)
+		return fail(sn, -EINVAL, "bad bandwidth_max %llu bit/s: use at least 8000, or 0 for none",
+			    (unsigned long long)pc->bandwidth_max);
 	if (pc->vlan > SWITCH_VLAN_MAX)
 		return fail(sn, -EINVAL, "bad VLAN id %u: use 1 to %d, or 0 for none", pc->vlan,
 			    SWITCH_VLAN_MAX);

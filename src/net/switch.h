@@ -67,6 +67,7 @@ struct switch_port_config {
 	bool dhcp_guard;              /* drop DHCP server messages from the port */
 	bool router_guard;            /* drop RAs and redirects from the port */
 	unsigned vlan;                /* access VLAN, 0: untagged */
+	uint64_t bandwidth_max;       /* bits/s the VM may send, 0: no cap */
 };
 
 /* A port config with Hyper-V's defaults: spoofing off, guards off, VLAN 0. */

@@ -100,6 +100,36 @@ while time.time() < end:
 print(n, flush=True)
 """
 
+UDP_FLOOD = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+b, end = bytes(1400), time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        s.sendto(b, (sys.argv[1], 9000))
+    except OSError:
+        pass
+"""
+
+# Received bits/s on the wire (payload + UDP/IP/Ethernet headers), measured
+# from 1.5 s after the first datagram (nftables' bucket starts a second full)
+# for argv[1] seconds.
+UDP_RATE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 9000))
+s.settimeout(5)
+print('ready', flush=True)
+s.recv(65536)
+start = time.time() + 1.5
+while time.time() < start:
+    s.recv(65536)
+n, end = 0, start + float(sys.argv[1])
+while time.time() < end:
+    n += len(s.recv(65536)) + 42
+print(n * 8 / (time.time() - start), flush=True)
+"""
+
 TCP_SERVE_PEER = r"""
 import socket, sys
 s = socket.socket()
@@ -514,3 +544,23 @@ def test_adopt_and_reattach_lose_no_ping(lab):
     # Re-attaching replaced the rules rather than stacking them.
     table = lab.run(lab.host, ["nft", "list", "chain", "bridge", "cloison_i1", "p_v1p"]).stdout
     assert table.count("udp sport") == 1 and table.count("nd-router-advert") == 1, table
+
+
+@pytest.mark.parametrize("cap", [20_000_000, 0])
+def test_bandwidth_max_caps_a_udp_flood_from_the_vm(lab, cap):
+    lab.netctl("switch-create", "p1", "private")
+    vm1 = lab.vm("v1", "10.84.0.2/24")
+    vm2 = lab.vm("v2", "10.84.0.3/24")
+    lab.attach("p1", "v1", "--bandwidth-max", str(cap), ns=vm1)
+    lab.attach("p1", "v2", ns=vm2)
+    rx = lab.popen(vm2, ["python3", "-c", UDP_RATE, "2"])
+    wait_ready(rx)
+    lab.run(vm1, ["python3", "-c", UDP_FLOOD, "10.84.0.3", "4.5"])
+    out, err = rx.communicate(timeout=30)
+    assert rx.returncode == 0, err
+    rate = float(out.split()[-1])
+    print("bandwidth_max %d: received %.1f Mbit/s" % (cap, rate / 1e6))
+    if cap:
+        assert abs(rate - cap) <= cap * 0.10, "%.1f Mbit/s against a cap of %.1f" % (rate / 1e6, cap / 1e6)
+    else:
+        assert rate > 20_000_000 * 1.5, "uncapped flood only %.1f Mbit/s" % (rate / 1e6)

@@ -244,6 +244,7 @@ static void test_tap_created_guarded_removed(void **state)
 	pc.dhcp_guard = true;
 	pc.router_guard = true;
 	pc.vlan = 7;
+	pc.bandwidth_max = 8000000; /* 1 MB/s */
 	fd = switch_tap_create(sn, "sw", "vmtap0", &pc, 12);
 	assert_true(fd >= 0);
 	/* The fd is a tap the worker can adopt. */
@@ -261,15 +262,18 @@ static void test_tap_created_guarded_removed(void **state)
 	assert_non_null(strstr(rules, "nd-router-advert"));
 	assert_non_null(strstr(rules, "\"vlan_7\""));
 	assert_non_null(strstr(rules, "\"p_vmtap0\""));
+	assert_non_null(strstr(rules, "\"limit\": {\"rate\": 1000000, \"burst\": 20000, \"per\": \"second\", \"inv\": true, \"rate_unit\": \"bytes\""));
 	free(rules);
 	assert_int_equal(switch_tap_create(sn, "sw", "vmtap0", &pc, 12), -EEXIST);
 
 	/* Re-attach with other settings replaces them. */
 	pc.vlan = 0;
 	pc.mac_spoofing = true;
+	pc.bandwidth_max = 0;
 	assert_int_equal(switch_port_attach(sn, "sw", "vmtap0", &pc), 0);
 	rules = run("nft -j list table bridge cloison_sw");
 	assert_null(strstr(rules, "\"52:54:00:12:34:56\""));
+	assert_null(strstr(rules, "\"limit\""));
 	assert_null(strstr(rules, "\"vlan_7\", \"elem\""));
 	free(rules);
 
@@ -280,6 +284,10 @@ static void test_tap_created_guarded_removed(void **state)
 	assert_int_equal(switch_port_attach(sn, "sw", "nosuch", &pc), -ENODEV);
 	pc.vlan = 5000;
 	assert_int_equal(switch_port_attach(sn, "sw", "lo", &pc), -EINVAL);
+	pc.vlan = 0;
+	pc.bandwidth_max = 100;
+	assert_int_equal(switch_port_attach(sn, "sw", "lo", &pc), -EINVAL);
+	assert_non_null(strstr(sn->err, "bad bandwidth_max"));
 }
 
 static void test_nat_forwards_and_subnet_choice(void **state)
