@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <grp.h>
+#include <seccomp.h>
 #include <unistd.h>
 
 #include "common/fileutil.h"
@@ -122,6 +123,43 @@ static void write_pid(const char *pidfile, pid_t pid)
 		fprintf(stderr, "cloison-vmm: error: --pidfile %s: %s\n", pidfile, strerror(-ret));
 }
 
+/* The system call that got the worker killed, from the kernel's audit line
+ * (type=1326 ... pid=PID ... syscall=N) in /dev/kmsg, as "execve (59)";
+ * false where the log is not readable (no root, or auditd takes the
+ * lines). */
+static bool seccomp_victim_call(pid_t worker, char *out, size_t len)
+{
+	char rec[2048], pidpat[32];
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	long nr = -1;
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	snprintf(pidpat, sizeof(pidpat), " pid=%d ", (int)worker);
+	while ((n = read(fd, rec, sizeof(rec) - 1)) != 0) {
+		const char *sc;
+		if (n < 0) {
+			if (errno == EPIPE || errno == EINTR)
+				continue; /* a record was overwritten meanwhile */
+			break;
+		}
+		rec[n] = 0;
+		sc = strstr(rec, " syscall=");
+		if (strstr(rec, "type=1326") && strstr(rec, pidpat) && sc)
+			nr = strtol(sc + 9, NULL, 10);
+	}
+	close(fd);
+	if (nr < 0)
+		return false;
+	{
+		char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, (int)nr);
+		snprintf(out, len, "%s (%ld)", name ? name : "?", nr);
+		free(name);
+	}
+	return true;
+}
+
 int jail_supervise(pid_t worker, int ready_fd, const char *pidfile,
 		   const char *const *sockets, unsigned nsockets)
 {
@@ -132,7 +170,7 @@ int jail_supervise(pid_t worker, int ready_fd, const char *pidfile,
 	bool wrote = false;
 	ssize_t n;
 	int status, sig;
-	char b;
+	char b, call[64];
 
 	forward_to = worker;
 	memset(&sa, 0, sizeof(sa));
@@ -163,11 +201,15 @@ int jail_supervise(pid_t worker, int ready_fd, const char *pidfile,
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
 	sig = WTERMSIG(status);
-	fprintf(stderr, "cloison-vmm: error: the jailed worker was killed by signal %s%s\n",
-		sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
-		sig == SIGSYS ? " (a system call outside its seccomp allow-list; the kernel "
-				"log's audit line type=1326 names it)"
-			      : "");
+	if (sig == SIGSYS && seccomp_victim_call(worker, call, sizeof(call)))
+		fprintf(stderr, "cloison-vmm: error: the jailed worker was killed by signal SYS: "
+			"system call %s is outside its seccomp allow-list\n", call);
+	else
+		fprintf(stderr, "cloison-vmm: error: the jailed worker was killed by signal %s%s\n",
+			sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+			sig == SIGSYS ? " (a system call outside its seccomp allow-list; the "
+					"kernel log's audit line type=1326 names it)"
+				      : "");
 	/* Die the same way, so whoever started us sees the signal; without
 	 * a core of our own. */
 	setrlimit(RLIMIT_CORE, &none);
