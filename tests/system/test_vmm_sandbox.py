@@ -8,6 +8,7 @@ The debug-* control commands exist in test builds only (-Dtest_hooks)."""
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -64,11 +65,18 @@ def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, testgues
             mine = os.readlink("/proc/self/ns/%s" % ns)
             theirs = os.readlink("/proc/%d/ns/%s" % (pid, ns))
             assert mine != theirs, (ns, mine, theirs)
-        # Every thread is filtered and unprivileged, not only the main one.
+        # Every thread is filtered and unprivileged, not only the main one;
+        # the main thread, each vCPU and the event loop carry their own
+        # list on top of the base filter.
+        narrowed = 0
         for tid in os.listdir("/proc/%d/task" % pid):
             t = status_fields(int(tid))
             assert t["Seccomp"] == "2" and t["CapEff"] == "0000000000000000", (tid, t)
             assert t["Uid"].split()[0] == "900000"
+            if t["Name"] == "vcpu0" or int(tid) == pid:
+                assert t["Seccomp_filters"] == "2", (tid, t)
+            narrowed += t["Seccomp_filters"] == "2"
+        assert narrowed >= 3  # main, vcpu0, event loop
         with open("/proc/%d/limits" % pid) as f:
             limits = f.read()
         assert "Max core file size        0 " in limits, limits
@@ -250,3 +258,24 @@ def test_one_jailed_worker_dying_leaves_another_running(vmm_bin, testguest, tmp_
         assert a.wait_exit(30) == -signal.SIGSYS
         r = b.control().request("status")
         assert r["ok"] is True and r["result"]["state"] == "running", r
+
+
+def test_kill_9_of_the_supervisor_ends_the_worker(vmm_bin, testguest, tmp_path):
+    """The pid a daemon knows is the supervisor's: a kill -9 there must not
+    leave a worker running on, holding its disks."""
+    pidfile = tmp_path / "vm.pid"
+    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile) as vm:
+        vm.wait_result("boot")
+        pid = worker_pid(vm, pidfile)
+        vm.kill(signal.SIGKILL)
+        vm.wait_exit(10)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                state = status_fields(pid)["State"].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            if state in ("Z", "X"):
+                break
+            assert time.monotonic() < deadline, "the jailed worker outlived its supervisor"
+            time.sleep(0.05)
