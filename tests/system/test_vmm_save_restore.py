@@ -5,6 +5,7 @@ where it stopped, and a damaged or foreign state file is refused with an
 error while the files stay as they were."""
 import hashlib
 import os
+import struct
 
 import pytest
 
@@ -167,3 +168,56 @@ def test_save_needs_a_path_and_a_failed_save_changes_nothing(vmm_bin, testguest,
         vm.wait_result("count", 30, count=n + 2)
         ctl.request("poweroff")
         assert vm.wait_exit(30) == 0
+
+
+def _crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def _sections(d):
+    off, n = 32, struct.unpack_from("<I", d, 24)[0]
+    for _ in range(n):
+        t, inst, ver, ln = struct.unpack_from("<IIII", d, off)
+        yield t, inst, off + 16, ln
+        off += 16 + ((ln + 7) & ~7)
+
+
+def test_virtqueue_outside_ram_in_a_state_file_means_needs_reset(vmm_bin, testguest, tmp_path):
+    """A state file (CRC made good) whose virtio-blk queue points far
+    outside RAM: the restore maps the ring through the same checks as a
+    driver's queue_enable, so the device goes to needs-reset and the
+    worker and the guest go on."""
+    img = tmp_path / "d.raw"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    state = tmp_path / "state"
+    opts = dict(cmdline="blksum count", memory="256M", extra=["--disk", "path=%s" % img])
+    with Vmm(vmm_bin, testguest, tmp_path / "a", **opts) as vm:
+        vm.wait_result("count", 60, count=2)
+        save(vm, state)
+    sb = state / "state.bin"
+    d = bytearray(sb.read_bytes())
+    patched = 0
+    for t, inst, at, ln in _sections(d):
+        if t != 33:  # STATE_SECTION_VIRTIO
+            continue
+        q0 = at + 36  # after the transport fields: the first queue
+        if d[q0 + 4] == 1:  # enabled
+            struct.pack_into("<Q", d, q0 + 5, 0xfff00000000)
+            patched += 1
+    assert patched, "no virtio device had an enabled queue"
+    struct.pack_into("<I", d, len(d) - 4, _crc32c(bytes(d[:-4])))
+    sb.write_bytes(bytes(d))
+    opts["extra"] = opts["extra"] + ["--restore", state]
+    with Vmm(vmm_bin, testguest, tmp_path / "b", **opts) as vm:
+        vm.wait_result("count", 60, count=2)
+        assert "needs a reset" in vm.stderr(), vm.stderr()
+        ctl = vm.control()
+        assert ctl.request("status")["result"]["state"] == "running"
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
