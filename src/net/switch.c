@@ -166,6 +166,9 @@ static int bridge_table(struct switch_net *sn, const char *name)
 		       "add map bridge cloison_%1$s vlans { type ifname : verdict; }\n"
 		       "add set bridge cloison_%1$s tagged { type ifname; }\n"
 		       "add map bridge cloison_%1$s limits { type ifname : verdict; }\n"
+		       /* Port mirroring's state; the netdev table is made from it. */
+		       "add set bridge cloison_%1$s mirror_src { type ifname; }\n"
+		       "add set bridge cloison_%1$s mirror_dst { type ifname; }\n"
 		       /* Once per frame as it enters from a port: the policers. */
 		       "add chain bridge cloison_%1$s prerouting { type filter hook prerouting priority filter; policy accept; }\n"
 		       "add rule bridge cloison_%1$s prerouting iifname vmap @limits\n"
@@ -250,11 +253,11 @@ static int host_tables(struct switch_net *sn, const struct switch_config *cfg)
 
 static void drop_tables(struct switch_net *sn, const char *name)
 {
-	static const char *const families[] = { "bridge", "inet", "arp", "ip" };
+	static const char *const families[] = { "bridge", "inet", "arp", "ip", "netdev" };
 	char table[32];
 
 	snprintf(table, sizeof(table), "cloison_%s", name);
-	for (unsigned i = 0; i < 4; i++)
+	for (unsigned i = 0; i < 5; i++)
 		nft_table_delete(&sn->nft, families[i], table);
 }
 
@@ -570,6 +573,9 @@ static int port_vlan(struct switch_net *sn, const char *name, const char *ifname
 	return vlan;
 }
 
+static int mirror_set(struct switch_net *sn, const char *name, const char *ifname,
+		      enum switch_mirror m);
+
 static void port_rules_remove(struct switch_net *sn, const char *name, const char *ifname)
 {
 	int vlan = port_vlan(sn, name, ifname);
@@ -584,8 +590,108 @@ static void port_rules_remove(struct switch_net *sn, const char *name, const cha
 	nft_run(&sn->nft, "delete element bridge cloison_%s limits { \"%s\" }", name, ifname);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s p_%s", name, ifname);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s l_%s", name, ifname);
+	mirror_set(sn, name, ifname, SWITCH_MIRROR_NONE);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s v_%s", name, ifname);
 	sn->nft.err[0] = '\0';
+}
+
+#define MIRROR_MAX 64
+
+/* The quoted elements of set SET of the switch's bridge table. */
+static int set_elements(struct switch_net *sn, const char *name, const char *set,
+			char (*out)[IFNAMSIZ], size_t max, size_t *n)
+{
+	char *text, *p, *end;
+	int ret = nft_list(&sn->nft, false, &text, "list set bridge cloison_%s %s", name, set);
+
+	*n = 0;
+	if (ret)
+		return ret;
+	p = strstr(text, "elements = {");
+	while (p && (p = strchr(p, '"')) && (end = strchr(p + 1, '"'))) {
+		size_t len = (size_t)(end - p - 1);
+		if (*n < max && len < IFNAMSIZ) {
+			memcpy(out[*n], p + 1, len);
+			out[(*n)++][len] = '\0';
+		}
+		p = end + 1;
+	}
+	free(text);
+	return 0;
+}
+
+static bool in_set(struct switch_net *sn, const char *name, const char *set, const char *ifname)
+{
+	char *out;
+	bool ok = nft_list(&sn->nft, false, &out, "get element bridge cloison_%s %s { \"%s\" }", name,
+			   set, ifname) == 0;
+
+	free(out);
+	sn->nft.err[0] = '\0';
+	return ok;
+}
+
+/* Rebuilds the netdev table from the mirror sets in one batch: for each
+ * source port an ingress and an egress chain that copy every frame to each
+ * destination port. */
+static int mirror_sync(struct switch_net *sn, const char *name)
+{
+	char src[MIRROR_MAX][IFNAMSIZ], dst[MIRROR_MAX][IFNAMSIZ];
+	static const char *const hooks[] = { "ingress", "egress" };
+	size_t ns, nd, len;
+	char *cmd;
+	FILE *f;
+	int ret;
+
+	ret = set_elements(sn, name, "mirror_src", src, MIRROR_MAX, &ns);
+	if (!ret)
+		ret = set_elements(sn, name, "mirror_dst", dst, MIRROR_MAX, &nd);
+	if (ret)
+		return ret;
+	f = open_memstream(&cmd, &len);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "add table netdev cloison_%s\ndelete table netdev cloison_%s\n", name, name);
+	if (ns && nd) {
+		fprintf(f, "add table netdev cloison_%s\n", name);
+		for (size_t i = 0; i < ns; i++) {
+			for (int h = 0; h < 2; h++) {
+				fprintf(f,
+					"add chain netdev cloison_%s m%c_%s { type filter hook %s device "
+					"\"%s\" priority filter; policy accept; }\n",
+					name, hooks[h][0], src[i], hooks[h], src[i]);
+				for (size_t j = 0; j < nd; j++)
+					fprintf(f, "add rule netdev cloison_%s m%c_%s dup to \"%s\"\n",
+						name, hooks[h][0], src[i], dst[j]);
+			}
+		}
+	}
+	if (fclose(f))
+		return -ENOMEM;
+	ret = nft_run(&sn->nft, "%s", cmd);
+	free(cmd);
+	return ret;
+}
+
+/* Puts a port in the mirror set its config names (and out of the other). */
+static int mirror_set(struct switch_net *sn, const char *name, const char *ifname,
+		      enum switch_mirror m)
+{
+	static const char *const sets[] = { "mirror_src", "mirror_dst" };
+
+	for (int i = 0; i < 2; i++) {
+		bool want = (int)m == i + 1, have = in_set(sn, name, sets[i], ifname);
+		int ret = 0;
+		if (want && !have)
+			ret = nft_run(&sn->nft, "add element bridge cloison_%s %s { \"%s\" }", name,
+				      sets[i], ifname);
+		else if (!want && have)
+			ret = nft_run(&sn->nft, "delete element bridge cloison_%s %s { \"%s\" }", name,
+				      sets[i], ifname);
+		if (ret)
+			return ret;
+	}
+	return mirror_sync(sn, name);
 }
 
 /* Installs or replaces a port's rules in one batch, so a re-attach (as a
@@ -692,6 +798,9 @@ int switch_port_attach(struct switch_net *sn, const char *name, const char *ifna
 	ret = port_rules_set(sn, name, ifname, pc);
 	if (ret)
 		return fail(sn, ret, "cannot set the rules of port %s: %s", ifname, sn->nft.err);
+	ret = mirror_set(sn, name, ifname, pc->mirror);
+	if (ret)
+		return fail(sn, ret, "cannot set port mirroring of %s: %s", ifname, sn->nft.err);
 	ret = rtnl_link_set_master(&sn->rtnl, ifname, br.ifindex);
 	if (!ret)
 		ret = rtnl_link_set_up(&sn->rtnl, ifname, true);

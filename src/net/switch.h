@@ -60,6 +60,14 @@ struct switch_info {
 	struct in_addr gateway;       /* nat/internal: the host's address */
 };
 
+/* Hyper-V's port mirroring: a destination port gets a copy of every frame
+ * a source port sends or receives. */
+enum switch_mirror {
+	SWITCH_MIRROR_NONE,
+	SWITCH_MIRROR_SOURCE,
+	SWITCH_MIRROR_DESTINATION,
+};
+
 /* Per-port settings, with Hyper-V's names. */
 struct switch_port_config {
 	bool mac_spoofing;            /* false: drop frames not from mac */
@@ -68,6 +76,7 @@ struct switch_port_config {
 	bool router_guard;            /* drop RAs and redirects from the port */
 	unsigned vlan;                /* access VLAN, 0: untagged */
 	uint64_t bandwidth_max;       /* bits/s the VM may send, 0: no cap */
+	enum switch_mirror mirror;
 };
 
 /* A port config with Hyper-V's defaults: spoofing off, guards off, VLAN 0. */

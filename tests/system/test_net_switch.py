@@ -100,6 +100,24 @@ while time.time() < end:
 print(n, flush=True)
 """
 
+COUNT_ICMP = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind(('eth0', 0))
+s.settimeout(0.2)
+n, end = 0, time.time() + float(sys.argv[1])
+print('ready', flush=True)
+while time.time() < end:
+    try:
+        f = s.recv(2048)
+        ip = bytes(map(int, sys.argv[2].split('.')))
+        if f[23] == 1 and ip in (f[26:30], f[30:34]):
+            n += 1
+    except socket.timeout:
+        pass
+print(n, flush=True)
+"""
+
 UDP_FLOOD = r"""
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -564,3 +582,25 @@ def test_bandwidth_max_caps_a_udp_flood_from_the_vm(lab, cap):
         assert abs(rate - cap) <= cap * 0.10, "%.1f Mbit/s against a cap of %.1f" % (rate / 1e6, cap / 1e6)
     else:
         assert rate > 20_000_000 * 1.5, "uncapped flood only %.1f Mbit/s" % (rate / 1e6)
+
+
+@pytest.mark.parametrize("mirror", ["source", "none"])
+def test_port_mirroring_copies_a_source_ports_frames_to_the_destination(lab, mirror):
+    lab.netctl("switch-create", "p1", "private")
+    a = lab.vm("va", "10.85.0.2/24")
+    b = lab.vm("vb", "10.85.0.3/24")
+    c = lab.vm("vc", "10.85.0.4/24")
+    lab.attach("p1", "va", "--mirror", mirror, ns=a)
+    lab.attach("p1", "vb", "--mirror", "destination", ns=b)
+    lab.attach("p1", "vc", ns=c)
+    assert lab.ping(a, "10.85.0.4")  # MACs learned: the echo frames are unicast from now on
+    p = lab.popen(b, ["python3", "-c", COUNT_ICMP, "2.5", "10.85.0.2"])
+    wait_ready(p)
+    assert lab.ping(a, "10.85.0.4", count=5)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    seen = int(out.split()[-1])
+    # Both directions of a's traffic: 5 requests from it, 5 replies to it.
+    assert seen == (10 if mirror == "source" else 0), seen
+    lab.netctl("port-detach", "p1", "vap")
+    assert "netdev cloison_p1" not in lab.run(lab.host, ["nft", "list", "tables"]).stdout

@@ -23,7 +23,8 @@ static int usage(void)
 		"  forward-add NAME tcp|udp HOSTPORT VMADDR VMPORT   forward-remove NAME tcp|udp HOSTPORT\n"
 		"  subnet-choose   subnet-check N/LEN\n"
 		"  dhcp-start BRIDGE N/LEN LEASES LOG   leases FILE\n"
-		"PORTOPTS: --mac MAC --mac-spoofing on|off --dhcp-guard on|off --router-guard on|off --vlan N --bandwidth-max BITS\n");
+		"PORTOPTS: --mac MAC --mac-spoofing on|off --dhcp-guard on|off --router-guard on|off --vlan N --bandwidth-max BITS\n"
+		"          --mirror none|source|destination\n");
 	return 2;
 }
 
@@ -75,6 +76,15 @@ static int parse_port_opts(int argc, char **argv, struct switch_port_config *pc)
 			ret = parse_onoff(v, &pc->dhcp_guard);
 		} else if (strcmp(k, "--router-guard") == 0) {
 			ret = parse_onoff(v, &pc->router_guard);
+		} else if (strcmp(k, "--mirror") == 0) {
+			if (strcmp(v, "none") == 0)
+				pc->mirror = SWITCH_MIRROR_NONE;
+			else if (strcmp(v, "source") == 0)
+				pc->mirror = SWITCH_MIRROR_SOURCE;
+			else if (strcmp(v, "destination") == 0)
+				pc->mirror = SWITCH_MIRROR_DESTINATION;
+			else
+				ret = -EINVAL;
 		} else if (strcmp(k, "--bandwidth-max") == 0) {
 			pc->bandwidth_max = strtoull(v, NULL, 10);
 		} else if (strcmp(k, "--vlan") == 0) {

@@ -290,6 +290,45 @@ static void test_tap_created_guarded_removed(void **state)
 	assert_non_null(strstr(sn->err, "bad bandwidth_max"));
 }
 
+static void test_port_mirroring_table_follows_ports(void **state)
+{
+	struct switch_net *sn = *state;
+	struct switch_config cfg = { .name = "mir", .type = SWITCH_PRIVATE };
+	const uint8_t mac[6] = { 0x52, 0x54, 0, 0, 0, 1 };
+	struct switch_port_config src, dst;
+	struct switch_info info;
+	int a, b;
+
+	assert_int_equal(switch_create(sn, &cfg, &info), 0);
+	switch_port_config_default(&src, mac);
+	switch_port_config_default(&dst, mac);
+	src.mirror = SWITCH_MIRROR_SOURCE;
+	dst.mirror = SWITCH_MIRROR_DESTINATION;
+	a = switch_tap_create(sn, "mir", "mtap0", &src, 12);
+	assert_true(a >= 0);
+	/* A source with no destination yet copies nowhere: no table. */
+	assert_false(output_has("nft list tables", "netdev cloison_mir"));
+	b = switch_tap_create(sn, "mir", "mtap1", &dst, 12);
+	assert_true(b >= 0);
+	char *t = run("nft list table netdev cloison_mir");
+	assert_non_null(strstr(t, "hook ingress device \"mtap0\""));
+	assert_non_null(strstr(t, "hook egress device \"mtap0\""));
+	assert_non_null(strstr(t, "dup to \"mtap1\""));
+	free(t);
+	/* The destination turned into a plain port: mirroring stops. */
+	dst.mirror = SWITCH_MIRROR_NONE;
+	assert_int_equal(switch_port_attach(sn, "mir", "mtap1", &dst), 0);
+	assert_false(output_has("nft list tables", "netdev cloison_mir"));
+	dst.mirror = SWITCH_MIRROR_DESTINATION;
+	assert_int_equal(switch_port_attach(sn, "mir", "mtap1", &dst), 0);
+	assert_true(output_has("nft list tables", "netdev cloison_mir"));
+	assert_int_equal(switch_tap_remove(sn, "mir", "mtap0"), 0);
+	assert_false(output_has("nft list tables", "netdev cloison_mir"));
+	assert_false(output_has("nft list set bridge cloison_mir mirror_src", "mtap0"));
+	close(a);
+	close(b);
+}
+
 static void test_nat_forwards_and_subnet_choice(void **state)
 {
 	struct switch_net *sn = *state;
@@ -401,6 +440,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_internal_address_and_external_adapter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_external_moves_management_addresses_and_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_created_guarded_removed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_port_mirroring_table_follows_ports, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nat_forwards_and_subnet_choice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dnsmasq_started_restarted_stopped, setup, teardown),
 	};
