@@ -165,8 +165,8 @@ def test_failed_set_on_a_full_state_fs_changes_nothing(tmp_path, kvm):
         pytest.skip("mounting a small tmpfs as the state dir needs root")
     state = tmp_path / "state"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
     d = Daemon(state)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
     try:
         d.start()
         d.create("f1", "run=serve", "--cpus", "1")
