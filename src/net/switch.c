@@ -386,17 +386,38 @@ static int move_l3(struct switch_net *sn, int from, const char *from_name, int t
 	}
 	for (i = 0; i < st.naddrs; i++)
 		rtnl_addr4_del(&sn->rtnl, from, st.addrs[i].addr, st.addrs[i].len);
-	int first = 0;
+	/* The addresses have moved: a route that will not follow is a warning
+	 * (left in sn->err), not a reason to undo the move. */
 	for (i = 0; i < st.nroutes; i++) {
 		ret = rtnl_route4_add(&sn->rtnl, &st.routes[i], to);
-		if (ret && !first) {
-			first = ret;
+		if (ret && !sn->err[0]) {
 			inet_ntop(AF_INET, &st.routes[i].dst.addr, a, sizeof(a));
-			switch_fail(sn, ret, "addresses moved to %s, but the route to %s/%u did not: %s",
-			     to_name, a, st.routes[i].dst.len, strerror(-ret));
+			switch_fail(sn, ret, "warning: addresses moved to %s, but the route to %s/%u did not: %s",
+				    to_name, a, st.routes[i].dst.len, strerror(-ret));
 		}
 	}
-	return first;
+	return 0;
+}
+
+/* Releases the uplink recorded in the bridge's alias and moves the
+ * management OS's addresses back to it. No uplink (or none recorded) is 0. */
+static int give_back_uplink(struct switch_net *sn, const struct rtnl_link *br)
+{
+	const char *up = strstr(br->alias, " uplink=");
+	struct rtnl_link ad;
+	int ret;
+
+	if (!up || rtnl_link_get(&sn->rtnl, up + 8, &ad) != 0)
+		return 0;
+	if (ad.master != br->ifindex)
+		return 0; /* never enslaved here (e.g. another bridge's port): not ours */
+	ret = rtnl_link_set_master(&sn->rtnl, ad.name, 0);
+	if (!ret)
+		ret = rtnl_link_set_up(&sn->rtnl, ad.name, true);
+	if (ret)
+		return switch_fail(sn, ret, "cannot release %s from %s: %s", ad.name, br->name,
+				   strerror(-ret));
+	return move_l3(sn, br->ifindex, br->name, ad.ifindex, ad.name);
 }
 
 static int setup_bridge(struct switch_net *sn, const struct switch_config *cfg, struct switch_info *out,
@@ -511,6 +532,13 @@ int switch_create(struct switch_net *sn, const struct switch_config *cfg, struct
 err:
 	if (!sn->err[0])
 		switch_fail(sn, ret, "cannot set up bridge %s: %s", out->bridge, strerror(-ret));
+	/* Whatever moved to the bridge goes back before the bridge goes. */
+	char why[sizeof(sn->err)];
+	memcpy(why, sn->err, sizeof(why));
+	sn->err[0] = '\0';
+	if (rtnl_link_get(&sn->rtnl, out->bridge, &l) == 0)
+		give_back_uplink(sn, &l);
+	memcpy(sn->err, why, sizeof(why));
 	drop_tables(sn, cfg->name);
 	rtnl_link_del(&sn->rtnl, out->bridge);
 	return ret;
@@ -532,22 +560,11 @@ int switch_destroy(struct switch_net *sn, const char *name)
 	if (ret)
 		return ret;
 	switch_bridge_name(name, br);
-	const char *up = strstr(l.alias, " uplink=");
-	struct rtnl_link ad;
-	if (up && rtnl_link_get(&sn->rtnl, up + 8, &ad) == 0) {
-		/* The management OS's addresses go back to the adapter first. */
-		ret = rtnl_link_set_master(&sn->rtnl, ad.name, 0);
-		if (!ret)
-			ret = rtnl_link_set_up(&sn->rtnl, ad.name, true);
-		if (!ret)
-			ret = move_l3(sn, l.ifindex, br, ad.ifindex, ad.name);
-		if (ret) {
-			if (!sn->err[0])
-				switch_fail(sn, ret, "cannot give %s its addresses back: %s", ad.name,
-				     strerror(-ret));
-			return ret;
-		}
-	}
+	/* The management OS's addresses go back to the adapter first; if they
+	 * cannot, the switch stays, so the host keeps them on the bridge. */
+	ret = give_back_uplink(sn, &l);
+	if (ret)
+		return ret;
 	ret = rtnl_link_del(&sn->rtnl, br);
 	if (ret)
 		return switch_fail(sn, ret, "cannot delete bridge %s: %s", br, strerror(-ret));

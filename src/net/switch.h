@@ -10,7 +10,9 @@
  * arp and (NAT) ip families. Port names are [A-Za-z0-9_.-]{1,15}.
  *
  * Errors are 0 or -errno; every failure also leaves a sentence a person can
- * act on in sn->err. */
+ * act on in sn->err. A success leaves sn->err empty, or a sentence starting
+ * "warning:" (e.g. a route that did not follow the management OS's
+ * addresses). */
 #ifndef CLOISON_NET_SWITCH_H
 #define CLOISON_NET_SWITCH_H
 

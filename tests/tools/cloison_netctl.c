@@ -133,6 +133,8 @@ static int cmd_switch_create(struct switch_net *sn, int argc, char **argv)
 		return die(sn->err);
 	if (switch_create(sn, &cfg, &info))
 		return die(sn->err);
+	if (sn->err[0])
+		fprintf(stderr, "cloison-netctl: %s\n", sn->err);
 	inet_ntop(AF_INET, &info.gateway, gw, sizeof(gw));
 	printf("{\"bridge\":\"%s\",\"ifindex\":%d,\"adopted\":%s,\"gateway\":\"%s\"}\n", info.bridge,
 	       info.ifindex, info.adopted ? "true" : "false", gw);
@@ -223,8 +225,13 @@ static int dispatch(struct switch_net *sn, const char *verb, int argc, char **ar
 
 	if (strcmp(verb, "switch-create") == 0 && argc >= 2)
 		return cmd_switch_create(sn, argc, argv);
-	if (strcmp(verb, "switch-remove") == 0 && argc == 1)
-		return switch_destroy(sn, argv[0]) ? die(sn->err) : 0;
+	if (strcmp(verb, "switch-remove") == 0 && argc == 1) {
+		if (switch_destroy(sn, argv[0]))
+			return die(sn->err);
+		if (sn->err[0])
+			fprintf(stderr, "cloison-netctl: %s\n", sn->err);
+		return 0;
+	}
 	if (strcmp(verb, "port-attach") == 0 && argc >= 2) {
 		if (parse_port_opts(argc - 2, argv + 2, &pc))
 			return 2;

@@ -227,6 +227,14 @@ static void test_external_moves_management_addresses_and_back(void **state)
 	assert_true(output_has("ip -j addr show eth9", "\"local\":\"10.62.0.5\",\"prefixlen\":24"));
 	assert_true(output_has("ip -j route show 10.63.0.0/16", "\"dev\":\"eth9\""));
 	assert_false(output_has("ip -j link show eth9", "\"master\""));
+
+	/* An adapter that is another bridge's port: refused, and the failed
+	 * create neither releases it nor touches its address. */
+	assert_int_equal(system("ip link add br9 type bridge && ip link set eth9 master br9"), 0);
+	assert_int_equal(switch_create(sn, &cfg, &info), -EBUSY);
+	assert_true(output_has("ip -j link show eth9", "\"master\":\"br9\""));
+	assert_true(output_has("ip -j addr show eth9", "\"local\":\"10.62.0.5\""));
+	assert_false(output_has("ip -j link", "cls-mgmt"));
 }
 
 static void test_tap_created_guarded_removed(void **state)
