@@ -373,14 +373,14 @@ def test_dnsmasq_hands_a_lease_to_udhcpc(lab, tmp_path):
     lab.attach("n1", "v1", ns=vm)
     leases = tmp_path / "n1.leases"
     log = tmp_path / "dnsmasq.log"
-    out = json.loads(lab.netctl("dhcp-start", "cls-n1", sub, leases, log).stdout)
+    out = json.loads(lab.netctl("dhcp-start", "cls-n1", sub, leases, log, "dns").stdout)
     try:
         script = tmp_path / "udhcpc.sh"
         script.write_text("#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/${mask:-24} dev $interface"
                           " && ip route add default via $router\nexit 0\n")
         script.chmod(0o755)
         r = lab.run(vm, ["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1",
-                         "-s", script], check=False, timeout=30)
+                         "-x", "hostname:guest1", "-s", script], check=False, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr + log.read_text()
         got = lab.run(vm, ["ip", "-j", "-4", "addr", "show", "eth0"]).stdout
         addr = json.loads(got)[0]["addr_info"][0]["local"]
@@ -391,7 +391,11 @@ def test_dnsmasq_hands_a_lease_to_udhcpc(lab, tmp_path):
             if ls:
                 break
             time.sleep(0.1)
-        assert [(l["mac"], l["ip"]) for l in ls] == [("52:54:00:aa:bb:01", addr)]
+        assert [(l["mac"], l["ip"], l["hostname"]) for l in ls] == [
+            ("52:54:00:aa:bb:01", addr, "guest1")]
+        # DNS on the gateway knows the guest by the name it gave.
+        r = lab.run(vm, ["busybox", "nslookup", "guest1", gw], check=False)
+        assert addr in r.stdout, r.stdout + r.stderr
         # With the lease's route the VM reaches the outside through NAT.
         assert lab.ping(vm, "203.0.113.2")
     finally:

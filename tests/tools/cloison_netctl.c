@@ -22,7 +22,7 @@ static int usage(void)
 		"  tap-create NAME TAP [PORTOPTS]   tap-remove NAME TAP\n"
 		"  forward-add NAME tcp|udp HOSTPORT VMADDR VMPORT   forward-remove NAME tcp|udp HOSTPORT\n"
 		"  subnet-choose   subnet-check N/LEN\n"
-		"  dhcp-start BRIDGE N/LEN LEASES LOG   leases FILE\n"
+		"  dhcp-start BRIDGE N/LEN LEASES LOG [dns]   leases FILE\n"
 		"PORTOPTS: --mac MAC --mac-spoofing on|off --dhcp-guard on|off --router-guard on|off --vlan N --bandwidth-max BITS\n"
 		"          --mirror none|source|destination\n");
 	return 2;
@@ -181,7 +181,8 @@ static int print_prefix(const struct ip4_prefix *p)
 
 static int cmd_dhcp_start(int argc, char **argv)
 {
-	struct dnsmasq_config cfg = { .bridge = argv[0], .leases_path = argv[2], .log_path = argv[3] };
+	struct dnsmasq_config cfg = { .bridge = argv[0], .leases_path = argv[2], .log_path = argv[3],
+				      .dns = argc == 5 };
 	struct dnsmasq d = { 0 };
 	char err[256];
 
@@ -254,7 +255,7 @@ static int dispatch(struct switch_net *sn, const char *verb, int argc, char **ar
 			return die("bad subnet: use A.B.C.D/LEN with no host bits");
 		return switch_subnet_check(sn, &p) ? die(sn->err) : print_prefix(&p);
 	}
-	if (strcmp(verb, "dhcp-start") == 0 && argc == 4)
+	if (strcmp(verb, "dhcp-start") == 0 && (argc == 4 || (argc == 5 && !strcmp(argv[4], "dns"))))
 		return cmd_dhcp_start(argc, argv);
 	if (strcmp(verb, "leases") == 0 && argc == 1)
 		return cmd_leases(argv[0]);
