@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -126,8 +127,25 @@ PLATFORM_DEVICE(rtc, rtc, STATE_SECTION_RTC, "RTC",
 PLATFORM_DEVICE(acpi_pm, acpi_pm, STATE_SECTION_ACPI_PM, "ACPI power management",
 		acpi_pm_create(vm, &vm->acpi_pm))
 
-#define PLATFORM_ENTRY(dev, label)                                                       \
-	{ label, dev##_entry_create, dev##_entry_reset, NULL, NULL, dev##_entry_save,      \
+/* Pausing reaches the devices that raise interrupts on their own (from
+ * the event loop: input, timers, the power button); the i8042 only
+ * answers the guest. */
+#define PAUSABLE(dev, field)                                                             \
+	static void dev##_entry_pause(struct vm *vm)                                      \
+	{                                                                               \
+		dev##_pause(vm->field);                                                 \
+	}                                                                               \
+	static void dev##_entry_resume(struct vm *vm)                                     \
+	{                                                                               \
+		dev##_resume(vm->field);                                                \
+	}
+
+PAUSABLE(serial, serial)
+PAUSABLE(rtc, rtc)
+PAUSABLE(acpi_pm, acpi_pm)
+
+#define PLATFORM_ENTRY(dev, label, pause, resume)                                        \
+	{ label, dev##_entry_create, dev##_entry_reset, pause, resume, dev##_entry_save,   \
 	  dev##_entry_restore, dev##_entry_destroy }
 
 /* virtio: every device from the command line, then the entropy source */
@@ -154,6 +172,28 @@ static int virtio_create(struct vm *vm, char *err, size_t errlen)
 	return virtio_add_rng(vm, err, errlen);
 }
 
+/* kvmclock stops while the VM is paused, so that the guest's clock does
+ * not jump by the pause (as QEMU's kvmclock does); KVM's own state is
+ * saved with the vCPUs (state/kvm_state.c). */
+static void clock_pause(struct vm *vm)
+{
+	struct kvm_clock_data c = { 0 };
+
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &c) == 0) {
+		vm->paused_clock = c.clock;
+		vm->clock_paused = true;
+	}
+}
+
+static void clock_resume(struct vm *vm)
+{
+	struct kvm_clock_data c = { .clock = vm->paused_clock };
+
+	if (vm->clock_paused && ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
+		log_debug("kvmclock: cannot set it back after the pause: %s", strerror(errno));
+	vm->clock_paused = false;
+}
+
 static void virtio_destroy(struct vm *vm)
 {
 	virtio_devices_destroy(vm);
@@ -162,10 +202,11 @@ static void virtio_destroy(struct vm *vm)
 
 static const struct machine_device machine_devices[] = {
 	{ "pci", pci_create, pci_reset, NULL, NULL, pci_save, pci_restore, pci_destroy },
-	PLATFORM_ENTRY(serial, "serial"),
-	PLATFORM_ENTRY(i8042, "i8042"),
-	PLATFORM_ENTRY(rtc, "rtc"),
-	PLATFORM_ENTRY(acpi_pm, "acpi-pm"),
+	PLATFORM_ENTRY(serial, "serial", serial_entry_pause, serial_entry_resume),
+	PLATFORM_ENTRY(i8042, "i8042", NULL, NULL),
+	PLATFORM_ENTRY(rtc, "rtc", rtc_entry_pause, rtc_entry_resume),
+	PLATFORM_ENTRY(acpi_pm, "acpi-pm", acpi_pm_entry_pause, acpi_pm_entry_resume),
+	{ "kvmclock", NULL, NULL, clock_pause, clock_resume, NULL, NULL, NULL },
 	{ "virtio", virtio_create, virtio_devices_reset, virtio_devices_pause,
 	  virtio_devices_resume, virtio_devices_save, virtio_devices_restore, virtio_destroy },
 };
@@ -178,7 +219,7 @@ int machine_create_devices(struct vm *vm, char *err, size_t errlen)
 		/* counted before it is made: a create that fails half way
 		 * (two disks of three) is undone by its destroy */
 		vm->ndevices_created = i + 1;
-		ret = machine_devices[i].create(vm, err, errlen);
+		ret = machine_devices[i].create ? machine_devices[i].create(vm, err, errlen) : 0;
 		if (ret)
 			return ret;
 	}
@@ -223,19 +264,22 @@ void machine_resume(struct vm *vm)
 void machine_reset_devices(struct vm *vm)
 {
 	for (size_t i = 0; i < vm->ndevices_created; i++)
-		machine_devices[i].reset(vm);
+		if (machine_devices[i].reset)
+			machine_devices[i].reset(vm);
 }
 
 void machine_save_devices(struct vm *vm, struct state_writer *w)
 {
 	for (size_t i = 0; i < vm->ndevices_created; i++)
-		machine_devices[i].save(vm, w);
+		if (machine_devices[i].save)
+			machine_devices[i].save(vm, w);
 }
 
 int machine_restore_devices(struct vm *vm, const struct state_file *f, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < vm->ndevices_created; i++) {
-		int ret = machine_devices[i].restore(vm, f, err, errlen);
+		int ret = machine_devices[i].restore ? machine_devices[i].restore(vm, f, err, errlen)
+						     : 0;
 
 		if (ret)
 			return ret;
@@ -245,8 +289,12 @@ int machine_restore_devices(struct vm *vm, const struct state_file *f, char *err
 
 void machine_destroy_devices(struct vm *vm)
 {
-	while (vm->ndevices_created)
-		machine_devices[--vm->ndevices_created].destroy(vm);
+	while (vm->ndevices_created) {
+		const struct machine_device *d = &machine_devices[--vm->ndevices_created];
+
+		if (d->destroy)
+			d->destroy(vm);
+	}
 }
 
 int machine_press_power_button(struct vm *vm)

@@ -119,6 +119,8 @@ struct vm {
 	struct acpi_pm *acpi_pm;
 	bool have_virtio;
 	size_t ndevices_created; /* machine.c: entries of its registry set up */
+	uint64_t paused_clock;	 /* kvmclock when the VM was paused (machine.c) */
+	bool clock_paused;
 	struct control *control;
 	struct chardev *chardev;
 	int signal_fd;

@@ -1,5 +1,6 @@
 """The control socket and the exit statuses, each checked against what the
 test guest does, not just the reply."""
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,51 @@ def test_pause_stops_the_guest_and_resume_continues(vmm_bin, testguest, tmp_path
         vm.wait_result("count", 30, count=len(frozen) + 3)
         assert counts(vm)[-1] > frozen[-1]
         assert ctl.request("status")["result"]["state"] == "running"
+
+
+def guest_ram_digest(pid, size):
+    """SHA-256 of the worker's guest RAM, read through /proc/PID/mem from
+    the shared mapping of exactly the guest's size."""
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            addr, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            if hi - lo == size and perms.startswith("rw") and perms[3] == "s":
+                break
+        else:
+            raise AssertionError("no mapping of the guest's RAM in /proc/%d/maps" % pid)
+    h = hashlib.sha256()
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as m:
+        m.seek(lo)
+        left = size
+        while left:
+            chunk = m.read(min(left, 8 << 20))
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def test_paused_means_paused(vmm_bin, testguest, tmp_path):
+    """With the guest rewriting 16 MiB on every vCPU, a pause freezes all
+    of guest RAM and the console for seconds (no vCPU, device or timer
+    touches it), and resume lets it change again."""
+    size = 128 << 20
+    with Vmm(vmm_bin, testguest, tmp_path, cmdline="dirty=16M", cpus=2, memory="128M") as vm:
+        ctl = vm.control()
+        vm.wait_result("dirty_passes", 60, count=2)
+        assert ctl.request("pause")["ok"] is True
+        ctl.wait_event(lambda e: e == {"event": "state", "state": "paused"})
+        first = guest_ram_digest(vm.proc.pid, size)
+        serial = len(vm.serial())
+        time.sleep(2)
+        assert guest_ram_digest(vm.proc.pid, size) == first, "guest RAM changed while paused"
+        assert len(vm.serial()) == serial, "the console moved while paused"
+        assert ctl.request("resume")["ok"] is True
+        time.sleep(1)
+        assert guest_ram_digest(vm.proc.pid, size) != first, "the guest did not run again"
+        assert not vm.result_values("dirty_errors"), vm.tails()
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0
 
 
 def test_invalid_state(vmm_bin, testguest, tmp_path):

@@ -96,11 +96,10 @@ def test_disk_writes_in_flight_complete_after_restore(vmm_bin, testguest, tmp_pa
         assert not vm.result_values("blk_ops"), "the run ended before the save"
     opts["extra"] = opts["extra"] + ["--restore", state]
     with Vmm(vmm_bin, testguest, tmp_path / "b", **opts) as vm:
-        vm.wait_result("blk_errors", 60)
+        # the guest finishes its run and powers off by itself
+        assert vm.wait_exit(60) == 0, vm.tails()
         assert vm.result_values("blk_errors") == ["0"], vm.tails()
         assert int(vm.result_values("blk_ops")[0]) > 0
-        vm.control().request("poweroff")
-        assert vm.wait_exit(30) == 0, vm.tails()
     data = img.read_bytes()
     assert set(data) <= {0, 0xa5}, "bytes the guest never wrote"
 

@@ -55,6 +55,7 @@ struct acpi_pm {
 	uint64_t timer_base_ns;
 	uint64_t timer_elapsed_ns; /* PM timer position, for save/restore only */
 	int sci_level;
+	bool paused; /* the VM is paused: the SCI is not raised */
 };
 
 static uint32_t pm_timer(const struct acpi_pm *pm)
@@ -68,6 +69,8 @@ static uint32_t pm_timer(const struct acpi_pm *pm)
 
 static void sci_update(struct acpi_pm *pm)
 {
+	if (pm->paused)
+		return; /* resume brings the line up to date */
 	int level = (pm->pm1_cnt & CNT_SCI_EN) &&
 		    ((pm->pm1_sts & pm->pm1_en & PM1_EN_MASK) || (pm->gpe0_sts & pm->gpe0_en));
 
@@ -207,6 +210,7 @@ static void pm_power_on(struct acpi_pm *pm)
 	pm->gpe0_sts = 0;
 	pm->gpe0_en = 0;
 	pm->timer_base_ns = now_ns();
+	pm->timer_elapsed_ns = 0;
 }
 
 int acpi_pm_create(struct vm *vm, struct acpi_pm **out)
@@ -250,6 +254,27 @@ void acpi_pm_reset(struct acpi_pm *pm)
 	pthread_mutex_unlock(&pm->lock);
 }
 
+/* The PM timer stops with the VM and goes on from the same count, as
+ * kvmclock does (machine.c). */
+void acpi_pm_pause(struct acpi_pm *pm)
+{
+	pthread_mutex_lock(&pm->lock);
+	if (!pm->paused)
+		pm->timer_elapsed_ns = now_ns() - pm->timer_base_ns;
+	pm->paused = true;
+	pthread_mutex_unlock(&pm->lock);
+}
+
+void acpi_pm_resume(struct acpi_pm *pm)
+{
+	pthread_mutex_lock(&pm->lock);
+	if (pm->paused)
+		pm->timer_base_ns = now_ns() - pm->timer_elapsed_ns;
+	pm->paused = false;
+	sci_update(pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
 #define ACPI_PM_STATE_VERSION 1
 
 /* The PM timer is saved as its position and continues from there: guest
@@ -278,7 +303,8 @@ static bool acpi_pm_state_ok(const void *p)
 void acpi_pm_save(struct acpi_pm *pm, struct state_writer *w, uint32_t instance)
 {
 	pthread_mutex_lock(&pm->lock);
-	pm->timer_elapsed_ns = now_ns() - pm->timer_base_ns;
+	if (!pm->paused)
+		pm->timer_elapsed_ns = now_ns() - pm->timer_base_ns;
 	state_save_fields(w, STATE_SECTION_ACPI_PM, instance, ACPI_PM_STATE_VERSION,
 			  acpi_pm_fields, pm);
 	pthread_mutex_unlock(&pm->lock);

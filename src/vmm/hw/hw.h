@@ -28,6 +28,11 @@ void serial_set_output(struct serial *s, serial_output_fn fn, void *opaque);
 /* Feeds received bytes (any thread); returns how many fit in the FIFO. */
 size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
 void serial_reset(struct serial *s);
+/* While the VM is paused nothing is raised (received bytes wait in the
+ * FIFO and backlog); resume brings the interrupt line up to date. The
+ * RTC also disarms its timer. */
+void serial_pause(struct serial *s);
+void serial_resume(struct serial *s);
 void serial_save(struct serial *s, struct state_writer *w, uint32_t instance);
 int serial_restore(struct serial *s, struct state_reader *r);
 void serial_destroy(struct serial *s);
@@ -47,6 +52,8 @@ void i8042_destroy(struct i8042 *k);
 struct rtc;
 int rtc_create(struct vm *vm, uint64_t ram_below_4g, uint64_t ram_above_4g, struct rtc **out);
 void rtc_reset(struct rtc *r);
+void rtc_pause(struct rtc *r);
+void rtc_resume(struct rtc *r);
 void rtc_save(struct rtc *r, struct state_writer *w, uint32_t instance);
 int rtc_restore(struct rtc *r, struct state_reader *rd);
 void rtc_destroy(struct rtc *r);
@@ -59,6 +66,8 @@ int acpi_pm_create(struct vm *vm, struct acpi_pm **out);
 /* Sets PWRBTN_STS and raises the SCI if the guest enabled it (any thread). */
 void acpi_pm_press_power_button(struct acpi_pm *pm);
 void acpi_pm_reset(struct acpi_pm *pm);
+void acpi_pm_pause(struct acpi_pm *pm);
+void acpi_pm_resume(struct acpi_pm *pm);
 void acpi_pm_save(struct acpi_pm *pm, struct state_writer *w, uint32_t instance);
 int acpi_pm_restore(struct acpi_pm *pm, struct state_reader *r);
 void acpi_pm_destroy(struct acpi_pm *pm);

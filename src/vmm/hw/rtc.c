@@ -85,6 +85,7 @@ struct rtc {
 	int64_t last_second;	 /* guest second the flags were brought up to */
 	uint64_t next_periodic;	 /* realtime ns of the next periodic tick */
 	int irq_level;
+	bool paused; /* the VM is paused: no interrupt, the timer disarmed */
 	struct evloop *loop;
 	int timer_fd; /* -1 without an event loop */
 };
@@ -272,6 +273,8 @@ static void rtc_irq_update(struct rtc *r)
 {
 	int level = enabled_flags(r) != 0;
 
+	if (r->paused)
+		return; /* resume brings the line up to date */
 	if (level != r->irq_level) {
 		r->irq_level = level;
 		vm_set_irq_line(r->vm, IRQ_RTC, level);
@@ -287,6 +290,10 @@ static void rtc_arm(struct rtc *r)
 
 	if (r->timer_fd < 0)
 		return;
+	if (r->paused) {
+		timerfd_settime(r->timer_fd, 0, &its, NULL); /* all zero: disarmed */
+		return;
+	}
 	now = realtime_ns();
 	if (b & (B_UIE | B_AIE))
 		next = now - now % 1000000000ULL + 1000000000ULL;
@@ -517,6 +524,27 @@ void rtc_reset(struct rtc *r)
 {
 	pthread_mutex_lock(&r->lock);
 	rtc_power_on(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void rtc_pause(struct rtc *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->paused = true;
+	rtc_arm(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* What the clock did meanwhile shows as flags (update-ended, alarm), as
+ * on a machine that was suspended; the periodic tick starts again. */
+void rtc_resume(struct rtc *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->paused = false;
+	r->next_periodic = 0;
+	rtc_catch_up(r);
+	rtc_irq_update(r);
+	rtc_arm(r);
 	pthread_mutex_unlock(&r->lock);
 }
 

@@ -92,6 +92,7 @@ struct serial {
 	uint8_t msr_deltas; /* DCTS/DDSR/TERI/DDCD, cleared by reading MSR */
 	bool thr_pending;   /* THRE interrupt latched (cleared by IIR read/THR write) */
 	int irq_level;
+	bool paused; /* the VM is paused: input is kept, no interrupt is raised */
 
 	uint8_t fifo[FIFO_SIZE];
 	unsigned fifo_head, fifo_count;
@@ -202,6 +203,8 @@ static void irq_update(struct serial *s)
 {
 	int level = iir_source(s) != IIR_NO_INT;
 
+	if (s->paused)
+		return; /* resume brings the line up to date */
 	if (level != s->irq_level) {
 		s->irq_level = level;
 		vm_set_irq_line(s->vm, s->irq, level);
@@ -407,6 +410,21 @@ void serial_reset(struct serial *s)
 {
 	pthread_mutex_lock(&s->lock);
 	serial_power_on(s);
+	irq_update(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void serial_pause(struct serial *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->paused = true;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void serial_resume(struct serial *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->paused = false;
 	irq_update(s);
 	pthread_mutex_unlock(&s->lock);
 }
