@@ -154,11 +154,16 @@ int switch_find_bridge(struct switch_net *sn, const char *name, struct rtnl_link
 	return 0;
 }
 
+/* Written into the bridge table's comment; a table without it was made by
+ * an older layout and is rebuilt on adoption (the daemon then re-attaches
+ * the ports). Bump it when the layout changes. */
+#define SWITCH_TABLE_LAYOUT "cloison-switch layout 2"
+
 /* The bridge-family table: guards and VLANs of every port (docs/switch.md). */
 static int bridge_table(struct switch_net *sn, const char *name)
 {
 	return nft_run(&sn->nft,
-		       "add table bridge cloison_%1$s\n"
+		       "add table bridge cloison_%1$s { comment \"" SWITCH_TABLE_LAYOUT "\"; }\n"
 		       "add map bridge cloison_%1$s guards { type ifname : verdict; }\n"
 		       "add map bridge cloison_%1$s vlans { type ifname : verdict; }\n"
 		       "add set bridge cloison_%1$s tagged { type ifname; }\n"
@@ -264,7 +269,12 @@ static bool tables_present(struct switch_net *sn, const struct switch_config *cf
 	char t[32];
 
 	snprintf(t, sizeof(t), "cloison_%s", cfg->name);
-	if (!nft_table_exists(&sn->nft, "bridge", t) || !nft_table_exists(&sn->nft, "inet", t))
+	char *text;
+	if (nft_list(&sn->nft, false, &text, "list table bridge %s", t))
+		return false;
+	bool current = strstr(text, "comment \"" SWITCH_TABLE_LAYOUT "\"") != NULL;
+	free(text);
+	if (!current || !nft_table_exists(&sn->nft, "inet", t))
 		return false;
 	if (host_isolated(cfg) && !nft_table_exists(&sn->nft, "arp", t))
 		return false;

@@ -150,6 +150,12 @@ static void test_private_switch_created_adopted_destroyed(void **state)
 	assert_int_equal(system("nft delete table inet cloison_lan1"), 0);
 	assert_int_equal(switch_create(sn, &cfg, &info), 0);
 	assert_true(output_has("nft list tables", "table inet cloison_lan1"));
+	/* A table of an older layout (no layout comment) is rebuilt. */
+	assert_int_equal(system("nft delete table bridge cloison_lan1 && "
+				"nft add table bridge cloison_lan1"), 0);
+	assert_int_equal(switch_create(sn, &cfg, &info), 0);
+	assert_true(output_has("nft list table bridge cloison_lan1", "map guards"));
+	assert_true(output_has("nft list table bridge cloison_lan1", "cloison-switch layout"));
 
 	assert_int_equal(switch_destroy(sn, "lan1"), 0);
 	assert_false(output_has("ip -j link", "cls-lan1"));
