@@ -279,7 +279,8 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t e
  * was/was_reason are the state the last daemon recorded. 0 if adopted; 1
  * if the worker ended while no daemon ran and its exit record set the
  * state (as the monitor would have); -ESRCH if the worker is gone without
- * a record (*why says what is known). A worker whose start was in progress
+ * a record, -EPROTO if it lives but does not answer on its control socket
+ * (*why says what is known). A worker whose start was in progress
  * and that still waits paused is resumed. */
 int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char *why,
 		 size_t whylen);

@@ -290,9 +290,9 @@ static void remove_tmp_files(const char *dir, bool all)
 
 static void remove_runtime_files(const struct vm *vm)
 {
-	static const char *const names[] = { "status.json", "worker.json", "worker.pid", "worker.exit",
-					     "control.sock", "serial.sock", "worker.log",
-					     "worker.log.1" };
+	static const char *const names[] = { "status.json",  "worker.json",  "worker.pid",
+					     "worker.exit",  "worker.watch", "control.sock",
+					     "serial.sock",  "worker.log",   "worker.log.1" };
 	char path[4200];
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -431,14 +431,14 @@ static void load_vm_dir(struct daemon *d, const char *name)
 
 static void restore_runtime(struct vm *vm)
 {
-	char path[4200], why[512], pids[128];
+	char path[4200], why[512] = "", pids[128];
 	json_t *j;
 
 	snprintf(path, sizeof(path), "%s/status.json", vm->rundir);
 	j = json_load_file(path, 0, NULL);
 	const char *state = json_string_value(json_object_get(j, "state"));
 	const char *reason = json_string_value(json_object_get(j, "reason"));
-	bool starting = state && !strcmp(state, "starting");
+	bool starting = state && !strcmp(state, "starting"), unresponsive = false;
 	enum vm_state was = VM_RUNNING;
 	for (int s = VM_OFF; s <= VM_CRASHED; s++)
 		if (state && !strcmp(state, vm_state_name((enum vm_state)s)))
@@ -450,22 +450,29 @@ static void restore_runtime(struct vm *vm)
 		vm->state = VM_CRASHED;
 	} else if (state && strcmp(state, "off")) {
 		/* It was running when the last daemon went away. */
-		if (worker_adopt(vm, was, reason, why, sizeof(why)) < 0) {
+		int r = worker_adopt(vm, was, reason, why, sizeof(why));
+		if (r < 0) {
 			pthread_mutex_lock(&vm->d->lock);
 			vm_set_state_locked(vm, VM_CRASHED, why);
 			pthread_mutex_unlock(&vm->d->lock);
+			unresponsive = r == -EPROTO;
 		}
 	}
 	json_decref(j);
 
 	/* A worker with no record: the last daemon died between spawning it
 	 * and writing worker.json, so it never let the guest run (--paused).
-	 * It holds the disks; end it. */
+	 * Or a recorded one that does not answer. It holds the disks; end it. */
 	pthread_mutex_lock(&vm->d->lock);
 	pid_t keep = vm->worker_pid;
 	pthread_mutex_unlock(&vm->d->lock);
 	if (worker_end_strays(vm, keep, pids, sizeof(pids)) > 0 && keep == 0) {
-		if (starting)
+		char first[256];
+		snprintf(first, sizeof(first), "%s", why);
+		if (unresponsive)
+			snprintf(why, sizeof(why), "%s; cloisond ended it (pid %s): a worker it "
+				 "cannot control would go on holding the disks", first, pids);
+		else if (starting)
 			snprintf(why, sizeof(why), "cloisond stopped while starting the VM; its "
 				 "worker (pid %s), which it had not recorded yet, was ended before "
 				 "the guest ran", pids);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -268,7 +269,7 @@ static void worker_ended_locked(struct vm *vm, int status)
 			 status, tail);
 	}
 	static const char *const leftovers[] = { "worker.json", "worker.pid", "worker.exit",
-						 "control.sock", "serial.sock" };
+						 "worker.watch", "control.sock", "serial.sock" };
 	for (size_t i = 0; i < ARRAY_SIZE(leftovers); i++) {
 		char path[4200];
 		runtime_path(vm, leftovers[i], path, sizeof(path));
@@ -415,6 +416,12 @@ int worker_watch_main(const char *rundir)
 	if (pid > 0)
 		return 0; /* the daemon reaps this at once; the watcher goes on */
 	setsid();
+	/* Held until the record is written: a daemon that finds the worker
+	 * gone waits on it rather than read a record still being written. */
+	snprintf(path, sizeof(path), "%s/worker.watch", rundir);
+	int lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0)
+		_exit(1);
 	snprintf(path, sizeof(path), "%s/control.sock", rundir);
 	int fd = unix_connect_path(path);
 	if (fd < 0)
@@ -457,10 +464,20 @@ static void start_watcher(const struct vm *vm)
 		;
 }
 
-/* Reads worker.exit: 0 with *status and detail, or -ENOENT. */
+/* Reads worker.exit: 0 with *status and detail, or -ENOENT. A watcher
+ * that still runs (it holds worker.watch) is given a few seconds to write
+ * it: the worker may have ended just now. */
 static int read_exit_record(const struct vm *vm, int *status, char *detail, size_t len)
 {
 	char path[4200];
+
+	runtime_path(vm, "worker.watch", path, sizeof(path));
+	int lock = open(path, O_RDONLY | O_CLOEXEC);
+	if (lock >= 0) {
+		for (int i = 0; i < 300 && flock(lock, LOCK_SH | LOCK_NB) < 0; i++)
+			usleep(10000);
+		close(lock);
+	}
 
 	runtime_path(vm, "worker.exit", path, sizeof(path));
 	json_t *j = json_load_file(path, 0, NULL);
@@ -967,7 +984,7 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 	if (fd < 0) {
 		snprintf(why, whylen, "the worker (pid %d) is alive but its control socket does "
 				      "not answer (%s)", (int)pid, strerror(-fd));
-		return -ESRCH;
+		return -EPROTO;
 	}
 	set_timeouts(fd, COMMAND_TIMEOUT_S);
 	r = command_on(fd, 99, "status", &result, err, sizeof(err));
@@ -975,7 +992,7 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 		close(fd);
 		snprintf(why, whylen, "the worker (pid %d) does not answer 'status': %s", (int)pid,
 			 err);
-		return -ESRCH;
+		return -EPROTO;
 	}
 	const char *state = json_string_value(json_object_get(result, "state"));
 	if (was_starting && state && !strcmp(state, "paused")) {

@@ -467,10 +467,10 @@ def test_graceful_stop_finishes_while_the_daemon_is_down(tmp_path, kvm):
         while time.time() < deadline and _alive(pid):
             time.sleep(0.05)
         assert not _alive(pid)
-        status = None
         d.start()
         v = d.vm("g1")
-        assert v["state"] == "off" and v["reason"] == "the guest shut down", (status, v)
+        assert (v["state"], v["reason"]) == ("off", "the guest shut down"), (d.log()[-2000:],
+                                                                         d.worker_logs())
         # An off VM keeps its reason across another restart.
         d.stop()
         d.start()
@@ -492,5 +492,25 @@ def test_crash_while_the_daemon_is_down_keeps_the_workers_reason(tmp_path, kvm):
         d.start()
         v = d.vm("g3")
         assert v["state"] == "crashed" and "while cloisond was not running" in v["reason"], v
+    finally:
+        d.cleanup()
+
+
+def test_recorded_worker_that_cannot_be_controlled_is_ended(tmp_path, kvm):
+    d = Daemon(tmp_path / "state").start()
+    try:
+        d.create("u1", "run=serve")
+        d.ok("vm", "start", "u1")
+        v = d.vm("u1")
+        d.kill9()
+        os.unlink(os.path.join(v["runtime_dir"], "control.sock"))
+        d.start()
+        assert _wait_no_workers(d) == []
+        v = d.vm("u1")
+        assert v["state"] == "crashed" and "does not answer" in v["reason"], v
+        assert "cloisond ended it (pid %d)" % v["pid"] in v["reason"] if v["pid"] else \
+            "cloisond ended it" in v["reason"], v
+        d.ok("vm", "start", "u1")
+        d.ok("vm", "stop", "u1", "--turn-off")
     finally:
         d.cleanup()
