@@ -13,6 +13,7 @@
 
 #include <linux/kvm.h>
 
+#include "vmm/fail.h"
 #include "vmm/state/kvm_state.h"
 
 /* vCPU record flags */
@@ -22,21 +23,6 @@
 
 /* The most MSRs a record may carry: KVM lists a few hundred at most. */
 #define MAX_MSRS 1024
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
 
 static void put_blob(struct state_writer *w, const void *p, size_t n)
 {
@@ -118,7 +104,7 @@ static int save_msrs(struct state_writer *w, int vcpu_fd, const uint32_t *msrs, 
 	int got;
 
 	if (n > MAX_MSRS)
-		return fail(err, errlen, -E2BIG, "%zu MSRs is more than a record holds", n);
+		return vmm_fail(err, errlen, -E2BIG, "%zu MSRs is more than a record holds", n);
 	m = msrs_alloc(n);
 	if (!m)
 		return -ENOMEM;
@@ -129,7 +115,7 @@ static int save_msrs(struct state_writer *w, int vcpu_fd, const uint32_t *msrs, 
 		int ret = got < 0 ? -errno : -EIO;
 
 		free(m);
-		return fail(err, errlen, ret, "KVM_GET_MSRS: read %d of %zu (MSR %#x)", got, n,
+		return vmm_fail(err, errlen, ret, "KVM_GET_MSRS: read %d of %zu (MSR %#x)", got, n,
 			    got >= 0 && (size_t)got < n ? msrs[got] : 0);
 	}
 	state_put_u32(w, (uint32_t)n);
@@ -144,7 +130,7 @@ static int save_msrs(struct state_writer *w, int vcpu_fd, const uint32_t *msrs, 
 #define GET(fd, req, p, what)                                                            \
 	do {                                                                             \
 		if (ioctl(fd, req, p) < 0)                                               \
-			return fail(err, errlen, -errno, "%s: %s", what, strerror(errno)); \
+			return vmm_fail(err, errlen, -errno, "%s: %s", what, strerror(errno)); \
 	} while (0)
 
 int kvm_state_save_vcpu(struct state_writer *w, int vcpu_fd, uint32_t index, int xsave,
@@ -179,7 +165,7 @@ int kvm_state_save_vcpu(struct state_writer *w, int vcpu_fd, uint32_t index, int
 	if (ioctl(vcpu_fd, xsave ? KVM_GET_XSAVE : KVM_GET_FPU, fpu) < 0) {
 		ret = -errno;
 		free(fpu);
-		return fail(err, errlen, ret, "%s: %s", xsave ? "KVM_GET_XSAVE" : "KVM_GET_FPU",
+		return vmm_fail(err, errlen, ret, "%s: %s", xsave ? "KVM_GET_XSAVE" : "KVM_GET_FPU",
 			    strerror(-ret));
 	}
 	if (xsave)
@@ -250,7 +236,7 @@ static int set_msrs(int vcpu_fd, uint32_t index, struct kvm_msrs *m, char *err, 
 
 	if (ret >= 0 && (uint32_t)ret == m->nmsrs)
 		return 0;
-	return fail(err, errlen, ret < 0 ? -errno : -EINVAL,
+	return vmm_fail(err, errlen, ret < 0 ? -errno : -EINVAL,
 		    "vCPU %u: KVM refused saved MSR %#x (%d of %u taken)", index,
 		    ret >= 0 && (uint32_t)ret < m->nmsrs ? m->entries[ret].index : 0, ret,
 		    m->nmsrs);
@@ -259,7 +245,7 @@ static int set_msrs(int vcpu_fd, uint32_t index, struct kvm_msrs *m, char *err, 
 #define SET(fd, req, p, what)                                                            \
 	do {                                                                             \
 		if (ioctl(fd, req, p) < 0) {                                             \
-			ret = fail(err, errlen, -errno, "vCPU %u: KVM refused the saved %s: %s", \
+			ret = vmm_fail(err, errlen, -errno, "vCPU %u: KVM refused the saved %s: %s", \
 				   index, what, strerror(errno));                        \
 			goto out;                                                        \
 		}                                                                        \
@@ -283,15 +269,15 @@ int kvm_state_restore_vcpu(const struct state_file *f, int vcpu_fd, uint32_t ind
 	int ret;
 
 	if (state_file_find(f, STATE_SECTION_VCPU, index, &r))
-		return fail(err, errlen, -ENOENT, "the state has no record for vCPU %u", index);
+		return vmm_fail(err, errlen, -ENOENT, "the state has no record for vCPU %u", index);
 	if (r.version != KVM_STATE_VCPU_VERSION)
-		return fail(err, errlen, -EINVAL, "vCPU %u: record version %u (this build reads %u)",
+		return vmm_fail(err, errlen, -EINVAL, "vCPU %u: record version %u (this build reads %u)",
 			    index, r.version, KVM_STATE_VCPU_VERSION);
 	flags = state_get_u32(&r);
 	if (flags & ~(uint32_t)(VCPU_XSAVE | VCPU_XCRS | VCPU_DEBUGREGS))
-		return fail(err, errlen, -EINVAL, "vCPU %u: unknown flags %#x", index, flags);
+		return vmm_fail(err, errlen, -EINVAL, "vCPU %u: unknown flags %#x", index, flags);
 	if (!!(flags & VCPU_XSAVE) != !!xsave)
-		return fail(err, errlen, -EINVAL, "vCPU %u: the FPU state was saved %s XSAVE; this "
+		return vmm_fail(err, errlen, -EINVAL, "vCPU %u: the FPU state was saved %s XSAVE; this "
 			    "host's KVM has %s", index, flags & VCPU_XSAVE ? "with" : "without",
 			    xsave ? "it" : "none");
 	fpu_len = xsave ? sizeof(struct kvm_xsave) : sizeof(struct kvm_fpu);
@@ -308,7 +294,7 @@ int kvm_state_restore_vcpu(const struct state_file *f, int vcpu_fd, uint32_t ind
 	get_blob(&r, &mp, sizeof(mp));
 	get_blob(&r, &dbg, sizeof(dbg));
 	if (state_reader_done(&r)) {
-		ret = fail(err, errlen, -EINVAL, "vCPU %u: the record does not hold together "
+		ret = vmm_fail(err, errlen, -EINVAL, "vCPU %u: the record does not hold together "
 			   "(a field of the wrong size, or bytes missing or left over)", index);
 		goto out;
 	}
@@ -371,9 +357,9 @@ static int vm_section(const struct state_file *f, uint32_t type, const char *wha
 		      struct state_reader *r, char *err, size_t errlen)
 {
 	if (state_file_find(f, type, 0, r))
-		return fail(err, errlen, -ENOENT, "the state has no %s record", what);
+		return vmm_fail(err, errlen, -ENOENT, "the state has no %s record", what);
 	if (r->version != KVM_STATE_VM_VERSION)
-		return fail(err, errlen, -EINVAL, "%s record version %u (this build reads %u)",
+		return vmm_fail(err, errlen, -EINVAL, "%s record version %u (this build reads %u)",
 			    what, r->version, KVM_STATE_VM_VERSION);
 	return 0;
 }
@@ -395,30 +381,30 @@ int kvm_state_restore_vm(const struct state_file *f, int vm_fd, char *err, size_
 			state_reader_fail(&r);
 	}
 	if (state_reader_done(&r))
-		return fail(err, errlen, -EINVAL, "the interrupt controller record does not hold "
+		return vmm_fail(err, errlen, -EINVAL, "the interrupt controller record does not hold "
 			    "together");
 	ret = vm_section(f, STATE_SECTION_PIT, "PIT", &r, err, errlen);
 	if (ret)
 		return ret;
 	get_blob(&r, &pit, sizeof(pit));
 	if (state_reader_done(&r))
-		return fail(err, errlen, -EINVAL, "the PIT record does not hold together");
+		return vmm_fail(err, errlen, -EINVAL, "the PIT record does not hold together");
 	ret = vm_section(f, STATE_SECTION_CLOCK, "clock", &r, err, errlen);
 	if (ret)
 		return ret;
 	memset(&clock, 0, sizeof(clock));
 	clock.clock = state_get_u64(&r);
 	if (state_reader_done(&r))
-		return fail(err, errlen, -EINVAL, "the clock record does not hold together");
+		return vmm_fail(err, errlen, -EINVAL, "the clock record does not hold together");
 
 	for (int i = 0; i < 3; i++)
 		if (ioctl(vm_fd, KVM_SET_IRQCHIP, &chips[i]) < 0)
-			return fail(err, errlen, -errno, "KVM refused the saved %s: %s",
+			return vmm_fail(err, errlen, -errno, "KVM refused the saved %s: %s",
 				    i < 2 ? "PIC" : "IOAPIC", strerror(errno));
 	if (ioctl(vm_fd, KVM_SET_PIT2, &pit) < 0)
-		return fail(err, errlen, -errno, "KVM refused the saved PIT: %s", strerror(errno));
+		return vmm_fail(err, errlen, -errno, "KVM refused the saved PIT: %s", strerror(errno));
 	if (ioctl(vm_fd, KVM_SET_CLOCK, &clock) < 0)
-		return fail(err, errlen, -errno, "KVM refused the saved clock: %s",
+		return vmm_fail(err, errlen, -errno, "KVM refused the saved clock: %s",
 			    strerror(errno));
 	return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "common/crc32c.h"
 #include "common/fileutil.h"
+#include "vmm/fail.h"
 #include "vmm/state/record.h"
 
 #define HEADER_SIZE 32
@@ -190,21 +191,6 @@ int state_writer_save(struct state_writer *w, const char *path)
 
 /* ---- reading ---------------------------------------------------------- */
 
-static int parse_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int parse_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 /* Walks the sections from the start: every section header and payload,
  * padding included, lies before body_end (where the trailer starts), and
  * the last one ends exactly there. */
@@ -217,31 +203,31 @@ static int walk_sections(const uint8_t *d, size_t body_end, uint32_t count, char
 		uint64_t len, padded;
 
 		if (body_end - off < SECTION_HEADER)
-			return parse_fail(err, errlen, -EINVAL, "section %u of %u is cut off", i + 1,
+			return vmm_fail(err, errlen, -EINVAL, "section %u of %u is cut off", i + 1,
 					  count);
 		len = le_load(d + off + 12, 4);
 		padded = (len + 7) & ~7ULL;
 		if (padded > body_end - off - SECTION_HEADER)
-			return parse_fail(err, errlen, -EINVAL,
+			return vmm_fail(err, errlen, -EINVAL,
 					  "section %u (type %u) says %llu bytes; the file has %zu "
 					  "left", i + 1, (unsigned)le_load(d + off, 4),
 					  (unsigned long long)len, body_end - off - SECTION_HEADER);
 		for (uint64_t p = len; p < padded; p++)
 			if (d[off + SECTION_HEADER + p])
-				return parse_fail(err, errlen, -EINVAL,
+				return vmm_fail(err, errlen, -EINVAL,
 						  "section %u has non-zero padding", i + 1);
 		/* (type, instance) names one record: a second is a forgery */
 		for (size_t o = HEADER_SIZE; o < off;
 		     o += SECTION_HEADER + ((le_load(d + o + 12, 4) + 7) & ~7ULL))
 			if (!memcmp(d + o, d + off, 8))
-				return parse_fail(err, errlen, -EINVAL,
+				return vmm_fail(err, errlen, -EINVAL,
 						  "section type %u instance %u appears twice",
 						  (unsigned)le_load(d + off, 4),
 						  (unsigned)le_load(d + off + 4, 4));
 		off += SECTION_HEADER + padded;
 	}
 	if (off != body_end)
-		return parse_fail(err, errlen, -EINVAL,
+		return vmm_fail(err, errlen, -EINVAL,
 				  "%zu bytes after the last section, before the trailer",
 				  body_end - off);
 	return 0;
@@ -257,33 +243,33 @@ int state_file_parse(struct state_file *f, const void *data, size_t len, uint64_
 
 	memset(f, 0, sizeof(*f));
 	if (len < HEADER_SIZE + TRAILER_SIZE || memcmp(d, STATE_MAGIC, 8))
-		return parse_fail(err, errlen, -EINVAL, "not a cloison state file");
+		return vmm_fail(err, errlen, -EINVAL, "not a cloison state file");
 	if (len > STATE_FILE_MAX)
-		return parse_fail(err, errlen, -EINVAL, "%zu bytes is larger than any state file "
+		return vmm_fail(err, errlen, -EINVAL, "%zu bytes is larger than any state file "
 				  "(at most %u)", len, STATE_FILE_MAX);
 	format = (uint32_t)le_load(d + 8, 4);
 	if (format > STATE_FORMAT)
-		return parse_fail(err, errlen, -EPROTONOSUPPORT,
+		return vmm_fail(err, errlen, -EPROTONOSUPPORT,
 				  "state file format %u is newer than this build reads (%u): "
 				  "restore it with a newer cloison", format, STATE_FORMAT);
 	if (format < 1 || le_load(d + 12, 4) != HEADER_SIZE || le_load(d + 28, 4))
-		return parse_fail(err, errlen, -EINVAL, "damaged state file header");
+		return vmm_fail(err, errlen, -EINVAL, "damaged state file header");
 	if (memcmp(d + len - TRAILER_SIZE, TRAILER_MAGIC, 4))
-		return parse_fail(err, errlen, -EINVAL,
+		return vmm_fail(err, errlen, -EINVAL,
 				  "the state file is cut short (no end marker)");
 	if ((uint32_t)le_load(d + len - 4, 4) != crc32c(0, d, len - 4))
-		return parse_fail(err, errlen, -EINVAL,
+		return vmm_fail(err, errlen, -EINVAL,
 				  "the state file is damaged (CRC-32C mismatch)");
 	count = (uint32_t)le_load(d + 24, 4);
 	if (count > MAX_SECTIONS)
-		return parse_fail(err, errlen, -EINVAL, "%u sections is more than any VM has",
+		return vmm_fail(err, errlen, -EINVAL, "%u sections is more than any VM has",
 				  count);
 	ret = walk_sections(d, len - TRAILER_SIZE, count, err, errlen);
 	if (ret)
 		return ret;
 	fp = le_load(d + 16, 8);
 	if (fingerprint && fp != fingerprint)
-		return parse_fail(err, errlen, -ESTALE,
+		return vmm_fail(err, errlen, -ESTALE,
 				  "the state was saved by a VM with another configuration "
 				  "(fingerprint %016llx, this VM's is %016llx)",
 				  (unsigned long long)fp, (unsigned long long)fingerprint);

@@ -1,4 +1,5 @@
 /* A whole VM's saved state on disk (vm_state.h). */
+#include "vmm/fail.h"
 #include "vmm/state/vm_state.h"
 
 #include <dirent.h>
@@ -27,19 +28,6 @@
 #define MEMORY_PREFIX "memory-"
 #define MEMORY_SUFFIX ".bin"
 #define MEMORY_NAME_MAX 64
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
 
 static uint64_t mono_us(void)
 {
@@ -186,7 +174,7 @@ static int save_cpus(struct state_writer *w, struct vm *vm, char *err, size_t er
 
 	ret = kvm_state_msr_list(vm->kvm_fd, vm->vcpus[0].fd, &msrs, &nmsrs);
 	if (ret)
-		return fail(err, errlen, ret, "listing the MSRs to save: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "listing the MSRs to save: %s", strerror(-ret));
 	ret = kvm_state_save_vm(w, vm->vm_fd, err, errlen);
 	for (unsigned i = 0; i < vm->nvcpus && !ret; i++)
 		ret = kvm_state_save_vcpu(w, vm->vcpus[i].fd, i, xsave, msrs, nmsrs, err, errlen);
@@ -207,19 +195,19 @@ int vm_state_save(struct vm *vm, const char *dir, struct vm_save_stats *stats, c
 	memset(stats, 0, sizeof(*stats));
 	ret = mkdir_p(dir, 0700);
 	if (ret)
-		return fail(err, errlen, ret, "%s: cannot create: %s", dir, strerror(-ret));
+		return vmm_fail(err, errlen, ret, "%s: cannot create: %s", dir, strerror(-ret));
 	if (getrandom(&id, sizeof(id), 0) != sizeof(id))
 		id = (uint64_t)start ^ ((uint64_t)getpid() << 32);
 	snprintf(memory_name, sizeof(memory_name), MEMORY_PREFIX "%016" PRIx64 MEMORY_SUFFIX, id);
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, memory_name) >= sizeof(path) ||
 	    (size_t)snprintf(state_path, sizeof(state_path), "%s/" STATE_NAME, dir) >=
 		    sizeof(state_path))
-		return fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
+		return vmm_fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "%s: cannot create: %s", tmp, strerror(errno));
+		return vmm_fail(err, errlen, -errno, "%s: cannot create: %s", tmp, strerror(errno));
 	ret = write_memory(&vm->mem, fd, &stats->data_bytes);
 	close(fd);
 	if (!ret && rename(tmp, path) < 0)
@@ -228,7 +216,7 @@ int vm_state_save(struct vm *vm, const char *dir, struct vm_save_stats *stats, c
 		ret = fsync_parent_dir(path);
 	if (ret) {
 		unlink(tmp);
-		return fail(err, errlen, ret, "%s: cannot write guest memory: %s", path,
+		return vmm_fail(err, errlen, ret, "%s: cannot write guest memory: %s", path,
 			    strerror(-ret));
 	}
 
@@ -240,13 +228,13 @@ int vm_state_save(struct vm *vm, const char *dir, struct vm_save_stats *stats, c
 		machine_save_devices(vm, &w);
 		ret = state_writer_finish(&w, &data, &len);
 		if (ret)
-			fail(err, errlen, ret, "building the state records: %s", strerror(-ret));
+			vmm_fail(err, errlen, ret, "building the state records: %s", strerror(-ret));
 	}
 	/* the commit point: before it the previous save is the valid one */
 	if (!ret) {
 		ret = atomic_write_file(state_path, data, len, 0600);
 		if (ret)
-			fail(err, errlen, ret, "%s: cannot write: %s", state_path, strerror(-ret));
+			vmm_fail(err, errlen, ret, "%s: cannot write: %s", state_path, strerror(-ret));
 	}
 	state_writer_free(&w);
 	if (ret) {
@@ -272,12 +260,12 @@ static int check_machine(const struct state_file *f, const struct vm *vm, char *
 	uint64_t total;
 
 	if (state_file_find(f, STATE_SECTION_MACHINE, 0, &r) || r.version != MACHINE_VERSION)
-		return fail(err, errlen, -EINVAL, "the state has no machine record this build reads");
+		return vmm_fail(err, errlen, -EINVAL, "the state has no machine record this build reads");
 	ncpus = state_get_u32(&r);
 	total = state_get_u64(&r);
 	nregions = state_get_u32(&r);
 	if (ncpus != vm->nvcpus || total != vm->mem.total || nregions != vm->mem.nregions)
-		return fail(err, errlen, -EINVAL,
+		return vmm_fail(err, errlen, -EINVAL,
 			    "the state is of a VM with %u vCPUs and %" PRIu64 " MiB in %u regions; "
 			    "this one has %u vCPUs and %" PRIu64 " MiB", ncpus, total >> 20, nregions,
 			    vm->nvcpus, vm->mem.total >> 20);
@@ -286,17 +274,17 @@ static int check_machine(const struct state_file *f, const struct vm *vm, char *
 
 		if (state_get_u64(&r) != m->gpa || state_get_u64(&r) != m->size ||
 		    state_get_u64(&r) != m->memfd_off)
-			return fail(err, errlen, -EINVAL, "the saved memory layout differs");
+			return vmm_fail(err, errlen, -EINVAL, "the saved memory layout differs");
 	}
 	n = state_get_u32(&r);
 	if (n == 0 || n >= MEMORY_NAME_MAX)
-		return fail(err, errlen, -EINVAL, "the machine record is damaged");
+		return vmm_fail(err, errlen, -EINVAL, "the machine record is damaged");
 	state_get_bytes(&r, name, n);
 	name[n] = 0;
 	*tsc_khz = state_get_u32(&r);
 	if (state_reader_done(&r) || strlen(name) != n || strchr(name, '/') ||
 	    strncmp(name, MEMORY_PREFIX, strlen(MEMORY_PREFIX)))
-		return fail(err, errlen, -EINVAL, "the machine record is damaged");
+		return vmm_fail(err, errlen, -EINVAL, "the machine record is damaged");
 	return 0;
 }
 
@@ -308,19 +296,19 @@ static int load_memory(struct vm *vm, const char *dir, const char *name, char *e
 	int fd, ret;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
-		return fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
+		return vmm_fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		return vmm_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != vm->mem.total) {
 		close(fd);
-		return fail(err, errlen, -EINVAL, "%s: not the memory of this save (%lld bytes, "
+		return vmm_fail(err, errlen, -EINVAL, "%s: not the memory of this save (%lld bytes, "
 			    "the VM has %" PRIu64 ")", path, (long long)st.st_size, vm->mem.total);
 	}
 	ret = read_memory(&vm->mem, fd);
 	close(fd);
 	if (ret)
-		return fail(err, errlen, ret, "%s: cannot read: %s", path, strerror(-ret));
+		return vmm_fail(err, errlen, ret, "%s: cannot read: %s", path, strerror(-ret));
 	return 0;
 }
 
@@ -334,10 +322,10 @@ int vm_state_restore(struct vm *vm, const char *dir, char *err, size_t errlen)
 	int xsave = xsave_available(vm), ret;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/" STATE_NAME, dir) >= sizeof(path))
-		return fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
+		return vmm_fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
 	ret = read_file(path, STATE_FILE_MAX, &data, &len);
 	if (ret)
-		return fail(err, errlen, ret, "%s: %s", path, ret == -EFBIG ?
+		return vmm_fail(err, errlen, ret, "%s: %s", path, ret == -EFBIG ?
 			    "larger than any state file" : strerror(-ret));
 	ret = state_file_parse(&f, data, len, vm_state_fingerprint(&vm->cfg), err, errlen);
 	if (!ret)
@@ -350,7 +338,7 @@ int vm_state_restore(struct vm *vm, const char *dir, char *err, size_t errlen)
 		/* the guest's TSC runs at the saved rate if KVM can scale it */
 		if (tsc_khz && ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0) != (int)tsc_khz &&
 		    ioctl(vm->vcpus[i].fd, KVM_SET_TSC_KHZ, tsc_khz) < 0)
-			ret = fail(err, errlen, -errno, "the state's TSC runs at %u kHz and this "
+			ret = vmm_fail(err, errlen, -errno, "the state's TSC runs at %u kHz and this "
 				   "host cannot scale to it: %s", tsc_khz, strerror(errno));
 		if (!ret)
 			ret = kvm_state_restore_vcpu(&f, vm->vcpus[i].fd, i, xsave, err, errlen);
