@@ -48,8 +48,10 @@ static int rtnl_talk(struct rtnl *r, struct nlmsghdr *nlh, mnl_cb_t cb, void *ar
 
 	nlh->nlmsg_seq = ++r->seq;
 	/* A dump ends with NLMSG_DONE; anything else is asked for an ack.
-	 * (NLM_F_EXCL shares a bit with NLM_F_DUMP: compare the type.) */
-	if (nlh->nlmsg_type != RTM_GETROUTE)
+	 * NLM_F_EXCL shares a bit with NLM_F_DUMP, so only a GET (RTM_GET*
+	 * types are 2 mod 4) is a dump. */
+	bool dump = (nlh->nlmsg_type & 3) == 2 && (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
+	if (!dump)
 		nlh->nlmsg_flags |= NLM_F_ACK;
 	if (mnl_socket_sendto(r->nl, nlh, nlh->nlmsg_len) < 0)
 		return -errno;
@@ -284,6 +286,87 @@ static int addr_cb(const struct nlmsghdr *nlh, void *data)
 	memcpy(&l->out[l->n].addr, mnl_attr_get_payload(tb[IFA_LOCAL]), 4);
 	l->out[l->n++].len = ifa->ifa_prefixlen;
 	return MNL_CB_OK;
+}
+
+static int addr6_msg(struct rtnl *r, uint16_t type, uint16_t flags, int ifindex,
+		     const struct in6_addr *addr, unsigned len)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct ifaddrmsg *ifa;
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
+	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = AF_INET6;
+	ifa->ifa_prefixlen = (uint8_t)len;
+	ifa->ifa_flags = IFA_F_NODAD;
+	ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+	ifa->ifa_index = (unsigned)ifindex;
+	mnl_attr_put(nlh, IFA_LOCAL, sizeof(*addr), addr);
+	mnl_attr_put(nlh, IFA_ADDRESS, sizeof(*addr), addr);
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+int rtnl_addr6_add(struct rtnl *r, int ifindex, const struct in6_addr *addr, unsigned len)
+{
+	int ret = addr6_msg(r, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, addr, len);
+
+	return ret == -EEXIST ? 0 : ret;
+}
+
+int rtnl_addr6_del(struct rtnl *r, int ifindex, const struct in6_addr *addr, unsigned len)
+{
+	return addr6_msg(r, RTM_DELADDR, 0, ifindex, addr, len);
+}
+
+struct addr6_list {
+	int ifindex;
+	struct ip6_prefix *out;
+	size_t max, n;
+	bool overflow;
+};
+
+static int addr6_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct addr6_list *l = data;
+	struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *tb[IFA_MAX + 1] = { 0 };
+	uint32_t flags;
+
+	if (ifa->ifa_family != AF_INET6 || (int)ifa->ifa_index != l->ifindex ||
+	    ifa->ifa_scope != RT_SCOPE_UNIVERSE)
+		return MNL_CB_OK;
+	mnl_attr_parse(nlh, sizeof(*ifa), addr_attr_cb, tb);
+	flags = tb[IFA_FLAGS] ? mnl_attr_get_u32(tb[IFA_FLAGS]) : ifa->ifa_flags;
+	if (!tb[IFA_ADDRESS] || !(flags & IFA_F_PERMANENT))
+		return MNL_CB_OK;
+	if (l->n == l->max) {
+		l->overflow = true;
+		return MNL_CB_OK;
+	}
+	memcpy(&l->out[l->n].addr, mnl_attr_get_payload(tb[IFA_ADDRESS]), 16);
+	l->out[l->n++].len = ifa->ifa_prefixlen;
+	return MNL_CB_OK;
+}
+
+int rtnl_addr6_list(struct rtnl *r, int ifindex, struct ip6_prefix *out, size_t max, size_t *n)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct addr6_list l = { ifindex, out, max, 0, false };
+	struct ifaddrmsg *ifa;
+	int ret;
+
+	nlh->nlmsg_type = RTM_GETADDR;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = AF_INET6;
+	ret = rtnl_talk(r, nlh, addr6_cb, &l);
+	*n = l.n;
+	if (ret)
+		return ret;
+	return l.overflow ? -ENOSPC : 0;
 }
 
 int rtnl_addr4_list(struct rtnl *r, int ifindex, struct ip4_prefix *out, size_t max, size_t *n)

@@ -69,6 +69,22 @@ int rtnl_addr4_del(struct rtnl *r, int ifindex, struct in_addr addr, unsigned le
  * *n gets the count. -ENOSPC when there are more than max. */
 int rtnl_addr4_list(struct rtnl *r, int ifindex, struct ip4_prefix *out, size_t max, size_t *n);
 
+/* An IPv6 prefix. */
+struct ip6_prefix {
+	struct in6_addr addr;
+	unsigned len;
+};
+
+/* Lists ifindex's permanent global IPv6 addresses (the ones configured by
+ * hand or by the distribution, not SLAAC's or link-local ones, which a link
+ * makes for itself). -ENOSPC when there are more than max. */
+int rtnl_addr6_list(struct rtnl *r, int ifindex, struct ip6_prefix *out, size_t max, size_t *n);
+
+/* Adds (without duplicate address detection: the address is moving, not
+ * new) or deletes an IPv6 address. An address already there is 0. */
+int rtnl_addr6_add(struct rtnl *r, int ifindex, const struct in6_addr *addr, unsigned len);
+int rtnl_addr6_del(struct rtnl *r, int ifindex, const struct in6_addr *addr, unsigned len);
+
 /* One IPv4 route, as much of it as moving it to another link needs. */
 struct rtnl_route4 {
 	struct ip4_prefix dst;   /* len 0: default route */

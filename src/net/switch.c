@@ -342,6 +342,8 @@ static int attach_adapter(struct switch_net *sn, const struct switch_config *cfg
 struct l3_state {
 	struct ip4_prefix addrs[MOVE_MAX];
 	size_t naddrs;
+	struct ip6_prefix addrs6[MOVE_MAX];
+	size_t naddrs6;
 	struct rtnl_route4 routes[MOVE_MAX];
 	size_t nroutes;
 	int oif;
@@ -363,6 +365,27 @@ static int collect_route(const struct rtnl_route4 *rt, void *arg)
 	return 0;
 }
 
+/* The IPv6 part of a move, after IPv4's has succeeded: each address is
+ * added to `to` before it leaves `from`; one that will not move stays
+ * where it was, with a warning. (IPv6 routes mostly come from router
+ * advertisements, which the bridge hears itself: they are not moved.) */
+static void move_l3_v6(struct switch_net *sn, const struct l3_state *st, int from, int to,
+		       const char *to_name)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	for (size_t i = 0; i < st->naddrs6; i++) {
+		int ret = rtnl_addr6_add(&sn->rtnl, to, &st->addrs6[i].addr, st->addrs6[i].len);
+		if (!ret) {
+			rtnl_addr6_del(&sn->rtnl, from, &st->addrs6[i].addr, st->addrs6[i].len);
+		} else if (!sn->err[0]) {
+			inet_ntop(AF_INET6, &st->addrs6[i].addr, a, sizeof(a));
+			switch_fail(sn, ret, "warning: %s/%u did not move to %s: %s", a,
+				    st->addrs6[i].len, to_name, strerror(-ret));
+		}
+	}
+}
+
 /* Moves IPv4 addresses and routes from link `from` to link `to`. The
  * addresses are added to `to` before any leaves `from`, so a failure half
  * way leaves the host with its addresses (on `from`, where they were). */
@@ -374,6 +397,8 @@ static int move_l3(struct switch_net *sn, int from, const char *from_name, int t
 	int ret;
 
 	ret = rtnl_addr4_list(&sn->rtnl, from, st.addrs, MOVE_MAX, &st.naddrs);
+	if (!ret)
+		ret = rtnl_addr6_list(&sn->rtnl, from, st.addrs6, MOVE_MAX, &st.naddrs6);
 	if (!ret)
 		ret = rtnl_route4_walk(&sn->rtnl, collect_route, &st);
 	if (!ret && st.overflow)
@@ -396,6 +421,7 @@ static int move_l3(struct switch_net *sn, int from, const char *from_name, int t
 	}
 	for (i = 0; i < st.naddrs; i++)
 		rtnl_addr4_del(&sn->rtnl, from, st.addrs[i].addr, st.addrs[i].len);
+	move_l3_v6(sn, &st, from, to, to_name);
 	/* The addresses have moved: a route that will not follow is a warning
 	 * (left in sn->err), not a reason to undo the move. */
 	for (i = 0; i < st.nroutes; i++) {

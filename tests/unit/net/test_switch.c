@@ -219,12 +219,15 @@ static void test_external_moves_management_addresses_and_back(void **state)
 
 	assert_int_equal(system("ip link add eth9 type veth peer name eth9b && ip link set eth9 up && "
 				"ip link set eth9b up && ip addr add 10.62.0.5/24 dev eth9 && "
+				"ip addr add 2001:db8:62::5/64 dev eth9 nodad && "
 				"ip route add 10.63.0.0/16 via 10.62.0.1"), 0);
 	assert_int_equal(switch_create(sn, &cfg, &info), 0);
 	assert_true(output_has("ip -j addr show cls-mgmt", "\"local\":\"10.62.0.5\",\"prefixlen\":24"));
 	assert_false(output_has("ip -4 -j addr show eth9", "\"local\""));
 	assert_true(output_has("ip -j route show 10.63.0.0/16", "\"dev\":\"cls-mgmt\""));
 	assert_true(output_has("ip -j link show cls-mgmt", "uplink=eth9"));
+	assert_true(output_has("ip -6 -j addr show cls-mgmt", "\"local\":\"2001:db8:62::5\",\"prefixlen\":64"));
+	assert_false(output_has("ip -6 -j addr show eth9", "2001:db8:62::5"));
 	/* Adopting moves nothing twice. */
 	assert_int_equal(switch_create(sn, &cfg, &info), 0);
 	assert_true(info.adopted);
@@ -233,6 +236,7 @@ static void test_external_moves_management_addresses_and_back(void **state)
 	assert_true(output_has("ip -j addr show eth9", "\"local\":\"10.62.0.5\",\"prefixlen\":24"));
 	assert_true(output_has("ip -j route show 10.63.0.0/16", "\"dev\":\"eth9\""));
 	assert_false(output_has("ip -j link show eth9", "\"master\""));
+	assert_true(output_has("ip -6 -j addr show eth9", "\"local\":\"2001:db8:62::5\",\"prefixlen\":64"));
 
 	/* An adapter that is another bridge's port: refused, and the failed
 	 * create neither releases it nor touches its address. */
