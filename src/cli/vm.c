@@ -1,4 +1,5 @@
 /* cloison vm: create, list, show, set, start, stop, pause, resume, restart,
+ * save, discard-saved-state,
  * remove, console and watch, through cloisond's REST API. Human tables by
  * default, --json everywhere, exit codes from cli.h. */
 #include <errno.h>
@@ -542,6 +543,26 @@ ACTION_VERB(verb_start, "/start", "started, now")
 ACTION_VERB(verb_pause, "/pause", "paused, now")
 ACTION_VERB(verb_resume, "/resume", "resumed, now")
 ACTION_VERB(verb_restart, "/restart", "restarted, now")
+ACTION_VERB(verb_save, "/save", "saved, now")
+
+static int verb_discard_saved(struct common *c, int argc, char **argv)
+{
+	char path[512];
+	json_t *resp;
+	int r = simple_args(c, argc, argv, 1, 1, NULL, NULL, NULL);
+
+	if (r)
+		return r < 0 ? CLI_EXIT_OK : r;
+	vm_path(path, sizeof(path), argv[optind], "/saved-state");
+	if ((r = client_call(&c->client, "DELETE", path, NULL, &resp)))
+		return r;
+	if (c->json)
+		print_json(resp);
+	else
+		print_vm_summary(resp, "discarded its saved state, now");
+	json_decref(resp);
+	return CLI_EXIT_OK;
+}
 
 struct stop_args {
 	bool turn_off;
@@ -753,7 +774,9 @@ static const struct verb verbs[] = {
 		      "  --remove-operator USER   withdraw a delegation\n"
 		      "  --no-initrd          boot without an initrd\n"
 		      "  --no-net             remove every network adapter\n" },
-	{ "start", verb_start, "NAME", "Starts a VM and waits until it runs.", NULL },
+	{ "start", verb_start, "NAME",
+	  "Starts a VM and waits until it runs; a saved VM goes on from its saved state.",
+	  NULL },
 	{ "stop", verb_stop, "NAME [--turn-off] [--timeout S]",
 	  "Shuts a VM down through the ACPI power button and waits; if the guest has not\n"
 	  "powered off after the timeout (default 30 s) the VM is turned off.",
@@ -762,8 +785,14 @@ static const struct verb verbs[] = {
 	{ "pause", verb_pause, "NAME", "Pauses a running VM (its vCPUs stop).", NULL },
 	{ "resume", verb_resume, "NAME", "Resumes a paused VM.", NULL },
 	{ "restart", verb_restart, "NAME", "Resets a running VM (a hard reset).", NULL },
+	{ "save", verb_save, "NAME",
+	  "Saves a running or paused VM's memory and devices and ends its worker (state\n"
+	  "saved); 'vm start' goes on from there.", NULL },
+	{ "discard-saved-state", verb_discard_saved, "NAME",
+	  "Drops a saved VM's saved state: the VM is off, and its next start boots.", NULL },
 	{ "remove", verb_remove, "NAME",
-	  "Removes an off VM from the inventory. Its virtual disks are never deleted.", NULL },
+	  "Removes an off (or saved) VM from the inventory, with its saved state. Its\n"
+	  "virtual disks are never deleted.", NULL },
 	{ "console", verb_console, "NAME",
 	  "Attaches to a running VM's serial console (detach with Ctrl-]). Without a\n"
 	  "terminal, input is read from stdin and output is shown until the VM stops.", NULL },

@@ -33,7 +33,10 @@ enum vm_state {
 	VM_PAUSED,
 	VM_STOPPING,
 	VM_CRASHED,
+	VM_SAVING,	/* the worker writes the VM's state into <dir>/Saved */
+	VM_SAVED,	/* no worker; a start goes on from <dir>/Saved */
 };
+#define VM_STATE_LAST VM_SAVED
 
 /* Operations checked against the state machine. */
 enum vm_op {
@@ -45,6 +48,8 @@ enum vm_op {
 	VM_OP_RESTART,
 	VM_OP_REMOVE,
 	VM_OP_SET_HARDWARE,
+	VM_OP_SAVE,
+	VM_OP_DISCARD_SAVED,
 };
 
 enum vm_start_action { VM_START_NOTHING, VM_START_ALWAYS };
@@ -102,6 +107,7 @@ struct vm {
 	char dir[2200];	   /* <state>/<name> */
 	char rundir[2300]; /* <state>/<name>/Virtual Machines/<GUID> */
 	char cfg_path[2300];
+	char saved_dir[2300]; /* <state>/<name>/Saved: the saved state */
 	pthread_mutex_t op_lock;
 	/* Serializes changes of the configuration file (vm set, remove). A set
 	 * that needs the VM off takes op_lock first; notes, operators and the
@@ -124,6 +130,7 @@ struct vm {
 	bool turn_off_requested;  /* a turn-off arrived during a graceful stop */
 	bool exit_seen;		  /* the worker's exit event arrived */
 	bool start_failed;	  /* the worker ended before the guest ran */
+	bool restoring;		  /* this start goes on from the saved state */
 	int exit_status;
 	char exit_detail[256];
 	uint64_t started_ns;
@@ -180,6 +187,9 @@ struct daemon {
 
 /* ---- state machine (vm.c) ---- */
 const char *vm_state_name(enum vm_state s);
+/* Whether a worker may run (or be about to) in state s: not off, crashed
+ * or saved. */
+bool vm_state_has_worker(enum vm_state s);
 /* 0 if op is allowed in state s, else -EBUSY and *why names the rule. */
 int vm_state_check(enum vm_state s, enum vm_op op, const char **why);
 
@@ -257,6 +267,14 @@ int vm_op_stop(struct vm *vm, bool turn_off, unsigned timeout_s, bool *forced, c
 int vm_op_pause(struct vm *vm, char *err, size_t errlen);
 int vm_op_resume(struct vm *vm, char *err, size_t errlen);
 int vm_op_restart(struct vm *vm, char *err, size_t errlen);
+/* Saves a running or paused VM into vm->saved_dir: saving, then saved once
+ * the worker has written it and exited 5. A failed save leaves the VM as it
+ * was and returns the worker's error. */
+int vm_op_save(struct vm *vm, char *err, size_t errlen);
+/* Drops the saved state of a saved VM (the directory goes): off. */
+int vm_op_discard_saved(struct vm *vm, char *err, size_t errlen);
+/* Removes vm->saved_dir and what the worker wrote in it; 0 or -errno. */
+int vm_saved_dir_remove(const struct vm *vm);
 /* Runs the start actions (autostart) and, at shutdown, the stop actions. */
 void vm_run_start_actions(struct daemon *d);
 void vm_run_stop_actions(struct daemon *d);
@@ -272,9 +290,11 @@ json_t *vm_to_json_locked(struct vm *vm);
 
 /* ---- worker (worker.c) ---- */
 /* Spawns cloison-vmm for vm with configuration cfg (the caller's copy:
- * vm->cfg may be replaced meanwhile by a set of notes) and a monitor
+ * vm->cfg may be replaced meanwhile by a set of notes), with --restore
+ * restore_dir unless it is NULL, and a monitor
  * thread; caller holds op_lock (not d->lock). 0 or -errno with err filled. */
-int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore_dir, char *err,
+		 size_t errlen);
 /* Re-attaches to a live worker recorded in the runtime dir at daemon start;
  * was/was_reason are the state the last daemon recorded. 0 if adopted; 1
  * if the worker ended while no daemon ran and its exit record set the
@@ -295,6 +315,10 @@ int worker_end_strays(struct vm *vm, pid_t except, char *what, size_t len);
  * gets the result object. 0, -EPROTO (worker said no: err has its message),
  * or -errno. */
 int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, size_t errlen);
+/* The same with arguments (the members of args, which may be NULL, join
+ * "id" and "cmd") and a reply timeout of timeout_s seconds. */
+int worker_command_args(struct vm *vm, const char *cmd, json_t *args, unsigned timeout_s,
+			json_t **result, char *err, size_t errlen);
 /* Connects to a unix socket path of any length (via /proc/self/fd for long
  * paths). Returns a connected fd or -errno. */
 int unix_connect_path(const char *path);

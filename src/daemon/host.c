@@ -84,7 +84,7 @@ static void meminfo(uint64_t *total, uint64_t *avail)
 json_t *host_info_json(struct daemon *d)
 {
 	static const char *const states[] = { "off", "starting", "running", "paused",
-					      "stopping", "crashed" };
+					      "stopping", "crashed", "saving", "saved" };
 	unsigned counts[ARRAY_SIZE(states)] = { 0 };
 	uint64_t assigned = 0, total, avail;
 	unsigned vcpus = 0, n = 0;
@@ -95,8 +95,9 @@ json_t *host_info_json(struct daemon *d)
 	pthread_mutex_lock(&d->lock);
 	for (struct vm *vm = d->vms; vm; vm = vm->next) {
 		n++;
-		counts[vm->state]++;
-		if (vm->state != VM_OFF && vm->state != VM_CRASHED) {
+		if ((size_t)vm->state < ARRAY_SIZE(states))
+			counts[vm->state]++;
+		if (vm_state_has_worker(vm->state)) {
 			assigned += vm->cfg.memory;
 			vcpus += vm->cfg.cpus;
 		}

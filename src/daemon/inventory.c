@@ -39,6 +39,7 @@ static struct vm *vm_new(struct daemon *d, const struct vm_config *cfg)
 	snprintf(vm->dir, sizeof(vm->dir), "%s/%s", d->state_dir, cfg->name);
 	snprintf(vm->rundir, sizeof(vm->rundir), "%s/Virtual Machines/%s", vm->dir, id);
 	snprintf(vm->cfg_path, sizeof(vm->cfg_path), "%s/Virtual Machines/%s.json", vm->dir, id);
+	snprintf(vm->saved_dir, sizeof(vm->saved_dir), "%s/Saved", vm->dir);
 	pthread_mutex_init(&vm->op_lock, NULL);
 	return vm;
 }
@@ -326,6 +327,9 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 	pthread_mutex_unlock(&vm->cfg_lock);
 	fsync_parent_dir(vm->cfg_path);
 	remove_runtime_files(vm);
+	if (vm_saved_dir_remove(vm))
+		log_warn("vm %s: cannot remove the saved state in %s: %s", vm->cfg.name,
+			 vm->saved_dir, strerror(errno));
 	/* Directories go only when empty: virtual disks are never deleted. */
 	snprintf(path, sizeof(path), "%s/Virtual Machines", vm->dir);
 	remove_tmp_files(path, true);
@@ -440,7 +444,7 @@ static void restore_runtime(struct vm *vm)
 	const char *reason = json_string_value(json_object_get(j, "reason"));
 	bool starting = state && !strcmp(state, "starting"), unresponsive = false;
 	enum vm_state was = VM_RUNNING;
-	for (int s = VM_OFF; s <= VM_CRASHED; s++)
+	for (int s = VM_OFF; s <= VM_STATE_LAST; s++)
 		if (state && !strcmp(state, vm_state_name((enum vm_state)s)))
 			was = (enum vm_state)s;
 	vm->state = VM_OFF;
@@ -448,6 +452,18 @@ static void restore_runtime(struct vm *vm)
 	snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
 	if (state && !strcmp(state, "crashed")) {
 		vm->state = VM_CRASHED;
+	} else if (state && !strcmp(state, "saved")) {
+		/* No worker runs; the state waits in Saved for the next start. */
+		char sb[2400];
+		snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+		if (access(sb, F_OK) == 0) {
+			vm->state = VM_SAVED;
+		} else {
+			snprintf(why, sizeof(why), "the saved state %.400s is gone", sb);
+			pthread_mutex_lock(&vm->d->lock);
+			vm_set_state_locked(vm, VM_OFF, why);
+			pthread_mutex_unlock(&vm->d->lock);
+		}
 	} else if (state && strcmp(state, "off")) {
 		/* It was running when the last daemon went away. */
 		int r = worker_adopt(vm, was, reason, why, sizeof(why));

@@ -8,6 +8,7 @@
  *
  * Operations on one VM are serialized by vm->op_lock; the monitor thread of
  * the worker (worker.c) moves the state when the worker reports or exits. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileutil.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
@@ -31,11 +33,17 @@
 static const char *const state_names[] = {
 	[VM_OFF] = "off",	  [VM_STARTING] = "starting", [VM_RUNNING] = "running",
 	[VM_PAUSED] = "paused",	  [VM_STOPPING] = "stopping", [VM_CRASHED] = "crashed",
+	[VM_SAVING] = "saving",	  [VM_SAVED] = "saved",
 };
 
 const char *vm_state_name(enum vm_state s)
 {
 	return state_names[s];
+}
+
+bool vm_state_has_worker(enum vm_state s)
+{
+	return s != VM_OFF && s != VM_CRASHED && s != VM_SAVED;
 }
 
 int vm_state_check(enum vm_state s, enum vm_op op, const char **why)
@@ -44,8 +52,8 @@ int vm_state_check(enum vm_state s, enum vm_op op, const char **why)
 
 	switch (op) {
 	case VM_OP_START:
-		ok = s == VM_OFF || s == VM_CRASHED;
-		*why = "only a VM that is off or crashed can be started";
+		ok = s == VM_OFF || s == VM_CRASHED || s == VM_SAVED;
+		*why = "only a VM that is off, crashed or saved can be started";
 		break;
 	case VM_OP_STOP:
 		ok = s == VM_RUNNING;
@@ -70,13 +78,24 @@ int vm_state_check(enum vm_state s, enum vm_op op, const char **why)
 		*why = "only a running VM can be restarted";
 		break;
 	case VM_OP_REMOVE:
-		ok = s == VM_OFF || s == VM_CRASHED;
+		ok = s == VM_OFF || s == VM_CRASHED || s == VM_SAVED;
 		*why = "a VM must be off before it is removed: stop it first";
 		break;
 	case VM_OP_SET_HARDWARE:
 		ok = s == VM_OFF || s == VM_CRASHED;
-		*why = "processors, memory, boot files, disks and network adapters can only "
-		       "change while the VM is off";
+		*why = s == VM_SAVED ? "its saved state holds the processors, memory, disks and "
+				       "network adapters it was saved with: discard the saved state "
+				       "first ('cloison vm discard-saved-state NAME'), or start it"
+				     : "processors, memory, boot files, disks and network adapters "
+				       "can only change while the VM is off";
+		break;
+	case VM_OP_SAVE:
+		ok = s == VM_RUNNING || s == VM_PAUSED;
+		*why = "only a running or paused VM can be saved";
+		break;
+	case VM_OP_DISCARD_SAVED:
+		ok = s == VM_SAVED;
+		*why = "only a saved VM has a saved state to discard";
 		break;
 	default:
 		ok = false;
@@ -266,7 +285,7 @@ static int check_disks_free_locked(struct vm *vm, const struct vm_image *mine, u
 	for (unsigned i = 0; i < n; i++) {
 		const struct vm_image *a = &mine[i];
 		for (struct vm *o = vm->d->vms; o; o = o->next) {
-			if (o == vm || o->state == VM_OFF || o->state == VM_CRASHED)
+			if (o == vm || !vm_state_has_worker(o->state))
 				continue;
 			for (unsigned k = 0; k < o->n_images; k++) {
 				const struct vm_image *b = &o->images[k];
@@ -357,7 +376,7 @@ static int check_memory_locked(struct vm *vm, char *err, size_t errlen)
 	if (reserve > MEMORY_RESERVE_MAX)
 		reserve = MEMORY_RESERVE_MAX;
 	for (struct vm *o = vm->d->vms; o; o = o->next) {
-		if (o == vm || o->state == VM_OFF || o->state == VM_CRASHED)
+		if (o == vm || !vm_state_has_worker(o->state))
 			continue;
 		uint64_t rss = o->worker_pid > 0 ? resident_bytes(o->worker_pid) : 0;
 		if (o->cfg.memory > rss)
@@ -384,6 +403,7 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	struct vm_config cfg;
 	struct vm_image *images = NULL;
 	unsigned n_images = 0;
+	bool restore = false;
 	int r;
 
 	pthread_mutex_lock(&vm->op_lock);
@@ -415,6 +435,8 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	vm_images_free(vm->images, vm->n_images);
 	vm->images = images;
 	vm->n_images = n_images;
+	restore = vm->state == VM_SAVED;
+	vm->restoring = restore;
 	vm->start_failed = false;
 	vm->turning_off = false;
 	vm->turn_off_requested = false;
@@ -426,10 +448,12 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	/* The VM is off, so any worker in its runtime dir is one nobody
 	 * recorded: it would be a second writer of the disks. */
 	worker_end_strays(vm, 0, NULL, 0);
-	r = worker_spawn(vm, &cfg, err, errlen);
+	r = worker_spawn(vm, &cfg, restore ? vm->saved_dir : NULL, err, errlen);
 	pthread_mutex_lock(&d->lock);
 	if (r) {
-		vm_set_state_locked(vm, VM_OFF, err);
+		/* A restore that cannot begin keeps the saved state. */
+		vm_set_state_locked(vm, restore ? VM_SAVED : VM_OFF, err);
+		vm->restoring = false;
 		goto out_unlock;
 	}
 	if (!wait_state_leaves(vm, VM_STARTING, VM_STARTING, VM_STARTING, START_TIMEOUT_S,
@@ -443,14 +467,130 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 		r = -ETIMEDOUT;
 		goto out_unlock;
 	}
-	if (vm->start_failed || vm->state == VM_CRASHED) {
-		snprintf(err, errlen, "VM '%s' failed to start: %s", vm->cfg.name, vm->reason);
+	if (vm->start_failed || vm->state == VM_CRASHED || vm->state == VM_SAVED) {
+		snprintf(err, errlen, "VM '%s' failed to %s: %s", vm->cfg.name,
+			 restore ? "start from its saved state" : "start", vm->reason);
 		r = -EIO;
 	}
+	bool consumed = restore && !r;
+	vm->restoring = false;
 out_unlock:
 	pthread_mutex_unlock(&d->lock);
+	/* The guest goes on from the state, which is now behind it: a later
+	 * start boots, as after Hyper-V's resume from saved. The memory was
+	 * loaded eagerly, so the files are no longer needed. */
+	if (r == 0 && consumed && vm_saved_dir_remove(vm))
+		log_warn("vm %s: cannot remove the saved state in %s: %s", vm->cfg.name,
+			 vm->saved_dir, strerror(errno));
 	pthread_mutex_unlock(&vm->op_lock);
 	vm_config_clear(&cfg);
+	return r;
+}
+
+/* ---- saved state ---- */
+
+int vm_saved_dir_remove(const struct vm *vm)
+{
+	struct dirent *de;
+	DIR *dp = opendir(vm->saved_dir);
+	int r = 0;
+
+	if (!dp)
+		return errno == ENOENT ? 0 : -1;
+	while ((de = readdir(dp))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (unlinkat(dirfd(dp), de->d_name, 0) < 0 && errno != ENOENT)
+			r = -1;
+	}
+	closedir(dp);
+	if (rmdir(vm->saved_dir) < 0 && errno != ENOENT)
+		r = -1;
+	if (!r)
+		fsync_parent_dir(vm->saved_dir);
+	return r;
+}
+
+#define SAVE_TIMEOUT_S 300
+#define SAVE_EXIT_TIMEOUT_S 30
+
+int vm_op_save(struct vm *vm, char *err, size_t errlen)
+{
+	struct daemon *d = vm->d;
+	char cerr[512];
+	int r;
+
+	pthread_mutex_lock(&vm->op_lock);
+	pthread_mutex_lock(&d->lock);
+	r = refuse(vm, VM_OP_SAVE, err, errlen);
+	enum vm_state was = vm->state;
+	if (!r)
+		vm_set_state_locked(vm, VM_SAVING, NULL);
+	pthread_mutex_unlock(&d->lock);
+	if (r)
+		goto out;
+	/* A state left from an earlier save that was never used is stale. */
+	if (vm_saved_dir_remove(vm) || mkdir(vm->saved_dir, 0750) < 0) {
+		snprintf(cerr, sizeof(cerr), "cannot make the directory %.300s: %s", vm->saved_dir,
+			 strerror(errno));
+		r = -EIO;
+	} else {
+		fsync_parent_dir(vm->saved_dir);
+		json_t *args = json_pack("{s:s}", "path", vm->saved_dir);
+		r = worker_command_args(vm, "save", args, SAVE_TIMEOUT_S, NULL, cerr, sizeof(cerr));
+		json_decref(args);
+	}
+	pthread_mutex_lock(&d->lock);
+	if (r) {
+		/* The worker goes on as it was (docs/state.md); so does the VM. */
+		if (vm->state == VM_SAVING)
+			vm_set_state_locked(vm, was, NULL);
+		snprintf(err, errlen, "cannot save VM '%s': %s", vm->cfg.name, cerr);
+		r = -EIO;
+		pthread_mutex_unlock(&d->lock);
+		vm_saved_dir_remove(vm);
+		goto out;
+	}
+	/* The worker replied; its exit (status 5) makes the VM saved. */
+	if (!wait_state_leaves(vm, VM_SAVING, VM_SAVING, VM_SAVING, SAVE_EXIT_TIMEOUT_S, false)) {
+		snprintf(err, errlen, "the worker of '%s' saved the VM but did not exit within %d s",
+			 vm->cfg.name, SAVE_EXIT_TIMEOUT_S);
+		r = -ETIMEDOUT;
+	} else if (vm->state != VM_SAVED) {
+		snprintf(err, errlen, "the worker of '%s' ended during the save: %s", vm->cfg.name,
+			 vm->reason);
+		r = -EIO;
+	}
+	pthread_mutex_unlock(&d->lock);
+out:
+	pthread_mutex_unlock(&vm->op_lock);
+	return r;
+}
+
+int vm_op_discard_saved(struct vm *vm, char *err, size_t errlen)
+{
+	struct daemon *d = vm->d;
+	int r;
+
+	pthread_mutex_lock(&vm->op_lock);
+	pthread_mutex_lock(&d->lock);
+	r = refuse(vm, VM_OP_DISCARD_SAVED, err, errlen);
+	pthread_mutex_unlock(&d->lock);
+	if (r)
+		goto out;
+	/* The files first: a crash in between leaves a saved VM whose state is
+	 * gone, which the next daemon turns off. */
+	if (vm_saved_dir_remove(vm)) {
+		snprintf(err, errlen, "cannot remove the saved state in %.300s: %s", vm->saved_dir,
+			 strerror(errno));
+		r = -EIO;
+		goto out;
+	}
+	pthread_mutex_lock(&d->lock);
+	vm_set_state_locked(vm, VM_OFF, "the saved state was discarded");
+	pthread_mutex_unlock(&d->lock);
+out:
+	pthread_mutex_unlock(&vm->op_lock);
 	return r;
 }
 

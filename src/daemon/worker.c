@@ -115,11 +115,28 @@ static void set_timeouts(int fd, unsigned s)
 
 /* Sends {"id":id,"cmd":cmd} on fd and reads until the matching reply
  * (events that arrive in between are skipped: the monitor sees them). */
-static int command_on(int fd, int id, const char *cmd, json_t **result, char *err, size_t errlen)
+static int command_args_on(int fd, int id, const char *cmd, json_t *args, json_t **result,
+			   char *err, size_t errlen)
 {
 	char line[LINE_MAX_BYTES];
-	int n = snprintf(line, sizeof(line), "{\"id\":%d,\"cmd\":\"%s\"}\n", id, cmd);
+	json_t *req = json_pack("{s:i, s:s}", "id", id, "cmd", cmd);
+	char *text = NULL;
 
+	if (req && args)
+		json_object_update(req, args);
+	if (req)
+		text = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!text) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	int n = snprintf(line, sizeof(line), "%s\n", text);
+	free(text);
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		snprintf(err, errlen, "the command is too long");
+		return -E2BIG;
+	}
 	if (write_full(fd, line, (size_t)n)) {
 		snprintf(err, errlen, "cannot write to the control socket: %s", strerror(errno));
 		return -EIO;
@@ -151,7 +168,18 @@ static int command_on(int fd, int id, const char *cmd, json_t **result, char *er
 	}
 }
 
+static int command_on(int fd, int id, const char *cmd, json_t **result, char *err, size_t errlen)
+{
+	return command_args_on(fd, id, cmd, NULL, result, err, errlen);
+}
+
 int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, size_t errlen)
+{
+	return worker_command_args(vm, cmd, NULL, COMMAND_TIMEOUT_S, result, err, errlen);
+}
+
+int worker_command_args(struct vm *vm, const char *cmd, json_t *args, unsigned timeout_s,
+			json_t **result, char *err, size_t errlen)
 {
 	char path[4200];
 	static const int id = 1;
@@ -163,8 +191,8 @@ int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, s
 			 strerror(-fd));
 		return fd;
 	}
-	set_timeouts(fd, COMMAND_TIMEOUT_S);
-	int r = command_on(fd, id, cmd, result, err, errlen);
+	set_timeouts(fd, timeout_s);
+	int r = command_args_on(fd, id, cmd, args, result, err, errlen);
 	close(fd);
 	return r;
 }
@@ -245,6 +273,10 @@ static void worker_ended_locked(struct vm *vm, int status)
 			 vm->turning_off		 ? "turned off"
 			 : vm->state == VM_STOPPING ? "the guest shut down"
 						    : "the guest powered off");
+	} else if (status == 5) {
+		/* docs/vmm.md: the VM was saved; it waits in saved_dir. */
+		s = VM_SAVED;
+		snprintf(why, sizeof(why), "saved in %.400s", vm->saved_dir);
 	} else if (status == 3) {
 		s = VM_OFF;
 		snprintf(why, sizeof(why), "the guest reset and the worker does not reboot");
@@ -253,7 +285,8 @@ static void worker_ended_locked(struct vm *vm, int status)
 			 vm->exit_detail[0] ? vm->exit_detail : tail);
 	} else if (status == 1 || status == 2) {
 		if (starting) {
-			s = VM_OFF;
+			/* A refused restore leaves the state as it was. */
+			s = vm->restoring ? VM_SAVED : VM_OFF;
 			vm->start_failed = true;
 		}
 		snprintf(why, sizeof(why), "the worker failed (exit status %d): %s", status,
@@ -715,8 +748,8 @@ static int open_log(const struct vm *vm)
 #define MAX_ARGS (32 + 2 * (VM_MAX_DISKS + VM_MAX_NICS))
 
 /* Builds the worker's argv into args (strings in pool). */
-static int build_argv(const struct vm_config *c, const char *vmm, char **args, char *pool,
-		      size_t poolsz, char *err, size_t errlen)
+static int build_argv(const struct vm_config *c, const char *vmm, const char *restore_dir,
+		      char **args, char *pool, size_t poolsz, char *err, size_t errlen)
 {
 	size_t used = 0;
 	int n = 0;
@@ -754,6 +787,10 @@ static int build_argv(const struct vm_config *c, const char *vmm, char **args, c
 	/* The guest runs only once the worker is recorded (worker.json): a
 	 * daemon killed in between leaves a paused worker the next one finds. */
 	ARG("--paused");
+	if (restore_dir) {
+		ARG("--restore");
+		ARG("%s", restore_dir);
+	}
 	for (unsigned i = 0; i < c->n_disks; i++) {
 		if (strchr(c->disks[i].path, ',')) {
 			snprintf(err, errlen, "disk path '%s' contains a comma, which the worker's "
@@ -856,7 +893,8 @@ static int record_worker(const struct vm *vm, pid_t pid)
 	return r;
 }
 
-int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore_dir, char *err,
+		 size_t errlen)
 {
 	const char *vmm = vm->d->vmm_path;
 	char *args[MAX_ARGS], pool[3 * 65536 + 8192], path[4200];
@@ -877,7 +915,7 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, char *err, size_t e
 		snprintf(err, errlen, "cannot create %s: %s", vm->rundir, strerror(-r));
 		return r;
 	}
-	if ((r = build_argv(cfg, vmm, args, pool, sizeof(pool), err, errlen))) {
+	if ((r = build_argv(cfg, vmm, restore_dir, args, pool, sizeof(pool), err, errlen))) {
 		if (r == -E2BIG)
 			snprintf(err, errlen, "the worker's command line is too long");
 		return r;

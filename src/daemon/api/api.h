@@ -66,6 +66,7 @@ void api_vm_show(struct api_request *req);
 void api_vm_set(struct api_request *req);
 void api_vm_remove(struct api_request *req);
 void api_vm_action(struct api_request *req);
+void api_vm_discard_saved(struct api_request *req);
 void api_vm_console(struct api_request *req);
 void api_events(struct api_request *req);
 void api_host(struct api_request *req);

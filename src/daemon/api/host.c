@@ -7,7 +7,7 @@
 static void restrict_to_peer(struct api_request *req, json_t *info)
 {
 	static const char *const states[] = { "off", "starting", "running", "paused",
-					      "stopping", "crashed" };
+					      "stopping", "crashed", "saving", "saved" };
 	unsigned counts[ARRAY_SIZE(states)] = { 0 }, n = 0, vcpus = 0;
 	uint64_t assigned = 0;
 	struct daemon *d = req->d;
@@ -19,7 +19,7 @@ static void restrict_to_peer(struct api_request *req, json_t *info)
 		n++;
 		if ((size_t)vm->state < ARRAY_SIZE(states))
 			counts[vm->state]++;
-		if (vm->state != VM_OFF && vm->state != VM_CRASHED) {
+		if (vm_state_has_worker(vm->state)) {
 			assigned += vm->cfg.memory;
 			vcpus += vm->cfg.cpus;
 		}

@@ -31,6 +31,7 @@ static const struct route routes[] = {
 	{ "GET", "/v1/vms/*", api_vm_show },
 	{ "PATCH", "/v1/vms/*", api_vm_set },
 	{ "DELETE", "/v1/vms/*", api_vm_remove },
+	{ "DELETE", "/v1/vms/*/saved-state", api_vm_discard_saved },
 	{ "POST", "/v1/vms/*/console", api_vm_console },
 	{ "POST", "/v1/vms/*/*", api_vm_action },
 	{ "GET", "/v1/events", api_events },

@@ -298,7 +298,8 @@ static int parse_stop(struct api_request *req, json_t *body, bool *turn_off, uns
 
 void api_vm_action(struct api_request *req)
 {
-	static const char *const actions[] = { "start", "stop", "pause", "resume", "restart" };
+	static const char *const actions[] = { "start", "stop", "pause", "resume", "restart",
+					       "save" };
 	const char *action = req->segs[3];
 	char err[ERR_LEN] = "";
 	unsigned i, timeout = 0;
@@ -311,7 +312,7 @@ void api_vm_action(struct api_request *req)
 	if (i == ARRAY_SIZE(actions)) {
 		api_error(req, 404, "no-such-endpoint",
 			  "unknown VM action '%s' (known: start, stop, pause, resume, restart, "
-			  "console)",
+			  "save, console)",
 			  action);
 		return;
 	}
@@ -338,7 +339,8 @@ void api_vm_action(struct api_request *req)
 	case 1: r = vm_op_stop(vm, turn_off, timeout, &forced, err, sizeof(err)); break;
 	case 2: r = vm_op_pause(vm, err, sizeof(err)); break;
 	case 3: r = vm_op_resume(vm, err, sizeof(err)); break;
-	default: r = vm_op_restart(vm, err, sizeof(err)); break;
+	case 4: r = vm_op_restart(vm, err, sizeof(err)); break;
+	default: r = vm_op_save(vm, err, sizeof(err)); break;
 	}
 	if (r) {
 		api_error_errno(req, r, err);
@@ -348,6 +350,26 @@ void api_vm_action(struct api_request *req)
 		pthread_mutex_unlock(&req->d->lock);
 		if (i == 1)
 			json_object_set_new(j, "turned_off", json_boolean(forced));
+		api_reply(req, 200, j);
+	}
+	inventory_put(req->d, vm);
+}
+
+/* DELETE /v1/vms/{vm}/saved-state: a saved VM goes off, its state dropped. */
+void api_vm_discard_saved(struct api_request *req)
+{
+	char err[ERR_LEN] = "";
+
+	struct vm *vm = lookup_vm(req);
+	if (!vm)
+		return;
+	int r = vm_op_discard_saved(vm, err, sizeof(err));
+	if (r) {
+		api_error_errno(req, r, err);
+	} else {
+		pthread_mutex_lock(&req->d->lock);
+		json_t *j = vm_to_json_locked(vm);
+		pthread_mutex_unlock(&req->d->lock);
 		api_reply(req, 200, j);
 	}
 	inventory_put(req->d, vm);
