@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <linux/io_uring.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "vmm/virtio/blk.h"
@@ -250,6 +253,70 @@ static void test_iovec_limit_splits_a_run(void **state)
 	close_backend(f);
 }
 
+/* The io_uring fds this process holds (anon_inode:[io_uring]). */
+static unsigned uring_fds(int *fds, unsigned max)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	unsigned n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) && n < max) {
+		char link[300], target[64] = "";
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+		if (readlink(link, target, sizeof(target) - 1) > 0 &&
+		    !strcmp(target, "anon_inode:[io_uring]"))
+			fds[n++] = atoi(e->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+/* The backend's rings carry restrictions (so io_uring cannot open files
+ * or sockets behind seccomp's back): once a ring is restricted, every
+ * io_uring_register call not on its list, here a probe, is refused. A
+ * ring made here without restrictions answers the same probe. */
+static void test_rings_are_restricted(void **state)
+{
+	struct io_uring_params p = { 0 };
+	struct io_uring_probe *probe = calloc(1, sizeof(*probe) + 256 * sizeof(probe->ops[0]));
+	int before[16], after[16], plain;
+	unsigned nb = uring_fds(before, 16), na, found = 0;
+	struct fixture *f;
+
+	assert_non_null(probe);
+	plain = (int)syscall(__NR_io_uring_setup, 4, &p);
+	assert_true(plain >= 0);
+	assert_int_equal(syscall(__NR_io_uring_register, plain, IORING_REGISTER_PROBE, probe, 256), 0);
+	close(plain);
+
+	f = open_backend(FILE_SIZE);
+	na = uring_fds(after, 16);
+	for (unsigned i = 0; i < na; i++) {
+		bool old = false;
+
+		for (unsigned k = 0; k < nb; k++)
+			old |= before[k] == after[i];
+		if (old)
+			continue;
+		found++;
+		memset(probe, 0, sizeof(*probe) + 256 * sizeof(probe->ops[0]));
+		errno = 0;
+		assert_int_equal(syscall(__NR_io_uring_register, after[i], IORING_REGISTER_PROBE, probe,
+					 256), -1);
+		assert_int_equal(errno, EACCES);
+	}
+	assert_true(found >= 1);
+	/* and the restricted ring still does its work */
+	submit(f, 0, BLK_OP_READ, 8192, 1);
+	finish(f);
+	assert_int_equal(f->err[0], 0);
+	assert_buf_holds(f, 0, 8192);
+	close_backend(f);
+	free(probe);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -257,6 +324,7 @@ int main(void)
 		cmocka_unit_test(test_gaps_kinds_and_flush_split_runs),
 		cmocka_unit_test(test_short_merged_read_is_retried_alone),
 		cmocka_unit_test(test_iovec_limit_splits_a_run),
+		cmocka_unit_test(test_rings_are_restricted),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
