@@ -274,7 +274,7 @@ static int config_opt(json_t *body, int opt, const char *arg)
 	"  --operator USER delegate the VM to USER (a VM operator; repeatable)\n"               \
 	"  --automatic-start-action nothing|start    when cloisond starts\n"                    \
 	"  --automatic-start-delay S                 seconds to wait before that start\n"      \
-	"  --automatic-stop-action keep-running|shutdown|turn-off   when cloisond stops\n"
+	"  --automatic-stop-action keep-running|shutdown|turn-off|save   when cloisond stops\n"
 
 /* ---- verbs ---- */
 

@@ -18,7 +18,8 @@
 #define CMDLINE_MAX 65535 /* what the worker's --cmdline takes */
 #define NOTES_MAX 4096
 
-static const char *const stop_action_names[] = { "keep-running", "shutdown", "turn-off" };
+static const char *const stop_action_names[] = { "keep-running", "shutdown", "turn-off",
+						 "save" };
 static const char *const start_action_names[] = { "nothing", "start" };
 
 const char *vm_stop_action_name(enum vm_stop_action a)
@@ -577,7 +578,9 @@ static int apply_field(struct vm_config *c, const char *key, json_t *v, bool cre
 		return r;
 	}
 	if (!strcmp(key, "automatic_stop_action")) {
-		r = get_enum(v, key, stop_action_names, 3, &e, err, errlen);
+		r = get_enum(v, key, stop_action_names,
+			     sizeof(stop_action_names) / sizeof(stop_action_names[0]), &e, err,
+			     errlen);
 		c->stop_action = r ? c->stop_action : (enum vm_stop_action)e;
 		return r;
 	}

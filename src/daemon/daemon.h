@@ -53,7 +53,7 @@ enum vm_op {
 };
 
 enum vm_start_action { VM_START_NOTHING, VM_START_ALWAYS };
-enum vm_stop_action { VM_STOP_KEEP_RUNNING, VM_STOP_SHUTDOWN, VM_STOP_TURN_OFF };
+enum vm_stop_action { VM_STOP_KEEP_RUNNING, VM_STOP_SHUTDOWN, VM_STOP_TURN_OFF, VM_STOP_SAVE };
 
 struct vm_disk {
 	char *path;

@@ -784,7 +784,7 @@ void vm_run_start_actions(struct daemon *d)
 void vm_run_stop_actions(struct daemon *d)
 {
 	struct vm *list[4096];
-	bool turn_off[4096];
+	enum vm_stop_action action[4096];
 	unsigned n = 0;
 	char err[512];
 	bool forced;
@@ -794,18 +794,28 @@ void vm_run_stop_actions(struct daemon *d)
 		if (vm->cfg.stop_action != VM_STOP_KEEP_RUNNING &&
 		    (vm->state == VM_RUNNING || vm->state == VM_PAUSED)) {
 			vm->refs++;
+			action[n] = vm->cfg.stop_action;
 			/* A paused guest cannot see the power button. */
-			turn_off[n] = vm->cfg.stop_action == VM_STOP_TURN_OFF ||
-				      vm->state == VM_PAUSED;
+			if (action[n] == VM_STOP_SHUTDOWN && vm->state == VM_PAUSED)
+				action[n] = VM_STOP_TURN_OFF;
 			list[n++] = vm;
 		}
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct vm *vm = list[i];
-		bool off = turn_off[i];
 		log_info("vm %s: automatic stop action: %s", vm->cfg.name,
-			 off ? "turn off" : "shut down");
-		if (vm_op_stop(vm, off, d->default_stop_timeout, &forced, err, sizeof(err)))
+			 action[i] == VM_STOP_SAVE	  ? "save"
+			 : action[i] == VM_STOP_TURN_OFF ? "turn off"
+							 : "shut down");
+		int r;
+		if (action[i] == VM_STOP_SAVE)
+			/* A failed save leaves the VM running: the next cloisond
+			 * adopts it, nothing is lost. */
+			r = vm_op_save(vm, err, sizeof(err));
+		else
+			r = vm_op_stop(vm, action[i] == VM_STOP_TURN_OFF, d->default_stop_timeout,
+				       &forced, err, sizeof(err));
+		if (r)
 			log_error("vm %s: automatic stop failed: %s", vm->cfg.name, err);
 		inventory_put(d, vm);
 	}

@@ -217,3 +217,38 @@ def test_help(daemon):
     for verb in ("save", "discard-saved-state"):
         r = run([str(daemon.cli_bin), "vm", verb, "--help"])
         assert r.returncode == 0 and "usage: cloison vm " + verb in r.stdout, r.stderr
+
+
+def test_automatic_stop_action_save(tmp_path, kvm):
+    """On SIGTERM (host shutdown) a VM whose automatic stop action is save is
+    saved, a paused one too, and the next cloisond starts them where they
+    were; keep-running still leaves its VM running."""
+    import signal
+    d = Daemon(tmp_path / "state").start()
+    try:
+        d.create("a1", "count", "--automatic-stop-action", "save")
+        d.create("a2", "count", "--automatic-stop-action", "save")
+        d.create("a3", "count")
+        assert d.vm("a1")["automatic_stop_action"] == "save"
+        r = d.cli("vm", "set", "a3", "--automatic-stop-action", "hibernate")
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "save" in r.stderr, r.stderr
+        d.ok("vm", "start", "a1")
+        d.ok("vm", "start", "a2")
+        d.ok("vm", "start", "a3")
+        d.console_until("a1", "RESULT count=", times=2)
+        d.ok("vm", "pause", "a2")
+        keep = d.vm("a3")["pid"]
+        assert d.stop(signal.SIGTERM) == 0, d.log()
+        os.kill(keep, 0)  # keep-running survived
+        d.start()
+        assert d.state("a1") == "saved" and d.state("a2") == "saved", d.log()
+        assert d.vm("a3")["pid"] == keep
+        for name in ("a1", "a2"):
+            assert d.json("vm", "start", name)["state"] == "running"
+            out = d.console_until(name, "RESULT count=", times=2)
+            assert "RESULT boot=" not in out, out[-2000:]
+            d.ok("vm", "stop", name, "--turn-off")
+        d.ok("vm", "stop", "a3", "--turn-off")
+    finally:
+        d.cleanup()

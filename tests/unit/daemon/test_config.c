@@ -77,7 +77,7 @@ static void test_create_refusals(void **state)
 		       true, "unicast MAC");
 	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"network_adapters\":[{\"tap\":\"a/b\"}]}", true,
 		       "tap device name");
-	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"automatic_stop_action\":\"save\"}", true,
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"automatic_stop_action\":\"hibernate\"}", true,
 		       "keep-running, shutdown, turn-off");
 	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"operators\":[\"bad user\"]}", true,
 		       "user name");
