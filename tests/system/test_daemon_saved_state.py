@@ -252,3 +252,46 @@ def test_automatic_stop_action_save(tmp_path, kvm):
         d.ok("vm", "stop", "a3", "--turn-off")
     finally:
         d.cleanup()
+
+
+def test_saved_while_no_daemon_ran(kvm):
+    """A worker that is saved while cloisond is down (its exit 5 kept by the
+    watcher in worker.exit) is found saved by the next cloisond, and starts
+    from there."""
+    import json
+    import shutil
+    import socket
+    import tempfile
+    top = tempfile.mkdtemp(prefix="cs")  # short: the control socket's path must fit
+    d = Daemon(os.path.join(top, "s"))
+    d.start()
+    try:
+        d.create("n1", "count")
+        v = d.json("vm", "start", "n1")
+        d.console_until("n1", "RESULT count=", times=2)
+        d.kill9()
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(os.path.join(v["runtime_dir"], "control.sock"))
+        s.sendall((json.dumps({"id": 1, "cmd": "save", "path": saved_dir(d, "n1")}) +
+                   "\n").encode())
+        f = s.makefile("r")
+        while True:
+            m = json.loads(f.readline())
+            if m.get("id") == 1:
+                break
+        assert m["ok"], m
+        s.close()
+        for _ in range(200):
+            if not os.path.exists("/proc/%d" % v["pid"]):
+                break
+            time.sleep(0.05)
+        d.start()
+        v = d.vm("n1")
+        assert v["state"] == "saved", (v, d.log())
+        assert d.json("vm", "start", "n1")["state"] == "running"
+        out = d.console_until("n1", "RESULT count=", times=2)
+        assert "RESULT boot=" not in out, out[-2000:]
+        d.ok("vm", "stop", "n1", "--turn-off")
+    finally:
+        d.cleanup()
+        shutil.rmtree(top, ignore_errors=True)
