@@ -360,5 +360,10 @@ void api_stop(struct daemon *d);
 
 /* ---- host facts (host.c) ---- */
 json_t *host_info_json(struct daemon *d);
+/* {"total": N, "off": N, ...}: the VMs by state, of those `only` may
+ * operate (every VM when NULL), and the memory and vCPUs assigned to the
+ * ones with a worker. Takes d->lock. */
+json_t *host_vm_counts(struct daemon *d, const struct peer *only, uint64_t *assigned,
+		       unsigned *vcpus);
 
 #endif

@@ -81,32 +81,45 @@ static void meminfo(uint64_t *total, uint64_t *avail)
 	fclose(f);
 }
 
-json_t *host_info_json(struct daemon *d)
+json_t *host_vm_counts(struct daemon *d, const struct peer *only, uint64_t *assigned,
+		       unsigned *vcpus)
 {
 	static const char *const states[] = { "off", "starting", "running", "paused",
 					      "stopping", "crashed", "saving", "saved" };
-	unsigned counts[ARRAY_SIZE(states)] = { 0 };
-	uint64_t assigned = 0, total, avail;
-	unsigned vcpus = 0, n = 0;
-	struct utsname un;
-	struct statvfs sv;
+	unsigned counts[ARRAY_SIZE(states)] = { 0 }, n = 0;
+	json_t *vmc;
 
-	json_t *kvm = check_host(d->vmm_path);
+	*assigned = 0;
+	*vcpus = 0;
 	pthread_mutex_lock(&d->lock);
 	for (struct vm *vm = d->vms; vm; vm = vm->next) {
+		if (only && !auth_may_operate(only, vm))
+			continue;
 		n++;
 		if ((size_t)vm->state < ARRAY_SIZE(states))
 			counts[vm->state]++;
 		if (vm_state_has_worker(vm->state)) {
-			assigned += vm->cfg.memory;
-			vcpus += vm->cfg.cpus;
+			*assigned += vm->cfg.memory;
+			*vcpus += vm->cfg.cpus;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
-	json_t *vmc = json_object();
+	vmc = json_object();
 	json_object_set_new(vmc, "total", json_integer(n));
 	for (size_t i = 0; i < ARRAY_SIZE(states); i++)
 		json_object_set_new(vmc, states[i], json_integer(counts[i]));
+	return vmc;
+}
+
+json_t *host_info_json(struct daemon *d)
+{
+	uint64_t assigned, total, avail;
+	unsigned vcpus;
+	struct utsname un;
+	struct statvfs sv;
+
+	json_t *kvm = check_host(d->vmm_path);
+	json_t *vmc = host_vm_counts(d, NULL, &assigned, &vcpus);
 
 	meminfo(&total, &avail);
 	uname(&un);
