@@ -360,6 +360,8 @@ void api_stop(struct daemon *d);
 
 /* ---- host facts (host.c) ---- */
 json_t *host_info_json(struct daemon *d);
+/* MemTotal and MemAvailable from /proc/meminfo, in bytes; 0 when unknown. */
+void host_meminfo(uint64_t *total, uint64_t *avail);
 /* {"total": N, "off": N, ...}: the VMs by state, of those `only` may
  * operate (every VM when NULL), and the memory and vCPUs assigned to the
  * ones with a worker. Takes d->lock. */

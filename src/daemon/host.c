@@ -63,7 +63,7 @@ static json_t *check_host(const char *vmm)
 	return j;
 }
 
-static void meminfo(uint64_t *total, uint64_t *avail)
+void host_meminfo(uint64_t *total, uint64_t *avail)
 {
 	char line[256];
 	unsigned long long v;
@@ -121,7 +121,7 @@ json_t *host_info_json(struct daemon *d)
 	json_t *kvm = check_host(d->vmm_path);
 	json_t *vmc = host_vm_counts(d, NULL, &assigned, &vcpus);
 
-	meminfo(&total, &avail);
+	host_meminfo(&total, &avail);
 	uname(&un);
 	uint64_t disk_free = statvfs(d->state_dir, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
 	return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:o,"

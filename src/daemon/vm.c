@@ -324,24 +324,6 @@ static int check_disks_free_locked(struct vm *vm, const struct vm_image *mine, u
 #define MEMORY_RESERVE_MIN (256ULL << 20)
 #define MEMORY_RESERVE_MAX (2ULL << 30)
 
-static void read_meminfo(uint64_t *total, uint64_t *avail)
-{
-	char line[256];
-	unsigned long long v;
-	FILE *f = fopen("/proc/meminfo", "re");
-
-	*total = *avail = 0;
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
-			*total = v * 1024;
-		else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
-			*avail = v * 1024;
-	}
-	fclose(f);
-}
-
 static uint64_t resident_bytes(pid_t pid)
 {
 	char path[64];
@@ -367,7 +349,7 @@ static int check_memory_locked(struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t total, avail, pending = 0;
 
-	read_meminfo(&total, &avail);
+	host_meminfo(&total, &avail);
 	if (!total)
 		return 0; /* no /proc/meminfo: nothing to go by */
 	uint64_t reserve = total / 20;
