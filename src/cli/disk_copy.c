@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,41 +140,139 @@ struct copy_stats {
 	uint64_t read, written;
 };
 
-/* Copies the content src shows into dst (which reads as zeroes). */
-static int copy_content(struct disk *src, struct disk *dst, struct progress *prog,
-			struct copy_stats *stats, const char **failed_path)
+/* The copy is a pipeline: a reader thread walks the allocation map and
+ * reads the source into a ring of chunks while the caller's thread checks
+ * them for zeroes and writes them, so reading and writing overlap (on this
+ * kind of host each is a system call that costs as much as the copy). */
+#define COPY_SLOTS 4
+
+struct copy_pipe {
+	struct disk *src;
+	uint64_t size;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	uint8_t *buf[COPY_SLOTS];
+	uint64_t off[COPY_SLOTS], len[COPY_SLOTS], end[COPY_SLOTS];
+	unsigned head, tail; /* filled: [tail, head) modulo COPY_SLOTS */
+	bool done, stop;     /* the reader finished; the writer gave up */
+	int err;	     /* the reader's error */
+	uint64_t read;
+};
+
+/* Reader: each slot is a run of allocated data (len > 0) or, with len 0,
+ * only how far the copy has come (end), for the progress. */
+static void *copy_reader(void *arg)
 {
-	uint64_t size = disk_size(src), off = 0;
-	uint8_t *buf;
+	struct copy_pipe *p = arg;
+	uint64_t off = 0, known_end = 0;
+	bool alloc = false;
 	int ret = 0;
 
-	if (posix_memalign((void **)&buf, 4096, COPY_CHUNK))
-		return -ENOMEM;
-	while (off < size) {
-		bool alloc;
-		uint64_t run, len = MIN(COPY_CHUNK - off % COPY_CHUNK, size - off);
+	while (off < p->size && !ret) {
+		uint64_t run;
 		if (copy_interrupted) {
 			ret = -EINTR;
 			break;
 		}
-		*failed_path = disk_path(src);
-		ret = chain_status(src, off, len, &alloc, &run);
-		if (ret)
-			break;
-		if (alloc) {
-			ret = disk_pread(src, buf, run, off);
+		/* one allocation query per extent, not per chunk: a raw file's
+		 * SEEK_DATA walk costs as much as reading a chunk here */
+		if (off >= known_end) {
+			ret = chain_status(p->src, off, p->size - off, &alloc, &run);
 			if (ret)
 				break;
-			stats->read += run;
-			*failed_path = disk_path(dst);
-			ret = write_nonzero(dst, buf, run, off, &stats->written);
-			if (ret)
-				break;
+			known_end = off + run;
 		}
+		/* data in chunks; a hole in one go (nothing to read) */
+		run = alloc ? MIN(COPY_CHUNK - off % COPY_CHUNK, known_end - off) : known_end - off;
+		pthread_mutex_lock(&p->lock);
+		while (p->head - p->tail == COPY_SLOTS && !p->stop)
+			pthread_cond_wait(&p->cv, &p->lock);
+		bool stop = p->stop;
+		unsigned i = p->head % COPY_SLOTS;
+		pthread_mutex_unlock(&p->lock);
+		if (stop)
+			break;
+		/* the slot is the reader's until head moves past it */
+		if (alloc) {
+			ret = disk_pread(p->src, p->buf[i], run, off);
+			if (ret)
+				break;
+			p->read += run;
+		}
+		p->off[i] = off;
+		p->len[i] = alloc ? run : 0;
+		p->end[i] = off + run;
 		off += run;
-		progress_update(prog, off);
+		pthread_mutex_lock(&p->lock);
+		p->head++;
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->lock);
 	}
-	free(buf);
+	pthread_mutex_lock(&p->lock);
+	p->err = ret;
+	p->done = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* Copies the content src shows into dst (which reads as zeroes). */
+static int copy_content(struct disk *src, struct disk *dst, struct progress *prog,
+			struct copy_stats *stats, const char **failed_path)
+{
+	struct copy_pipe p = { .src = src, .size = disk_size(src) };
+	pthread_t reader;
+	int ret = 0;
+
+	*failed_path = disk_path(src);
+	for (unsigned i = 0; i < COPY_SLOTS; i++)
+		if (posix_memalign((void **)&p.buf[i], 4096, COPY_CHUNK)) {
+			for (unsigned k = 0; k < i; k++)
+				free(p.buf[k]);
+			return -ENOMEM;
+		}
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.cv, NULL);
+	ret = -pthread_create(&reader, NULL, copy_reader, &p);
+	if (ret)
+		goto out;
+	for (;;) {
+		pthread_mutex_lock(&p.lock);
+		while (p.head == p.tail && !p.done)
+			pthread_cond_wait(&p.cv, &p.lock);
+		bool empty = p.head == p.tail;
+		unsigned i = p.tail % COPY_SLOTS;
+		pthread_mutex_unlock(&p.lock);
+		if (empty)
+			break; /* done, everything written */
+		if (p.len[i]) {
+			ret = write_nonzero(dst, p.buf[i], p.len[i], p.off[i], &stats->written);
+			if (ret) {
+				*failed_path = disk_path(dst);
+				break;
+			}
+		}
+		progress_update(prog, p.end[i]);
+		pthread_mutex_lock(&p.lock);
+		p.tail++;
+		pthread_cond_broadcast(&p.cv);
+		pthread_mutex_unlock(&p.lock);
+	}
+	pthread_mutex_lock(&p.lock);
+	p.stop = true;
+	pthread_cond_broadcast(&p.cv);
+	pthread_mutex_unlock(&p.lock);
+	pthread_join(reader, NULL);
+	if (!ret && p.err) {
+		ret = p.err;
+		*failed_path = disk_path(src);
+	}
+	stats->read += p.read;
+out:
+	pthread_cond_destroy(&p.cv);
+	pthread_mutex_destroy(&p.lock);
+	for (unsigned i = 0; i < COPY_SLOTS; i++)
+		free(p.buf[i]);
 	return ret;
 }
 

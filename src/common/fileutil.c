@@ -2,6 +2,7 @@
 
 #include "common/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -116,4 +117,26 @@ int mkdir_p(const char *path, mode_t mode)
 	if (mkdir(buf, mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+int remove_flat_dir(const char *dir)
+{
+	struct dirent *de;
+	DIR *dp = opendir(dir);
+	int r = 0;
+
+	if (!dp)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(dp))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (unlinkat(dirfd(dp), de->d_name, 0) < 0 && errno != ENOENT)
+			r = -errno;
+	}
+	closedir(dp);
+	if (rmdir(dir) < 0 && errno != ENOENT)
+		r = -errno;
+	if (!r)
+		r = fsync_parent_dir(dir);
+	return r;
 }

@@ -21,4 +21,9 @@ int fsync_parent_dir(const char *path);
 /* mkdir -p with mode; 0 or -errno. */
 int mkdir_p(const char *path, mode_t mode);
 
+/* Removes the directory dir and the files in it (no subdirectories), then
+ * fsyncs its parent. A missing dir is 0; else 0 or -errno (what could be
+ * removed is gone). */
+int remove_flat_dir(const char *dir);
+
 #endif

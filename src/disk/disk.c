@@ -41,6 +41,10 @@ struct chain_ids {
 	dev_t dev[DISK_MAX_CHAIN];
 	ino_t ino[DISK_MAX_CHAIN];
 	char path[DISK_MAX_CHAIN][PATH_MAX];
+	/* disk_open_fds: the chain's files, top first, already open */
+	const char *const *given_path;
+	const int *given_fd;
+	int ngiven;
 };
 
 int disk_fail(struct disk_error *err, int ret, const char *fmt, ...)
@@ -251,7 +255,28 @@ static int open_one(const char *path, unsigned flags, struct chain_ids *ids, str
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return disk_fail(err, -ENOMEM, "%s: out of memory", path);
-	d->fd = disk_open_file(path, oflags, &st, err);
+	if (ids->given_fd) {
+		/* disk_open_fds: the caller opened it (a sandbox has no path) */
+		int acc = fcntl(ids->given_fd[ids->count], F_GETFL);
+		d->fd = fcntl(ids->given_fd[ids->count], F_DUPFD_CLOEXEC, 3);
+		if (d->fd < 0 || acc < 0) {
+			ret = disk_fail(err, -errno, "%s: the descriptor given for it is not open",
+					path);
+			goto fail;
+		}
+		if (!(flags & DISK_OPEN_RDONLY) && (acc & O_ACCMODE) != O_RDWR) {
+			ret = disk_fail(err, -EBADF, "%s: it is to be written, but the descriptor "
+					"given for it is read-only", path);
+			goto fail;
+		}
+		if (fstat(d->fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) {
+			ret = disk_fail(err, -EINVAL, "%s: the descriptor given for it is not a "
+					"regular file or block device", path);
+			goto fail;
+		}
+	} else {
+		d->fd = disk_open_file(path, oflags, &st, err);
+	}
 	if (d->fd < 0) {
 		ret = d->fd;
 		goto fail;
@@ -333,6 +358,30 @@ static int open_parent(struct disk *d, struct chain_ids *ids, struct disk_error 
 	int n, ret = -ENOENT, found = 0;
 	int saved = ids->count;
 
+	if (ids->given_fd) {
+		/* disk_open_fds: the parent is the next file given, checked as
+		 * a found one would be */
+		struct disk *p = NULL;
+		if (ids->count >= ids->ngiven)
+			return disk_fail(err, -ENOENT, "%s: its parent was not among the files "
+					 "given", d->path);
+		const char *pp = ids->given_path[ids->count];
+		ret = open_chain(pp, pflags, ids, &p, err);
+		if (ret)
+			return ret;
+		if (p->ops != d->ops)
+			ret = disk_fail(err, -EINVAL, "%s: its parent %s is a %s image, not %s",
+					d->path, pp, disk_format_name(p->ops->format),
+					disk_format_name(d->ops->format));
+		else if (d->ops->check_parent)
+			ret = d->ops->check_parent(d, p, err);
+		if (ret) {
+			disk_close(p);
+			return ret;
+		}
+		d->parent = p;
+		return 0;
+	}
 	paths = calloc(MAX_CANDIDATES, PATH_MAX);
 	if (!paths)
 		return disk_fail(err, -ENOMEM, "%s: out of memory", d->path);
@@ -426,6 +475,46 @@ int disk_open(const char *path, unsigned flags, struct disk **out, struct disk_e
 	ret = open_chain(path, flags, ids, out, err);
 	free(ids);
 	return ret;
+}
+
+int disk_open_fds(const char *const *paths, const int *fds, unsigned n, unsigned flags,
+		  struct disk **out, struct disk_error *err)
+{
+	struct chain_ids *ids;
+	int ret;
+
+	if (err)
+		err->msg[0] = 0;
+	*out = NULL;
+	if (!n || n > DISK_MAX_CHAIN)
+		return disk_fail(err, -EINVAL, "a chain of 1 to %d files is needed, not %u",
+				 DISK_MAX_CHAIN, n);
+	ids = calloc(1, sizeof(*ids));
+	if (!ids)
+		return disk_fail(err, -ENOMEM, "%s: out of memory", paths[0]);
+	ids->given_path = paths;
+	ids->given_fd = fds;
+	ids->ngiven = (int)n;
+	ret = open_chain(paths[0], flags, ids, out, err);
+	if (!ret && ids->count != ids->ngiven) {
+		disk_close(*out);
+		*out = NULL;
+		ret = disk_fail(err, -EINVAL, "%s: its chain is %d files, but %u were given",
+				paths[0], ids->count, n);
+	}
+	free(ids);
+	return ret;
+}
+
+int disk_share(struct disk *d)
+{
+	int ret;
+
+	if (d->flags & DISK_OPEN_RDONLY)
+		return 0;
+	if (d->ops->fix_identity && (ret = d->ops->fix_identity(d)))
+		return ret;
+	return flock(d->fd, LOCK_SH | LOCK_NB) < 0 ? -errno : 0;
 }
 
 int disk_close(struct disk *d)

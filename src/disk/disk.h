@@ -36,6 +36,19 @@ struct disk_error {
  * (always read-only) through their locators. Replays a pending VHDX log
  * (in memory only when read-only). 0 or -errno with err filled. */
 int disk_open(const char *path, unsigned flags, struct disk **out, struct disk_error *err);
+/* Lets another process open d read-only while d is written, to make a
+ * differencing child of it (a live checkpoint): fixes the identity a child
+ * records (VHDX: its DataWriteGuid is set now, not at the next first
+ * write), then holds a shared lock where an exclusive one was. No I/O may
+ * be in flight. 0 or -errno. */
+int disk_share(struct disk *d);
+/* The same from files the caller opened (a sandboxed worker cannot open
+ * paths): paths[i] and fds[i] are the chain's files, the top first, each
+ * parent the next one (checked as disk_open checks a found parent; paths
+ * name them in messages). The fds are duplicated, the caller keeps its
+ * own. n must be the whole chain. 0 or -errno with err filled. */
+int disk_open_fds(const char *const *paths, const int *fds, unsigned n, unsigned flags,
+		  struct disk **out, struct disk_error *err);
 /* Flushes and closes; for VHDX marks the file clean. 0 or -errno. */
 int disk_close(struct disk *d);
 
@@ -85,8 +98,9 @@ int disk_map_read(struct disk *d, uint64_t off, uint64_t len, struct disk_extent
  * off in this image (ext->len <= len). Without DISK_MAP_ALLOC it fails
  * -EWOULDBLOCK when metadata must change before the data may be written
  * (a new block, the first write of this open); with it, it makes that
- * change first and durably (a VHDX log commit; a VHD block whose BAT entry
- * is written by the next disk_flush), which may take a sync.
+ * change first, in memory (logged by the next disk_flush for VHDX, written
+ * by it for VHD, after the data is synced); the first change of an open
+ * writes the header and syncs.
  * *commit comes back true when the caller must call disk_commit_write for
  * [off, off+ext->len) once its data write has completed, before it reports
  * the write done: a differencing disk's sector bitmap says "present" only
@@ -95,9 +109,9 @@ int disk_map_read(struct disk *d, uint64_t off, uint64_t len, struct disk_extent
 int disk_map_write(struct disk *d, uint64_t off, uint64_t len, unsigned flags,
 		   struct disk_extent *ext, bool *commit);
 /* After a write mapped by disk_map_write has completed: marks its sectors
- * present (VHDX: through the log, which first syncs the data; VHD: in the
- * bitmap the next disk_flush writes after syncing the data). Idempotent,
- * and a no-op where nothing needs marking. 0 or -errno. */
+ * present, in memory; the next disk_flush syncs the data and then logs
+ * (VHDX) or writes (VHD) the bitmap. Idempotent, and a no-op where nothing
+ * needs marking. 0 or -errno. */
 int disk_commit_write(struct disk *d, uint64_t off, uint64_t len);
 
 struct disk_info {

@@ -21,6 +21,9 @@ struct disk_ops {
 	 * d->priv, d->type. For a differencing disk leave d->parent NULL:
 	 * disk.c opens it through parent_candidates/check_parent. */
 	int (*open)(struct disk *d, struct disk_error *err);
+	/* Optional: fix the identity a child records for this open of a
+	 * writable image (VHDX: DataWriteGuid, which a first write changes). */
+	int (*fix_identity)(struct disk *d);
 	void (*close)(struct disk *d); /* frees priv; disk.c closes fd */
 	int (*pread)(struct disk *d, void *buf, size_t len, uint64_t off);
 	int (*pwrite)(struct disk *d, const void *buf, size_t len, uint64_t off);

@@ -82,18 +82,124 @@ int vhdx_txn_bat(struct vhdx_txn *t, struct vhdx *v, uint64_t idx, uint64_t val)
 	return 0;
 }
 
-int vhdx_txn_commit(struct vhdx *v, struct vhdx_txn *t)
+static void txn_apply(struct vhdx *v, struct vhdx_txn *t)
 {
-	int ret = vhdx_log_commit(v, t->pages, t->n);
-
-	if (ret)
-		return ret;
 	for (int i = 0; i < t->n; i++)
 		if (t->copy_back[i])
 			memcpy(t->copy_back[i], t->pages[i].data, VHDX_LOG_SECTOR);
 	for (int i = 0; i < t->nbat; i++)
 		__atomic_store_n(&v->bat[t->bat[i].idx], t->bat[i].val, __ATOMIC_RELEASE);
+}
+
+int vhdx_txn_commit(struct vhdx *v, struct vhdx_txn *t)
+{
+	/* deferred pages first: t may have been built on top of them */
+	int ret = vhdx_pend_commit(v);
+
+	if (!ret)
+		ret = vhdx_log_commit(v, t->pages, t->n);
+	if (ret)
+		return ret;
+	txn_apply(v, t);
 	return 0;
+}
+
+static bool is_bat_page(const struct vhdx *v, uint64_t off)
+{
+	return off >= v->bat_off && off < v->bat_off + v->bat_len;
+}
+
+static int pend_find(const struct vhdx *v, uint64_t off)
+{
+	for (int i = 0; i < v->npend; i++)
+		if (v->pend[i].off == off)
+			return i;
+	return -1;
+}
+
+int vhdx_txn_defer(struct vhdx *v, struct vhdx_txn *t)
+{
+	int fresh = 0;
+
+	for (int i = 0; i < t->n; i++) {
+		if (t->pages[i].zero_len || (!t->copy_back[i] && !is_bat_page(v, t->pages[i].off)))
+			return vhdx_txn_commit(v, t);
+		fresh += pend_find(v, t->pages[i].off) < 0;
+	}
+	if (v->npend + fresh > VHDX_PEND_MAX) {
+		int ret = vhdx_pend_commit(v);
+		if (ret)
+			return ret;
+	}
+	if (v->crashed)
+		return -EIO;
+	txn_apply(v, t);
+	for (int i = 0; i < t->n; i++) {
+		if (pend_find(v, t->pages[i].off) >= 0)
+			continue;
+		v->pend[v->npend].off = t->pages[i].off;
+		v->pend[v->npend++].mem = t->copy_back[i];
+	}
+	return 0;
+}
+
+int vhdx_pend_commit(struct vhdx *v)
+{
+	struct vhdx_txn t;
+	int ret = 0;
+
+	if (!v->npend)
+		return 0;
+	vhdx_txn_init(&t);
+	for (int i = 0; i < v->npend && !ret; i++) {
+		uint64_t off = v->pend[i].off;
+		uint8_t init[VHDX_LOG_SECTOR];
+		const uint8_t *src = v->pend[i].mem;
+
+		if (!src) {
+			uint64_t first = (off - v->bat_off) / 8;
+			for (int k = 0; k < VHDX_LOG_SECTOR / 8; k++)
+				vhdx_put64(init + 8 * k, vhdx_bat_get(v, first + (uint64_t)k));
+			src = init;
+		}
+		if (!vhdx_txn_page(&t, off, src, NULL))
+			ret = -ENOMEM;
+	}
+	if (!ret)
+		ret = vhdx_log_commit(v, t.pages, t.n);
+	if (!ret)
+		v->npend = 0;
+	vhdx_txn_free(&t);
+	return ret;
+}
+
+/* A block of space discard freed, when it may be reused now. Locked. */
+static bool take_freed(struct vhdx *v, uint64_t len, uint64_t *off)
+{
+	if (!v->nfreed || len != v->block_size || __atomic_load_n(&v->mapped, __ATOMIC_ACQUIRE))
+		return false;
+	/* the BAT no longer names it (stored before it was freed): an I/O
+	 * that starts now cannot find it; one that started before is counted */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&v->io_active, __ATOMIC_SEQ_CST))
+		return false;
+	*off = v->freed[--v->nfreed];
+	return true;
+}
+
+/* Remembers a discarded block's space [off, off + block_size), already
+ * zeroed and no longer in the BAT on disk. Locked. */
+static void give_back(struct vhdx *v, uint64_t off)
+{
+	if (v->nfreed == v->freed_cap) {
+		size_t nc = v->freed_cap ? v->freed_cap * 2 : 64;
+		uint64_t *nf = realloc(v->freed, nc * sizeof(*nf));
+		if (!nf)
+			return; /* the space stays unused, as before */
+		v->freed = nf;
+		v->freed_cap = nc;
+	}
+	v->freed[v->nfreed++] = off;
 }
 
 int vhdx_alloc_space(struct vhdx *v, uint64_t len, uint64_t *off)
@@ -102,6 +208,8 @@ int vhdx_alloc_space(struct vhdx *v, uint64_t len, uint64_t *off)
 
 	if (v->crashed)
 		return -EIO;
+	if (take_freed(v, len, off))
+		return 0;
 	if (ftruncate(v->fd, (off_t)(at + len)) < 0)
 		return -errno;
 	v->file_size = at + len;
@@ -283,6 +391,7 @@ static void vhdx_free(struct vhdx *v)
 	free(v->sb);
 	free(v->bat);
 	free(v->meta);
+	free(v->freed);
 	vhdx_overlay_free(v);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
@@ -351,7 +460,8 @@ static void vhdx_close(struct disk *d)
 
 	if (!v)
 		return;
-	if (!v->rdonly && !v->crashed && v->file_guid_done) {
+	/* disk_close flushed: pages still deferred mean that failed */
+	if (!v->rdonly && !v->crashed && v->file_guid_done && !v->npend) {
 		struct vhdx_header h = v->hdr;
 
 		/* mark clean: everything applied, log empty; both copies current */
@@ -454,19 +564,23 @@ static int write_segment(struct vhdx *v, const uint8_t *buf, size_t n, uint64_t 
  * or writes it from wbuf (exactly one of them is set). */
 static int by_block(struct vhdx *v, uint8_t *rbuf, const uint8_t *wbuf, size_t len, uint64_t off)
 {
+	int ret = 0;
+
 	if (!range_ok(v, len, off))
 		return -EINVAL;
-	while (len) {
+	/* counted from before the first BAT look-up to after the last data
+	 * I/O: discarded space is not reused under us (take_freed) */
+	__atomic_add_fetch(&v->io_active, 1, __ATOMIC_SEQ_CST);
+	while (len && !ret) {
 		size_t n = (size_t)MIN((uint64_t)len, v->block_size - off % v->block_size);
-		int ret = rbuf ? read_segment(v, rbuf, n, off) : write_segment(v, wbuf, n, off);
-		if (ret)
-			return ret;
+		ret = rbuf ? read_segment(v, rbuf, n, off) : write_segment(v, wbuf, n, off);
 		rbuf = rbuf ? rbuf + n : NULL;
 		wbuf = wbuf ? wbuf + n : NULL;
 		off += n;
 		len -= n;
 	}
-	return 0;
+	__atomic_sub_fetch(&v->io_active, 1, __ATOMIC_SEQ_CST);
+	return ret;
 }
 
 static int vhdx_pread(struct disk *d, void *buf, size_t len, uint64_t off)
@@ -590,8 +704,9 @@ static int write_locked(struct vhdx *v, const uint8_t *buf, size_t n, uint64_t o
 			ret = vhdx_txn_bat(&t, v, idx,
 					   VHDX_BAT_ENTRY(VHDX_PB_PARTIALLY_PRESENT, boff));
 	}
+	/* made durable by the next flush, which syncs the data first */
 	if (!ret)
-		ret = vhdx_txn_commit(v, &t);
+		ret = vhdx_txn_defer(v, &t);
 out:
 	vhdx_txn_free(&t);
 	return ret;
@@ -620,9 +735,13 @@ static int write_segment(struct vhdx *v, const uint8_t *buf, size_t n, uint64_t 
 			ret = pwrite_full(v->fd, buf, n, (off_t)(VHDX_BAT_OFFSET(e) + off % v->block_size));
 		return ret;
 	}
+	/* under the lock this thread holds no BAT look-up of its own: it may
+	 * reuse discarded space itself */
+	__atomic_sub_fetch(&v->io_active, 1, __ATOMIC_SEQ_CST);
 	pthread_mutex_lock(&v->lock);
 	ret = v->crashed ? -EIO : write_locked(v, buf, n, off);
 	pthread_mutex_unlock(&v->lock);
+	__atomic_add_fetch(&v->io_active, 1, __ATOMIC_SEQ_CST);
 	return ret;
 }
 
@@ -639,13 +758,19 @@ static int vhdx_flush(struct disk *d)
 {
 	struct vhdx *v = d->priv;
 
+	int ret = 0;
+
 	if (v->rdonly)
 		return 0;
+	pthread_mutex_lock(&v->lock);
 	if (v->crashed)
-		return -EIO;
-	if (fdatasync(v->fd) < 0)
-		return -errno;
-	return 0;
+		ret = -EIO;
+	else if (v->npend)
+		ret = vhdx_pend_commit(v); /* syncs the data, then logs the pages */
+	else if (fdatasync(v->fd) < 0)
+		ret = -errno;
+	pthread_mutex_unlock(&v->lock);
+	return ret;
 }
 
 /* ---- discard / write zeroes ---- */
@@ -694,8 +819,9 @@ static int drop_locked(struct vhdx *v, uint64_t off, uint64_t n, bool zero, bool
 		ret = vhdx_txn_bat(&t, v, idx, VHDX_BAT_ENTRY(ns, 0));
 		if (!ret)
 			ret = vhdx_txn_commit(v, &t);
-		if (!ret && present)
-			zero_file_range(v, VHDX_BAT_OFFSET(e), v->block_size);
+		/* the entry is durably gone: the zeroed space may take a new block */
+		if (!ret && present && !zero_file_range(v, VHDX_BAT_OFFSET(e), v->block_size))
+			give_back(v, VHDX_BAT_OFFSET(e));
 		goto out;
 	}
 	if (!v->has_parent || (zero && st == VHDX_PB_FULLY_PRESENT)) {
@@ -839,6 +965,8 @@ static int vhdx_map(struct disk *d, uint64_t off, uint64_t len, struct disk_exte
 	ret = classify(v, off, len, &kind, &foff, &n);
 	if (ret)
 		return ret;
+	if (kind == DISK_EXTENT_DATA) /* the caller's I/O is out of our sight */
+		__atomic_store_n(&v->mapped, true, __ATOMIC_RELEASE);
 	ext->kind = kind;
 	ext->fd = v->fd;
 	ext->file_off = foff;
@@ -914,8 +1042,10 @@ static int prepare_locked(struct vhdx *v, uint64_t b)
 			ret = vhdx_txn_bat(&t, v, idx,
 					   VHDX_BAT_ENTRY(VHDX_PB_PARTIALLY_PRESENT, boff));
 	}
+	/* logged by the next flush: until then the block reads as before
+	 * (zeroes, or the parent) wherever its data has not landed */
 	if (!ret)
-		ret = vhdx_txn_commit(v, &t);
+		ret = vhdx_txn_defer(v, &t);
 	vhdx_txn_free(&t);
 	return ret;
 }
@@ -953,6 +1083,7 @@ static int vhdx_map_write(struct disk *d, uint64_t off, uint64_t len, unsigned f
 		if (ret)
 			return ret;
 	}
+	__atomic_store_n(&v->mapped, true, __ATOMIC_RELEASE);
 	ext->kind = DISK_EXTENT_DATA;
 	ext->fd = v->fd;
 	ext->file_off = VHDX_BAT_OFFSET(e) + in;
@@ -996,9 +1127,10 @@ static int commit_locked(struct vhdx *v, uint64_t b, uint64_t in, uint64_t n)
 				   VHDX_BAT_ENTRY(VHDX_PB_FULLY_PRESENT, VHDX_BAT_OFFSET(e)));
 	else
 		ret = txn_bits(&t, v, b, in / v->lsec, n / v->lsec, true);
-	/* the log commit syncs the data first: a bit never covers missing data */
+	/* the data is written; the next flush syncs it before it logs the
+	 * bits, so a bit on disk never covers missing data */
 	if (!ret)
-		ret = vhdx_txn_commit(v, &t);
+		ret = vhdx_txn_defer(v, &t);
 	vhdx_txn_free(&t);
 	return ret;
 }
@@ -1081,10 +1213,16 @@ static void vhdx_info(struct disk *d, struct disk_info *info)
 	}
 }
 
+static int vhdx_fix_identity(struct disk *d)
+{
+	return vhdx_mark_dirty(d->priv, true);
+}
+
 const struct disk_ops disk_vhdx_ops = {
 	.format = DISK_FORMAT_VHDX,
 	.probe = vhdx_probe,
 	.open = vhdx_open,
+	.fix_identity = vhdx_fix_identity,
 	.close = vhdx_close,
 	.pread = vhdx_pread,
 	.pwrite = vhdx_pwrite,

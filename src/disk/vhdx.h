@@ -74,6 +74,8 @@ struct vhdx_page {
 	uint8_t *data;	     /* VHDX_LOG_SECTOR bytes */
 };
 
+#define VHDX_PEND_MAX 48 /* deferred pages; one entry is at most 49 log sectors */
+
 struct vhdx {
 	struct disk *d;
 	int fd;
@@ -118,6 +120,27 @@ struct vhdx {
 	bool log_ours;		/* the header's LogGuid was set by this open */
 	struct vhdx_page *overlay; /* read-only replay, in log order */
 	size_t noverlay;
+
+	/* Metadata pages an allocation changed in memory and not yet logged
+	 * (vhdx_txn_defer): the next flush or close commits them in one log
+	 * entry, after syncing the data they point at. mem is the page's
+	 * in-memory copy (a sector bitmap), NULL for a BAT page (encoded
+	 * from bat). */
+	struct {
+		uint64_t off;
+		uint8_t *mem;
+	} pend[VHDX_PEND_MAX];
+	int npend;
+
+	/* Whole blocks of file space discard gave back in this open (zeroed,
+	 * their BAT entries durably gone): reused by new blocks once no data
+	 * I/O that may have looked the old entry up is running (io_active,
+	 * the lock-free reads and writes in progress). Not while a caller of
+	 * the block map (mapped) moves data the library cannot see. */
+	uint64_t *freed;
+	size_t nfreed, freed_cap;
+	unsigned io_active;
+	bool mapped;
 
 	bool file_guid_done;	/* FileWriteGuid changed in this open */
 	bool data_guid_done;	/* DataWriteGuid changed in this open */
@@ -231,7 +254,16 @@ void vhdx_txn_free(struct vhdx_txn *t);
 uint8_t *vhdx_txn_page(struct vhdx_txn *t, uint64_t off, const uint8_t *init, uint8_t *copy_back);
 int vhdx_txn_bat(struct vhdx_txn *t, struct vhdx *v, uint64_t idx, uint64_t val);
 int vhdx_txn_zero(struct vhdx_txn *t, uint64_t off, uint64_t len);
+/* Commits t through the log at once (after any deferred pages). Locked. */
 int vhdx_txn_commit(struct vhdx *v, struct vhdx_txn *t);
+/* Applies t to the in-memory BAT and bitmaps now and leaves its pages for
+ * the next vhdx_pend_commit: for allocations, whose data is not durable
+ * before the next flush anyway. A txn with a zero range or a page that is
+ * neither a BAT nor a bitmap page is committed at once. Locked. */
+int vhdx_txn_defer(struct vhdx *v, struct vhdx_txn *t);
+/* Commits the deferred pages, as they are in memory now, in one log entry
+ * (whose first fdatasync makes the data they point at durable). Locked. */
+int vhdx_pend_commit(struct vhdx *v);
 /* Grows the file by len bytes (1 MiB aligned) and returns where. Locked. */
 int vhdx_alloc_space(struct vhdx *v, uint64_t len, uint64_t *off);
 /* Loads the sector bitmap block of chunk c into v->sb[c] (zeroes if not

@@ -363,9 +363,18 @@ int vhdx_mark_dirty(struct vhdx *v, bool data)
 		guid_generate(&h.file_write);
 	if (data && !v->data_guid_done)
 		guid_generate(&h.data_write);
+	/* this open's LogGuid in the same update, saving the log's first
+	 * commit a header write and a sync: a LogGuid no entry carries yet
+	 * means an empty log to us and to QEMU */
+	if (!v->log_ours && v->log_len)
+		guid_generate(&h.log_guid);
 	ret = vhdx_header_update(v, &h);
 	if (ret)
 		return ret;
+	if (!v->log_ours && v->log_len) {
+		v->log_head = 0;
+		v->log_ours = true;
+	}
 	v->file_guid_done = true;
 	if (data)
 		__atomic_store_n(&v->data_guid_done, true, __ATOMIC_RELEASE);

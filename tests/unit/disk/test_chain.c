@@ -1,6 +1,11 @@
 /* Differencing chains: reads through several levels, missing and
  * mismatched parents, cycles, depth, mixed formats, set-parent, discard. */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -479,6 +484,70 @@ static void test_child_size(void **state)
 	assert_int_equal(disk_close(d), 0);
 }
 
+/* disk_open_fds: the chain from descriptors the caller opened, as a
+ * sandboxed worker gets them; the files are renamed away first, so no
+ * path could be opened. The same data; a wrong or short list refused. */
+static void test_open_from_fds(void **state)
+{
+	struct scratch *s = *state;
+	uint8_t *mb = calloc(1, SIZE), *mm = calloc(1, SIZE), *mt = calloc(1, SIZE);
+	uint8_t *buf = malloc(SIZE);
+	struct disk_error err = { 0 };
+	struct disk *d;
+	char moved[3][PATH_MAX];
+	const char *names[3] = { "top", "mid", "base" };
+	const char *paths[3];
+	int fds[3];
+
+	make_chain(s, mb, mm, mt);
+	for (int i = 0; i < 3; i++) {
+		char orig[4000];
+		snprintf(orig, sizeof(orig), "%.3990s", img(s, names[i]));
+		fds[i] = open(orig, i ? O_RDONLY : O_RDWR);
+		assert_true(fds[i] >= 0);
+		snprintf(moved[i], sizeof(moved[i]), "%.4000s.moved", orig);
+		assert_int_equal(rename(orig, moved[i]), 0);
+		paths[i] = moved[i];
+	}
+	assert_int_equal(disk_open_fds(paths, fds, 3, 0, &d, &err), 0);
+	for (uint64_t off = 0; off < SIZE; off += 4 * MiB)
+		assert_int_equal(disk_pread(d, buf + off, 4 * MiB, off), 0);
+	assert_memory_equal(buf, mt, SIZE);
+	fill_random(mt, 4096, 99); /* the top is writable */
+	assert_int_equal(disk_pwrite(d, mt, 4096, 0), 0);
+	assert_int_equal(disk_close(d), 0);
+	/* the caller's descriptors are its own still */
+	assert_true(fcntl(fds[0], F_GETFD) >= 0);
+
+	/* a short list: the chain is longer */
+	assert_int_equal(disk_open_fds(paths, fds, 2, DISK_OPEN_RDONLY, &d, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "not among the files given"));
+	/* the wrong parent: base given as mid's parent's place is mid's */
+	const char *swapped[3] = { paths[0], paths[2], paths[1] };
+	int sfds[3] = { fds[0], fds[2], fds[1] };
+	assert_true(disk_open_fds(swapped, sfds, 3, DISK_OPEN_RDONLY, &d, &err) < 0);
+	/* a read-only descriptor for a top to be written */
+	assert_int_equal(disk_open_fds(paths + 1, fds + 1, 2, 0, &d, &err), -EBADF);
+	assert_non_null(strstr(err.msg, "read-only"));
+	/* more files than the chain has */
+	assert_int_equal(disk_open_fds(paths + 1, fds + 1, 2, DISK_OPEN_RDONLY, &d, &err), 0);
+	assert_int_equal(disk_close(d), 0);
+	int extra[4] = { fds[0], fds[1], fds[2], fds[2] };
+	const char *ep[4] = { paths[0], paths[1], paths[2], paths[2] };
+	assert_int_equal(disk_open_fds(ep, extra, 4, DISK_OPEN_RDONLY, &d, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "were given"));
+	for (int i = 0; i < 3; i++) {
+		close(fds[i]);
+		char orig[4000];
+		snprintf(orig, sizeof(orig), "%.3990s", img(s, names[i]));
+		assert_int_equal(rename(moved[i], orig), 0);
+	}
+	free(mb);
+	free(mm);
+	free(mt);
+	free(buf);
+}
+
 #define BOTH(t)                                                                \
 	{ #t "_vhd", t, setup, teardown, &fmt_vhd },                           \
 	{ #t "_vhdx", t, setup, teardown, &fmt_vhdx }
@@ -493,6 +562,7 @@ int main(void)
 		BOTH(test_depth),
 		BOTH(test_mixed_formats),
 		BOTH(test_child_size),
+		BOTH(test_open_from_fds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

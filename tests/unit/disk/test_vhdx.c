@@ -1,5 +1,7 @@
 /* VHDX through the public disk API: Hyper-V's own files, qemu-img as the
  * independent peer in both directions, differencing chains, resize. */
+#include <sys/stat.h>
+
 #include "test_vhdx_util.h"
 #include "disk/vhdx.h"
 
@@ -597,6 +599,83 @@ static void random_ops(const struct vt *t, const char *img, uint8_t *model, cons
 	(void)t;
 }
 
+/* Blocks freed by discard take new blocks instead of the file growing:
+ * 32 blocks written, 16 discarded, 16 others written; the file keeps its
+ * size, each block reads what it should (the discarded ones zeroes, the
+ * new ones their data, nothing of what the reused space held before), and
+ * both checks are clean. Through the block map nothing is reused: the
+ * library cannot see the caller's I/O still using the old place. */
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+static void fill_blocks(struct disk *d, uint8_t *buf, int from, int to, unsigned seed)
+{
+	for (int i = from; i < to; i++) {
+		vt_fill(buf, MiB, seed + (unsigned)i);
+		assert_int_equal(disk_pwrite(d, buf, MiB, (uint64_t)i * MiB), 0);
+	}
+}
+
+static void test_discard_reuse(void **state)
+{
+	struct vt *t = *state;
+	char *img = vt_path(t, "reuse.vhdx"), report[1024];
+	uint8_t *buf = malloc(MiB), *want = malloc(MiB);
+	struct disk_error err;
+	struct disk_extent ext;
+	bool commit;
+	uint64_t size;
+	struct disk *d;
+
+	vt_create(img, DISK_TYPE_DYNAMIC, 64 * MiB, 1 * MiB, 512, NULL);
+	d = vt_open(img, 0);
+	fill_blocks(d, buf, 0, 32, 500);
+	assert_int_equal(disk_flush(d), 0);
+	size = file_size(img);
+	for (int i = 0; i < 32; i += 2)
+		assert_int_equal(disk_discard(d, (uint64_t)i * MiB, MiB), 0);
+	fill_blocks(d, buf, 32, 48, 600);
+	assert_int_equal(disk_flush(d), 0);
+	assert_int_equal(file_size(img), size); /* no growth: 16 blocks reused */
+	disk_close(d);
+	assert_int_equal(file_size(img), size);
+
+	d = vt_open(img, DISK_OPEN_RDONLY);
+	memset(want, 0, MiB);
+	for (int i = 0; i < 48; i++) {
+		assert_int_equal(disk_pread(d, buf, MiB, (uint64_t)i * MiB), 0);
+		if (i < 32 && i % 2 == 0) {
+			assert_memory_equal(buf, want, MiB);
+			continue;
+		}
+		vt_fill(want, MiB, (i < 32 ? 500 : 600) + (unsigned)i);
+		assert_memory_equal(buf, want, MiB);
+		memset(want, 0, MiB);
+	}
+	disk_close(d);
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	if (vt_have_qemu_img())
+		assert_int_equal(run_cmd("qemu-img check -q -f vhdx '%s'", img), 0);
+
+	/* a block-map user: discarded space is not handed out again */
+	d = vt_open(img, 0);
+	assert_int_equal(disk_map_write(d, 1 * MiB, 4096, DISK_MAP_ALLOC, &ext, &commit), 0);
+	for (int i = 32; i < 48; i += 2)
+		assert_int_equal(disk_discard(d, (uint64_t)i * MiB, MiB), 0);
+	fill_blocks(d, buf, 48, 50, 700);
+	assert_int_equal(disk_flush(d), 0);
+	assert_int_equal(file_size(img), size + 2 * MiB);
+	disk_close(d);
+	assert_int_equal(disk_check(img, false, report, sizeof(report), &err), 0);
+	free(buf);
+	free(want);
+}
+
 static void test_random_ops(void **state)
 {
 	struct vt *t = *state;
@@ -647,6 +726,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_direct_io, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_map, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_stale_header, vt_setup, vt_teardown),
+		cmocka_unit_test_setup_teardown(test_discard_reuse, vt_setup, vt_teardown),
 		cmocka_unit_test_setup_teardown(test_random_ops, vt_setup, vt_teardown),
 	};
 	if (getenv("VT_ONLY")) /* run one test: VT_ONLY=test_name */
