@@ -81,6 +81,7 @@ static void parse_fadt(struct guest *g, const uint8_t *t)
 	a->pm1a_evt = (uint16_t)rd32(t + 56);
 	a->pm1a_cnt = (uint16_t)rd32(t + 64);
 	a->pm_tmr = rd32(t + 76);
+	a->gpe0_blk = t[92] ? (uint16_t)rd32(t + 80) : 0; /* GPE0_BLK, if GPE0_BLK_LEN */
 	a->pm1_evt_len = t[88];
 	a->pm_tmr_32 = len >= 116 && (rd32(t + 112) & 0x100);
 	if (!a->pm1a_evt) {

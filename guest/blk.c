@@ -1,6 +1,7 @@
 /* A ring-3 virtio-blk driver and its workloads: blkfill, blksum, blkverify,
  * blkro and blkbench (docs/testguest.md). One queue, requests of three
  * descriptors (header, data, status), polled completions. */
+#include "blkrec.h"
 #include "virtio.h"
 
 #define VIRTIO_BLK_F_SIZE_MAX (1ULL << 1)
@@ -485,3 +486,136 @@ int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint6
 
 struct virtq *blk_queue(struct blk_dev *b) { return &b->v.vq[0]; }
 struct virtio_dev *blk_virtio(struct blk_dev *b) { return &b->v; }
+
+/* ---- blkrec: numbered, checksummed records for crash trials (blkrec.h) ---- */
+
+static void rec_fill(const struct rec_layout *l, uint64_t i, uint64_t off, uint8_t *buf,
+		     uint32_t len)
+{
+	for (uint32_t s = 0; s < len; s += REC_SECTOR)
+		rec_sector(l, i, off + s, buf + s);
+}
+
+struct rec_run {
+	struct blk_dev *b;
+	struct rec_layout l;
+	uint64_t next, acked, flushed_at, flush_snapshot;
+	uint64_t *slot_rec; /* record in flight in slot s */
+	bool *done;
+	bool flush_busy;
+	unsigned qd, every, inflight;
+};
+
+static int rec_submit(struct rec_run *r, unsigned s)
+{
+	uint64_t off;
+	uint32_t len;
+
+	rec_place(&r->l, r->next, &off, &len);
+	rec_fill(&r->l, r->next, off, r->b->slots[s].buf, len);
+	if (blk_submit(r->b, s, T_OUT, off / SECTOR, r->b->slots[s].buf, len))
+		return -1;
+	r->slot_rec[s] = r->next++;
+	r->inflight++;
+	return 0;
+}
+
+/* One completion: a record, or the flush in slot qd, which makes every
+ * record completed before it was sent durable. */
+static int rec_complete(struct rec_run *r, int s)
+{
+	if (r->b->slots[s].status) {
+		out("RESULT blkrec=error status=%u %s=%lu\n", r->b->slots[s].status,
+		    (unsigned)s == r->qd ? "flush_after" : "record",
+		    (unsigned)s == r->qd ? r->flush_snapshot : r->slot_rec[s]);
+		return -1;
+	}
+	if ((unsigned)s == r->qd) {
+		r->flush_busy = false;
+		r->flushed_at = r->flush_snapshot;
+		out("RESULT flushed=%lu\n", r->flushed_at);
+		return 0;
+	}
+	r->done[r->slot_rec[s]] = true;
+	r->inflight--;
+	while (r->acked < r->next && r->done[r->acked])
+		r->acked++;
+	return 0;
+}
+
+/* Writes every record in order, qd in flight, and after every `every`
+ * completed records sends a flush while later writes stay in flight;
+ * prints RESULT flushed=<n> when a flush covering records [0, n) is done. */
+static int rec_run_all(struct guest *g, struct rec_run *r)
+{
+	uint64_t deadline = rdtsc() + STALL_SECS * g->tsc_hz;
+
+	while (r->flushed_at < r->l.slots) {
+		bool queued = false;
+		int s;
+
+		for (unsigned k = 0; k < r->qd && r->next < r->l.slots; k++) {
+			if (r->b->slots[k].busy)
+				continue;
+			if (rec_submit(r, k))
+				return -1;
+			queued = true;
+		}
+		if (!r->flush_busy && r->acked > r->flushed_at &&
+		    (r->acked - r->flushed_at >= r->every || r->acked == r->l.slots)) {
+			r->flush_snapshot = r->acked;
+			if (blk_submit(r->b, r->qd, T_FLUSH, 0, NULL, 0))
+				return -1;
+			r->flush_busy = queued = true;
+		}
+		if (queued)
+			virtq_kick(&r->b->v.vq[0]);
+		while ((s = blk_reap(r->b)) >= 0) {
+			if (rec_complete(r, s))
+				return -1;
+			deadline = rdtsc() + STALL_SECS * g->tsc_hz;
+		}
+		if (rdtsc() > deadline) {
+			out("RESULT blkrec=error no completion for %d s\n", STALL_SECS);
+			return -1;
+		}
+		cpu_relax();
+	}
+	return 0;
+}
+
+int blk_records(struct guest *g, uint64_t seed, unsigned every, unsigned qd)
+{
+	struct blk_dev *b = first_disk(g);
+	struct rec_run *r;
+
+	if (!b || !(r = mm_alloc(g, sizeof(*r), 64)))
+		return -1;
+	if (!(b->v.features & VIRTIO_BLK_F_FLUSH) || (b->v.features & VIRTIO_BLK_F_RO)) {
+		out("RESULT blkrec=error the disk must be writable and offer flush\n");
+		return 0;
+	}
+	r->b = b;
+	r->every = every ? every : 1;
+	r->qd = qd < 1 ? 1 : qd > MAX_SLOTS - 1 ? MAX_SLOTS - 1 : qd;
+	if (r->qd > b->v.vq[0].size / 3u - 1)
+		r->qd = b->v.vq[0].size / 3u - 1;
+	rec_layout_init(&r->l, seed, b->capacity);
+	if (!r->l.slots || REC_MAX > b->max_io) {
+		out("RESULT blkrec=error the disk needs at least %u bytes and %u-byte requests\n",
+		    REC_SLOT, REC_MAX);
+		return 0;
+	}
+	r->slot_rec = mm_alloc(g, sizeof(uint64_t) * MAX_SLOTS, 64);
+	r->done = mm_alloc(g, r->l.slots, 64);
+	if (!r->slot_rec || !r->done)
+		return -1;
+	memset(r->done, 0, r->l.slots);
+	for (unsigned s = 0; s < r->qd; s++)
+		if (!b->slots[s].buf && !(b->slots[s].buf = mm_alloc(g, CHUNK, PAGE_SIZE)))
+			return -1;
+	out("RESULT blkrec_records=%lu\n", r->l.slots);
+	if (rec_run_all(g, r) == 0)
+		out("RESULT blkrec=ok\n");
+	return 0;
+}

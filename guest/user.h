@@ -46,6 +46,7 @@ struct e820_entry {
 struct acpi_info {
 	uint64_t rsdp;
 	uint16_t pm1a_evt, pm1a_cnt, smi_cmd;
+	uint16_t gpe0_blk; /* GPE0 status (enable follows), 0 when absent */
 	uint8_t pm1_evt_len, acpi_enable;
 	uint32_t pm_tmr;
 	bool pm_tmr_32;
@@ -63,6 +64,8 @@ struct blk_dev;
 struct net_dev;
 struct console_dev;
 struct dirty;
+struct hotplug_state;
+struct agent;
 
 /* All ring-3 state of the guest. One instance, owned by main.c. */
 struct guest {
@@ -96,13 +99,17 @@ struct guest {
 	struct virtio_dev *rng;
 	struct net_dev *net;
 	struct console_dev *console;
+	struct hotplug_state *hotplug; /* hotplug, hotplug.c */
+	struct agent *agent;	       /* agent, agent.c */
 	/* Options for the device workloads. */
 	uint64_t opt_bs, opt_secs;
 	unsigned opt_qd;
 	uint32_t opt_ip;
 	unsigned opt_prefix;
 	bool opt_have_ip;
-	bool net_busy, dirty_busy, console_busy;
+	bool opt_dhcp; /* ip=dhcp: the address (and a gateway) come from a DHCP server */
+	bool net_busy, dirty_busy, console_busy, hotplug_busy, agent_busy;
+	uint64_t opt_agent_hb_stop_s; /* agent_hb_stop=SECS: heartbeats unanswered after */
 	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
 	uint64_t opt_virtio_features; /* eventidx, indirect: asked of every device */
 	bool opt_blk_mq;	      /* blkmq: one virtio-blk queue per CPU */
@@ -232,6 +239,13 @@ int dirty_start(struct guest *g, uint64_t size);
 /* From the serve loop: the BSP's share (when alone) and the report. */
 bool dirty_poll(struct guest *g);
 
+/* --- hotplug.c --- */
+/* hotplug / hotplug=keep: watch the VMM's ACPI PCI hotplug slots from the
+ * serve loop. 0 or -1 (reason printed). */
+int hotplug_start(struct guest *g, bool keep);
+/* One look at GPE0: brings new functions up, releases (or keeps) the ones
+ * the host asks back. True when there was an event. */
+bool hotplug_poll(struct guest *g);
 /* --- device workloads (workloads.c) --- */
 /* Options (bs=, qd=, secs=, ip=, ...) are read before any action runs. */
 bool workloads_is_option(const char *w, size_t wlen);

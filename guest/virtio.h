@@ -138,6 +138,7 @@ int blk_sum(struct guest *g);
 int blk_verify(struct guest *g);
 int blk_readonly_check(struct guest *g);
 int blk_bench(struct guest *g, const char *mode, uint64_t bs, unsigned qd, uint64_t secs);
+int blk_records(struct guest *g, uint64_t seed, unsigned every, unsigned qd);
 /* For hostile.c, which writes descriptors by hand. */
 struct virtq *blk_queue(struct blk_dev *b);
 struct virtio_dev *blk_virtio(struct blk_dev *b);
@@ -153,8 +154,20 @@ int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **re
 bool net_wakes(const struct net_dev *n);
 /* One polling pass; true if a packet was handled. */
 bool net_poll(struct net_dev *n);
+/* netbench=PEER: ping, UDP round trips and a UDP flood toward PEER's
+ * ip= server, for secs each (docs/testguest.md). */
+int net_bench(struct net_dev *n, uint32_t peer, uint64_t secs);
+/* netflood=PEER: UDP to PEER:9 as fast as the ring takes it, for secs. */
+int net_flood(struct net_dev *n, uint32_t peer, uint64_t secs);
+/* netsend=KIND: 5 frames that a switch port's guards judge (honest, spoof,
+ * dhcpoffer, ra); 0, or -1 for an unknown KIND. */
+int net_send_test(struct net_dev *n, const char *kind, size_t len);
+/* Resets the NIC (hot remove): it is not used again. */
+void net_stop(struct net_dev *n);
 
-int hostile_run(struct guest *g, const char *target);
+/* `hostile=DEV` (blk, net, rng, console, vsock): target[0..len) names DEV.
+ * 0, or -1 for an unknown DEV or no memory. */
+int hostile_run(struct guest *g, const char *target, size_t len);
 
 struct console_dev;
 /* `console`: greets the host side of the first virtio-console, then echoes. */

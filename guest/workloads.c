@@ -1,6 +1,7 @@
 /* The command-line words that drive virtio devices (docs/testguest.md):
  * options first (bs=, qd=, secs=, ip=), then actions in order. */
 #include "virtio.h"
+#include "vsock.h"
 
 static bool parse_ip(const char *s, size_t len, uint32_t *ip, unsigned *prefix)
 {
@@ -37,7 +38,8 @@ static bool parse_ip(const char *s, size_t len, uint32_t *ip, unsigned *prefix)
 	return true;
 }
 
-static const char *const option_prefixes[] = { "acpi=", "bs=", "qd=", "secs=", "ip=", "idle=", NULL };
+static const char *const option_prefixes[] = { "acpi=", "bs=", "qd=", "secs=", "ip=", "idle=",
+						"agent_hb_stop=", NULL };
 
 bool workloads_is_option(const char *w, size_t wlen)
 {
@@ -68,8 +70,13 @@ void workloads_option(struct guest *g, const char *w, size_t wlen)
 		g->opt_virtio_features |= VIRTIO_F_EVENT_IDX;
 	} else if (word_is(w, wlen, "indirect")) {
 		g->opt_virtio_features |= VIRTIO_F_INDIRECT_DESC;
+	} else if (word_has_prefix(w, wlen, "agent_hb_stop=")) {
+		g->opt_agent_hb_stop_s = parse_dec(w + 14, wlen - 14, &ok);
 	} else if (word_is(w, wlen, "idle=poll")) {
 		g->opt_idle_poll = true;
+	} else if (word_is(w, wlen, "ip=dhcp")) {
+		g->opt_have_ip = g->opt_dhcp = true;
+		g->opt_ip = 0;
 	} else if (word_has_prefix(w, wlen, "ip=")) {
 		g->opt_have_ip = parse_ip(w + 3, wlen - 3, &g->opt_ip, &g->opt_prefix);
 		if (!g->opt_have_ip)
@@ -96,6 +103,24 @@ static int act_blkbench(struct guest *g, const char *arg, size_t len)
 			return blk_bench(g, *m, g->opt_bs ? g->opt_bs : 4096, g->opt_qd ? g->opt_qd : 1,
 					 g->opt_secs ? g->opt_secs : 5);
 	return -1;
+}
+
+/* blkrec=SEED[,EVERY]: records for crash trials, a flush every EVERY
+ * (default 8) completed records, qd= (default 4) in flight. */
+static int act_blkrec(struct guest *g, const char *arg, size_t len)
+{
+	size_t comma = 0;
+	uint64_t seed, every = 8;
+	bool ok = true;
+
+	while (comma < len && arg[comma] != ',')
+		comma++;
+	seed = parse_dec(arg, comma, &ok);
+	if (ok && comma < len)
+		every = parse_dec(arg + comma + 1, len - comma - 1, &ok);
+	if (!ok || !every || every > 1000000)
+		return -1;
+	return blk_records(g, seed, (unsigned)every, g->opt_qd ? g->opt_qd : 4);
 }
 
 /* insntest: ring-0 instructions that software-nested hosts cannot
@@ -146,12 +171,48 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 		return blk_readonly_check(g);
 	if (word_has_prefix(w, wlen, "blkbench="))
 		return act_blkbench(g, w + 9, wlen - 9);
+	if (word_has_prefix(w, wlen, "blkrec="))
+		return act_blkrec(g, w + 7, wlen - 7);
 	if (word_is(w, wlen, "rng"))
 		return rng_run(g);
+	if (word_has_prefix(w, wlen, "netbench=")) {
+		uint32_t peer;
+		unsigned prefix;
+		if (!parse_ip(w + 9, wlen - 9, &peer, &prefix))
+			return -1;
+		if (!g->net) {
+			out("RESULT netbench_error=needs ip= and a virtio-net NIC\n");
+			return 0;
+		}
+		return net_bench(g->net, peer, g->opt_secs ? g->opt_secs : 4);
+	}
+	if (word_has_prefix(w, wlen, "netflood=")) {
+		uint32_t peer;
+		unsigned prefix;
+		if (!parse_ip(w + 9, wlen - 9, &peer, &prefix))
+			return -1;
+		if (!g->net) {
+			out("RESULT netflood_error=needs ip= and a virtio-net NIC\n");
+			return 0;
+		}
+		return net_flood(g->net, peer, g->opt_secs ? g->opt_secs : 4);
+	}
+	if (word_has_prefix(w, wlen, "netsend=")) {
+		if (!g->net) {
+			out("RESULT netsend_error=needs ip= and a virtio-net NIC\n");
+			return 0;
+		}
+		return net_send_test(g->net, w + 8, wlen - 8);
+	}
 	if (word_is(w, wlen, "insntest"))
 		return insn_test_run();
 	if (word_is(w, wlen, "console")) {
 		if (!g->console && console_start(g, &g->console) == 0)
+			*keep_running = true;
+		return 0;
+	}
+	if (word_is(w, wlen, "agent")) {
+		if (!g->agent && agent_start(g, &g->agent) == 0)
 			*keep_running = true;
 		return 0;
 	}
@@ -164,11 +225,13 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 			*keep_running = true;
 		return 0;
 	}
-	if (word_has_prefix(w, wlen, "hostile=")) {
-		if (!word_is(w, wlen, "hostile=blk"))
-			return -1;
-		return hostile_run(g, "blk");
+	if (word_is(w, wlen, "hotplug") || word_is(w, wlen, "hotplug=keep")) {
+		if (hotplug_start(g, wlen > 7) == 0)
+			*keep_running = true;
+		return 0;
 	}
+	if (word_has_prefix(w, wlen, "hostile="))
+		return hostile_run(g, w + 8, wlen - 8);
 	return -2;
 }
 
@@ -185,14 +248,21 @@ void workloads_serve(struct guest *g)
 	g->net_busy = g->net ? net_poll(g->net) : false;
 	g->dirty_busy = dirty_poll(g);
 	g->console_busy = g->console ? console_poll(g->console) : false;
+	g->hotplug_busy = hotplug_poll(g);
+	g->agent_busy = g->agent ? agent_poll(g->agent) : false;
 }
 
-bool workloads_busy(struct guest *g) { return g->net_busy || g->dirty_busy || g->console_busy; }
+bool workloads_busy(struct guest *g)
+{
+	return g->net_busy || g->dirty_busy || g->console_busy || g->hotplug_busy ||
+	       g->agent_busy;
+}
 uint64_t workloads_idle_ns(struct guest *g)
 {
 	if (g->opt_idle_poll)
 		return 0;
-	if ((g->net && !net_wakes(g->net)) || (g->console && !console_wakes(g->console)))
+	if ((g->net && !net_wakes(g->net)) || (g->console && !console_wakes(g->console)) ||
+	    (g->agent && !agent_wakes(g->agent)))
 		return 1000000;
 	return 10000000;
 }

@@ -4,6 +4,7 @@
  * disconnected rather than allowed to stall the VM. Clients are freed only
  * on the event loop thread; other threads just shut a bad one down. */
 #include "vmm/control.h"
+#include "vmm/irq_stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,9 +23,12 @@
 
 #include "common/evloop.h"
 #include "common/log.h"
+#include "common/util.h"
+#include "vmm/machine.h"
 #include "vmm/seccomp.h"
 #include "vmm/state/vm_state.h"
 #include "vmm/unixsock.h"
+#include "vmm/virtio/devices.h"
 #include "vmm/vm_internal.h"
 
 #define MAX_CLIENTS 32
@@ -31,10 +36,17 @@
 
 struct control;
 
+#define MAX_PASSED_FDS 16
+
 struct client {
 	struct control *ctl;
 	int fd;
+	uint64_t serial; /* tells a later client in the same clients[] entry apart */
 	size_t len;
+	/* descriptors the client sent (SCM_RIGHTS), oldest first, for the
+	 * commands that take files: a jailed worker cannot open paths */
+	int fds[MAX_PASSED_FDS];
+	unsigned nfds;
 	char buf[LINE_MAX_BYTES];
 };
 
@@ -46,6 +58,18 @@ struct control {
 	pthread_mutex_t lock; /* clients[] and writes to them */
 	struct client *clients[MAX_CLIENTS];
 	json_t *msg; /* the request being run, for commands that take arguments */
+	struct client *current; /* the client whose request is being run */
+	uint64_t next_serial;
+	struct deferred *deferred; /* replies that come later (device-remove) */
+};
+
+/* A reply that a command sends later, from the event loop: to the client
+ * that asked, if it is still connected. */
+struct deferred {
+	struct control *ctl;
+	uint64_t serial;
+	json_t *id;
+	struct deferred *next;
 };
 
 struct request {
@@ -127,6 +151,37 @@ static json_t *invalid_state(struct control *ctl, const char *what, const char *
 	return NULL;
 }
 
+static json_t *status_devices(struct vm *vm)
+{
+	struct machine_device_info info[32];
+	unsigned n = machine_list_devices(vm, info, 32);
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < n; i++)
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:b, s:b}", "slot",
+						   (int)info[i].slot, "name", info[i].name, "kind",
+						   info[i].kind, "hot_added", info[i].hot_added,
+						   "releasing", info[i].releasing));
+	return a;
+}
+
+/* {"msi": N, "lines": {"4": N, ...}}: only the lines raised so far. */
+static json_t *status_interrupts(struct vm *vm)
+{
+	struct irq_stats st;
+	json_t *lines = json_object();
+	char key[8];
+
+	vm_irq_stats(vm, &st);
+	for (unsigned i = 0; i < IRQ_STATS_LINES; i++) {
+		if (!st.lines[i])
+			continue;
+		snprintf(key, sizeof(key), "%u", i);
+		json_object_set_new(lines, key, json_integer((json_int_t)st.lines[i]));
+	}
+	return json_pack("{s:I, s:o}", "msi", (json_int_t)st.msi, "lines", lines);
+}
+
 static json_t *cmd_status(struct control *ctl, const char **code, char *message, size_t mlen)
 {
 	struct vm *vm = ctl->vm;
@@ -134,10 +189,303 @@ static json_t *cmd_status(struct control *ctl, const char **code, char *message,
 	(void)code;
 	(void)message;
 	(void)mlen;
-	return json_pack("{s:s, s:s, s:i, s:I, s:i, s:I}", "state",
+	return json_pack("{s:s, s:s, s:i, s:I, s:i, s:I, s:o, s:o}", "state",
 			 vm_state_name(vm_get_state(vm)), "name", vm->cfg.name ? vm->cfg.name : "",
 			 "vcpus", (int)vm->nvcpus, "memory", (json_int_t)vm->cfg.memory, "pid",
-			 (int)getpid(), "uptime_ms", (json_int_t)vm_uptime_ms(vm));
+			 (int)(vm->cfg.host_pid ? vm->cfg.host_pid : getpid()), "uptime_ms", (json_int_t)vm_uptime_ms(vm), "devices",
+			 status_devices(vm), "interrupts", status_interrupts(vm));
+}
+
+/* ---- deferred replies ---- */
+
+static struct deferred *defer_reply(struct control *ctl)
+{
+	struct deferred *d = calloc(1, sizeof(*d));
+	json_t *id = json_object_get(ctl->msg, "id");
+
+	if (!d)
+		return NULL;
+	d->ctl = ctl;
+	d->serial = ctl->current->serial;
+	d->id = id ? json_incref(id) : NULL;
+	d->next = ctl->deferred;
+	ctl->deferred = d;
+	return d;
+}
+
+static void deferred_free(struct deferred *d)
+{
+	struct deferred **p;
+
+	for (p = &d->ctl->deferred; *p && *p != d; p = &(*p)->next)
+		;
+	if (*p)
+		*p = d->next;
+	json_decref(d->id);
+	free(d);
+}
+
+/* Sends the reply (result, or code and message) and frees d. */
+static void deferred_finish(struct deferred *d, json_t *result, const char *code,
+			    const char *message)
+{
+	struct control *ctl = d->ctl;
+	struct client *c = NULL;
+
+	for (unsigned i = 0; i < MAX_CLIENTS && !c; i++)
+		if (ctl->clients[i] && ctl->clients[i]->serial == d->serial)
+			c = ctl->clients[i];
+	if (c)
+		reply(c, d->id, result, code, message);
+	else
+		json_decref(result);
+	deferred_free(d);
+}
+
+/* ---- hot add and remove ---- */
+
+/* {"cmd":"device-add","kind":"disk","path":FILE[,"readonly":true]} or
+ * {"cmd":"device-add","kind":"net","tap":NAME[,"mac":MAC]}: the device goes
+ * into a free hotplug slot and the guest is told; the result names the
+ * slot. */
+static int device_spec(json_t *msg, const char *kind, char *spec, size_t len, char *message,
+		       size_t mlen)
+{
+	const char *path = json_string_value(json_object_get(msg, "path"));
+	const char *tap = json_string_value(json_object_get(msg, "tap"));
+	const char *mac = json_string_value(json_object_get(msg, "mac"));
+	json_t *ro = json_object_get(msg, "readonly");
+
+	if (!strcmp(kind, "disk")) {
+		if (!path || !*path || strchr(path, ',')) {
+			snprintf(message, mlen, "a disk needs \"path\": the image file (without ',')");
+			return -EINVAL;
+		}
+		if (ro && !json_is_boolean(ro)) {
+			snprintf(message, mlen, "\"readonly\" must be true or false");
+			return -EINVAL;
+		}
+		snprintf(spec, len, "path=%s%s", path, json_is_true(ro) ? ",readonly" : "");
+		return 0;
+	}
+	if (!tap || !*tap || strchr(tap, ',') || (mac && strchr(mac, ','))) {
+		snprintf(message, mlen, "a NIC needs \"tap\": the name of an existing tap device "
+			 "(and optionally \"mac\")");
+		return -EINVAL;
+	}
+	snprintf(spec, len, "tap=%s%s%s", tap, mac ? ",mac=" : "", mac ? mac : "");
+	return 0;
+}
+
+static json_t *cmd_device_add(struct control *ctl, const char **code, char *message,
+			      size_t mlen)
+{
+	const char *kind = json_string_value(json_object_get(ctl->msg, "kind"));
+	char spec[4200], err[256];
+	unsigned slot;
+	int ret;
+
+	*code = "bad-request";
+	if (!kind || (strcmp(kind, "disk") && strcmp(kind, "net"))) {
+		snprintf(message, mlen, "device-add needs \"kind\": \"disk\" or \"net\"");
+		return NULL;
+	}
+	if (device_spec(ctl->msg, kind, spec, sizeof(spec), message, mlen))
+		return NULL;
+	/* The jail holds no host files and its filters none of the calls a
+	 * new backend makes (io_uring set-up, opening a tap): a try would
+	 * kill the worker. */
+	if (seccomp_armed()) {
+		*code = "unsupported";
+		snprintf(message, mlen, "a worker in --jail cannot open a new disk or tap: hot add "
+			 "needs a worker without --jail");
+		return NULL;
+	}
+	ret = machine_device_add(ctl->vm, kind, spec, &slot, err, sizeof(err));
+	if (ret) {
+		*code = ret == -ENOSPC ? "no-slot" : ret == -ENOTSUP ? "unsupported" : "bad-request";
+		snprintf(message, mlen, "%s", err);
+		return NULL;
+	}
+	return json_pack("{s:i, s:s}", "slot", (int)slot, "kind", kind);
+}
+
+static void remove_done(void *opaque, unsigned slot, bool removed)
+{
+	struct deferred *d = opaque;
+
+	if (removed) {
+		deferred_finish(d, json_pack("{s:i, s:b}", "slot", (int)slot, "removed", 1), NULL,
+				NULL);
+		return;
+	}
+	deferred_finish(d, json_pack("{s:i, s:b, s:b, s:s}", "slot", (int)slot, "removed", 0,
+				     "pending", 1, "message",
+				     "the guest has not released the device: it stays attached "
+				     "and working until the guest ejects it"),
+			NULL, NULL);
+}
+
+#define REMOVE_TIMEOUT_MS 10000
+#define REMOVE_TIMEOUT_MAX_MS 600000
+
+/* {"cmd":"device-remove","slot":N[,"timeout_ms":T]}: asks the guest to
+ * release the device; the reply comes when it has (the device is gone),
+ * or after T ms (default 10 s) with "pending": nothing is torn out from
+ * under the guest. */
+static json_t *cmd_device_remove(struct control *ctl, const char **code, char *message,
+				 size_t mlen)
+{
+	json_t *jslot = json_object_get(ctl->msg, "slot");
+	json_t *jtimeout = json_object_get(ctl->msg, "timeout_ms");
+	json_int_t slot = json_is_integer(jslot) ? json_integer_value(jslot) : -1;
+	json_int_t timeout = jtimeout ? (json_is_integer(jtimeout) ? json_integer_value(jtimeout)
+								  : -1)
+				      : REMOVE_TIMEOUT_MS;
+	struct deferred *d;
+	char err[256];
+	int ret;
+
+	*code = "bad-request";
+	if (slot < 0 || slot > 255) {
+		snprintf(message, mlen, "device-remove needs \"slot\": a slot number from "
+			 "\"status\" devices");
+		return NULL;
+	}
+	if (timeout < 0 || timeout > REMOVE_TIMEOUT_MAX_MS) {
+		snprintf(message, mlen, "\"timeout_ms\" must be 0..%d", REMOVE_TIMEOUT_MAX_MS);
+		return NULL;
+	}
+	d = defer_reply(ctl);
+	if (!d) {
+		*code = "failed";
+		snprintf(message, mlen, "out of memory");
+		return NULL;
+	}
+	ret = machine_device_remove(ctl->vm, (unsigned)slot, (unsigned)timeout, remove_done, d,
+				    err, sizeof(err));
+	if (ret) {
+		deferred_free(d);
+		*code = ret == -ENOENT ? "no-device" : ret == -EPERM ? "not-removable"
+				     : ret == -EBUSY ? "busy" : "unsupported";
+		snprintf(message, mlen, "%s", err);
+		return NULL;
+	}
+	*code = NULL; /* the reply comes later */
+	return NULL;
+}
+
+/* The n oldest descriptors the current client sent; they are the caller's
+ * to close. false (nothing taken) if it sent fewer. */
+static bool take_fds(struct control *ctl, unsigned n, int *out)
+{
+	struct client *c = ctl->current;
+
+	if (!c || c->nfds < n)
+		return false;
+	memcpy(out, c->fds, n * sizeof(int));
+	memmove(c->fds, c->fds + n, (c->nfds - n) * sizeof(int));
+	c->nfds -= n;
+	return true;
+}
+
+#define SWITCH_MAX_FILES 16
+
+/* {"cmd":"disk-switch","disk":N,"files":[TOP, PARENT, ...]} with one
+ * descriptor per file sent with it (SCM_RIGHTS, in that order): disk N
+ * goes on with that chain while the guest runs (a checkpoint's new child,
+ * or what a merge left). The paths name the files in messages; the
+ * worker uses the descriptors. */
+static json_t *cmd_disk_switch(struct control *ctl, const char **code, char *message,
+			       size_t mlen)
+{
+	json_t *disk = json_object_get(ctl->msg, "disk"), *files = json_object_get(ctl->msg, "files");
+	const char *paths[SWITCH_MAX_FILES];
+	int fds[SWITCH_MAX_FILES];
+	char err[512];
+	size_t n = json_array_size(files), i;
+	json_t *f;
+
+	*code = "bad-request";
+	if (!json_is_integer(disk) || json_integer_value(disk) < 0 ||
+	    json_integer_value(disk) > 255 || !json_is_array(files) || !n ||
+	    n > SWITCH_MAX_FILES) {
+		snprintf(message, mlen, "disk-switch needs \"disk\": the disk's index, and "
+			 "\"files\": 1 to %d paths, the new chain top first, each sent as a "
+			 "descriptor with the request", SWITCH_MAX_FILES);
+		return NULL;
+	}
+	json_array_foreach(files, i, f) {
+		paths[i] = json_string_value(f);
+		if (!paths[i] || !*paths[i]) {
+			snprintf(message, mlen, "\"files\"[%zu] must be a path", i);
+			return NULL;
+		}
+	}
+	if (!take_fds(ctl, (unsigned)n, fds)) {
+		snprintf(message, mlen, "disk-switch names %zu files but fewer descriptors came "
+			 "with it (send them with SCM_RIGHTS on this connection)", n);
+		return NULL;
+	}
+	int ret = virtio_disk_switch(ctl->vm, (unsigned)json_integer_value(disk), paths, fds,
+				     (unsigned)n, err, sizeof(err));
+	for (i = 0; i < n; i++)
+		close(fds[i]);
+	if (ret) {
+		*code = ret == -ENODEV ? "no-device" : ret == -EOPNOTSUPP ? "unsupported" : "failed";
+		snprintf(message, mlen, "%s", err);
+		return NULL;
+	}
+	return json_pack("{s:I, s:s}", "disk", json_integer_value(disk), "top", paths[0]);
+}
+
+/* {"cmd":"disk-share","disk":N}: before a disk-switch onto a new child of
+ * disk N's image, the image is shared (its identity fixed, its lock made
+ * shared) so that the child can be made of it while the guest writes. */
+static json_t *cmd_disk_share(struct control *ctl, const char **code, char *message,
+			      size_t mlen)
+{
+	json_t *disk = json_object_get(ctl->msg, "disk");
+	char err[512];
+
+	*code = "bad-request";
+	if (!json_is_integer(disk) || json_integer_value(disk) < 0 ||
+	    json_integer_value(disk) > 255) {
+		snprintf(message, mlen, "disk-share needs \"disk\": the disk's index");
+		return NULL;
+	}
+	int ret = virtio_disk_switch(ctl->vm, (unsigned)json_integer_value(disk), NULL, NULL, 0,
+				     err, sizeof(err));
+	if (ret) {
+		*code = ret == -ENODEV ? "no-device" : ret == -EOPNOTSUPP ? "unsupported" : "failed";
+		snprintf(message, mlen, "%s", err);
+		return NULL;
+	}
+	return json_pack("{s:I}", "disk", json_integer_value(disk));
+}
+
+/* {"cmd":"set-link","tap":NAME,"up":bool}: the link of the NIC on that tap
+ * goes down or up, and the guest is told (a config-change interrupt). */
+static json_t *cmd_set_link(struct control *ctl, const char **code, char *message, size_t mlen)
+{
+	const char *tap = json_string_value(json_object_get(ctl->msg, "tap"));
+	json_t *up = json_object_get(ctl->msg, "up");
+	int ret;
+
+	*code = "bad-request";
+	if (!tap || !json_is_boolean(up)) {
+		snprintf(message, mlen, "set-link needs \"tap\": the NIC's tap, and \"up\": a "
+			 "boolean");
+		return NULL;
+	}
+	ret = virtio_devices_set_link(ctl->vm, tap, json_is_true(up));
+	if (ret) {
+		*code = ret == -ENODEV ? "no-device" : "failed";
+		snprintf(message, mlen, ret == -ENODEV ? "no network adapter on tap %s"
+						     : "tap %s is gone: its link stays down", tap);
+		return NULL;
+	}
+	return json_pack("{s:s, s:b}", "tap", tap, "up", json_is_true(up));
 }
 
 static json_t *cmd_pause(struct control *ctl, const char **code, char *message, size_t mlen)
@@ -198,6 +546,17 @@ static void after_reset(struct control *ctl)
 	vm_request_stop(ctl->vm, VM_STOP_RESET, "control");
 }
 
+/* Whether path names dir or something below it (no "..", no "//"). */
+static bool path_within(const char *path, const char *dir)
+{
+	size_t n = dir ? strlen(dir) : 0;
+
+	if (!n || strncmp(path, dir, n) || (path[n] && path[n] != '/') || strstr(path, "/..") ||
+	    strstr(path, "//"))
+		return false;
+	return true;
+}
+
 /* {"cmd":"save","path":DIR}: pauses the VM (if it runs), writes its
  * memory and state into DIR (vm_state.h), and then the worker ends with
  * exit status 5 ("saved"). A failed save changes nothing: the VM goes on
@@ -217,12 +576,12 @@ static json_t *cmd_save(struct control *ctl, const char **code, char *message, s
 		snprintf(message, mlen, "save needs \"path\": the directory to save into");
 		return NULL;
 	}
-	/* The jail has no host directory to write to and its filters no
-	 * file-creating calls (docs/state.md: the daemon will pass one). */
-	if (seccomp_armed()) {
+	/* In the jail only the --jail-dir is there to write into. */
+	if (seccomp_armed() && !path_within(dir, vm->cfg.jail_dir)) {
 		*code = "unsupported";
-		snprintf(message, mlen, "a worker in --jail cannot save yet: it sees no host "
-			 "directory; run it without --jail to save");
+		snprintf(message, mlen, "this worker runs in --jail and can save only into its "
+			 "--jail-dir%s%s", vm->cfg.jail_dir ? " " : " (it has none)",
+			 vm->cfg.jail_dir ? vm->cfg.jail_dir : "");
 		return NULL;
 	}
 	if (s == VM_STATE_RUNNING) {
@@ -268,6 +627,21 @@ static json_t *cmd_debug_execve(struct control *ctl, const char **code, char *me
 	return NULL;
 }
 
+/* ioctl is allowed by request number (src/vmm/seccomp.c): TIOCSTI, which
+ * pushes bytes into a terminal's input, is on no list, so a jailed worker
+ * dies here of SIGSYS. An unjailed one gets EBADF (fd -1) and answers. */
+static json_t *cmd_debug_ioctl(struct control *ctl, const char **code, char *message,
+			       size_t mlen)
+{
+	char c = 'x';
+
+	(void)ctl;
+	ioctl(-1, TIOCSTI, &c);
+	*code = "failed";
+	snprintf(message, mlen, "ioctl TIOCSTI: %s", strerror(errno));
+	return NULL;
+}
+
 /* Opens a host file every Linux host has; the jail's root has no such
  * path. Answers whether it opened and why not. */
 static json_t *cmd_debug_open_host(struct control *ctl, const char **code, char *message,
@@ -296,9 +670,15 @@ static const struct command commands[] = {
 	{ "poweroff", cmd_poweroff, after_poweroff },
 	{ "reset", cmd_reset, after_reset },
 	{ "save", cmd_save, after_save },
+	{ "device-add", cmd_device_add, NULL },
+	{ "device-remove", cmd_device_remove, NULL },
+	{ "set-link", cmd_set_link, NULL },
+	{ "disk-switch", cmd_disk_switch, NULL },
+	{ "disk-share", cmd_disk_share, NULL },
 #ifdef CLOISON_TEST_HOOKS
 	{ "debug-execve", cmd_debug_execve, NULL },
 	{ "debug-open-host", cmd_debug_open_host, NULL },
+	{ "debug-ioctl", cmd_debug_ioctl, NULL },
 #endif
 	{ NULL, NULL, NULL },
 };
@@ -365,9 +745,13 @@ static void handle_line(struct client *c, const char *line, size_t len)
 		return;
 	}
 	c->ctl->msg = msg;
+	c->ctl->current = c;
+	code = "failed";
 	result = cmd->run(c->ctl, &code, message, sizeof(message));
 	c->ctl->msg = NULL;
-	reply(c, req.id, result, code, message);
+	c->ctl->current = NULL;
+	if (result || code) /* no result and no code: deferred */
+		reply(c, req.id, result, code, message);
 	json_decref(msg);
 	if (result && cmd->after)
 		cmd->after(c->ctl);
@@ -382,7 +766,40 @@ static void free_client(struct control *ctl, struct client *c)
 	pthread_mutex_unlock(&ctl->lock);
 	evloop_del_fd(ctl->loop, c->fd);
 	close(c->fd);
+	for (unsigned i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
 	free(c);
+}
+
+/* recv with the descriptors that come along (SCM_RIGHTS) queued on c;
+ * beyond MAX_PASSED_FDS they are closed. */
+static ssize_t recv_with_fds(struct client *c)
+{
+	union {
+		char buf[CMSG_SPACE(MAX_PASSED_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = c->buf + c->len, .iov_len = sizeof(c->buf) - c->len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+	if (n < 0)
+		return n;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		int fdv[MAX_PASSED_FDS];
+		memcpy(fdv, CMSG_DATA(cm), MIN(k, (size_t)MAX_PASSED_FDS) * sizeof(int));
+		for (size_t i = 0; i < k && i < MAX_PASSED_FDS; i++) {
+			if (c->nfds < MAX_PASSED_FDS)
+				c->fds[c->nfds++] = fdv[i];
+			else
+				close(fdv[i]);
+		}
+	}
+	return n;
 }
 
 static void on_client(void *opaque, uint32_t events)
@@ -392,7 +809,7 @@ static void on_client(void *opaque, uint32_t events)
 	char *nl;
 
 	(void)events;
-	n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, MSG_DONTWAIT);
+	n = recv_with_fds(c);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -432,6 +849,7 @@ static void on_accept(void *opaque, uint32_t events)
 	}
 	c->ctl = ctl;
 	c->fd = fd;
+	c->serial = ++ctl->next_serial;
 	pthread_mutex_lock(&ctl->lock);
 	for (slot = 0; slot < MAX_CLIENTS && ctl->clients[slot]; slot++)
 		;
@@ -542,6 +960,8 @@ void control_destroy(struct control *ctl)
 			free(ctl->clients[i]);
 		}
 	}
+	while (ctl->deferred)
+		deferred_free(ctl->deferred);
 	close(ctl->listen_fd);
 	if (ctl->path) {
 		unlink(ctl->path);

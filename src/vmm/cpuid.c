@@ -154,7 +154,9 @@ int cpuid_build_vcpu(const struct kvm_cpuid_entry2 *sup, unsigned nsup, unsigned
 
 int cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out)
 {
-	for (unsigned nent = 64; nent <= 1024; nent *= 2) {
+	/* 256 is KVM's own limit (KVM_MAX_CPUID_ENTRIES) today: one ioctl,
+	 * which on a nested host is worth saving */
+	for (unsigned nent = 256; nent <= 1024; nent *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
 		if (!c)
 			return -ENOMEM;

@@ -23,6 +23,11 @@ struct guest_mem {
 	unsigned nregions;
 	uint64_t total; /* bytes of RAM */
 	struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
+	/* A lazy restore (state/vm_state.c): the regions map the saved
+	 * memory file copy-on-write instead of the memfd. */
+	bool lazy;
+	int lazy_fd;	/* that file (its data extents are guest data) */
+	int pagemap_fd; /* /proc/self/pagemap: which pages were copied */
 };
 
 /* Returns a host pointer to [gpa, gpa+len) when the whole range lies inside

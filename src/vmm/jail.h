@@ -21,6 +21,8 @@ struct jail_config {
 	const char *keep[2];	   /* files bind-mounted read-only (kernel, initrd) */
 	unsigned nkeep;
 	unsigned ncpus;		   /* for the address-space limit's headroom */
+	const char *dir;	   /* the one writable host directory, or NULL */
+	int sync_fd;		   /* jail_fork's *ready_fd: the supervisor's netns comes on it */
 };
 
 /* Phase 1, first thing in the worker (single-threaded): forks the worker
@@ -30,6 +32,8 @@ struct jail_config {
  * -errno with err set. *ready_fd (worker side) is the pipe to
  * jail_report_running. */
 pid_t jail_fork(int *ready_fd, char *err, size_t errlen);
+/* In the worker after jail_fork: its pid as the host sees it (0 before). */
+extern pid_t jail_host_pid;
 
 /* Supervisor: forwards SIGTERM, SIGINT and SIGHUP to the worker, writes
  * pidfile (the worker's pid as the host sees it; NULL for none) once the

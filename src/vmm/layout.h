@@ -12,6 +12,8 @@
 #define LAYOUT_CMDLINE_MAX 0x10000ULL
 #define LAYOUT_EBDA 0x9fc00ULL		/* end of conventional RAM */
 #define LAYOUT_BIOS_START 0xa0000ULL	/* VGA + ROM area: reserved */
+#define LAYOUT_VMGENID 0xdf000ULL	/* VM Generation ID buffer (hw/vmgenid.h): the last
+					 * page below the ACPI tables, e820-reserved */
 #define LAYOUT_ACPI_BASE 0xe0000ULL	/* RSDP is found by scanning here */
 #define LAYOUT_ACPI_MAX 0x20000ULL
 #define LAYOUT_KERNEL_START 0x100000ULL /* 1 MiB */
@@ -42,6 +44,7 @@
 #define PORT_ACPI_PM_TMR 0x608	 /* 4 bytes */
 #define PORT_ACPI_RESET 0x610	 /* 1 byte, FADT RESET_REG, value 0x01 */
 #define PORT_ACPI_GPE0 0x620	 /* 4 bytes: GPE0_STS, GPE0_EN */
+#define VMGENID_GPE 2		 /* GPE0 bit: \_GPE._E02 notifies \_SB.VGEN */
 #define IRQ_ACPI_SCI 9
 #define ACPI_RESET_VALUE 0x01
 #define ACPI_S5_SLP_TYP 5 /* the value in DSDT's \_S5 package */

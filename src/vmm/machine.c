@@ -1,6 +1,7 @@
 /* Builds the machine (see machine.h): the devices live in bus/, hw/,
  * boot/acpi.c and virtio/; this file only assembles and sequences them. */
 #include "vmm/machine.h"
+#include "vmm/machine_hotplug.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "vmm/bus/pci.h"
 #include "vmm/control.h"
 #include "vmm/hw/hw.h"
+#include "vmm/hw/vmgenid.h"
 #include "vmm/layout.h"
 #include "vmm/state/record.h"
 #include "vmm/virtio/devices.h"
@@ -169,6 +171,11 @@ static int virtio_create(struct vm *vm, char *err, size_t errlen)
 		if (ret)
 			return ret;
 	}
+	if (vm->cfg.vsock) {
+		ret = virtio_add_vsock(vm, vm->cfg.vsock, err, errlen);
+		if (ret)
+			return ret;
+	}
 	return virtio_add_rng(vm, err, errlen);
 }
 
@@ -194,11 +201,59 @@ static void clock_resume(struct vm *vm)
 	vm->clock_paused = false;
 }
 
+/* VM Generation ID (hw/vmgenid.h): only with --generation-id. A restore
+ * whose id differs from the saved one tells the guest (GPE, then Notify
+ * 0x80 from \_GPE._E02); one saved without the device keeps none. */
+static int vmgenid_entry_create(struct vm *vm, char *err, size_t errlen)
+{
+	if (!vm->cfg.has_generation_id)
+		return 0;
+	return fail_create(err, errlen,
+			   vmgenid_create(&vm->mem, &vm->cfg.generation_id, &vm->vmgenid),
+			   "creating the VM Generation ID");
+}
+static void vmgenid_entry_reset(struct vm *vm)
+{
+	if (vm->vmgenid)
+		vmgenid_reset(vm->vmgenid);
+}
+static void vmgenid_entry_save(struct vm *vm, struct state_writer *w)
+{
+	if (vm->vmgenid)
+		vmgenid_save(vm->vmgenid, w);
+}
+static int vmgenid_entry_restore(struct vm *vm, const struct state_file *f, char *err,
+				 size_t errlen)
+{
+	struct state_reader r;
+	bool changed;
+	int ret;
+
+	if (!vm->vmgenid)
+		return 0;
+	if (state_file_find(f, STATE_SECTION_VMGENID, 0, &r)) {
+		log_info("vmgenid: the state was saved without the device; the guest's "
+			 "tables have none, so it goes on without one until its next boot");
+		return 0;
+	}
+	ret = refused(vmgenid_restore(vm->vmgenid, &r, &changed), "VM Generation ID", err,
+		      errlen);
+	if (!ret && changed && vm->acpi_pm)
+		acpi_pm_raise_gpe(vm->acpi_pm, VMGENID_GPE);
+	return ret;
+}
+static void vmgenid_entry_destroy(struct vm *vm)
+{
+	vmgenid_destroy(vm->vmgenid);
+	vm->vmgenid = NULL;
+}
+
 static void virtio_destroy(struct vm *vm)
 {
 	virtio_devices_destroy(vm);
 	vm->have_virtio = false;
 }
+
 
 static const struct machine_device machine_devices[] = {
 	{ "pci", pci_create, pci_reset, NULL, NULL, pci_save, pci_restore, pci_destroy },
@@ -207,8 +262,15 @@ static const struct machine_device machine_devices[] = {
 	PLATFORM_ENTRY(rtc, "rtc", rtc_entry_pause, rtc_entry_resume),
 	PLATFORM_ENTRY(acpi_pm, "acpi-pm", acpi_pm_entry_pause, acpi_pm_entry_resume),
 	{ "kvmclock", NULL, NULL, clock_pause, clock_resume, NULL, NULL, NULL },
+	/* after acpi-pm, whose restored GPE0 a changed id adds to */
+	{ "vmgenid", vmgenid_entry_create, vmgenid_entry_reset, NULL, NULL, vmgenid_entry_save,
+	  vmgenid_entry_restore, vmgenid_entry_destroy },
 	{ "virtio", virtio_create, virtio_devices_reset, virtio_devices_pause,
 	  virtio_devices_resume, virtio_devices_save, virtio_devices_restore, virtio_destroy },
+	/* after every device of the command line: the slots left are the
+	 * hot-pluggable ones */
+	{ "hotplug", machine_hot_create, machine_hot_reset, machine_hot_pause, machine_hot_resume,
+	  machine_hot_save, machine_hot_restore, machine_hot_destroy },
 };
 
 int machine_create_devices(struct vm *vm, char *err, size_t errlen)
@@ -232,6 +294,8 @@ int machine_build_acpi(struct vm *vm, char *err, size_t errlen)
 		.ncpus = vm->nvcpus,
 		.ram_below_4g = vm->mem.regions[0].size,
 		.ram_above_4g = vm->mem.total - vm->mem.regions[0].size,
+		.hotplug_slots = machine_hot_capable_slots(vm),
+		.vmgenid = vm->cfg.has_generation_id,
 	};
 	struct acpi_tables t;
 	uint8_t *buf = guest_mem_ptr(&vm->mem, LAYOUT_ACPI_BASE, LAYOUT_ACPI_MAX);
@@ -277,6 +341,10 @@ void machine_save_devices(struct vm *vm, struct state_writer *w)
 
 int machine_restore_devices(struct vm *vm, const struct state_file *f, char *err, size_t errlen)
 {
+	int hot = machine_hot_recreate(vm, f, err, errlen);
+
+	if (hot)
+		return hot;
 	for (size_t i = 0; i < vm->ndevices_created; i++) {
 		int ret = machine_devices[i].restore ? machine_devices[i].restore(vm, f, err, errlen)
 						     : 0;

@@ -5,6 +5,7 @@
 #ifndef CLOISON_VMM_MACHINE_H
 #define CLOISON_VMM_MACHINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct vm;
@@ -29,6 +30,35 @@ int machine_restore_devices(struct vm *vm, const struct state_file *f, char *err
 void machine_destroy_devices(struct vm *vm);
 /* 0, or -ENODEV when the machine has no ACPI power button. */
 int machine_press_power_button(struct vm *vm);
+/* ---- hot add and hot remove (ACPI PCI hotplug, bus/hotplug.h) ----
+ * All on the event loop's thread (control commands). */
+
+/* Adds a device at runtime: kind "disk" takes a --disk spec, "net" a
+ * --net spec. The guest is told (GPE). 0 with *slot set; -EINVAL for a
+ * bad spec or kind, -ENOSPC when no hotplug slot is free, -ENOTSUP when
+ * the machine has no hotplug, other -errno from opening the backend; err
+ * says what and what to do. */
+int machine_device_add(struct vm *vm, const char *kind, const char *spec, unsigned *slot,
+		       char *err, size_t errlen);
+/* Asks the guest to release slot's hot-added device: done runs when the
+ * guest ejected it (the device is destroyed then) or after timeout_ms
+ * (the device stays attached and working). 0; -ENOENT (no device there),
+ * -EPERM (a device from the command line), -EBUSY (a remove already
+ * waits), with err filled. */
+int machine_device_remove(struct vm *vm, unsigned slot, unsigned timeout_ms,
+			  void (*done)(void *opaque, unsigned slot, bool removed), void *opaque,
+			  char *err, size_t errlen);
+
+struct machine_device_info {
+	unsigned slot;
+	const char *name; /* "virtio-blk0"; valid until the device goes */
+	const char *kind; /* "disk", "net", "console", "rng", "bridge", "other" */
+	bool hot_added;
+	bool releasing; /* the guest was asked to release it */
+};
+/* The PCI devices in slot order; returns how many (at most max). */
+unsigned machine_list_devices(struct vm *vm, struct machine_device_info *out, unsigned max);
+
 /* Sends one event line to every control client (any thread). */
 void machine_emit_event(struct vm *vm, const char *json);
 

@@ -34,17 +34,23 @@
 #define EXIT_VMM 1
 #define MAX_DEVICES 16
 #define NAME_MAX_LEN 128
+#define MAX_CGROUPS 8 /* one per cgroup v1 controller hierarchy, or one v2 */
 
 struct options {
 	struct vm_config vm;
+	char vsock_spec[512]; /* --vsock with ,host-only added under --jail */
 	const char *serial;
 	const char *control;
 	const char *pidfile;
+	int oom_score_adj; /* -1: leave it */
+	const char *cgroups[MAX_CGROUPS]; /* --cgroup: joined first */
+	unsigned ncgroups;
 	const char *disks[MAX_DEVICES];
 	const char *nets[MAX_DEVICES];
 	bool check_host;
 	bool json;
 	bool jail;
+	bool restore_memory_given; /* --restore-memory */
 	bool no_sandbox;
 	struct jail_config jail_cfg;
 	bool help;
@@ -63,10 +69,15 @@ enum {
 	OPT_DISK,
 	OPT_NET,
 	OPT_CONSOLE,
+	OPT_VSOCK,
 	OPT_NO_REBOOT,
 	OPT_PAUSED,
 	OPT_RESTORE,
+	OPT_RESTORE_MEMORY,
+	OPT_GENERATION_ID,
 	OPT_PIDFILE,
+	OPT_OOM_SCORE_ADJ,
+	OPT_CGROUP,
 	OPT_BOOT_PROTOCOL,
 	OPT_CHECK_HOST,
 	OPT_JSON,
@@ -75,6 +86,7 @@ enum {
 	OPT_JAIL_UID,
 	OPT_JAIL_GID,
 	OPT_CORE_DUMP,
+	OPT_JAIL_DIR,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -91,10 +103,15 @@ static const struct option long_options[] = {
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "restore-memory", required_argument, NULL, OPT_RESTORE_MEMORY },
+	{ "generation-id", required_argument, NULL, OPT_GENERATION_ID },
 	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+	{ "oom-score-adj", required_argument, NULL, OPT_OOM_SCORE_ADJ },
+	{ "cgroup", required_argument, NULL, OPT_CGROUP },
 	{ "boot-protocol", required_argument, NULL, OPT_BOOT_PROTOCOL },
 	{ "check-host", no_argument, NULL, OPT_CHECK_HOST },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -103,6 +120,7 @@ static const struct option long_options[] = {
 	{ "jail-uid", required_argument, NULL, OPT_JAIL_UID },
 	{ "jail-gid", required_argument, NULL, OPT_JAIL_GID },
 	{ "core-dump", no_argument, NULL, OPT_CORE_DUMP },
+	{ "jail-dir", required_argument, NULL, OPT_JAIL_DIR },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -113,12 +131,15 @@ static void usage(FILE *f)
 	fputs("usage: cloison-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory SIZE]\n"
 	      "                   [--cpus N] [--serial stdio|file:PATH|unix:PATH|pty|none]\n"
 	      "                   [--control PATH] [--name NAME] [--no-reboot] [--pidfile PATH]\n"
-	      "                   [--paused] [--restore DIR]\n"
+	      "                   [--paused] [--restore DIR [--restore-memory lazy|eager]]\n"
+	      "                   [--generation-id GUID]\n"
 	      "                   [--boot-protocol auto|linux|pvh]\n"
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
 	      "                   [--console unix:PATH|file:PATH]\n"
-	      "                   [--jail [--jail-uid UID] [--jail-gid GID] [--core-dump] | --no-sandbox]\n"
+	      "                   [--vsock cid=N,socket=PATH[,host-only]]\n"
+	      "                   [--jail [--jail-uid UID] [--jail-gid GID] [--jail-dir DIR]\n"
+	      "                           [--core-dump] | --no-sandbox]\n"
 	      "       cloison-vmm --check-host [--json]\n"
 	      "       cloison-vmm --help | --version\n"
 	      "\n"
@@ -138,12 +159,32 @@ static void usage(FILE *f)
 	      "  --net SPEC       virtio-net NIC on a tap device, repeatable\n"
 	      "  --console SPEC   virtio-console (Linux: /dev/hvc0): unix:PATH (the worker\n"
 	      "                   listens; one client at a time) or file:PATH (output appended)\n"
+	      "  --vsock cid=N,socket=PATH\n"
+	      "                   virtio-vsock, guest CID N (3 to 4294967294); the host side\n"
+	      "                   is unix sockets: connect to PATH and send \"CONNECT <port>\\n\"\n"
+	      "                   to reach a guest port; the guest's connections to host\n"
+	      "                   port P go to PATH_P (,host-only: refused; --jail implies it)\n"
 	      "  --no-reboot      exit with status 3 when the guest resets\n"
 	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
+	      "  --oom-score-adj N  the worker's /proc/self/oom_score_adj (0 to 1000), set\n"
+	      "                   first, so the --jail worker the supervisor forks has it\n"
+	      "  --cgroup DIR     join the cgroup DIR (its cgroup.procs) first, so that the\n"
+	      "                   --jail worker and every thread are in it; once per v1\n"
+	      "                   controller hierarchy (up to 8), once for cgroup v2\n"
 	      "  --paused         create the VM but keep its vCPUs stopped until \"resume\"\n"
 	      "                   on the control socket (needs --control)\n"
 	      "  --restore DIR    go on from the state a control \"save\" wrote into DIR;\n"
 	      "                   give the VM's other options as when it was saved\n"
+	      "  --restore-memory lazy|eager\n"
+	      "                   lazy (the default): guest RAM maps the saved memory file\n"
+	      "                   copy-on-write and pages come in as the guest touches\n"
+	      "                   them; eager: all of it is read in before the guest runs.\n"
+	      "                   The file must stay unchanged while the VM runs (a later\n"
+	      "                   save writes a new one)\n"
+	      "  --generation-id GUID\n"
+	      "                   a VM Generation ID device (ACPI \\_SB.VGEN) holding GUID;\n"
+	      "                   with --restore, a GUID other than the saved one is written\n"
+	      "                   for the guest and announced to it (GPE 2, Notify 0x80)\n"
 	      "  --boot-protocol auto|linux|pvh\n"
 	      "                   how to enter the kernel (auto: PVH when the ELF has the\n"
 	      "                   note, else the Linux 64-bit boot protocol)\n"
@@ -152,6 +193,9 @@ static void usage(FILE *f)
 	      "                   unprivileged uid, no capabilities, seccomp allow-lists\n"
 	      "  --jail-uid UID, --jail-gid GID\n"
 	      "                   the sandbox's uid and gid (default 900000)\n"
+	      "  --jail-dir DIR   in the sandbox, the one host directory the worker may write:\n"
+	      "                   bind-mounted read-write at the same path; \"save\" writes\n"
+	      "                   its state files there (owned by the sandbox's uid)\n"
 	      "  --core-dump      in the sandbox, still allow a core dump (it holds guest RAM)\n"
 	      "  --no-sandbox     run without the sandbox (for debugging; logged loudly)\n"
 	      "  --check-host     report whether this host can run cloison (--json for JSON)\n"
@@ -212,6 +256,8 @@ static int check_device_spec(const char *opt, const char *spec)
 		ret = virtio_disk_spec_check(spec, err, sizeof(err));
 	else if (!strcmp(opt, "--net"))
 		ret = virtio_net_spec_check(spec, err, sizeof(err));
+	else if (!strcmp(opt, "--vsock"))
+		ret = virtio_vsock_spec_check(spec, err, sizeof(err));
 	else
 		ret = virtio_console_spec_check(spec, err, sizeof(err));
 
@@ -220,6 +266,17 @@ static int check_device_spec(const char *opt, const char *spec)
 	if (ret)
 		return usage_error("%s %s: %s", opt, spec, err);
 	return 0;
+}
+
+/* Whether the comma-separated spec has the word tok. */
+static bool has_token(const char *spec, const char *tok)
+{
+	size_t n = strlen(tok);
+
+	for (const char *p = spec; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+		if (!strncmp(p, tok, n) && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
 }
 
 static int set_once(const char **slot, const char *opt, const char *val)
@@ -283,6 +340,11 @@ static int parse_one(struct options *o, int c, const char *arg)
 			return usage_error("--console given twice");
 		o->vm.console = arg;
 		return check_device_spec("--console", arg);
+	case OPT_VSOCK:
+		if (o->vm.vsock)
+			return usage_error("--vsock given twice");
+		o->vm.vsock = arg;
+		return check_device_spec("--vsock", arg);
 	case OPT_NO_REBOOT:
 		o->vm.no_reboot = true;
 		return 0;
@@ -293,6 +355,36 @@ static int parse_one(struct options *o, int c, const char *arg)
 		if (!*arg)
 			return usage_error("--restore: the directory is empty");
 		return set_once(&o->vm.restore, "--restore", arg);
+	case OPT_RESTORE_MEMORY:
+		if (strcmp(arg, "lazy") && strcmp(arg, "eager"))
+			return usage_error("--restore-memory %s: expected lazy or eager", arg);
+		o->vm.restore_eager = !strcmp(arg, "eager");
+		o->restore_memory_given = true;
+		return 0;
+	case OPT_GENERATION_ID:
+		if (o->vm.has_generation_id)
+			return usage_error("--generation-id given twice");
+		if (guid_parse(arg, &o->vm.generation_id) || guid_is_zero(&o->vm.generation_id))
+			return usage_error("--generation-id %s: expected a non-zero GUID like "
+					   "1b4e28ba-2fa1-11d2-883f-0016d3cca427", arg);
+		o->vm.has_generation_id = true;
+		return 0;
+	case OPT_CGROUP:
+		if (arg[0] != '/')
+			return usage_error("--cgroup %s: give the cgroup's absolute directory "
+					   "(e.g. /sys/fs/cgroup/cpu/cloison/VM)", arg);
+		if (o->ncgroups == MAX_CGROUPS)
+			return usage_error("--cgroup: at most %d", MAX_CGROUPS);
+		o->cgroups[o->ncgroups++] = arg;
+		return 0;
+	case OPT_OOM_SCORE_ADJ: {
+		uint64_t v;
+		if (parse_u64(arg, &v) || v > 1000)
+			return usage_error("--oom-score-adj %s: expected 0 to 1000 (a worker is never "
+					   "scored below the host's other processes)", arg);
+		o->oom_score_adj = (int)v;
+		return 0;
+	}
 	case OPT_PIDFILE:
 		if (!*arg)
 			return usage_error("--pidfile: the path is empty");
@@ -335,6 +427,11 @@ static int parse_one(struct options *o, int c, const char *arg)
 	case OPT_CORE_DUMP:
 		o->jail_cfg.core_dump = true;
 		return 0;
+	case OPT_JAIL_DIR:
+		if (arg[0] != '/' || strlen(arg) >= PATH_MAX)
+			return usage_error("--jail-dir %s: expected an absolute directory path", arg);
+		o->jail_cfg.dir = arg;
+		return 0;
 	case OPT_HELP:
 		o->help = true;
 		return 0;
@@ -358,7 +455,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 	o->vm.disks = o->disks;
 	o->vm.nets = o->nets;
 	o->jail_cfg.uid = JAIL_DEFAULT_UID;
+	o->jail_cfg.sync_fd = -1;
 	o->jail_cfg.gid = JAIL_DEFAULT_GID;
+	o->oom_score_adj = -1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
 		if (c == '?') {
@@ -384,11 +483,23 @@ static int parse_options(int argc, char **argv, struct options *o)
 		return usage_error("--kernel PATH is required");
 	if (o->vm.start_paused && !o->control)
 		return usage_error("--paused needs --control PATH: \"resume\" there starts the vCPUs");
+	if (o->restore_memory_given && !o->vm.restore)
+		return usage_error("--restore-memory goes with --restore DIR");
 	if (o->jail && o->no_sandbox)
 		return usage_error("--jail and --no-sandbox exclude each other");
+	if (o->jail && o->vm.vsock && !has_token(o->vm.vsock, "host-only")) {
+		/* The sandbox's filter has no socket() or connect(): the guest's
+		 * connections to the host are refused rather than fatal. */
+		if (snprintf(o->vsock_spec, sizeof(o->vsock_spec), "%s,host-only", o->vm.vsock) >=
+		    (int)sizeof(o->vsock_spec))
+			return usage_error("--vsock: the spec is too long");
+		o->vm.vsock = o->vsock_spec;
+	}
 	if (!o->jail && (o->jail_cfg.uid != JAIL_DEFAULT_UID ||
-			 o->jail_cfg.gid != JAIL_DEFAULT_GID || o->jail_cfg.core_dump))
-		return usage_error("--jail-uid, --jail-gid and --core-dump go with --jail");
+			 o->jail_cfg.gid != JAIL_DEFAULT_GID || o->jail_cfg.core_dump ||
+			 o->jail_cfg.dir))
+		return usage_error("--jail-uid, --jail-gid, --jail-dir and --core-dump go with "
+				   "--jail");
 	if (!o->vm.cmdline)
 		o->vm.cmdline = "";
 	if (!o->vm.name)
@@ -662,6 +773,17 @@ static int setup_failed(const char *err, int ret)
 	return EXIT_VMM;
 }
 
+/* When main() began: restore timing. */
+static uint64_t start_ns;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 static int run_vm(struct options *o)
 {
 	char err[1024] = "";
@@ -679,6 +801,32 @@ static int run_vm(struct options *o)
 	if (check_boot_file("--kernel", "kernel", o->vm.kernel) ||
 	    (o->vm.initrd && check_boot_file("--initrd", "initrd", o->vm.initrd)))
 		return EXIT_USAGE;
+	for (unsigned i = 0; i < o->ncgroups; i++) {
+		char path[PATH_MAX];
+		int fd = -1;
+		bool ok = snprintf(path, sizeof(path), "%s/cgroup.procs", o->cgroups[i]) <
+				  (int)sizeof(path) &&
+			  (fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0 && write(fd, "0", 1) == 1;
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		if (!ok) {
+			fprintf(stderr, "cloison-vmm: error: --cgroup %s: cannot join it (%s): the "
+				"directory must be a cgroup the caller may move processes into\n",
+				o->cgroups[i], strerror(e));
+			return EXIT_USAGE;
+		}
+	}
+	if (o->oom_score_adj >= 0) {
+		char v[16];
+		int n = snprintf(v, sizeof(v), "%d", o->oom_score_adj);
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, v, (size_t)n) != n)
+			fprintf(stderr, "cloison-vmm: warning: --oom-score-adj %d: %s\n",
+				o->oom_score_adj, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
 	if (o->no_sandbox)
 		fprintf(stderr, "cloison-vmm: WARNING: --no-sandbox: this worker runs as uid %d with "
 			"every capability and system call; a guest that breaks a device model owns "
@@ -711,6 +859,9 @@ static int run_vm(struct options *o)
 			return EXIT_VMM;
 		}
 		o->jail_cfg.ncpus = o->vm.ncpus;
+		o->vm.jail_dir = o->jail_cfg.dir;
+		o->jail_cfg.sync_fd = ready_fd;
+		o->vm.host_pid = jail_host_pid;
 	}
 	/* jansson seeds its hash function from /dev/urandom on first use; do
 	 * it now, while there is a /dev (the jail has none). */
@@ -750,6 +901,10 @@ static int run_vm(struct options *o)
 		status = EXIT_VMM;
 		goto out;
 	}
+	/* how long a restore took to a running guest (bench/state.py reads it) */
+	if (o->vm.restore && !o->vm.start_paused)
+		log_info("restored: the guest runs %.2f ms after the worker's start (%s memory)",
+			 (double)(mono_ns() - start_ns) / 1e6, o->vm.restore_eager ? "eager" : "lazy");
 	if (seccomp_thread_enter(SECCOMP_THREAD_MAIN)) {
 		vm_request_stop(vm, VM_STOP_VMM_ERROR, "cannot install the main thread's filter");
 	} else if (o->jail) {
@@ -776,6 +931,7 @@ int main(int argc, char **argv)
 {
 	struct options o;
 
+	start_ns = mono_ns();
 	log_init("cloison-vmm", LOG_INFO);
 	if (parse_options(argc, argv, &o))
 		return EXIT_USAGE;

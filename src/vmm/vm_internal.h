@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/guid.h"
 #include "vmm/boot/boot.h"
 #include "vmm/guest_mem.h"
 #include "vmm/vm.h"
@@ -44,12 +45,18 @@ struct vm_config {
 	bool no_reboot;
 	bool start_paused; /* --paused: vCPUs wait for "resume" */
 	const char *restore; /* --restore DIR: the saved state to go on from */
+	bool restore_eager;  /* --restore-memory eager: read RAM in before running */
 	enum boot_protocol protocol;
 	const char *const *disks; /* --disk specs, ndisks of them */
 	unsigned ndisks;
 	const char *const *nets;
 	unsigned nnets;
 	const char *console; /* --console spec, NULL for none */
+	const char *vsock;   /* --vsock spec, NULL for none */
+	bool has_generation_id; /* --generation-id: a VM Generation ID device */
+	struct guid generation_id;
+	const char *jail_dir; /* --jail-dir: the one directory a jailed worker writes */
+	pid_t host_pid;	      /* in --jail: the worker's pid as the host sees it; 0 = getpid() */
 };
 
 struct vcpu {
@@ -118,12 +125,18 @@ struct vm {
 	struct rtc *rtc;
 	struct acpi_pm *acpi_pm;
 	bool have_virtio;
+	struct machine_hotplug *hot; /* machine.c: ACPI PCI hotplug, hot-added devices */
+	struct vmgenid *vmgenid;     /* NULL without --generation-id */
 	size_t ndevices_created; /* machine.c: entries of its registry set up */
 	uint64_t paused_clock;	 /* kvmclock when the VM was paused (machine.c) */
 	bool clock_paused;
 	struct control *control;
 	struct chardev *chardev;
 	int signal_fd;
+
+	/* irq_stats.c: interrupts raised, by kind */
+	atomic_uint_least64_t irq_msi;
+	atomic_uint_least64_t irq_lines[24];
 };
 
 /* vm.c --------------------------------------------------------------- */

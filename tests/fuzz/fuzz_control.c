@@ -8,7 +8,8 @@
  * with "code" and "message" strings when false) or an event, and the worker lets go
  * of clients that hang up.
  *
- * The VM is a stand-in (the vm_* calls control.c makes are defined here):
+ * The VM is a stand-in (the vm_* calls control.c makes, and machine.h's
+ * hot-plug calls, are defined here):
  * its state follows pause, resume and the stop requests, as the worker's
  * would, so every command's success and refusal paths run; "save" writes
  * nothing. (The test-build debug commands are not compiled in here.) */
@@ -25,8 +26,11 @@
 #include "common/evloop.h"
 #include "fuzz_loop.h"
 #include "vmm/control.h"
+#include "vmm/irq_stats.h"
+#include "vmm/machine.h"
 #include "vmm/seccomp.h"
 #include "vmm/state/vm_state.h"
+#include "vmm/virtio/devices.h"
 #include "vmm/vm_internal.h"
 
 #define NCLIENTS 3
@@ -48,6 +52,13 @@ const char *vm_state_name(enum vm_state s)
 uint64_t vm_uptime_ms(struct vm *v)
 {
 	return 1234;
+}
+
+void vm_irq_stats(struct vm *v, struct irq_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->msi = 7;
+	out->lines[4] = 3;
 }
 
 int vm_pause(struct vm *v)
@@ -83,6 +94,88 @@ int vm_state_save(struct vm *v, const char *dir, struct vm_save_stats *stats, ch
 	memset(stats, 0, sizeof(*stats));
 	stats->memory_bytes = 64 << 20;
 	return 0;
+}
+
+/* Hot-plug (machine.h): two devices; an add succeeds on slot 5 when the
+ * spec names a path; a remove of slot 3 is pending until the harness
+ * finishes it (the guest ejected it, or the wait timed out), 1 is a
+ * command-line device, 2 has a remove pending already. */
+static void (*remove_cb)(void *opaque, unsigned slot, bool removed);
+static void *remove_opaque;
+
+unsigned machine_list_devices(struct vm *v, struct machine_device_info *out, unsigned max)
+{
+	static const struct machine_device_info devs[] = {
+		{ .slot = 1, .name = "virtio-blk0", .kind = "disk" },
+		{ .slot = 3, .name = "virtio-net0", .kind = "net", .hot_added = true },
+	};
+	unsigned n = max < 2 ? max : 2;
+
+	memcpy(out, devs, n * sizeof(devs[0]));
+	return n;
+}
+
+int machine_device_add(struct vm *v, const char *kind, const char *spec, unsigned *slot,
+		       char *err, size_t errlen)
+{
+	if (!strstr(spec, "path=") && !strstr(spec, "tap=")) {
+		snprintf(err, errlen, "fuzz: '%s' names nothing to open", spec);
+		return -EINVAL;
+	}
+	*slot = 5;
+	return 0;
+}
+
+/* set-link: the one NIC is on tap "tap0". */
+int virtio_devices_set_link(struct vm *v, const char *tap, bool up)
+{
+	(void)v;
+	(void)up;
+	return strcmp(tap, "tap0") ? -ENODEV : 0;
+}
+
+/* disk-switch and disk-share: disk 0 exists; the descriptors (none come
+ * through the fuzzer's pipe) are never used */
+int virtio_disk_switch(struct vm *v, unsigned index, const char *const *paths, const int *fds,
+		       unsigned n, char *err, size_t errlen)
+{
+	(void)v;
+	(void)fds;
+	for (unsigned i = 0; i < n; i++)
+		if (!paths[i][0])
+			return -EINVAL;
+	if (index) {
+		snprintf(err, errlen, "fuzz: no disk %u", index);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+int machine_device_remove(struct vm *v, unsigned slot, unsigned timeout_ms,
+			  void (*done)(void *opaque, unsigned slot, bool removed), void *opaque,
+			  char *err, size_t errlen)
+{
+	if (slot != 1 && slot != 2 && slot != 3) {
+		snprintf(err, errlen, "fuzz: no device in slot %u", slot);
+		return -ENOENT;
+	}
+	if (slot == 1 || slot == 2 || remove_cb) {
+		snprintf(err, errlen, "fuzz: slot %u cannot go now", slot);
+		return slot == 1 ? -EPERM : -EBUSY;
+	}
+	remove_cb = done;
+	remove_opaque = opaque;
+	return 0;
+}
+
+/* The guest ejects the device (or the wait ends): the deferred reply. */
+static void finish_remove(bool removed)
+{
+	void (*cb)(void *, unsigned, bool) = remove_cb;
+
+	remove_cb = NULL;
+	if (cb)
+		cb(remove_opaque, 3, removed);
 }
 
 /* No sandbox in the harness: save goes on to vm_state_save above. */
@@ -200,6 +293,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (unsigned i = 0; i < n; i++)
 			drain(fds[i], rbuf[i], &rlen[i], sizeof(rbuf[i]));
 	}
+	finish_remove(setup & 8);
+	fuzz_loop_run(vm.loop, 4);
 	control_broadcast(ctl, "{\"event\":\"fuzz\"}");
 	for (unsigned i = 0; i < n; i++) {
 		drain(fds[i], rbuf[i], &rlen[i], sizeof(rbuf[i]));

@@ -51,7 +51,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 /* ---- common/evloop.h: poll(2), run on demand -------------------------- */
 
-#define LOOP_MAX 64
+#define LOOP_MAX FUZZ_LOOP_MAX
 
 struct evloop {
 	struct {
@@ -160,6 +160,28 @@ void fuzz_loop_run(struct evloop *loop, unsigned rounds)
 unsigned fuzz_loop_count(const struct evloop *loop)
 {
 	return loop->n;
+}
+
+void fuzz_loop_snapshot(const struct evloop *loop, struct fuzz_loop_snap *out)
+{
+	out->n = loop->n;
+	for (unsigned i = 0; i < loop->n; i++) {
+		out->fd[i] = loop->w[i].fd;
+		out->events[i] = loop->w[i].events;
+	}
+}
+
+int fuzz_loop_same(const struct evloop *loop, const struct fuzz_loop_snap *snap)
+{
+	if (loop->n != snap->n)
+		return 0;
+	for (unsigned i = 0; i < snap->n; i++) {
+		int at = find_fd((struct evloop *)loop, snap->fd[i]);
+
+		if (at < 0 || loop->w[at].events != snap->events[i])
+			return 0;
+	}
+	return 1;
 }
 
 const char *fuzz_tmpdir(void)

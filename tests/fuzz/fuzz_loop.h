@@ -33,6 +33,18 @@ void fuzz_loop_run(struct evloop *loop, unsigned rounds);
 /* How many fds loop watches. */
 unsigned fuzz_loop_count(const struct evloop *loop);
 
+/* What a loop watches (fds and their events), to compare later. */
+#define FUZZ_LOOP_MAX 64
+struct fuzz_loop_snap {
+	unsigned n;
+	int fd[FUZZ_LOOP_MAX];
+	uint32_t events[FUZZ_LOOP_MAX];
+};
+void fuzz_loop_snapshot(const struct evloop *loop, struct fuzz_loop_snap *out);
+/* Whether loop watches the same fds for the same events as when snap was
+ * taken (in any order). */
+int fuzz_loop_same(const struct evloop *loop, const struct fuzz_loop_snap *snap);
+
 /* A private directory for sockets and files (made once per process). */
 const char *fuzz_tmpdir(void);
 

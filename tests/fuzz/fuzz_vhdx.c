@@ -139,98 +139,186 @@ static void exercise(struct disk *d, bool rw)
 	}
 }
 
-/* Brings the memfd to img, writing only the pages that differ from what
- * it held (a read-write run may change it: then everything is rewritten
- * next time). */
-static uint8_t *file_now;
-static size_t file_now_len;
-static bool file_dirty = true;
+/* The memfd holds bases[file_base] exactly (-1: something else, after a
+ * read-write or raw run), with holes where the base is all zero. A patch
+ * run writes only the pages it changed and puts the base's pages back
+ * afterwards, so no input pays for copying megabytes of zeroes. */
+#define PAGE 4096u
+static int file_base = -1;
+static uint8_t *work[2];     /* bases[i].img, patched in place, then put back */
+static uint8_t *touched[2];  /* a byte per page: changed by this input */
+static uint32_t *nonzero[2]; /* the base's non-zero pages */
+static size_t nnonzero[2];
 
-static int sync_file(const uint8_t *img, size_t len, bool rw)
+static void init_work(void)
 {
-	if (file_dirty || len != file_now_len) {
-		free(file_now);
-		file_now = malloc(len + 1);
-		if (!file_now || ftruncate(memfd, 0) || pwrite_full(memfd, img, len, 0))
-			return -1;
-		memcpy(file_now, img, len);
-		file_now_len = len;
-	} else {
-		for (size_t off = 0; off < len; off += 4096) {
-			size_t n = MIN((size_t)4096, len - off);
-			if (memcmp(file_now + off, img + off, n)) {
-				if (pwrite_full(memfd, img + off, n, (off_t)off))
-					return -1;
-				memcpy(file_now + off, img + off, n);
-			}
+	for (int i = 0; i < 2; i++) {
+		size_t pages = (bases[i].len + PAGE - 1) / PAGE;
+
+		work[i] = malloc(bases[i].len);
+		touched[i] = calloc(pages, 1);
+		nonzero[i] = calloc(pages, sizeof(uint32_t));
+		if (!work[i] || !touched[i] || !nonzero[i])
+			abort();
+		memcpy(work[i], bases[i].img, bases[i].len);
+		for (size_t p = 0; p < pages; p++) {
+			size_t n = MIN((size_t)PAGE, bases[i].len - p * PAGE);
+			const uint8_t *q = bases[i].img + p * PAGE;
+
+			for (size_t k = 0; k < n; k++)
+				if (q[k]) {
+					nonzero[i][nnonzero[i]++] = (uint32_t)p;
+					break;
+				}
 		}
 	}
-	file_dirty = rw;
+}
+
+static void touch(int bi, size_t off, size_t n)
+{
+	for (size_t p = off / PAGE; n && p <= (off + n - 1) / PAGE; p++)
+		touched[bi][p] = 1;
+}
+
+/* The memfd becomes bases[bi]: a hole-punched truncate, then its
+ * non-zero pages. */
+static int write_base(int bi)
+{
+	const struct base *b = &bases[bi];
+
+	if (ftruncate(memfd, 0) || ftruncate(memfd, (off_t)b->len))
+		return -1;
+	for (size_t i = 0; i < nnonzero[bi]; i++) {
+		size_t off = (size_t)nonzero[bi][i] * PAGE;
+
+		if (pwrite_full(memfd, b->img + off, MIN((size_t)PAGE, b->len - off), (off_t)off))
+			return -1;
+	}
+	file_base = bi;
 	return 0;
 }
 
-/* One buffer for the patched image, reused (page faults dominate else). */
-static uint8_t *scratch(size_t len)
+/* Writes the touched pages of work[bi] (from == work) or of the base
+ * (from == the base: the patches undone). */
+static int write_touched(int bi, const uint8_t *from)
 {
-	static uint8_t *buf;
-	static size_t cap;
+	size_t len = bases[bi].len, pages = (len + PAGE - 1) / PAGE;
 
-	if (len + 1 > cap) {
-		free(buf);
-		cap = len + 1;
-		buf = malloc(cap);
+	for (size_t p = 0; p < pages; p++) {
+		size_t off = p * PAGE;
+
+		if (touched[bi][p] && pwrite_full(memfd, from + off, MIN((size_t)PAGE, len - off),
+						  (off_t)off))
+			return -1;
 	}
-	return buf;
+	return 0;
+}
+
+/* Puts work[bi] back to the base and forgets the touched pages. */
+static void untouch(int bi)
+{
+	size_t len = bases[bi].len, pages = (len + PAGE - 1) / PAGE;
+
+	for (size_t p = 0; p < pages; p++) {
+		size_t off = p * PAGE;
+
+		if (touched[bi][p])
+			memcpy(work[bi] + off, bases[bi].img + off, MIN((size_t)PAGE, len - off));
+	}
+	memset(touched[bi], 0, pages);
+}
+
+/* FUZZ_VERIFY=1: the memfd is read back before each open and must be
+ * exactly the image meant (len bytes of img): a check of the page
+ * bookkeeping above. */
+static void verify(const uint8_t *img, size_t len)
+{
+	static int on = -1;
+	uint8_t *back;
+
+	if (on < 0)
+		on = getenv("FUZZ_VERIFY") != NULL;
+	if (!on)
+		return;
+	back = malloc(len + 1);
+	if (!back || lseek(memfd, 0, SEEK_END) != (off_t)len ||
+	    (len && pread(memfd, back, len, 0) != (ssize_t)len) || memcmp(back, img, len)) {
+		fprintf(stderr, "fuzz_vhdx: the memfd is not the image meant\n");
+		abort();
+	}
+	free(back);
+}
+
+static void open_and_exercise(bool rw)
+{
+	struct disk_error err;
+	struct disk *d = NULL;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
+	if (disk_open(path, DISK_OPEN_NO_PARENT | (rw ? 0 : DISK_OPEN_RDONLY), &d, &err) == 0) {
+		exercise(d, rw);
+		disk_close(d);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint8_t flags = size ? data[0] : 0;
-	const struct base *b = &bases[flags & 1];
-	struct disk_error err;
-	struct disk *d = NULL;
-	char path[64];
-	uint8_t *img;
-	size_t len;
+	int bi = flags & 1;
+	bool rw = flags & 8;
+	uint8_t *img = work[bi];
+	size_t len = bases[bi].len;
 
+	if (!work[0])
+		init_work();
+	img = work[bi];
 	if (flags & 16) {
-		len = size - 1;
-		img = scratch(len);
-		if (!img)
+		/* raw: the rest of the input is the whole file */
+		file_base = -1;
+		if (ftruncate(memfd, 0) || pwrite_full(memfd, data + 1, size - 1, 0))
 			return 0;
-		memcpy(img, data + 1, len);
-	} else {
-		len = b->len;
-		img = scratch(len);
-		if (!img)
-			return 0;
-		memcpy(img, b->img, len);
-		for (size_t i = 1; i + 4 <= size;) {
-			uint8_t area = data[i], n = data[i + 3];
-			uint64_t off = areas[area % ARRAY_SIZE(areas)] + (uint64_t)(data[i + 1] | data[i + 2] << 8);
-
-			i += 4;
-			for (uint8_t k = 0; k < n && i < size; k++, i++)
-				if (off + k < len)
-					img[off + k] = data[i];
-		}
-		if (flags & 2) {
-			fix_crc(img, len, VHDX_HEADER1_OFF, VHDX_HEADER_SIZE);
-			fix_crc(img, len, VHDX_HEADER2_OFF, VHDX_HEADER_SIZE);
-			fix_crc(img, len, VHDX_RT1_OFF, VHDX_RT_SIZE);
-			fix_crc(img, len, VHDX_RT2_OFF, VHDX_RT_SIZE);
-		}
-		if (flags & 4)
-			fix_crc(img, len, 1 * MiB, 8192);
-	}
-	if (sync_file(img, len, flags & 8))
+		verify(data + 1, size - 1);
+		open_and_exercise(rw);
 		return 0;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
-	if (disk_open(path, DISK_OPEN_NO_PARENT | ((flags & 8) ? 0 : DISK_OPEN_RDONLY), &d,
-		      &err) == 0) {
-		exercise(d, flags & 8);
-		disk_close(d);
 	}
+	for (size_t i = 1; i + 4 <= size;) {
+		uint8_t area = data[i], n = data[i + 3];
+		uint64_t off = areas[area % ARRAY_SIZE(areas)] + (uint64_t)(data[i + 1] | data[i + 2] << 8);
+
+		i += 4;
+		for (uint8_t k = 0; k < n && i < size; k++, i++)
+			if (off + k < len) {
+				img[off + k] = data[i];
+				touch(bi, off + k, 1);
+			}
+	}
+	if (flags & 2) {
+		fix_crc(img, len, VHDX_HEADER1_OFF, VHDX_HEADER_SIZE);
+		fix_crc(img, len, VHDX_HEADER2_OFF, VHDX_HEADER_SIZE);
+		fix_crc(img, len, VHDX_RT1_OFF, VHDX_RT_SIZE);
+		fix_crc(img, len, VHDX_RT2_OFF, VHDX_RT_SIZE);
+		touch(bi, VHDX_HEADER1_OFF, 8);
+		touch(bi, VHDX_HEADER2_OFF, 8);
+		touch(bi, VHDX_RT1_OFF, 8);
+		touch(bi, VHDX_RT2_OFF, 8);
+	}
+	if (flags & 4) {
+		fix_crc(img, len, 1 * MiB, 8192);
+		touch(bi, 1 * MiB, 8);
+	}
+	if ((file_base != bi && write_base(bi)) || write_touched(bi, img)) {
+		file_base = -1;
+		untouch(bi);
+		return 0;
+	}
+	verify(img, len);
+	open_and_exercise(rw);
+	/* A read-write run may have changed any page: the next input writes
+	 * the base again. Otherwise only the patched pages go back. */
+	if (rw || write_touched(bi, bases[bi].img))
+		file_base = -1;
+	untouch(bi);
 	return 0;
 }

@@ -13,7 +13,8 @@
  *   8 loop         runs the event loop (backend completions, sockets)
  *   9 driver init  features: reset, negotiate, set up every queue, DRIVER_OK
  *  10 device op    the target's own (fuzz_virtio_target.op)
- *  11 VMM          pause, resume or reset the device as the worker would
+ *  11 VMM          pause, resume or reset the device as the worker would,
+ *                  or unplug it (destroyed; the rest of the input is unread)
  *  12 table desc   a descriptor at any low gpa (indirect tables)
  *  13 avail raw    queue, flags, idx, used_event written as the driver likes
  *  14 queue raw    queue select, size, ring addresses, enable through common cfg
@@ -30,6 +31,7 @@
 
 #include "common/evloop.h"
 #include "common/log.h"
+#include "vmm/irq_stats.h"
 #include "vmm/virtio/virtio.h"
 
 #define BAR_COMMON 0x0000
@@ -61,6 +63,10 @@ struct pci_bus *vm_pci_bus(struct vm *vm)
 unsigned vm_vcpu_count(const struct vm *vm)
 {
 	return vm->ncpus;
+}
+
+void vm_count_msi(struct vm *vm)
+{
 }
 
 int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, bool mmio, int eventfd, bool assign)
@@ -338,7 +344,8 @@ static void kick(struct vm *vm, struct virtio_dev *vdev, unsigned q)
 	fuzz_loop_run(vm->loop, 8);
 }
 
-static void one_op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in,
+/* false: the device is gone (unplugged). */
+static bool one_op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in,
 		   const struct fuzz_virtio_target *t)
 {
 	uint8_t op = fin_u8(in), sel;
@@ -405,13 +412,15 @@ static void one_op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in,
 			t->op(vm, vdev, in);
 		break;
 	case 11:
-		sel = fin_u8(in) % 3;
+		sel = fin_u8(in) % 4;
 		if (sel == 0)
 			virtio_dev_pause(vdev);
 		else if (sel == 1)
 			virtio_dev_resume(vdev);
-		else
+		else if (sel == 2)
 			virtio_dev_reset(vdev);
+		else
+			return false;
 		break;
 	case 12:
 		put_desc(vm, fin_u16(in) & ~0xfULL, in);
@@ -445,55 +454,212 @@ static void one_op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in,
 		bar_read(vm, BAR_COMMON + 20, 1);
 		break;
 	}
+	return true;
 }
 
-static struct vm *vm_get(void)
-{
-	static struct vm vm;
+/* ---- the devices, kept between inputs ---------------------------------- */
 
-	if (!vm.low) {
-		signal(SIGPIPE, SIG_IGN);
-		vm.low = aligned_alloc(4096, FV_LOW_SIZE);
-		vm.high = aligned_alloc(4096, FV_HIGH_SIZE);
-		if (!vm.low || !vm.high || evloop_create(&vm.loop))
-			abort();
-		vm.mem.memfd = -1;
-		vm.mem.nregions = 2;
-		vm.mem.total = FV_LOW_SIZE + FV_HIGH_SIZE;
-		vm.mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = FV_LOW_SIZE,
-							       .hva = vm.low };
-		vm.mem.regions[1] = (struct guest_mem_region){ .gpa = FV_HIGH_GPA,
-							       .size = FV_HIGH_SIZE,
-							       .hva = vm.high };
+/* What a device is just after it was made, to hold a reset one to. */
+struct dev_snap {
+	uint8_t config[PCI_CONFIG_SIZE];
+	uint64_t guest_features;
+	uint32_t device_feature_select, driver_feature_select;
+	uint8_t status, config_generation, isr;
+	uint16_t msix_config, queue_select;
+	uint64_t irq_pending;
+	bool config_irq_pending, running, broken, paused;
+	struct virtio_queue queues[VIRTIO_MAX_QUEUES];
+	struct fuzz_loop_snap loop;
+};
+
+struct slot {
+	struct vm vm;
+	struct virtio_dev *vdev; /* NULL: none made (or it was destroyed) */
+	struct dev_snap snap;
+};
+
+static struct slot slots[FV_MAX_KEYS];
+static unsigned long nruns, nmade; /* FUZZ_STATS=1: printed at exit */
+
+static void print_stats(void)
+{
+	fprintf(stderr, "fuzz: %lu inputs, %lu devices made\n", nruns, nmade);
+}
+
+static void snapshot(struct slot *s)
+{
+	struct virtio_dev *v = s->vdev;
+	struct dev_snap *d = &s->snap;
+
+	memset(d, 0, sizeof(*d));
+	memcpy(d->config, v->pci.config, sizeof(d->config));
+	d->guest_features = v->guest_features;
+	d->device_feature_select = v->device_feature_select;
+	d->driver_feature_select = v->driver_feature_select;
+	d->status = v->status;
+	d->config_generation = v->config_generation;
+	d->isr = v->isr;
+	d->msix_config = v->msix_config;
+	d->queue_select = v->queue_select;
+	d->irq_pending = v->irq_pending;
+	d->config_irq_pending = v->config_irq_pending;
+	d->running = v->running;
+	d->broken = v->broken;
+	d->paused = v->paused;
+	memcpy(d->queues, v->queues, v->nqueues * sizeof(v->queues[0]));
+	fuzz_loop_snapshot(s->vm.loop, &d->loop);
+}
+
+/* After the device's reset: what a reset must have put back is checked
+ * (a difference is a bug in the reset path); what only the input's own
+ * operations changed outside the device (config space, the generation
+ * counter the driver reads) is put back here. */
+static void check_reset(struct slot *s)
+{
+	struct virtio_dev *v = s->vdev;
+	struct dev_snap *d = &s->snap;
+	const char *what = NULL;
+
+	if (v->guest_features != d->guest_features)
+		what = "driver features";
+	else if (v->device_feature_select != d->device_feature_select ||
+		 v->driver_feature_select != d->driver_feature_select)
+		what = "feature selects";
+	else if (v->status != d->status || v->isr != d->isr)
+		what = "status or ISR";
+	else if (v->msix_config != d->msix_config || v->queue_select != d->queue_select)
+		what = "config vector or queue select";
+	else if (v->irq_pending != d->irq_pending || v->config_irq_pending != d->config_irq_pending)
+		what = "pending interrupts";
+	else if (v->running != d->running || v->broken != d->broken || v->paused != d->paused)
+		what = "running, broken or paused";
+	for (unsigned i = 0; !what && i < v->nqueues; i++)
+		if (memcmp(&v->queues[i], &d->queues[i], sizeof(d->queues[i])))
+			what = "a queue";
+	if (what) {
+		fprintf(stderr, "fuzz: a reset device differs from a new one: %s\n", what);
+		abort();
 	}
-	memset(vm.low, 0, FV_LOW_SIZE);
-	memset(vm.high, 0, FV_HIGH_SIZE);
-	vm.ncpus = 1;
-	vm.dev = NULL;
-	return &vm;
+	pthread_mutex_lock(&v->pci.lock);
+	memcpy(v->pci.config, d->config, sizeof(d->config));
+	pthread_mutex_unlock(&v->pci.lock);
+	v->config_generation = d->config_generation;
+	if (v->pci.msix)
+		memset(v->pci.msix->delivered, 0, sizeof(v->pci.msix->delivered));
+}
+
+static struct vm *vm_get(unsigned key)
+{
+	struct vm *vm = &slots[key].vm;
+
+	if (!vm->low) {
+		signal(SIGPIPE, SIG_IGN);
+		vm->low = aligned_alloc(4096, FV_LOW_SIZE);
+		vm->high = aligned_alloc(4096, FV_HIGH_SIZE);
+		if (!vm->low || !vm->high || evloop_create(&vm->loop))
+			abort();
+		vm->mem.memfd = -1;
+		vm->mem.nregions = 2;
+		vm->mem.total = FV_LOW_SIZE + FV_HIGH_SIZE;
+		vm->mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = FV_LOW_SIZE,
+								.hva = vm->low };
+		vm->mem.regions[1] = (struct guest_mem_region){ .gpa = FV_HIGH_GPA,
+								.size = FV_HIGH_SIZE,
+								.hva = vm->high };
+	}
+	memset(vm->low, 0, FV_LOW_SIZE);
+	memset(vm->high, 0, FV_HIGH_SIZE);
+	vm->ncpus = 1;
+	return vm;
+}
+
+/* What the worker does at exit (the loop has stopped) or at unplug. */
+static void destroy(struct slot *s, unsigned key, const struct fuzz_virtio_target *t)
+{
+	virtio_dev_destroy(s->vdev);
+	s->vdev = NULL;
+	if (fuzz_loop_count(s->vm.loop)) {
+		fprintf(stderr, "fuzz: %u fds still watched after destroy\n",
+			fuzz_loop_count(s->vm.loop));
+		abort();
+	}
+	if (t->cleanup)
+		t->cleanup(key);
+}
+
+/* FUZZ_DIGEST=1: after each input, a hash of what the guest can see
+ * (its RAM, the interrupts it got), to check that an input does the same
+ * alone as after others. */
+static void print_digest(struct vm *vm)
+{
+	static int on = -1;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	if (on < 0)
+		on = getenv("FUZZ_DIGEST") != NULL;
+	if (!on)
+		return;
+	for (size_t i = 0; i < FV_LOW_SIZE; i++)
+		h = (h ^ vm->low[i]) * 0x100000001b3ULL;
+	for (size_t i = 0; i < FV_HIGH_SIZE; i++)
+		h = (h ^ vm->high[i]) * 0x100000001b3ULL;
+	if (vm->dev && vm->dev->msix)
+		for (unsigned i = 0; i < vm->dev->msix->nvec; i++)
+			h = (h ^ vm->dev->msix->delivered[i]) * 0x100000001b3ULL;
+	fprintf(stderr, "fuzz digest %016llx\n", (unsigned long long)h);
 }
 
 int fuzz_virtio_run(const uint8_t *data, size_t size, const struct fuzz_virtio_target *t)
 {
 	struct fuzz_in in = { data, size };
-	struct virtio_dev *vdev = NULL;
-	struct vm *vm = vm_get();
+	unsigned key = t->setup(&in) % FV_MAX_KEYS;
+	struct slot *s = &slots[key];
+	struct vm *vm = vm_get(key);
+	bool kept = true;
 
-	if (t->create(vm, &in, &vdev) || !vm->dev) {
-		if (t->cleanup)
-			t->cleanup();
+	if (nruns++ == 0 && getenv("FUZZ_STATS"))
+		atexit(print_stats);
+	if (!s->vdev) {
+		nmade++;
+		if (t->create(vm, key, &s->vdev)) {
+			s->vdev = NULL;
+			if (t->cleanup)
+				t->cleanup(key);
+			return 0;
+		}
+		if (!vm->dev) {
+			destroy(s, key, t);
+			return 0;
+		}
+		snapshot(s);
+	}
+	if (t->begin)
+		t->begin(vm, s->vdev, key);
+	for (unsigned i = 0; i < MAX_OPS && in.n && kept; i++)
+		kept = one_op(vm, s->vdev, &in, t);
+	print_digest(vm);
+	if (kept && t->end)
+		kept = t->end(vm, s->vdev, key);
+	if (!kept) {
+		destroy(s, key, t);
 		return 0;
 	}
-	for (unsigned i = 0; i < MAX_OPS && in.n; i++)
-		one_op(vm, vdev, &in, t);
-	/* What the worker does at exit: the loop has stopped, then destroy. */
-	virtio_dev_destroy(vdev);
-	if (fuzz_loop_count(vm->loop)) {
-		fprintf(stderr, "fuzz: %u fds still watched after destroy\n",
-			fuzz_loop_count(vm->loop));
-		abort();
+	/* The reset a driver's status write of 0 makes (the device's own
+	 * path), then a resume (a reset does not unpause: the VMM does). */
+	virtio_dev_reset(s->vdev);
+	virtio_dev_resume(s->vdev);
+	if (t->after_reset)
+		t->after_reset(vm, s->vdev, key);
+	for (unsigned i = 0; i < s->vdev->nqueues; i++) {
+		uint64_t n;
+
+		if (read(s->vdev->queues[i].kick_fd, &n, sizeof(n)) < 0)
+			n = 0;
 	}
-	if (t->cleanup)
-		t->cleanup();
+	check_reset(s);
+	/* A device that watches other fds (or the same for other events)
+	 * than a new one would behave differently: make it again. */
+	if (!fuzz_loop_same(vm->loop, &s->snap.loop))
+		destroy(s, key, t);
 	return 0;
 }

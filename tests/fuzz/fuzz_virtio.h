@@ -14,8 +14,17 @@
  * The input is a stream of operations (fuzz_virtio.c says which): raw BAR
  * and config-space reads and writes, guest RAM writes, descriptor and
  * avail-ring writes, kicks, a full driver initialisation, VMM pause,
- * resume and reset, and device-specific operations (frames from the
- * "tap", console clients, backend errors). Not linked into the worker. */
+ * resume, reset and unplug, and device-specific operations (frames from
+ * the "tap", console clients, backend errors). Not linked into the worker.
+ *
+ * A device is made once per set-up key (each key has its own stand-in VM,
+ * RAM and loop) and kept between inputs: after an input it goes through
+ * the device's own reset path (what a driver's status write of 0 does),
+ * and then must equal what it was just after it was made (transport
+ * state, queues, watched fds), so an input sees the same device whether
+ * it runs alone or after thousands of others. A device whose state a
+ * reset does not cover (a tap closed, console clients) is destroyed as
+ * the worker does it, and made again for the next input. */
 #ifndef CLOISON_TESTS_FUZZ_VIRTIO_H
 #define CLOISON_TESTS_FUZZ_VIRTIO_H
 
@@ -32,6 +41,7 @@
 #define FV_HIGH_GPA 0x100000000ULL
 #define FV_HIGH_SIZE 0x1000u
 #define FV_QSIZE 16 /* the queue size the driver picks */
+#define FV_MAX_KEYS 8
 
 struct virtio_dev;
 
@@ -45,15 +55,30 @@ struct vm {
 
 /* One target: how it makes its device, and its own operations. */
 struct fuzz_virtio_target {
-	/* Creates the device (reading set-up bytes from in). 0 or -errno. */
-	int (*create)(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out);
+	/* Reads the set-up bytes from in and returns the key (< FV_MAX_KEYS)
+	 * of the device they ask for; what they say about this input only
+	 * (failure modes) the target keeps for begin. */
+	unsigned (*setup)(struct fuzz_in *in);
+	/* Creates the device for key on vm. 0 or -errno. */
+	int (*create)(struct vm *vm, unsigned key, struct virtio_dev **out);
+	/* Optional: before the input's operations, on the (new or kept)
+	 * device for key. */
+	void (*begin)(struct vm *vm, struct virtio_dev *vdev, unsigned key);
 	/* A device-specific operation (opcode 10). */
 	void (*op)(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in);
-	/* After the device is destroyed: close what create opened. */
-	void (*cleanup)(void);
+	/* Optional: after the input, before the device's reset: undo what
+	 * the target's operations did outside the device. false: the device
+	 * cannot be kept (it is destroyed). */
+	bool (*end)(struct vm *vm, struct virtio_dev *vdev, unsigned key);
+	/* Optional: checks after the device's reset (what it must have let
+	 * go of). */
+	void (*after_reset)(struct vm *vm, struct virtio_dev *vdev, unsigned key);
+	/* Optional: after the device for key is destroyed: close what create
+	 * opened. */
+	void (*cleanup)(unsigned key);
 };
 
-/* Runs one input against a fresh device. */
+/* Runs one input against the device for its key (made on first use). */
 int fuzz_virtio_run(const uint8_t *data, size_t size, const struct fuzz_virtio_target *t);
 
 #endif

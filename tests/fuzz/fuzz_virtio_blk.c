@@ -31,6 +31,10 @@
 
 struct mem_be {
 	struct blk_backend be;
+	struct virtio_dev *vdev; /* once made */
+	const struct guest_mem *mem;
+	unsigned key;
+	bool written; /* the disk is not all zeroes */
 	uint8_t *data;
 	unsigned nqueues;
 	int efd[MAX_Q];
@@ -41,15 +45,13 @@ struct mem_be {
 	bool release; /* the input said: reap() completes what is pending */
 };
 
-static struct virtio_dev *cur_vdev;
+static struct mem_be *bes[FV_MAX_KEYS]; /* each key's disk */
+static struct mem_be *cur_be;		/* this input's */
 
-static struct mem_be *cur_be;
-static const struct guest_mem *cur_mem;
-
-static bool in_ram(const void *p, size_t len)
+static bool in_ram(const struct guest_mem *mem, const void *p, size_t len)
 {
-	for (unsigned i = 0; i < cur_mem->nregions; i++) {
-		const struct guest_mem_region *r = &cur_mem->regions[i];
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		const struct guest_mem_region *r = &mem->regions[i];
 		const uint8_t *b = p;
 
 		if (b >= r->hva && len <= r->size && (size_t)(b - r->hva) <= r->size - len)
@@ -62,12 +64,12 @@ static void check_req(struct mem_be *m, const struct blk_req *req)
 {
 	uint64_t total = 0;
 
-	assert(in_ram(req->status, 1));
+	assert(in_ram(m->mem, req->status, 1));
 	assert(req->offset <= DISK_SIZE && req->len <= DISK_SIZE - req->offset);
 	if (req->op == BLK_OP_READ || req->op == BLK_OP_WRITE) {
 		assert(req->offset % 512 == 0 && req->len % 512 == 0);
 		for (unsigned i = 0; i < req->niov; i++) {
-			assert(in_ram(req->iov[i].iov_base, req->iov[i].iov_len));
+			assert(in_ram(m->mem, req->iov[i].iov_base, req->iov[i].iov_len));
 			total += req->iov[i].iov_len;
 		}
 		assert(total == req->len);
@@ -89,6 +91,7 @@ static void finish(struct mem_be *m, struct blk_req *req)
 		}
 		break;
 	case BLK_OP_WRITE:
+		m->written = true;
 		for (unsigned i = 0; i < req->niov; i++) {
 			memcpy(m->data + req->offset + done, req->iov[i].iov_base,
 			       req->iov[i].iov_len);
@@ -141,9 +144,9 @@ static void be_submit(struct blk_backend *be, unsigned qidx, struct blk_req *req
 	/* A driver has at most queue-size chains to give: more in flight
 	 * means the device took a chain it already holds again (a head the
 	 * driver re-published), and each costs the worker memory. */
-	if (cur_vdev && ++m->npending_q[qidx] > virtio_dev_vq(cur_vdev, qidx)->size) {
+	if (m->vdev && ++m->npending_q[qidx] > virtio_dev_vq(m->vdev, qidx)->size) {
 		fprintf(stderr, "fuzz: %u requests in flight on a queue of %u\n",
-			m->npending_q[qidx], virtio_dev_vq(cur_vdev, qidx)->size);
+			m->npending_q[qidx], virtio_dev_vq(m->vdev, qidx)->size);
 		abort();
 	}
 	if (write(m->efd[qidx], &one, sizeof(one)) < 0)
@@ -193,14 +196,16 @@ static void be_close(struct blk_backend *be)
 {
 	struct mem_be *m = (struct mem_be *)be;
 
-	cur_vdev = NULL;
+	m->vdev = NULL;
 	be_drain(be);
 	assert(m->npending == 0);
 	for (unsigned i = 0; i < m->nqueues; i++)
 		close(m->efd[i]);
+	if (cur_be == m)
+		cur_be = NULL;
+	bes[m->key] = NULL;
 	free(m->data);
 	free(m);
-	cur_be = NULL;
 }
 
 static const struct blk_backend_ops mem_ops = {
@@ -213,7 +218,9 @@ static const struct blk_backend_ops mem_ops = {
 	.close = be_close,
 };
 
-static uint8_t setup;
+static uint8_t setup_byte;   /* this input's */
+static unsigned making;	     /* the key of the device being made */
+static const struct guest_mem *making_mem;
 
 /* In place of blk_open.c's: every disk is a RAM disk. */
 int blk_backend_open(const struct blk_open_opts *o, struct blk_backend **out, char *err,
@@ -236,28 +243,61 @@ int blk_backend_open(const struct blk_open_opts *o, struct blk_backend **out, ch
 	m->be.size = DISK_SIZE;
 	m->be.logical_sector = 512;
 	m->be.physical_sector = 4096;
-	m->be.read_only = setup & 1;
-	m->be.can_discard = setup & 2;
-	m->fail = fails[(setup >> 4) & 3];
-	m->slow = setup & 8;
-	cur_be = m;
+	m->be.read_only = making & 1;
+	m->be.can_discard = making & 2;
+	m->fail = fails[(setup_byte >> 4) & 3];
+	m->slow = setup_byte & 8;
+	m->key = making;
+	m->mem = making_mem;
+	bes[making] = cur_be = m;
 	*out = &m->be;
 	return 0;
 }
 
-static int create(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out)
+/* Key: bits 0-2 of the set-up byte (what the device is made with: a
+ * read-only disk, discard, two queues); bits 3-5 are this input's (a slow
+ * disk, how completions fail). */
+static unsigned setup(struct fuzz_in *in)
+{
+	setup_byte = fin_u8(in);
+	return setup_byte & 7;
+}
+
+static int create(struct vm *vm, unsigned key, struct virtio_dev **out)
 {
 	struct blk_spec spec = { .path = "fuzz.img", .serial = "fuzz-serial-01234567" };
 	char err[256];
 
-	setup = fin_u8(in);
-	vm->ncpus = (setup & 4) ? 2 : 1;
-	cur_mem = &vm->mem;
-	cur_vdev = NULL;
+	vm->ncpus = (key & 4) ? 2 : 1;
+	making = key;
+	making_mem = &vm->mem;
 	if (virtio_blk_create(vm, &spec, 0, out, err, sizeof(err)))
 		return -EIO;
-	cur_vdev = *out;
+	bes[key]->vdev = *out;
 	return 0;
+}
+
+static void begin(struct vm *vm, struct virtio_dev *vdev, unsigned key)
+{
+	static const int fails[4] = { 0, -EIO, -EOPNOTSUPP, -ENOSPC };
+	struct mem_be *m = bes[key];
+
+	vm->ncpus = (key & 4) ? 2 : 1;
+	cur_be = m;
+	m->fail = fails[(setup_byte >> 4) & 3];
+	m->slow = setup_byte & 8;
+	m->release = false;
+	if (m->written)
+		memset(m->data, 0, DISK_SIZE);
+	m->written = false;
+}
+
+/* The device's reset drains the disk (blk_stop): nothing may be left. */
+static void after_reset(struct vm *vm, struct virtio_dev *vdev, unsigned key)
+{
+	assert(bes[key]->npending == 0);
+	for (unsigned i = 0; i < bes[key]->nqueues; i++)
+		assert(!bes[key]->pending[i] && bes[key]->npending_q[i] == 0);
 }
 
 /* Device op: how the next completions fail; with bit 2, a slow disk
@@ -281,7 +321,8 @@ static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 	}
 }
 
-static const struct fuzz_virtio_target target = { .create = create, .op = op };
+static const struct fuzz_virtio_target target = { .setup = setup, .create = create,
+						   .begin = begin, .op = op, .after_reset = after_reset };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

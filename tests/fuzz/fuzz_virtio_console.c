@@ -18,22 +18,39 @@
 #define MAX_CLIENTS 3
 
 static int clients[MAX_CLIENTS] = { -1, -1, -1 };
+static bool connected; /* a client connected during this input */
 static struct console_spec spec;
 
-static int create(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out)
+/* Key: bit 0 of the set-up byte (a file, or the unix socket). */
+static unsigned setup(struct fuzz_in *in)
 {
-	uint8_t setup = fin_u8(in);
-	char err[256];
+	return fin_u8(in) & 1;
+}
 
+static void fill_spec(unsigned key)
+{
 	memset(&spec, 0, sizeof(spec));
-	if (setup & 1) {
+	if (key) {
 		spec.kind = CONSOLE_FILE;
 		snprintf(spec.path, sizeof(spec.path), "/dev/null");
 	} else {
 		spec.kind = CONSOLE_UNIX;
 		snprintf(spec.path, sizeof(spec.path), "%s/console.sock", fuzz_tmpdir());
 	}
+}
+
+static int create(struct vm *vm, unsigned key, struct virtio_dev **out)
+{
+	char err[256];
+
+	fill_spec(key);
 	return virtio_console_create(vm, &spec, 0, out, err, sizeof(err));
+}
+
+static void begin(struct vm *vm, struct virtio_dev *vdev, unsigned key)
+{
+	fill_spec(key);
+	connected = false;
 }
 
 static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
@@ -53,6 +70,7 @@ static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 			close(clients[c]);
 			clients[c] = -1;
 		}
+		connected |= clients[c] >= 0;
 		break;
 	case 1: /* send */
 		len = fin_u16(in) % sizeof(buf);
@@ -77,7 +95,7 @@ static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 	fuzz_loop_run(vm->loop, 4);
 }
 
-static void cleanup(void)
+static void cleanup(unsigned key)
 {
 	for (unsigned i = 0; i < MAX_CLIENTS; i++) {
 		if (clients[i] >= 0)
@@ -86,7 +104,15 @@ static void cleanup(void)
 	}
 }
 
-static const struct fuzz_virtio_target target = { .create = create, .op = op,
+/* A device that had a client (accepted or still in the listen backlog)
+ * is not what a new one is: it is made again. */
+static bool end(struct vm *vm, struct virtio_dev *vdev, unsigned key)
+{
+	return !connected;
+}
+
+static const struct fuzz_virtio_target target = { .setup = setup, .create = create,
+						   .begin = begin, .op = op, .end = end,
 						   .cleanup = cleanup };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

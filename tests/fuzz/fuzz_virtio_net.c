@@ -24,7 +24,11 @@
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/virtio.h"
 
-static int peer = -1; /* the host's end */
+static int peers[FV_MAX_KEYS] = { -1, -1, -1, -1, -1, -1, -1, -1 }; /* the host's ends */
+static int taps[FV_MAX_KEYS] = { -1, -1, -1, -1, -1, -1, -1, -1 };  /* the device's */
+static int peer = -1;   /* this input's (peers[cur]) */
+static unsigned cur;
+static bool dirty;      /* the socket was filled, or closed: make the device again */
 
 int tap_open(const char *name, int vnet_hdr_len, char ifname[IFNAMSIZ])
 {
@@ -47,10 +51,16 @@ int tap_set_up(const char *ifname, bool up)
 	return 0;
 }
 
-static int create(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out)
+/* Key: bits 0-1 of the set-up byte (a small socket buffer, a MAC). */
+static unsigned setup(struct fuzz_in *in)
+{
+	return fin_u8(in) & 3;
+}
+
+static int create(struct vm *vm, unsigned key, struct virtio_dev **out)
 {
 	struct net_spec spec = { .fd = -1 };
-	uint8_t setup = fin_u8(in);
+	uint8_t setup = (uint8_t)key;
 	char err[256];
 	int sv[2];
 
@@ -68,12 +78,37 @@ static int create(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out)
 		memcpy(spec.mac, "\x52\x54\x00\xab\xcd\xef", 6);
 		spec.has_mac = true;
 	}
-	peer = sv[1];
+	peers[key] = sv[1];
+	taps[key] = sv[0];
 	if (virtio_net_create(vm, &spec, 0, out, err, sizeof(err))) {
 		close(sv[0]);
+		taps[key] = -1;
 		return -EIO;
 	}
 	return 0;
+}
+
+static void begin(struct vm *vm, struct virtio_dev *vdev, unsigned key)
+{
+	cur = key;
+	peer = peers[key];
+	dirty = false;
+}
+
+/* Frames either way that nobody read are dropped, as a new socketpair
+ * has none; a filled or closed socket is not worth emptying: the device
+ * is made again. */
+static bool end(struct vm *vm, struct virtio_dev *vdev, unsigned key)
+{
+	uint8_t buf[2048];
+
+	if (dirty || peer < 0)
+		return false;
+	while (recv(peer, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
+		;
+	while (recv(taps[key], buf, sizeof(buf), MSG_DONTWAIT) >= 0)
+		;
+	return true;
 }
 
 static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
@@ -100,6 +135,7 @@ static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 		fuzz_loop_run(vm->loop, 4);
 		break;
 	case 2: /* the host stops reading: fill the socket */
+		dirty = true;
 		memset(buf, 0, 64);
 		while (send(peer, buf, 64, MSG_DONTWAIT) >= 0)
 			;
@@ -107,20 +143,25 @@ static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 		break;
 	default: /* the tap goes away */
 		close(peer);
-		peer = -1;
+		peer = peers[cur] = -1;
+		dirty = true;
 		fuzz_loop_run(vm->loop, 4);
 		break;
 	}
 }
 
-static void cleanup(void)
+static void cleanup(unsigned key)
 {
-	if (peer >= 0)
-		close(peer);
-	peer = -1;
+	if (peers[key] >= 0)
+		close(peers[key]);
+	if (peer == peers[key])
+		peer = -1;
+	peers[key] = -1;
+	taps[key] = -1; /* the device closed it */
 }
 
-static const struct fuzz_virtio_target target = { .create = create, .op = op,
+static const struct fuzz_virtio_target target = { .setup = setup, .create = create,
+						   .begin = begin, .op = op, .end = end,
 						   .cleanup = cleanup };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

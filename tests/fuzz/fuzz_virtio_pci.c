@@ -15,12 +15,17 @@
 #include "vmm/virtio/rng.h"
 #include "vmm/virtio/virtio.h"
 
-static int create(struct vm *vm, struct fuzz_in *in, struct virtio_dev **out)
+static unsigned setup(struct fuzz_in *in)
+{
+	return fin_u8(in) & 1;
+}
+
+static int create(struct vm *vm, unsigned key, struct virtio_dev **out)
 {
 	struct console_spec spec = { .kind = CONSOLE_FILE, .path = "/dev/null" };
 	char err[256];
 
-	if (fin_u8(in) & 1)
+	if (key)
 		return virtio_console_create(vm, &spec, 0, out, err, sizeof(err));
 	return virtio_rng_create(vm, out, err, sizeof(err));
 }
@@ -39,7 +44,7 @@ static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)
 	}
 }
 
-static const struct fuzz_virtio_target target = { .create = create, .op = op };
+static const struct fuzz_virtio_target target = { .setup = setup, .create = create, .op = op };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -179,6 +179,42 @@ def cons_seeds():
           avail(1, 0) + kick(1))
 
 
+# ---- virtio-vsock -----------------------------------------------------------
+def vsock_hdr(op, src_port, dst_port, length=0, src_cid=3, dst_cid=2, buf_alloc=65536,
+              fwd_cnt=0, flags=0, typ=1):
+    return struct.pack("<QQIIIHHIII", src_cid, dst_cid, src_port, dst_port, length, typ, op,
+                       flags, buf_alloc, fwd_cnt)
+
+
+def vsock_seeds():
+    t = "fuzz_virtio_vsock"
+    base = bytes([0]) + init(F_INDIRECT | F_EVENT_IDX)
+    rx = (desc(0, 0, 0x8000, 1024, WRITE) + avail(0, 0) + desc(0, 1, 0x8400, 1024, WRITE) +
+          avail(0, 1) + kick(0))
+    ev = desc(2, 0, 0x8800, 4, WRITE) + avail(2, 0) + kick(2)
+
+    def tx(i, hdr, payload=b""):
+        gpa = 0x9000 + 0x200 * (i % 8)
+        out = ram(gpa, hdr + payload)
+        return out + desc(1, i % 16, gpa, len(hdr) + len(payload)) + avail(1, i % 16) + kick(1)
+
+    write(t, "guest-connect", base + rx + devop(4) + tx(0, vsock_hdr(1, 2000, 1000)) +
+          devop(4) + tx(1, vsock_hdr(5, 2000, 1000, 5), b"hello") + devop(8 | 1) +
+          struct.pack("<H", 5) + b"world" + LOOP + tx(2, vsock_hdr(4, 2000, 1000, flags=3)))
+    write(t, "host-connect", base + rx + devop(0) + struct.pack("<H", 1234) + LOOP +
+          tx(0, vsock_hdr(2, 1234, 1 << 30)) + devop(1) + struct.pack("<H", 4) + b"ping" +
+          LOOP + tx(1, vsock_hdr(5, 1234, 1 << 30, 4), b"pong") + devop(2) + devop(3) + LOOP)
+    write(t, "no-listener-rst", base + rx + tx(0, vsock_hdr(1, 2001, 4444)))
+    write(t, "bad-source-cid", base + rx + tx(0, vsock_hdr(1, 2000, 1000, src_cid=9)))
+    write(t, "length-not-there", base + rx + tx(0, vsock_hdr(5, 2000, 1000, 300)))
+    write(t, "short-header", base + ram(0x9000, b"\x03" * 20) + desc(1, 0, 0x9000, 20) +
+          avail(1, 0) + kick(1))
+    write(t, "credit-lie", base + rx + devop(4) + tx(0, vsock_hdr(1, 2000, 1000)) +
+          devop(4) + tx(1, vsock_hdr(6, 2000, 1000, fwd_cnt=77)))
+    write(t, "restore-event", base + rx + ev + devop(4) + tx(0, vsock_hdr(1, 2000, 1000)) +
+          devop(6) + LOOP)
+
+
 # ---- the PCI transport --------------------------------------------------------
 def bar_write(where, sel_region, length_log, value):
     return bytes([0, sel_region | (length_log << 4), where]) + value.to_bytes(1 << length_log, "little")
@@ -277,6 +313,16 @@ def ctl_seeds():
     write(t, "line-too-long", ctl(1, ['{"cmd":"status"}\n']) + bytes([0x80, 0]) +
           bytes([0, 0]) + b"\n")
     write(t, "split-lines", ctl(1, ['{"id":3,', '"cmd":"st', 'atus"}\n'], clients=2, chunk=0))
+    # hot-plug: the harness's stand-in adds on slot 5, slot 3 is removable
+    # (its reply waits until the input ends), 1 is not, 2 is busy
+    write(t, "device-add-remove", ctl(1 | 8, [
+        '{"id":1,"cmd":"device-add","kind":"disk","path":"/d.img"}\n',
+        '{"id":2,"cmd":"device-add","kind":"net","tap":"tap0"}\n',
+        '{"id":3,"cmd":"device-add","kind":"cdrom"}\n',
+        '{"id":4,"cmd":"device-remove","slot":3,"timeout_ms":5}\n',
+        '{"id":5,"cmd":"device-remove","slot":1}\n', '{"id":6,"cmd":"device-remove","slot":2}\n',
+        '{"id":7,"cmd":"device-remove","slot":3}\n', '{"id":8,"cmd":"device-remove","slot":-1}\n',
+        '{"id":9,"cmd":"status"}\n']))
 
 
 # ---- cloisond's REST API ---------------------------------------------------------
@@ -344,6 +390,7 @@ def main():
     blk_seeds()
     net_seeds()
     cons_seeds()
+    vsock_seeds()
     pci_seeds()
     emu_seeds()
     ctl_seeds()

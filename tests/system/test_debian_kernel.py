@@ -8,7 +8,8 @@ it off through the control socket once the banner is checked.
 
 With a disk and a NIC attached, on a host with hardware virtualization, the
 kernel must enumerate both virtio functions on our PCI bus (vendor 1af4,
-modern device ids 0x1042 and 0x1041, with their BARs), and its init loads
+modern device ids 0x1042 and 0x1041, with their BARs) and acpiphp must
+register the free slots as hotplug slots, and its init loads
 Debian's virtio modules, reads the marker the test wrote on the disk, finds
 the NIC bound to virtio_net with our MAC, brings it up and pings the host
 through the tap. On a software-nested host only the banner part runs. With
@@ -139,6 +140,13 @@ def test_vmlinux_with_disk_and_nic(vmm_bin, tmp_path, debian_kernel):
             assert blk[1] == "0x018000" and net[1] == "0x020000", (blk, net)
             for _, _, start, end in (blk, net):
                 assert 0xc0000000 <= start < end <= 0xe0000000, (blk, net)
+            # ACPI PCI hotplug (docs/vmm.md): acpiphp takes the DSDT's slot
+            # Devices, named by _SUN, for every slot the three functions
+            # (disk, NIC, entropy) left free
+            vm.wait_serial(r"acpiphp: Slot \[31\] registered", 120)
+            slots = sorted(int(n) for n in re.findall(r"acpiphp: Slot \[(\d+)\] registered",
+                                                      vm.serial()))
+            assert slots == list(range(4, 32)), slots
             vm.wait_serial(r"RESULT initramfs_done=ok", 600)
             assert vm.wait_exit(120) == 0, vm.tails()
             r = dict(vm.results())

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import require_kvm, which
-from vmmlib import Vmm
+from vmmlib import Vmm, guest_ram_digest
 
 MiB = 1024 * 1024
 
@@ -227,19 +227,27 @@ def test_pause_resume_and_reset_during_io(vmm_bin, testguest, tmp_path):
     with open(img, "wb") as f:
         f.truncate(16 * MiB)
     vm = Vmm(vmm_bin, testguest, tmp_path / "vm", cmdline="bs=4K qd=16 secs=10 blkbench=randwrite",
-             extra=["--disk", "path=%s" % img])
+             memory=256, extra=["--disk", "path=%s" % img])
     with vm:
         ctl = vm.control()
         vm.wait_result("boot")
         assert _mtime_changes(img, 5), "the guest's writes never reached the file"
         assert ctl.request("pause")["ok"]
         ctl.wait_event(lambda e: e == {"event": "state", "state": "paused"})
-        assert ctl.request("status")["result"]["state"] == "paused"
+        st = ctl.request("status")["result"]
+        assert st["state"] == "paused"
         frozen = os.stat(img).st_mtime_ns
+        disk = sha256_file(img)
+        ram = guest_ram_digest(vm.proc.pid, 256 * MiB)
         serial = len(vm.serial())
-        time.sleep(1.5)
+        time.sleep(2.5)
         assert os.stat(img).st_mtime_ns == frozen, "the disk was written while paused"
+        assert sha256_file(img) == disk, "the disk's bytes changed while paused"
+        assert guest_ram_digest(vm.proc.pid, 256 * MiB) == ram, "guest RAM changed while paused"
         assert len(vm.serial()) == serial, "the guest ran while paused"
+        paused_st = ctl.request("status")["result"]
+        assert paused_st["interrupts"] == st["interrupts"], \
+            "interrupts raised while paused: %r then %r" % (st["interrupts"], paused_st["interrupts"])
         assert ctl.request("resume")["ok"]
         assert _mtime_changes(img, 3), "the writes did not go on after resume"
         assert ctl.request("reset")["ok"]

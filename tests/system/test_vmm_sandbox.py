@@ -44,9 +44,13 @@ def status_fields(pid):
     return fields
 
 
-def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, testguest, tmp_path):
+def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, cli_bin, testguest,
+                                                              tmp_path):
     pidfile = tmp_path / "vm.pid"
-    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile, memory="1G") as vm:
+    vhdx = tmp_path / "d.vhdx"
+    make_vhdx(cli_bin, vhdx, "16M")
+    with jailed(vmm_bin, testguest, tmp_path / "vm", pidfile=pidfile, memory="1G",
+                extra=["--disk", "path=%s" % vhdx]) as vm:
         vm.wait_result("boot")
         pid = worker_pid(vm, pidfile)
         assert pid != vm.proc.pid  # the supervisor forked it
@@ -66,17 +70,20 @@ def test_jailed_worker_is_unprivileged_filtered_and_namespaced(vmm_bin, testgues
             theirs = os.readlink("/proc/%d/ns/%s" % (pid, ns))
             assert mine != theirs, (ns, mine, theirs)
         # Every thread is filtered and unprivileged, not only the main one;
-        # the main thread, each vCPU and the event loop carry their own
-        # list on top of the base filter.
-        narrowed = 0
+        # the main thread, each vCPU, the event loop and the VHDX disk's
+        # threads (made before the jail, narrowed when it went up) carry
+        # their own list on top of the base filter.
+        narrowed = disk_threads = 0
         for tid in os.listdir("/proc/%d/task" % pid):
             t = status_fields(int(tid))
             assert t["Seccomp"] == "2" and t["CapEff"] == "0000000000000000", (tid, t)
             assert t["Uid"].split()[0] == "900000"
-            if t["Name"] == "vcpu0" or int(tid) == pid:
+            if t["Name"] in ("vcpu0", "disk-io") or int(tid) == pid:
                 assert t["Seccomp_filters"] == "2", (tid, t)
             narrowed += t["Seccomp_filters"] == "2"
-        assert narrowed >= 3  # main, vcpu0, event loop
+            disk_threads += t["Name"] == "disk-io"
+        assert disk_threads == 4
+        assert narrowed >= 3 + disk_threads  # main, vcpu0, event loop, disk threads
         with open("/proc/%d/limits" % pid) as f:
             limits = f.read()
         assert "Max core file size        0 " in limits, limits
@@ -121,6 +128,25 @@ def test_execve_kills_the_jailed_worker_with_sigsys(vmm_bin, testguest, tmp_path
         # the kernel log has it (root, no auditd taking the lines).
         if os.access("/dev/kmsg", os.R_OK) and not os.path.exists("/run/auditd.pid"):
             assert "system call execve (59) is outside" in err, err
+
+
+def test_forbidden_ioctl_kills_the_jailed_worker(vmm_bin, testguest, tmp_path):
+    """ioctl is filtered by request number: the event loop may make the
+    KVM and tap calls its devices need, not TIOCSTI (debug-ioctl)."""
+    with jailed(vmm_bin, testguest, tmp_path / "vm") as vm:
+        vm.wait_result("boot")
+        vm.control().send_raw('{"id": 1, "cmd": "debug-ioctl"}\n')
+        status = vm.wait_exit(30)
+        assert status == -signal.SIGSYS, (status, vm.tails())
+        err = vm.stderr()
+        assert "killed by signal SYS" in err and "seccomp allow-list" in err, err
+        if os.access("/dev/kmsg", os.R_OK) and not os.path.exists("/run/auditd.pid"):
+            assert "system call ioctl (16) is outside" in err, err
+    require_kvm()
+    with Vmm(vmm_bin, testguest, tmp_path / "free", cmdline="run=serve") as vm:
+        r = vm.control().request("debug-ioctl")
+        assert r["ok"] is False and "Bad file descriptor" in r["error"]["message"], r
+        assert vm.running()
 
 
 def test_execve_debug_command_answers_unjailed(vmm_bin, testguest, tmp_path):

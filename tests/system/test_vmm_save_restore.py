@@ -6,6 +6,7 @@ error while the files stay as they were."""
 import hashlib
 import os
 import struct
+import subprocess
 
 import pytest
 
@@ -76,6 +77,70 @@ def test_memory_pattern_verifies_after_restore(vmm_bin, testguest, tmp_path):
         assert not vm.result_values("dirty_errors"), vm.tails()
         vm.control().request("poweroff")
         assert vm.wait_exit(30) == 0, vm.tails()
+
+
+def ram_mapping(pid, size):
+    """The permissions and file of the worker's guest-RAM mapping of size
+    bytes (the low region), from /proc/PID/maps."""
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            parts = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if hi - lo == size:
+                return parts[1], parts[5].strip() if len(parts) > 5 else ""
+    raise AssertionError("no guest-RAM mapping of %d bytes" % size)
+
+
+def test_lazy_restore_maps_the_file_and_saves_what_the_guest_wrote(vmm_bin, testguest,
+                                                                    tmp_path):
+    """A lazy restore (the default) maps the memory file copy-on-write; the
+    guest goes on rewriting its 32 MiB, and a save of that lazily restored
+    VM holds both the pages it copied and the ones it never touched: the
+    next restore (eager, then lazy again) still verifies every page, and a
+    reset gives the VM its own RAM back and boots."""
+    s1, s2, s3 = tmp_path / "s1", tmp_path / "s2", tmp_path / "s3"
+    opts = dict(cmdline="dirty=32M", cpus=2, memory="256M")
+    with Vmm(vmm_bin, testguest, tmp_path / "a", **opts) as vm:
+        vm.wait_result("dirty_passes", 60, count=2)
+        save(vm, s1)
+    [mem1] = [p for p in s1.iterdir() if p.name.startswith("memory-")]
+    with Vmm(vmm_bin, testguest, tmp_path / "b", extra=["--restore", s1], **opts) as vm:
+        vm.wait_result("dirty_passes", 60, count=2)
+        perms, path = ram_mapping(vm.proc.pid, 256 << 20)
+        assert perms == "rw-p" and path == str(mem1), (perms, path)
+        res = save(vm, s2)
+        assert not vm.result_values("dirty_errors"), vm.tails()
+    assert res["data_bytes"] >= 32 << 20, res
+    s1_bytes = mem1.read_bytes()
+    with Vmm(vmm_bin, testguest, tmp_path / "c",
+             extra=["--restore", s2, "--restore-memory", "eager"], **opts) as vm:
+        vm.wait_result("dirty_passes", 60, count=2)
+        perms, _ = ram_mapping(vm.proc.pid, 256 << 20)
+        assert perms == "rw-s", perms
+        assert not vm.result_values("dirty_errors"), vm.tails()
+        save(vm, s3)
+    # the lazily mapped file was never written
+    assert mem1.read_bytes() == s1_bytes
+    with Vmm(vmm_bin, testguest, tmp_path / "d", extra=["--restore", s3], **opts) as vm:
+        vm.wait_result("dirty_passes", 60, count=2)
+        assert not vm.result_values("dirty_errors"), vm.tails()
+        ctl = vm.control()
+        assert ctl.request("reset")["ok"] is True
+        vm.wait_result("boot", 30)
+        perms, path = ram_mapping(vm.proc.pid, 256 << 20)
+        assert perms == "rw-s" and not path.startswith(str(s3)), (perms, path)
+        vm.wait_result("dirty_passes", 60, count=3)
+        assert not vm.result_values("dirty_errors"), vm.tails()
+        ctl.request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
+
+
+def test_restore_memory_option_is_checked(vmm_bin, testguest, tmp_path):
+    for args, words in [(["--restore", tmp_path, "--restore-memory", "later"], "lazy or eager"),
+                        (["--restore-memory", "eager"], "goes with --restore")]:
+        r = subprocess.run([vmm_bin, "--kernel", testguest] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and words in r.stderr, (args, r.returncode, r.stderr)
 
 
 def test_disk_writes_in_flight_complete_after_restore(vmm_bin, testguest, tmp_path):
@@ -220,3 +285,39 @@ def test_virtqueue_outside_ram_in_a_state_file_means_needs_reset(vmm_bin, testgu
         assert ctl.request("status")["result"]["state"] == "running"
         ctl.request("poweroff")
         assert vm.wait_exit(30) == 0, vm.tails()
+
+
+def test_jailed_worker_saves_into_its_jail_dir_only(vmm_bin, testguest, tmp_path):
+    """In --jail the worker sees no host directory but its --jail-dir,
+    bind-mounted read-write: it saves there (a path elsewhere is refused
+    with an error naming the directory, and the VM runs on), and the state
+    restores, in the jail again, where the counting stopped."""
+    if os.geteuid() != 0:
+        pytest.skip("--jail needs root (it switches to an unprivileged uid)")
+    jd = tmp_path / "jail"
+    jd.mkdir()
+    os.chown(jd, 900000, 900000)
+    os.chmod(jd, 0o700)
+    state = jd / "Saved"
+    jail = ["--jail", "--jail-dir", str(jd)]
+    with Vmm(vmm_bin, testguest, tmp_path / "a", cmdline="count", memory="256M",
+             extra=jail) as vm:
+        vm.wait_result("count", 60, count=2)
+        ctl = vm.control()
+        r = ctl.request("save", path=str(tmp_path / "elsewhere"))
+        assert r["ok"] is False and r["error"]["code"] == "unsupported", r
+        assert str(jd) in r["error"]["message"], r
+        r = ctl.request("save", path=str(jd) + "/../escape")
+        assert r["ok"] is False, r
+        assert ctl.request("status")["result"]["state"] == "running"
+        assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "escape").exists()
+        save(vm, state)
+        before = counts(vm)
+    assert (state / "state.bin").stat().st_uid == 900000
+    with Vmm(vmm_bin, testguest, tmp_path / "b", cmdline="count", memory="256M",
+             extra=jail + ["--restore", state]) as vm:
+        vm.wait_result("count", 60, count=2)
+        after = counts(vm)
+        vm.control().request("poweroff")
+        assert vm.wait_exit(30) == 0, vm.tails()
+    assert after[0] in (before[-1] + 1, before[-1] + 2), (before, after)

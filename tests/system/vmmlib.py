@@ -15,6 +15,7 @@ Everything that waits takes a timeout and raises VmmTimeout (an
 AssertionError, so pytest shows it as a test failure) with the tail of the
 serial log and stderr.
 """
+import hashlib
 import json
 import os
 import re
@@ -269,12 +270,18 @@ class ControlClient:
             if not self._read_messages(min(left, 0.5)) and not self.responses:
                 raise VmmTimeout("control socket closed before a response (id %s)" % want_id)
 
-    def request(self, cmd, timeout=30, **fields):
+    def request(self, cmd, timeout=30, fds=None, **fields):
+        """fds: descriptors sent with the request (SCM_RIGHTS), for the
+        commands that take files."""
         rid = self.next_id
         self.next_id += 1
         msg = {"id": rid, "cmd": cmd}
         msg.update(fields)
-        self.send_raw(json.dumps(msg) + "\n")
+        data = (json.dumps(msg) + "\n").encode()
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds))
+        else:
+            self.send_raw(data)
         return self.recv_response(rid, timeout)
 
     def wait_event(self, predicate, timeout=30):
@@ -327,3 +334,54 @@ def parse_guest_e820(value):
 
 def ram_bytes(e820):
     return sum(b - a for a, b, t in e820 if t == 1)
+
+
+def guest_ram_base(pid, size):
+    """Where the worker maps guest RAM: the one mapping of guest-RAM size,
+    shared (the memfd or the huge-page tmpfs file) or, after a lazy restore,
+    private of the saved memory file; from /proc/PID/maps. The kernel may
+    show it as several adjacent entries (a huge-page or madvise split), so
+    runs of contiguous entries of one file are summed."""
+    with open("/proc/%d/maps" % pid) as f:
+        entries = []
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            path = parts[5] if len(parts) > 5 else ""
+            lazy = parts[1] == "rw-p" and "/memory-" in path
+            if parts[1] == "rw-s" or lazy:
+                entries.append((lo, hi, int(parts[2], 16), parts[4], path))
+    spans, run = [], None
+    for lo, hi, off, inode, path in entries:
+        if run and lo == run[1] and inode == run[3] and path == run[4] and off == run[2]:
+            run = (run[0], hi, off + (hi - lo), inode, path)
+        else:
+            if run:
+                spans.append(run)
+            run = (lo, hi, off + (hi - lo), inode, path)
+    if run:
+        spans.append(run)
+    bases = [r[0] for r in spans if r[1] - r[0] == size]
+    assert len(bases) == 1, "no single guest-RAM mapping of %d bytes in the worker: %s" % (
+        size, [(hex(r[0]), r[1] - r[0], r[4]) for r in spans])
+    return bases[0]
+
+
+def guest_ram_read(pid, size, gpa, n):
+    """n bytes of guest RAM at guest-physical address gpa (below the PCI
+    hole), read from outside through /proc/PID/mem."""
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+        mem.seek(guest_ram_base(pid, size) + gpa)
+        return mem.read(n)
+
+
+def guest_ram_digest(pid, size):
+    """SHA-256 of the worker's guest RAM, read from outside through
+    /proc/PID/mem."""
+    base = guest_ram_base(pid, size)
+    h = hashlib.sha256()
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+        for off in range(0, size, (4 << 20)):
+            mem.seek(base + off)
+            h.update(mem.read((4 << 20)))
+    return h.hexdigest()

@@ -1,10 +1,11 @@
 /* ACPI tables for a cloison VM: RSDP, XSDT, FADT (+FACS), MADT, MCFG and a
  * DSDT with the PCI host bridge (_CRS with the MMIO window and I/O), COM1,
- * the power button and \_S5. Pure: builds into a buffer, so tests can run
- * `iasl -d` on the result. */
+ * the power button, \_S5, ACPI PCI hotplug slots and the VM Generation ID.
+ * Pure: builds into a buffer, so tests can run `iasl -d` on the result. */
 #ifndef CLOISON_VMM_BOOT_ACPI_H
 #define CLOISON_VMM_BOOT_ACPI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,6 +13,14 @@ struct acpi_config {
 	unsigned ncpus;		/* APIC ids 0..ncpus-1 */
 	uint64_t ram_below_4g;	/* bytes */
 	uint64_t ram_above_4g;	/* bytes (from 4 GiB) */
+	/* PCI slots (bit n = slot n) that take devices at runtime through
+	 * ACPI PCI hotplug (bus/hotplug.h): each gets a Device with _ADR,
+	 * _SUN and _EJ0 under \_SB.PCI0, and \_GPE._E01 notifies them.
+	 * 0: no hotplug. */
+	uint32_t hotplug_slots;
+	/* A VM Generation ID device \_SB.VGEN whose ADDR returns
+	 * LAYOUT_VMGENID, and \_GPE._E02 that notifies it (hw/vmgenid.h). */
+	bool vmgenid;
 };
 
 struct acpi_tables {

@@ -77,6 +77,7 @@ struct pci_bus {
 	struct pci_home home[PCI_MAX_DEVICES];
 	uint64_t mmio_next;
 	uint32_t io_next;
+	unsigned want_slot; /* pci_bus_want_slot, 0 = none */
 	struct pci_device bridge;
 };
 
@@ -536,8 +537,11 @@ int pci_bus_add_device(struct pci_bus *bus, struct pci_device *dev)
 	int err;
 
 	pthread_mutex_lock(&bus->lock);
-	for (slot = 1; slot < PCI_MAX_DEVICES && bus->slots[slot]; slot++)
-		;
+	slot = bus->want_slot;
+	bus->want_slot = 0;
+	if (!slot || slot >= PCI_MAX_DEVICES || bus->slots[slot])
+		for (slot = 1; slot < PCI_MAX_DEVICES && bus->slots[slot]; slot++)
+			;
 	if (slot == PCI_MAX_DEVICES) {
 		err = -ENOSPC;
 		goto out;
@@ -558,6 +562,43 @@ int pci_bus_add_device(struct pci_bus *bus, struct pci_device *dev)
 out:
 	pthread_mutex_unlock(&bus->lock);
 	return err;
+}
+
+void pci_bus_want_slot(struct pci_bus *bus, unsigned slot)
+{
+	pthread_mutex_lock(&bus->lock);
+	bus->want_slot = slot;
+	pthread_mutex_unlock(&bus->lock);
+}
+
+uint32_t pci_bus_used_slots(struct pci_bus *bus)
+{
+	uint32_t used = 0;
+
+	pthread_mutex_lock(&bus->lock);
+	for (unsigned slot = 0; slot < PCI_MAX_DEVICES; slot++)
+		if (bus->slots[slot])
+			used |= 1u << slot;
+	pthread_mutex_unlock(&bus->lock);
+	return used;
+}
+
+int pci_bus_slot_info(struct pci_bus *bus, unsigned slot, const char **name, uint16_t *vendor,
+		      uint16_t *device)
+{
+	struct pci_device *dev;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&bus->lock);
+	dev = slot < PCI_MAX_DEVICES ? bus->slots[slot] : NULL;
+	if (dev) {
+		*name = dev->name;
+		*vendor = rd16(dev->config + PCI_VENDOR_ID);
+		*device = rd16(dev->config + PCI_VENDOR_ID + 2);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&bus->lock);
+	return ret;
 }
 
 void pci_bus_remove_device(struct pci_bus *bus, struct pci_device *dev)

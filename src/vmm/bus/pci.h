@@ -88,6 +88,19 @@ int pci_device_add_cap(struct pci_device *dev, const void *cap, unsigned len);
  * 0 or -errno (-ENOSPC when the bus is full). */
 int pci_bus_add_device(struct pci_bus *bus, struct pci_device *dev);
 
+/* The next pci_bus_add_device puts its device in slot (when free) rather
+ * than the lowest free one: a restore puts hot-added devices back where
+ * they were. One-shot. */
+void pci_bus_want_slot(struct pci_bus *bus, unsigned slot);
+
+/* Slots holding a device (bit n = slot n; bit 0, the host bridge, set). */
+uint32_t pci_bus_used_slots(struct pci_bus *bus);
+
+/* What is in slot: 0 with *name (the device's, valid while it stays on
+ * the bus), *vendor and *device filled, or -ENOENT. */
+int pci_bus_slot_info(struct pci_bus *bus, unsigned slot, const char **name, uint16_t *vendor,
+		      uint16_t *device);
+
 /* Takes dev off the bus: unmaps its BARs, frees its MSI-X state (routes,
  * irqfds, eventfds) and frees the slot. Call before freeing dev, with the
  * vCPUs stopped or paused. */

@@ -5,7 +5,8 @@
  *             SLP_EN (SLP_TYP = S5 powers the VM off)
  *   PM_TMR    32-bit free-running counter at 3.579545 MHz
  *   RESET     writing ACPI_RESET_VALUE resets the VM
- *   GPE0      +0 GPE0_STS (write 1 to clear)  +2 GPE0_EN (no sources yet)
+ *   GPE0      +0 GPE0_STS (write 1 to clear)  +2 GPE0_EN; bit 1 is PCI
+ *             hotplug (bus/hotplug.c, through acpi_pm_raise_gpe)
  *
  * All five live in one port region from PORT_ACPI_PM1A_EVT and are handled
  * a byte at a time, so any access width the guest picks works. The SCI is
@@ -242,6 +243,16 @@ void acpi_pm_press_power_button(struct acpi_pm *pm)
 {
 	pthread_mutex_lock(&pm->lock);
 	pm->pm1_sts |= PM1_PWRBTN_STS;
+	sci_update(pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
+void acpi_pm_raise_gpe(struct acpi_pm *pm, unsigned bit)
+{
+	if (bit >= 16)
+		return;
+	pthread_mutex_lock(&pm->lock);
+	pm->gpe0_sts |= (uint16_t)(1u << bit);
 	sci_update(pm);
 	pthread_mutex_unlock(&pm->lock);
 }

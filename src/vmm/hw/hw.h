@@ -65,6 +65,9 @@ struct acpi_pm;
 int acpi_pm_create(struct vm *vm, struct acpi_pm **out);
 /* Sets PWRBTN_STS and raises the SCI if the guest enabled it (any thread). */
 void acpi_pm_press_power_button(struct acpi_pm *pm);
+/* Sets GPE0 status bit `bit` (0..15) and raises the SCI if the guest
+ * enabled it (any thread). */
+void acpi_pm_raise_gpe(struct acpi_pm *pm, unsigned bit);
 void acpi_pm_reset(struct acpi_pm *pm);
 void acpi_pm_pause(struct acpi_pm *pm);
 void acpi_pm_resume(struct acpi_pm *pm);

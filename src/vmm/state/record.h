@@ -47,6 +47,8 @@ enum state_section_type {
 	STATE_SECTION_RTC = 17,
 	STATE_SECTION_I8042 = 18,
 	STATE_SECTION_ACPI_PM = 19,
+	STATE_SECTION_HOTPLUG = 20, /* ACPI PCI hotplug registers, hot-added slots */
+	STATE_SECTION_VMGENID = 21, /* the VM Generation ID the guest saw */
 	STATE_SECTION_PCI = 32,	   /* instance = slot: config space, MSI-X */
 	STATE_SECTION_VIRTIO = 33, /* instance = slot: transport, queues */
 	STATE_SECTION_VIRTIO_DEV = 34, /* instance = slot: device-specific */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -96,6 +97,150 @@ static int extent_in(int fd, uint8_t *hva, size_t len, off_t off)
 	return pread_full(fd, hva, len, off);
 }
 
+/* ---- lazily restored RAM ----
+ * After a lazy restore each region is a MAP_PRIVATE mapping of the saved
+ * memory file: a page the guest (or a device) has not written is the
+ * file's, one it wrote is an anonymous copy. Guest data is then the file's
+ * data extents plus every copied page, which /proc/self/pagemap tells
+ * apart (present or swapped, and not a file page). */
+#define PAGE 4096ULL
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+#define PM_BATCH 4096
+
+static int mark_extents(int fd, const struct guest_mem_region *r, uint8_t *want)
+{
+	off_t end = (off_t)(r->memfd_off + r->size), at = (off_t)r->memfd_off;
+
+	while (at < end) {
+		off_t data = lseek(fd, at, SEEK_DATA), hole;
+
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		if (data < 0 || data >= end)
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		hole = MIN(hole, end);
+		for (off_t p = (data - (off_t)r->memfd_off) / (off_t)PAGE;
+		     p * (off_t)PAGE < hole - (off_t)r->memfd_off; p++)
+			want[p] = 1;
+		at = hole;
+	}
+	return 0;
+}
+
+static int mark_copied(int pagemap, const struct guest_mem_region *r, uint8_t *want)
+{
+	uint64_t n = r->size / PAGE, first = (uintptr_t)r->hva / PAGE;
+	uint64_t buf[PM_BATCH];
+
+	for (uint64_t i = 0; i < n; i += PM_BATCH) {
+		size_t k = (size_t)MIN((uint64_t)PM_BATCH, n - i);
+		int ret = pread_full(pagemap, buf, k * sizeof(buf[0]),
+				     (off_t)((first + i) * sizeof(buf[0])));
+		if (ret)
+			return ret;
+		for (size_t j = 0; j < k; j++)
+			if ((buf[j] & (PM_PRESENT | PM_SWAPPED)) && !(buf[j] & PM_FILE))
+				want[i + j] = 1;
+	}
+	return 0;
+}
+
+static int write_lazy_memory(const struct guest_mem *m, int fd)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct guest_mem_region *r = &m->regions[i];
+		uint64_t n = r->size / PAGE;
+		uint8_t *want = calloc(n, 1);
+		int ret;
+
+		if (!want)
+			return -ENOMEM;
+		ret = mark_extents(m->lazy_fd, r, want);
+		if (!ret)
+			ret = mark_copied(m->pagemap_fd, r, want);
+		for (uint64_t p = 0; !ret && p < n;) {
+			uint64_t q = p;
+
+			if (!want[p]) {
+				p++;
+				continue;
+			}
+			while (q < n && want[q])
+				q++;
+			ret = pwrite_full(fd, r->hva + p * PAGE, (size_t)((q - p) * PAGE),
+					  (off_t)(r->memfd_off + p * PAGE));
+			p = q;
+		}
+		free(want);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int map_regions(struct guest_mem *m, int fd, int flags)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		struct guest_mem_region *r = &m->regions[i];
+		void *p = mmap(r->hva, r->size, PROT_READ | PROT_WRITE,
+			       flags | MAP_FIXED | MAP_NORESERVE, fd, (off_t)r->memfd_off);
+
+		if (p == MAP_FAILED)
+			return -errno;
+		if (flags & MAP_SHARED && m->huge)
+			madvise(p, r->size, MADV_HUGEPAGE);
+	}
+	return 0;
+}
+
+int vm_state_drop_lazy(struct guest_mem *m)
+{
+	int ret;
+
+	if (!m->lazy)
+		return 0;
+	ret = map_regions(m, m->memfd, MAP_SHARED);
+	if (ret)
+		return ret;
+	close(m->lazy_fd);
+	close(m->pagemap_fd);
+	m->lazy_fd = m->pagemap_fd = -1;
+	m->lazy = false;
+	return 0;
+}
+
+/* The regions become private mappings of fd; the memfd's pages (what
+ * the fresh VM's boot wrote) are freed. */
+static int map_lazily(struct guest_mem *m, int fd)
+{
+	int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), ret;
+
+	if (pagemap < 0)
+		return -errno;
+	m->lazy_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (m->lazy_fd < 0) {
+		ret = -errno;
+		close(pagemap);
+		return ret;
+	}
+	m->pagemap_fd = pagemap;
+	m->lazy = true;
+	ret = map_regions(m, fd, MAP_PRIVATE);
+	if (ret) {
+		vm_state_drop_lazy(m);
+		return ret;
+	}
+	if (fallocate(m->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)m->total) < 0) {
+		/* the memfd is not mapped now; nothing reads it until a reset */
+	}
+	return 0;
+}
+
 /* Guest RAM into fd: untouched RAM (holes in the memfd) stays a hole. */
 static int write_memory(const struct guest_mem *m, int fd, uint64_t *data_bytes)
 {
@@ -104,7 +249,7 @@ static int write_memory(const struct guest_mem *m, int fd, uint64_t *data_bytes)
 
 	if (ftruncate(fd, (off_t)m->total) < 0)
 		return -errno;
-	ret = for_each_extent(m, m->memfd, extent_out, fd);
+	ret = m->lazy ? write_lazy_memory(m, fd) : for_each_extent(m, m->memfd, extent_out, fd);
 	if (!ret && fdatasync(fd) < 0)
 		ret = -errno;
 	if (!ret && fstat(fd, &st) == 0)
@@ -305,10 +450,11 @@ static int load_memory(struct vm *vm, const char *dir, const char *name, char *e
 		return vmm_fail(err, errlen, -EINVAL, "%s: not the memory of this save (%lld bytes, "
 			    "the VM has %" PRIu64 ")", path, (long long)st.st_size, vm->mem.total);
 	}
-	ret = read_memory(&vm->mem, fd);
+	ret = vm->cfg.restore_eager ? read_memory(&vm->mem, fd) : map_lazily(&vm->mem, fd);
 	close(fd);
 	if (ret)
-		return vmm_fail(err, errlen, ret, "%s: cannot read: %s", path, strerror(-ret));
+		return vmm_fail(err, errlen, ret, "%s: cannot %s: %s", path,
+			    vm->cfg.restore_eager ? "read" : "map", strerror(-ret));
 	return 0;
 }
 

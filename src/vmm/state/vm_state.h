@@ -47,4 +47,10 @@ int vm_state_save(struct vm *vm, const char *dir, struct vm_save_stats *stats, c
  * files in dir untouched. */
 int vm_state_restore(struct vm *vm, const char *dir, char *err, size_t errlen);
 
+/* After a lazy restore, guest RAM maps the saved memory file; this maps
+ * the VM's own memory back in place (its pages are not brought along: the
+ * caller is resetting the machine). 0 when RAM is not lazy. */
+struct guest_mem;
+int vm_state_drop_lazy(struct guest_mem *m);
+
 #endif

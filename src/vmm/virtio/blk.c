@@ -412,6 +412,47 @@ static void blk_stop(struct virtio_dev *vdev)
 	signal_dirty(b);
 }
 
+int virtio_blk_switch(struct virtio_dev *vdev, const char *const *paths, const int *fds,
+		      unsigned n, char *err, size_t errlen)
+{
+	struct blk *b = to_blk(vdev);
+	int ret;
+
+	virtio_dev_lock(vdev);
+	/* every request the guest gave is answered first: none is in the
+	 * old chain when it closes */
+	b->be->ops->drain(b->be);
+	signal_dirty(b);
+	if (b->be->ops->switch_chain) {
+		ret = b->be->ops->switch_chain(b->be, paths, fds, n, err, errlen);
+	} else {
+		snprintf(err, errlen, "this disk's backend cannot switch its chain");
+		ret = -EOPNOTSUPP;
+	}
+	virtio_dev_unlock(vdev);
+	if (!ret)
+		log_info("%s: now on %s", vdev->name, paths[0]);
+	return ret;
+}
+
+int virtio_blk_share(struct virtio_dev *vdev, char *err, size_t errlen)
+{
+	struct blk *b = to_blk(vdev);
+	int ret;
+
+	virtio_dev_lock(vdev);
+	b->be->ops->drain(b->be);
+	signal_dirty(b);
+	if (b->be->ops->share) {
+		ret = b->be->ops->share(b->be, err, errlen);
+	} else {
+		snprintf(err, errlen, "this disk's backend cannot share its image");
+		ret = -EOPNOTSUPP;
+	}
+	virtio_dev_unlock(vdev);
+	return ret;
+}
+
 static void blk_config_read(struct virtio_dev *vdev, uint32_t off, void *data, unsigned len)
 {
 	memcpy(data, to_blk(vdev)->config + off, len);

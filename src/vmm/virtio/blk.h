@@ -81,6 +81,14 @@ struct blk_backend_ops {
 	/* Waits for every request in flight and reports them. */
 	void (*drain)(struct blk_backend *be);
 	void (*close)(struct blk_backend *be);
+	/* Optional: replaces the image under a drained backend with the chain
+	 * of the n files paths/fds (top first; disk_open_fds), of the same
+	 * virtual size and logical sector. 0 or -errno with err filled; on
+	 * failure nothing changed. */
+	int (*switch_chain)(struct blk_backend *be, const char *const *paths, const int *fds,
+			    unsigned n, char *err, size_t errlen);
+	/* Optional: disk_share of the image under a drained backend. */
+	int (*share)(struct blk_backend *be, char *err, size_t errlen);
 };
 
 struct blk_backend {
@@ -149,6 +157,10 @@ struct blk_mapper_ops {
 	/* Requests the mapper holds (taken, not handed back). */
 	unsigned (*outstanding)(struct blk_mapper *m);
 	void (*close)(struct blk_mapper *m);
+	/* Optional: switch_chain of the backend over it. */
+	int (*switch_disk)(struct blk_mapper *m, bool read_only, const char *const *paths,
+			   const int *fds, unsigned n, char *err, size_t errlen);
+	int (*share_disk)(struct blk_mapper *m, char *err, size_t errlen);
 };
 struct blk_mapper {
 	const struct blk_mapper_ops *ops;
@@ -163,6 +175,7 @@ struct disk;
 /* VHDX/VHD: the disk library's block map under io_uring. Takes over d. */
 int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_backend **out);
 
+
 /* Backends report a finished request (err 0 or -errno). */
 static inline void blk_req_complete(struct blk_backend *be, struct blk_req *req, int err)
 {
@@ -170,6 +183,15 @@ static inline void blk_req_complete(struct blk_backend *be, struct blk_req *req,
 }
 
 /* The whole device: parses the spec and attaches a virtio-blk function. */
+/* virtio_blk_switch (blk.c): the device's open chain replaced while the
+ * guest runs (its requests drained first). */
+struct virtio_dev;
+int virtio_blk_switch(struct virtio_dev *vdev, const char *const *paths, const int *fds,
+		      unsigned n, char *err, size_t errlen);
+/* The device's image shared for a child to be made of it (disk_share),
+ * its requests drained first. */
+int virtio_blk_share(struct virtio_dev *vdev, char *err, size_t errlen);
+
 struct blk_spec {
 	char path[4096];
 	char serial[21];

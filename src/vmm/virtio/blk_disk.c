@@ -12,12 +12,16 @@
  *  - anything the map cannot say (a read-only VHDX with its log replayed
  *    in memory, a request in too many pieces): disk_pread/disk_pwrite.
  * Threads hand requests back on a per-queue list and wake the event loop
- * through the queue's completion eventfd. */
+ * through the queue's completion eventfd. In a jailed worker each thread
+ * narrows itself to the I/O seccomp list (SECCOMP_THREAD_IO): at start if
+ * the jail is already in place (a hot-added disk), else when
+ * seccomp_install_base() calls this mapper's waker. */
 #include "vmm/virtio/blk.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,6 +29,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "disk/disk.h"
+#include "vmm/seccomp.h"
 
 #define DISK_THREADS 4
 
@@ -50,6 +55,11 @@ struct disk_mapper {
 	bool stopping;
 	unsigned nthreads;
 	pthread_t threads[DISK_THREADS];
+	/* seccomp: the waker asks each thread to narrow itself and waits. */
+	struct seccomp_waker waker;
+	pthread_cond_t narrow_cv;
+	bool narrow;		   /* the waker asked */
+	unsigned narrowed, failed; /* threads that did, that could not */
 	unsigned nqueues;
 	struct back_list q[];
 };
@@ -278,20 +288,44 @@ static void do_job(struct disk_mapper *dm, struct blk_req *req, uint8_t **bounce
 	req->stage = BLK_PLAN_DONE;
 }
 
+/* Lock held. Narrows the calling thread to the I/O list (once). */
+static void narrow_self(struct disk_mapper *dm, bool *done)
+{
+	int ret;
+
+	pthread_mutex_unlock(&dm->lock);
+	ret = seccomp_thread_enter(SECCOMP_THREAD_IO);
+	pthread_mutex_lock(&dm->lock);
+	*done = true;
+	if (ret)
+		dm->failed++;
+	else
+		dm->narrowed++;
+	pthread_cond_broadcast(&dm->narrow_cv);
+}
+
 static void *worker(void *opaque)
 {
 	struct disk_mapper *dm = opaque;
 	uint8_t *bounce = NULL;
 	size_t bounce_len = 0;
 	uint64_t one = 1;
+	bool narrowed = false;
 
+	pthread_setname_np(pthread_self(), "disk-io");
 	pthread_mutex_lock(&dm->lock);
+	if (seccomp_armed())
+		narrow_self(dm, &narrowed); /* made in a jailed worker: no waker */
 	for (;;) {
 		struct blk_req *req;
 		int efd;
 
-		while (!dm->todo_head && !dm->stopping)
+		while (!dm->todo_head && !dm->stopping && (narrowed || !dm->narrow))
 			pthread_cond_wait(&dm->work_cv, &dm->lock);
+		if (!narrowed && dm->narrow) {
+			narrow_self(dm, &narrowed);
+			continue;
+		}
 		if (!dm->todo_head)
 			break;
 		req = dm->todo_head;
@@ -370,6 +404,22 @@ static unsigned map_outstanding(struct blk_mapper *m)
 	return n;
 }
 
+/* seccomp_install_base() is in: each thread narrows itself. */
+static int wake_to_narrow(struct seccomp_waker *w)
+{
+	struct disk_mapper *dm = (struct disk_mapper *)((char *)w - offsetof(struct disk_mapper, waker));
+	int ret;
+
+	pthread_mutex_lock(&dm->lock);
+	dm->narrow = true;
+	pthread_cond_broadcast(&dm->work_cv);
+	while (dm->narrowed + dm->failed < dm->nthreads)
+		pthread_cond_wait(&dm->narrow_cv, &dm->lock);
+	ret = dm->failed ? -EPERM : 0;
+	pthread_mutex_unlock(&dm->lock);
+	return ret;
+}
+
 static void stop_threads(struct disk_mapper *dm)
 {
 	pthread_mutex_lock(&dm->lock);
@@ -383,6 +433,7 @@ static void stop_threads(struct disk_mapper *dm)
 
 static void free_mapper(struct disk_mapper *dm)
 {
+	pthread_cond_destroy(&dm->narrow_cv);
 	pthread_cond_destroy(&dm->work_cv);
 	pthread_mutex_destroy(&dm->lock);
 	free(dm);
@@ -394,11 +445,66 @@ static void map_close(struct blk_mapper *m)
 	struct disk_mapper *dm = to_dm(m);
 	int ret;
 
+	seccomp_waker_remove(&dm->waker);
 	stop_threads(dm);
 	ret = dm->d ? disk_close(dm->d) : 0;
 	if (ret)
 		log_error("virtio-blk: closing the image: %s", strerror(-ret));
 	free_mapper(dm);
+}
+
+static int map_switch_disk(struct blk_mapper *m, bool read_only, const char *const *paths,
+			   const int *fds, unsigned n, char *err, size_t errlen)
+{
+	struct disk_mapper *dm = to_dm(m);
+	struct disk_error derr = { { 0 } };
+	struct disk_info now, next;
+	struct disk *nd;
+	int ret;
+
+	ret = disk_open_fds(paths, fds, n, read_only ? DISK_OPEN_RDONLY : 0, &nd, &derr);
+	if (ret) {
+		snprintf(err, errlen, "%s", derr.msg[0] ? derr.msg : strerror(-ret));
+		return ret;
+	}
+	pthread_mutex_lock(&dm->lock);
+	disk_get_info(dm->d, &now);
+	disk_get_info(nd, &next);
+	if (next.virtual_size != now.virtual_size || next.logical_sector != now.logical_sector) {
+		pthread_mutex_unlock(&dm->lock);
+		disk_close(nd);
+		snprintf(err, errlen, "%s: %llu bytes in %u-byte sectors, but the disk the guest "
+			 "has is %llu bytes in %u-byte sectors", paths[0],
+			 (unsigned long long)next.virtual_size, next.logical_sector,
+			 (unsigned long long)now.virtual_size, now.logical_sector);
+		return -EINVAL;
+	}
+	if (dm->outstanding || dm->todo_head) {
+		pthread_mutex_unlock(&dm->lock);
+		disk_close(nd);
+		snprintf(err, errlen, "requests are still in flight");
+		return -EBUSY;
+	}
+	struct disk *old = dm->d;
+	dm->d = nd;
+	pthread_mutex_unlock(&dm->lock);
+	ret = disk_close(old);
+	if (ret)
+		log_error("virtio-blk: closing the image switched from: %s", strerror(-ret));
+	return 0;
+}
+
+static int map_share_disk(struct blk_mapper *m, char *err, size_t errlen)
+{
+	struct disk_mapper *dm = to_dm(m);
+
+	pthread_mutex_lock(&dm->lock);
+	int ret = dm->outstanding || dm->todo_head ? -EBUSY : disk_share(dm->d);
+	pthread_mutex_unlock(&dm->lock);
+	if (ret)
+		snprintf(err, errlen, "%s", ret == -EBUSY ? "requests are still in flight"
+							  : strerror(-ret));
+	return ret;
 }
 
 static const struct blk_mapper_ops disk_mapper_ops = {
@@ -409,7 +515,10 @@ static const struct blk_mapper_ops disk_mapper_ops = {
 	.has_back = map_has_back,
 	.outstanding = map_outstanding,
 	.close = map_close,
+	.switch_disk = map_switch_disk,
+	.share_disk = map_share_disk,
 };
+
 
 int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_backend **out)
 {
@@ -423,6 +532,8 @@ int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_back
 		return -ENOMEM;
 	pthread_mutex_init(&dm->lock, NULL);
 	pthread_cond_init(&dm->work_cv, NULL);
+	pthread_cond_init(&dm->narrow_cv, NULL);
+	dm->waker.wake = wake_to_narrow;
 	dm->m.ops = &disk_mapper_ops;
 	dm->d = d;
 	dm->nqueues = o->nqueues;
@@ -450,6 +561,7 @@ int blk_disk_open(struct disk *d, const struct blk_open_opts *o, struct blk_back
 		be->ops->close(be);
 		return ret;
 	}
+	seccomp_waker_add(&dm->waker);
 	*out = be;
 	return 0;
 }

@@ -25,6 +25,7 @@
 #include <limits.h>
 #include <liburing.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -578,6 +579,30 @@ static void uring_close(struct blk_backend *be)
 	free(ub);
 }
 
+static int uring_switch_chain(struct blk_backend *be, const char *const *paths, const int *fds,
+			      unsigned n, char *err, size_t errlen)
+{
+	struct uring_backend *ub = to_ub(be);
+
+	if (!ub->mapper || !ub->mapper->ops->switch_disk) {
+		snprintf(err, errlen, "the disk is a raw image: it has no chain to switch");
+		return -EOPNOTSUPP;
+	}
+	return ub->mapper->ops->switch_disk(ub->mapper, be->read_only, paths, fds, n, err,
+					    errlen);
+}
+
+static int uring_share(struct blk_backend *be, char *err, size_t errlen)
+{
+	struct uring_backend *ub = to_ub(be);
+
+	if (!ub->mapper || !ub->mapper->ops->share_disk) {
+		snprintf(err, errlen, "the disk is a raw image: no child can be made of it");
+		return -EOPNOTSUPP;
+	}
+	return ub->mapper->ops->share_disk(ub->mapper, err, errlen);
+}
+
 static const struct blk_backend_ops uring_ops = {
 	.submit = uring_submit,
 	.flush_batch = uring_flush_batch,
@@ -586,6 +611,8 @@ static const struct blk_backend_ops uring_ops = {
 	.poll = uring_poll,
 	.drain = uring_drain,
 	.close = uring_close,
+	.switch_chain = uring_switch_chain,
+	.share = uring_share,
 };
 
 /* cq_factor: completion-queue entries per submission entry; a mapped

@@ -15,6 +15,7 @@
 #include "vmm/virtio/net.h"
 #include "vmm/virtio/rng.h"
 #include "vmm/virtio/virtio.h"
+#include "vmm/virtio/vsock.h"
 #include "vmm/vm.h"
 
 #define MAX_DEVICES 64
@@ -23,6 +24,7 @@ struct virtio_devices {
 	pthread_mutex_t lock; /* the list; adds vs. pause/resume/reset */
 	unsigned ndevs, ndisks, nnics, nconsoles;
 	struct virtio_dev *devs[MAX_DEVICES];
+	struct virtio_dev *vsock; /* the one virtio-vsock, or NULL */
 };
 
 /* The VM's list, created when create is set (adds run on the thread
@@ -90,6 +92,36 @@ out:
 	return ret;
 }
 
+int virtio_disk_switch(struct vm *vm, unsigned index, const char *const *paths, const int *fds,
+		       unsigned n, char *err, size_t errlen)
+{
+	struct virtio_devices *d = devices_of(vm, false);
+	struct virtio_dev *dev = NULL;
+	char name[32];
+	int ret;
+
+	/* n == 0: share the image instead (disk_share) */
+	snprintf(name, sizeof(name), "virtio-blk%u", index);
+
+	if (!d) {
+		snprintf(err, errlen, "the VM has no disks");
+		return -ENODEV;
+	}
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->ndevs && !dev; i++)
+		if (!strcmp(d->devs[i]->name, name))
+			dev = d->devs[i];
+	if (!dev) {
+		pthread_mutex_unlock(&d->lock);
+		snprintf(err, errlen, "the VM has no disk %u (it has %u)", index, d->ndisks);
+		return -ENODEV;
+	}
+	ret = n ? virtio_blk_switch(dev, paths, fds, n, err, errlen)
+		: virtio_blk_share(dev, err, errlen);
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
 int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen)
 {
 	struct virtio_devices *d;
@@ -108,6 +140,20 @@ int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen)
 		d->devs[d->ndevs++] = dev;
 		d->nnics++;
 	}
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
+int virtio_devices_set_link(struct vm *vm, const char *tap, bool up)
+{
+	struct virtio_devices *d = devices_of(vm, false);
+	int ret = -ENODEV;
+
+	if (!d)
+		return ret;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->ndevs && ret == -ENODEV; i++)
+		ret = virtio_net_set_link(d->devs[i], tap, up);
 	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
@@ -146,6 +192,38 @@ int virtio_add_console(struct vm *vm, const char *spec, char *err, size_t errlen
 		d->devs[d->ndevs++] = dev;
 		d->nconsoles++;
 	}
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
+int virtio_vsock_spec_check(const char *spec, char *err, size_t errlen)
+{
+	struct vsock_spec s;
+
+	return vsock_spec_parse(spec, &s, err, errlen);
+}
+
+int virtio_add_vsock(struct vm *vm, const char *spec, char *err, size_t errlen)
+{
+	struct virtio_devices *d;
+	struct virtio_dev *dev;
+	struct vsock_spec s;
+	int ret;
+
+	ret = vsock_spec_parse(spec, &s, err, errlen);
+	if (ret)
+		return ret;
+	d = reserve(vm, &ret, err, errlen);
+	if (!d)
+		return ret;
+	if (d->vsock) {
+		snprintf(err, errlen, "--vsock: a VM has one vsock device");
+		ret = -EINVAL;
+	} else {
+		ret = virtio_vsock_create(vm, &s, &dev, err, errlen);
+	}
+	if (!ret)
+		d->devs[d->ndevs++] = d->vsock = dev;
 	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
@@ -200,6 +278,8 @@ void virtio_devices_save(struct vm *vm, struct state_writer *w)
 	pthread_mutex_lock(&d->lock);
 	for (unsigned i = 0; i < d->ndevs; i++)
 		virtio_dev_save(d->devs[i], w);
+	if (d->vsock)
+		virtio_vsock_save(d->vsock, w);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -213,6 +293,8 @@ int virtio_devices_restore(struct vm *vm, const struct state_file *f, char *err,
 	pthread_mutex_lock(&d->lock);
 	for (unsigned i = 0; i < d->ndevs && !ret; i++)
 		ret = virtio_dev_restore(d->devs[i], f, err, errlen);
+	if (!ret && d->vsock)
+		ret = virtio_vsock_restore(d->vsock, f, err, errlen);
 	pthread_mutex_unlock(&d->lock);
 	return ret;
 }

@@ -6,6 +6,7 @@
 #ifndef CLOISON_VMM_VIRTIO_DEVICES_H
 #define CLOISON_VMM_VIRTIO_DEVICES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct vm;
@@ -17,6 +18,14 @@ int virtio_net_spec_check(const char *spec, char *err, size_t errlen);
 
 /* "path=FILE[,readonly][,serial=STR][,direct]" */
 int virtio_add_disk(struct vm *vm, const char *spec, char *err, size_t errlen);
+/* Disk index (in --disk order) goes on with the chain of the n files
+ * paths/fds, top first (a new differencing child of what it had, or what
+ * a merge left), the guest running: its requests are answered first, then
+ * the image is swapped. The same size; VHDX and VHD only. 0 or -errno with
+ * err filled; on failure the disk is as it was. n == 0: the image is only
+ * shared for a child to be made of it (disk_share), before a switch. */
+int virtio_disk_switch(struct vm *vm, unsigned index, const char *const *paths, const int *fds,
+		       unsigned n, char *err, size_t errlen);
 /* "tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]" */
 int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen);
 /* entropy from getrandom() */
@@ -28,6 +37,15 @@ int virtio_add_rng(struct vm *vm, char *err, size_t errlen);
  * /dev/hvc0. Added by the virtio part for a --console option. */
 int virtio_console_spec_check(const char *spec, char *err, size_t errlen);
 int virtio_add_console(struct vm *vm, const char *spec, char *err, size_t errlen);
+
+/* A virtio-vsock whose host side is unix sockets (vsock.c):
+ * "cid=N,socket=PATH". One per VM. */
+int virtio_vsock_spec_check(const char *spec, char *err, size_t errlen);
+int virtio_add_vsock(struct vm *vm, const char *spec, char *err, size_t errlen);
+
+/* The link of the virtio-net on tap TAP goes up or down
+ * (virtio_net_set_link). 0, -ENODEV (no NIC on that tap) or -EPIPE. */
+int virtio_devices_set_link(struct vm *vm, const char *tap, bool up);
 
 /* Quiesces every virtio device (pause) and restarts them (resume); reset
  * returns them all to the just-created state (in-place reboot). */

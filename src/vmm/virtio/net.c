@@ -326,6 +326,30 @@ static const struct virtio_dev_ops net_ops = {
 	.destroy = net_destroy,
 };
 
+int virtio_net_set_link(struct virtio_dev *vdev, const char *tap, bool up)
+{
+	uint16_t status = up ? NET_S_LINK_UP : 0, old;
+	struct net *n;
+	int ret = 0;
+
+	if (vdev->ops != &net_ops)
+		return -ENODEV;
+	n = to_net(vdev);
+	if (strcmp(n->ifname, tap))
+		return -ENODEV;
+	virtio_dev_lock(vdev);
+	memcpy(&old, n->config + 6, 2);
+	if (up && n->gone)
+		ret = -EPIPE; /* the tap is gone: the link stays down */
+	else if (old != status) {
+		memcpy(n->config + 6, &status, 2);
+		virtio_dev_config_changed(vdev);
+		log_info("%s: tap %s: link %s", vdev->name, n->ifname, up ? "up" : "down");
+	}
+	virtio_dev_unlock(vdev);
+	return ret;
+}
+
 static int open_tap(struct net *n, char *err, size_t errlen)
 {
 	int ret;

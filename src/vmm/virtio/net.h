@@ -24,4 +24,10 @@ int net_spec_parse(const char *spec, struct net_spec *out, char *err, size_t err
 int virtio_net_create(struct vm *vm, const struct net_spec *spec, unsigned index,
 		      struct virtio_dev **out, char *err, size_t errlen);
 
+/* Sets or clears VIRTIO_NET_S_LINK_UP of vdev if it is the virtio-net on
+ * tap TAP, and raises a config-change interrupt when it changed (the
+ * daemon moves the tap between switches, or cuts it). 0; -ENODEV: not
+ * that device; -EPIPE: up asked of a tap that is gone. */
+int virtio_net_set_link(struct virtio_dev *vdev, const char *tap, bool up);
+
 #endif

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/evloop.h"
+#include "vmm/irq_stats.h"
 #include "common/log.h"
 #include "vmm/state/record.h"
 #include "vmm/vm.h"
@@ -103,6 +104,7 @@ static void signal_vector(struct virtio_dev *vdev, uint16_t vec)
 
 	if (vec == VIRTIO_MSI_NO_VECTOR || !pci_msix_enabled(&vdev->pci))
 		return;
+	vm_count_msi(vdev->vm);
 	fd = pci_msix_vector_eventfd(&vdev->pci, vec);
 	if (fd >= 0) {
 		if (write(fd, &one, sizeof(one)) == sizeof(one))

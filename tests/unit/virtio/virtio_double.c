@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/evloop.h"
+#include "vmm/irq_stats.h"
 
 static void *loop_main(void *opaque)
 {
@@ -148,6 +149,11 @@ struct virtio_devices **vm_virtio_slot(struct vm *vm)
 unsigned vm_vcpu_count(const struct vm *vm)
 {
 	return vm->ncpus;
+}
+
+void vm_count_msi(struct vm *vm)
+{
+	__atomic_add_fetch(&vm->msi_count, 1, __ATOMIC_RELAXED);
 }
 
 int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, bool mmio, int eventfd, bool assign)

@@ -39,6 +39,7 @@ struct vm {
 	unsigned nioeventfds;
 	unsigned ndevs;
 	struct virtio_devices *virtio; /* vm_virtio_slot */
+	unsigned msi_count; /* vm_count_msi */
 };
 
 struct vm *vd_create(unsigned ncpus);

@@ -63,14 +63,22 @@ struct built {
 	struct acpi_tables tab;
 };
 
-static void build(struct built *b, unsigned ncpus)
+/* Whether the tables built next have the VM Generation ID device. */
+static bool with_vmgenid;
+
+static void build_hotplug(struct built *b, unsigned ncpus, uint32_t hotplug_slots)
 {
-	struct acpi_config cfg = { ncpus, 512ULL << 20, 0 };
+	struct acpi_config cfg = { ncpus, 512ULL << 20, 0, hotplug_slots, with_vmgenid };
 
 	b->buf = calloc(1, BUF_LEN);
 	assert_non_null(b->buf);
 	assert_int_equal(acpi_build(&cfg, b->buf, BUF_LEN, LAYOUT_ACPI_BASE, &b->tab), 0);
 	assert_true(b->tab.used <= BUF_LEN);
+}
+
+static void build(struct built *b, unsigned ncpus)
+{
+	build_hotplug(b, ncpus, 0);
 }
 
 /* Walks RSDP -> XSDT -> FADT/MADT/MCFG -> DSDT/FACS by the guest pointers,
@@ -323,7 +331,43 @@ static void disassemble(const char *dir, const char *name, const uint8_t *t, siz
 	assert_iasl_clean(name, *dsl);
 }
 
-static void iasl_check(unsigned ncpus)
+/* The ACPI PCI hotplug objects acpiphp needs, for slots 3 and 31 (and
+ * none for slot 2, which the command line's devices took). */
+static void check_hotplug_dsl(const char *dsl)
+{
+	assert_non_null(strstr(dsl, "OperationRegion (PCHP, SystemIO, 0xAE00, 0x14)"));
+	assert_non_null(strstr(dsl, "Field (PCHP, DWordAcc, NoLock, WriteAsZeros)"));
+	assert_non_null(strstr(dsl, "Device (S03)"));
+	assert_non_null(strstr(dsl, "Device (S1F)"));
+	assert_null(strstr(dsl, "Device (S02)"));
+	assert_non_null(strstr(dsl, "Name (_SUN, 0x1F)"));
+	assert_non_null(strstr(dsl, "Name (_ADR, 0x001F0000)"));
+	assert_non_null(strstr(dsl, "Method (_EJ0, 1"));
+	assert_non_null(strstr(dsl, "PCEJ = 0x80000000"));
+	assert_non_null(strstr(dsl, "Method (_E01, 0"));
+	assert_non_null(strstr(dsl, "\\_SB.PCI0.PCNT ()"));
+	assert_non_null(strstr(dsl, "Notify (S03, One)"));
+	assert_non_null(strstr(dsl, "Notify (S1F, 0x03)"));
+}
+
+/* Microsoft's VM Generation ID device: its ids, ADDR returning the
+ * buffer's address as two 32-bit halves, and the GPE method's Notify. */
+static void check_vmgenid_dsl(const char *dsl)
+{
+	const char *dev = strstr(dsl, "Device (VGEN)"), *addr;
+
+	assert_non_null(dev);
+	assert_non_null(strstr(dev, "Name (_HID, \"CLSN0001\")"));
+	assert_non_null(strstr(dev, "Name (_CID, \"VM_Gen_Counter\")"));
+	assert_non_null(strstr(dev, "Name (_DDN, \"VM_Gen_Counter\")"));
+	addr = strstr(dev, "Method (ADDR, 0");
+	assert_non_null(addr);
+	assert_non_null(strstr(addr, "0x000DF000"));
+	assert_non_null(strstr(dsl, "Method (_E02, 0"));
+	assert_non_null(strstr(dsl, "Notify (\\_SB.VGEN, 0x80)"));
+}
+
+static void iasl_check(unsigned ncpus, uint32_t hotplug_slots)
 {
 	char dir[] = "/tmp/cloison-acpi-XXXXXX", cmd[600];
 	const char *names[] = { "xsdt", "facp", "facs", "apic", "mcfg", "dsdt" };
@@ -331,7 +375,7 @@ static void iasl_check(unsigned ncpus)
 	size_t offs[6];
 	char *dsl, *out;
 
-	build(&b, ncpus);
+	build_hotplug(&b, ncpus, hotplug_slots);
 	offs[0] = b.tab.xsdt_off;
 	offs[1] = b.tab.fadt_off;
 	offs[2] = b.tab.facs_off;
@@ -361,6 +405,14 @@ static void iasl_check(unsigned ncpus)
 			assert_non_null(strstr(dsl, "IRQNoFlags ()"));
 			assert_non_null(strstr(strstr(dsl, "IRQNoFlags ()"), "{4}"));
 			assert_non_null(strstr(dsl, "0xE0000000,         // Address Base"));
+			if (hotplug_slots)
+				check_hotplug_dsl(dsl);
+			else
+				assert_null(strstr(dsl, "PCHP"));
+			if (with_vmgenid)
+				check_vmgenid_dsl(dsl);
+			else
+				assert_null(strstr(dsl, "VGEN"));
 		}
 		if (!strcmp(names[i], "apic")) {
 			char needle[64];
@@ -384,9 +436,19 @@ static void test_iasl_disassembles(void **state)
 {
 	if (!have_iasl())
 		skip(); /* host lacks acpica-tools: scripts/deps.sh installs it */
-	iasl_check(1);
-	iasl_check(4);
-	iasl_check(255);
+	iasl_check(1, 0);
+	iasl_check(4, 0xfffffff8u);
+	iasl_check(255, 0);
+}
+
+static void test_iasl_vmgenid(void **state)
+{
+	if (!have_iasl())
+		skip(); /* host lacks acpica-tools: scripts/deps.sh installs it */
+	with_vmgenid = true;
+	iasl_check(1, 0);	    /* alone: \_GPE has only _E02 */
+	iasl_check(2, 0xfffffff8u); /* with hotplug's _E01 */
+	with_vmgenid = false;
 }
 
 int main(void)
@@ -396,6 +458,7 @@ int main(void)
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_small_buffers),
 		cmocka_unit_test(test_iasl_disassembles),
+		cmocka_unit_test(test_iasl_vmgenid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -160,6 +160,30 @@ static void test_gpe0(void **state)
 	assert_int_equal(vmd_inw(f->vm, PORT_ACPI_GPE0 + 2), 0);
 }
 
+/* The hotplug GPE (bus/hotplug.c): status latches whether or not the
+ * guest enabled it; the SCI follows the enable bit, and a write of 1
+ * clears. */
+static void test_gpe_raised(void **state)
+{
+	struct fixture *f = *state;
+	struct vm *vm = f->vm;
+
+	acpi_pm_raise_gpe(f->pm, 1);
+	assert_int_equal(vmd_inw(vm, PORT_ACPI_GPE0), 0x2);
+	assert_int_equal(vm->irq_level[IRQ_ACPI_SCI], 0);
+	vmd_outw(vm, PORT_ACPI_GPE0 + 2, 0x2);
+	assert_int_equal(vm->irq_level[IRQ_ACPI_SCI], 1);
+	vmd_outw(vm, PORT_ACPI_GPE0, 0x2);
+	assert_int_equal(vmd_inw(vm, PORT_ACPI_GPE0), 0);
+	assert_int_equal(vm->irq_level[IRQ_ACPI_SCI], 0);
+	acpi_pm_raise_gpe(f->pm, 1);
+	assert_int_equal(vm->irq_level[IRQ_ACPI_SCI], 1);
+	assert_int_equal(vm->irq_rises[IRQ_ACPI_SCI], 2);
+	/* bits past the 16-bit block are not there */
+	acpi_pm_raise_gpe(f->pm, 16);
+	assert_int_equal(vmd_inw(vm, PORT_ACPI_GPE0), 0x2);
+}
+
 static void test_reset_clears(void **state)
 {
 	struct fixture *f = *state;
@@ -183,6 +207,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reset_register, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pm_timer_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gpe0, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gpe_raised, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_clears, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
