@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/agent.h"
+#include "daemon/cgroup.h"
 #include "daemon/daemon.h"
 
 #define MEMORY_MIN (64ULL << 20)
@@ -22,6 +24,156 @@ static const char *const stop_action_names[] = { "keep-running", "shutdown", "tu
 						 "save" };
 static const char *const start_action_names[] = { "nothing", "start" };
 
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- configuration versions (docs/decisions.md) ----
+ * Hyper-V's numbering: a VM's configuration carries the version of the
+ * features it may use; a newer cloison reads older ones, never newer ones,
+ * and moving a VM up is explicit (Update-VMVersion). Oldest first. */
+struct vm_version {
+	const char *name;
+	unsigned major, minor;
+	const char *description;
+};
+
+static const struct vm_version versions[] = {
+	{ "5.0", 5, 0,
+	  "the first configuration version: every VM made before versions existed" },
+	{ "8.0", 8, 0, "adds the VM Generation ID device (ACPI, Microsoft's specification)" },
+};
+#define N_VERSIONS (sizeof(versions) / sizeof(versions[0]))
+#define DEFAULT_VERSION (&versions[N_VERSIONS - 1])
+
+/* The version each feature arrives with (enum vm_feature). */
+static const char *const feature_versions[] = { "8.0" };
+
+/* "M.m" with M and m in 0..255, nothing else; 0 or -EINVAL. */
+static int version_parse(const char *s, unsigned *major, unsigned *minor)
+{
+	unsigned long v[2];
+	const char *p = s;
+
+	for (int i = 0; i < 2; i++) {
+		char *end;
+
+		if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9'))
+			return -EINVAL;
+		v[i] = strtoul(p, &end, 10);
+		if (v[i] > 255 || (i == 0 ? *end != '.' : *end != 0))
+			return -EINVAL;
+		p = end + 1;
+	}
+	*major = (unsigned)v[0];
+	*minor = (unsigned)v[1];
+	return 0;
+}
+
+static const struct vm_version *version_find(const char *v)
+{
+	for (size_t i = 0; i < N_VERSIONS; i++)
+		if (!strcmp(versions[i].name, v))
+			return &versions[i];
+	return NULL;
+}
+
+static int version_cmp(const char *a, const char *b)
+{
+	unsigned am = 0, an = 0, bm = 0, bn = 0;
+
+	version_parse(a, &am, &an);
+	version_parse(b, &bm, &bn);
+	return am != bm ? (am > bm) - (am < bm) : (an > bn) - (an < bn);
+}
+
+json_t *vm_versions_json(void)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < N_VERSIONS; i++)
+		json_array_append_new(a, json_pack("{s:s, s:s, s:b}", "name", versions[i].name,
+						   "description", versions[i].description, "default",
+						   &versions[i] == DEFAULT_VERSION));
+	return json_pack("{s:o, s:s, s:s}", "versions", a, "default", DEFAULT_VERSION->name,
+			 "oldest", versions[0].name);
+}
+
+const char *vm_version_default(void)
+{
+	return DEFAULT_VERSION->name;
+}
+
+static void supported_list(char *buf, size_t len)
+{
+	buf[0] = 0;
+	for (size_t i = 0; i < N_VERSIONS; i++) {
+		strncat(buf, versions[i].name, len - strlen(buf) - 1);
+		if (i + 1 < N_VERSIONS)
+			strncat(buf, ", ", len - strlen(buf) - 1);
+	}
+}
+
+int vm_version_check(const char *v, char *err, size_t errlen)
+{
+	unsigned major, minor;
+	char known[128];
+
+	if (version_find(v))
+		return 0;
+	supported_list(known, sizeof(known));
+	if (version_parse(v, &major, &minor))
+		return fail(err, errlen, "'%.40s' is not a configuration version: versions look "
+			    "like 8.0 (this cloisond supports %s)", v, known);
+	if (version_cmp(v, DEFAULT_VERSION->name) > 0)
+		return fail(err, errlen, "the VM's configuration version %s is newer than this "
+			    "cloisond supports (at most %s): run the VM on a host whose cloison "
+			    "supports %s, or upgrade cloison here (cloison host versions lists "
+			    "what this host supports)", v, DEFAULT_VERSION->name, v);
+	return fail(err, errlen, "configuration version %s is not one this cloisond knows "
+		    "(it supports %s)", v, known);
+}
+
+bool vm_config_has_feature(const struct vm_config *c, enum vm_feature f)
+{
+	return version_cmp(c->version[0] ? c->version : VM_VERSION_OLDEST,
+			   feature_versions[f]) >= 0;
+}
+
+const char *vm_feature_version(enum vm_feature f)
+{
+	return feature_versions[f];
+}
+
+json_t *vm_config_features_json(const struct vm_config *c)
+{
+	bool on = vm_config_has_feature(c, VM_FEATURE_GENERATION_ID) &&
+		  !guid_is_zero(&c->generation_id);
+	char why[256] = "";
+
+	if (!on)
+		snprintf(why, sizeof(why), "needs configuration version %s (this VM is %s): "
+			 "cloison vm upgrade-version %s, while it is off",
+			 feature_versions[VM_FEATURE_GENERATION_ID], c->version, c->name);
+	return json_pack("{s:{s:b, s:s, s:s?}}", "generation_id_device", "present", on,
+			 "since_version", feature_versions[VM_FEATURE_GENERATION_ID], "why",
+			 on ? NULL : why);
+}
+
+int vm_config_new_generation_id(struct vm_config *c)
+{
+	return guid_generate(&c->generation_id);
+}
+
+int vm_config_upgrade_version(struct vm_config *c, bool *changed)
+{
+	*changed = version_cmp(c->version, DEFAULT_VERSION->name) < 0;
+	if (*changed)
+		snprintf(c->version, sizeof(c->version), "%s", DEFAULT_VERSION->name);
+	if (guid_is_zero(&c->generation_id))
+		return vm_config_new_generation_id(c);
+	return 0;
+}
+
 const char *vm_stop_action_name(enum vm_stop_action a)
 {
 	return stop_action_names[a];
@@ -32,8 +184,6 @@ const char *vm_start_action_name(enum vm_start_action a)
 	return start_action_names[a];
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -71,8 +221,10 @@ void vm_config_clear(struct vm_config *c)
 	free(c->notes);
 	for (unsigned i = 0; i < c->n_disks; i++)
 		free(c->disks[i].path);
-	for (unsigned i = 0; i < c->n_nics; i++)
+	for (unsigned i = 0; i < c->n_nics; i++) {
 		free(c->nics[i].tap);
+		free(c->nics[i].sw);
+	}
 	for (unsigned i = 0; i < c->n_operators; i++)
 		free(c->operators[i]);
 	memset(c, 0, sizeof(*c));
@@ -98,8 +250,10 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	r |= dup_opt(&dst->notes, src->notes);
 	for (unsigned i = 0; i < src->n_disks; i++)
 		r |= dup_opt(&dst->disks[i].path, src->disks[i].path);
-	for (unsigned i = 0; i < src->n_nics; i++)
+	for (unsigned i = 0; i < src->n_nics; i++) {
 		r |= dup_opt(&dst->nics[i].tap, src->nics[i].tap);
+		r |= dup_opt(&dst->nics[i].sw, src->nics[i].sw);
+	}
 	for (unsigned i = 0; i < src->n_operators; i++)
 		r |= dup_opt(&dst->operators[i], src->operators[i]);
 	if (r) {
@@ -107,6 +261,46 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/* A switch adapter carries its port settings; a tap adapter is as before;
+ * one with neither is not connected. */
+static json_t *nic_to_json(const struct vm_nic *n)
+{
+	json_t *j = json_pack("{s:s, s:b}", "mac", n->mac, "mac_auto", n->mac_auto);
+
+	if (n->tap && !n->sw)
+		json_object_set_new(j, "tap", json_string(n->tap));
+	else if (!n->sw)
+		json_object_set_new(j, "switch", json_null());
+	if (!n->sw)
+		return j;
+	json_object_set_new(j, "switch", json_string(n->sw));
+	json_object_set_new(j, "mac_spoofing", json_boolean(n->mac_spoofing));
+	json_object_set_new(j, "dhcp_guard", json_boolean(n->dhcp_guard));
+	json_object_set_new(j, "router_guard", json_boolean(n->router_guard));
+	json_object_set_new(j, "vlan", json_integer(n->vlan));
+	json_object_set_new(j, "bandwidth_max", json_integer((json_int_t)n->bandwidth_max));
+	return j;
+}
+
+/* The integration services' part of the configuration (agent.h). */
+static json_t *config_to_json_with_agent(const struct vm_config *c, json_t *j)
+{
+	char idbuf[GUID_STR_LEN];
+
+	json_object_set_new(j, "integration", agent_integration_json(c->integration));
+	json_object_set_new(j, "heartbeat_interval", json_integer(c->heartbeat_interval));
+	json_object_set_new(j, "cpu_reserve", json_integer(c->cpu_reserve));
+	json_object_set_new(j, "cpu_limit", json_integer(c->cpu_limit));
+	json_object_set_new(j, "cpu_weight", json_integer(c->cpu_weight));
+	json_object_set_new(j, "version", json_string(c->version[0] ? c->version
+								   : VM_VERSION_OLDEST));
+	json_object_set_new(j, "generation_id",
+			    guid_is_zero(&c->generation_id)
+				    ? json_null()
+				    : json_string(guid_to_string(&c->generation_id, idbuf)));
+	return j;
 }
 
 json_t *vm_config_to_json(const struct vm_config *c)
@@ -118,12 +312,10 @@ json_t *vm_config_to_json(const struct vm_config *c)
 		json_array_append_new(disks, json_pack("{s:s, s:b}", "path", c->disks[i].path,
 						       "readonly", c->disks[i].readonly));
 	for (unsigned i = 0; i < c->n_nics; i++)
-		json_array_append_new(nics, json_pack("{s:s, s:s, s:b}", "tap", c->nics[i].tap,
-						      "mac", c->nics[i].mac, "mac_auto",
-						      c->nics[i].mac_auto));
+		json_array_append_new(nics, nic_to_json(&c->nics[i]));
 	for (unsigned i = 0; i < c->n_operators; i++)
 		json_array_append_new(ops, json_string(c->operators[i]));
-	return json_pack("{s:i, s:s, s:s, s:s, s:i, s:i, s:I, s:s, s:s?, s:s, s:o, s:o, s:s, s:i,"
+	return config_to_json_with_agent(c, json_pack("{s:i, s:s, s:s, s:s, s:i, s:i, s:I, s:s, s:s?, s:s, s:o, s:o, s:s, s:i,"
 			 " s:s, s:s, s:o}",
 			 "schema_version", CONFIG_SCHEMA_VERSION, "id", guid_to_string(&c->id, idbuf),
 			 "name", c->name, "created", c->created, "generation", (int)c->generation,
@@ -133,8 +325,9 @@ json_t *vm_config_to_json(const struct vm_config *c)
 			 "automatic_start_action", vm_start_action_name(c->start_action),
 			 "automatic_start_delay", (int)c->start_delay, "automatic_stop_action",
 			 vm_stop_action_name(c->stop_action), "notes", c->notes ? c->notes : "",
-			 "operators", ops);
+			 "operators", ops));
 }
+
 
 /* ---- typed field readers: each names the field in its error ---- */
 
@@ -302,15 +495,70 @@ static bool tap_name_valid(const char *s)
 	return true;
 }
 
+/* A switch name as libnetsw takes it: 1-11 of [A-Za-z0-9_]. */
+static bool switch_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 11)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return false;
+	return true;
+}
+
+static int nic_bool(json_t *val, unsigned idx, const char *key, bool *out, char *err,
+		    size_t errlen)
+{
+	if (!json_is_boolean(val))
+		return fail(err, errlen, "field 'network_adapters[%u].%s' must be a boolean", idx,
+			    key);
+	*out = json_is_true(val);
+	return 0;
+}
+
+/* The port settings of a switch adapter (Hyper-V's names). 1: not one. */
+static int parse_nic_port(const char *key, json_t *val, unsigned idx, struct vm_nic *nic,
+			  char *err, size_t errlen)
+{
+	uint64_t n;
+	int r;
+
+	if (!strcmp(key, "mac_spoofing"))
+		return nic_bool(val, idx, key, &nic->mac_spoofing, err, errlen);
+	if (!strcmp(key, "dhcp_guard"))
+		return nic_bool(val, idx, key, &nic->dhcp_guard, err, errlen);
+	if (!strcmp(key, "router_guard"))
+		return nic_bool(val, idx, key, &nic->router_guard, err, errlen);
+	if (!strcmp(key, "vlan")) {
+		r = get_uint(val, "network_adapters[].vlan", 0, 4094, &n, err, errlen);
+		nic->vlan = (unsigned)n;
+		return r;
+	}
+	if (!strcmp(key, "bandwidth_max")) {
+		r = get_uint(val, "network_adapters[].bandwidth_max", 0, UINT64_C(1) << 50, &n,
+			     err, errlen);
+		if (!r && n && n < 8000)
+			return fail(err, errlen, "field 'network_adapters[%u].bandwidth_max' must "
+				    "be 0 (no cap) or at least 8000 bits/s", idx);
+		nic->bandwidth_max = n;
+		return r;
+	}
+	return 1;
+}
+
 static int parse_nic(json_t *v, unsigned idx, struct vm_nic *nic, char *err, size_t errlen)
 {
+	bool unconnected = false;
 	const char *key;
 	json_t *val;
 
 	memset(nic, 0, sizeof(*nic));
 	if (!json_is_object(v))
-		return fail(err, errlen, "field 'network_adapters[%u]' must be an object {tap, mac}",
-			    idx);
+		return fail(err, errlen,
+			    "field 'network_adapters[%u]' must be an object {tap|switch, mac}", idx);
 	json_object_foreach(v, key, val) {
 		int r = 0;
 		if (!strcmp(key, "tap")) {
@@ -318,6 +566,15 @@ static int parse_nic(json_t *v, unsigned idx, struct vm_nic *nic, char *err, siz
 			if (!r && !tap_name_valid(nic->tap))
 				r = fail(err, errlen, "'%s' is not a valid tap device name",
 					 nic->tap);
+		} else if (!strcmp(key, "switch")) {
+			if (json_is_null(val)) {
+				unconnected = true;
+				continue;
+			}
+			r = get_string(val, "network_adapters[].switch", 11, &nic->sw, err, errlen);
+			if (!r && !switch_name_valid(nic->sw))
+				r = fail(err, errlen, "'%s' is not a valid switch name (1 to 11 "
+					 "letters, digits or '_')", nic->sw);
 		} else if (!strcmp(key, "mac")) {
 			if (json_is_null(val) || (json_is_string(val) &&
 						  (!strcmp(json_string_value(val), "auto") ||
@@ -330,15 +587,23 @@ static int parse_nic(json_t *v, unsigned idx, struct vm_nic *nic, char *err, siz
 					 idx);
 		} else if (!strcmp(key, "mac_auto")) {
 			continue; /* output-only; accepted so a shown config can be fed back */
-		} else {
-			r = fail(err, errlen, "unknown field 'network_adapters[%u].%s' (known: tap, mac)",
+		} else if ((r = parse_nic_port(key, val, idx, nic, err, errlen)) == 1) {
+			r = fail(err, errlen,
+				 "unknown field 'network_adapters[%u].%s' (known: tap, switch, mac, "
+				 "mac_spoofing, dhcp_guard, router_guard, vlan, bandwidth_max)",
 				 idx, key);
 		}
 		if (r)
 			return r;
 	}
-	if (!nic->tap)
-		return fail(err, errlen, "field 'network_adapters[%u].tap' is required", idx);
+	if (nic->tap && nic->sw)
+		return fail(err, errlen, "network_adapters[%u] names both a tap and a switch: "
+			    "give one", idx);
+	/* "switch": null is an adapter that is not connected (its switch was
+	 * removed with --force, or `vm set --disconnect`). */
+	if (!nic->tap && !nic->sw && !unconnected)
+		return fail(err, errlen, "field 'network_adapters[%u].tap' is required (or "
+			    "'switch': a cloisond switch)", idx);
 	nic->mac_auto = nic->mac[0] == 0;
 	return 0;
 }
@@ -352,13 +617,16 @@ static int parse_nics(json_t *v, struct vm_config *c, char *err, size_t errlen)
 		return fail(err, errlen, "field 'network_adapters' must be an array");
 	if (json_array_size(v) > VM_MAX_NICS)
 		return fail(err, errlen, "a VM has at most %d network adapters", VM_MAX_NICS);
-	for (unsigned k = 0; k < c->n_nics; k++)
+	for (unsigned k = 0; k < c->n_nics; k++) {
 		free(c->nics[k].tap);
+		free(c->nics[k].sw);
+	}
 	c->n_nics = 0;
 	json_array_foreach(v, i, e) {
 		int r = parse_nic(e, (unsigned)i, &c->nics[c->n_nics], err, errlen);
 		if (r) {
 			free(c->nics[c->n_nics].tap);
+			free(c->nics[c->n_nics].sw);
 			return r;
 		}
 		c->n_nics++;
@@ -488,12 +756,39 @@ bool vm_config_body_needs_off(json_t *body)
 }
 
 static const char *const create_fields =
-	"name, generation, cpus, memory, kernel, initrd, cmdline, disks, network_adapters, "
-	"automatic_start_action, automatic_start_delay, automatic_stop_action, notes, operators";
+	"name, generation, version, cpus, memory, kernel, initrd, cmdline, disks, network_adapters, "
+	"automatic_start_action, automatic_start_delay, automatic_stop_action, notes, operators, "
+	"integration, heartbeat_interval, cpu_reserve, cpu_limit, cpu_weight";
 static const char *const set_fields =
 	"cpus, memory, kernel, initrd, cmdline, disks, add_disks, remove_disks, network_adapters, "
 	"automatic_start_action, automatic_start_delay, automatic_stop_action, notes, operators, "
-	"add_operators, remove_operators";
+	"add_operators, remove_operators, integration, heartbeat_interval, cpu_reserve, cpu_limit, "
+	"cpu_weight";
+
+/* cpu_reserve and cpu_limit: percent (0-100, limit 1-100); cpu_weight:
+ * 1-10000. Hyper-V's ranges. */
+static int apply_cpu_field(struct vm_config *c, const char *key, json_t *v, char *err,
+			   size_t errlen)
+{
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+
+	if (!strcmp(key, "cpu_weight")) {
+		if (n < 1 || n > CPU_WEIGHT_MAX)
+			return fail(err, errlen, "field 'cpu_weight' must be a whole number from 1 "
+				    "to %d (100 is the default)", CPU_WEIGHT_MAX);
+		c->cpu_weight = (unsigned)n;
+		return 0;
+	}
+	bool limit = !strcmp(key, "cpu_limit");
+	if (n < (limit ? 1 : 0) || n > 100)
+		return fail(err, errlen, "field '%s' must be a whole percentage from %d to 100 (of "
+			    "the VM's vCPUs%s)", key, limit ? 1 : 0, limit ? "; 100 is no limit" : "");
+	if (limit)
+		c->cpu_limit = (unsigned)n;
+	else
+		c->cpu_reserve = (unsigned)n;
+	return 0;
+}
 
 static int apply_field(struct vm_config *c, const char *key, json_t *v, bool create,
 		       bool *hw, char *err, size_t errlen)
@@ -524,6 +819,23 @@ static int apply_field(struct vm_config *c, const char *key, json_t *v, bool cre
 					   "is not supported yet)")
 				    : r;
 	}
+	if (create && !strcmp(key, "version")) {
+		/* New-VM -Version: an older version on purpose (to move the VM
+		 * to an older host); never a newer one */
+		if (!json_is_string(v))
+			return fail(err, errlen, "field 'version' must be a string like \"%s\"",
+				    DEFAULT_VERSION->name);
+		r = vm_version_check(json_string_value(v), err, errlen);
+		if (!r)
+			snprintf(c->version, sizeof(c->version), "%s", json_string_value(v));
+		return r;
+	}
+	if (!create && (!strcmp(key, "version") || !strcmp(key, "generation_id")))
+		return fail(err, errlen, "field '%s' cannot be set: %s", key,
+			    key[0] == 'v' ? "a VM's version only goes up, with 'cloison vm "
+					    "upgrade-version' while it is off"
+					  : "the generation id changes by itself when a checkpoint is "
+					    "applied or the VM is imported as a copy");
 	if (!strcmp(key, "cpus")) {
 		*hw = true;
 		r = get_uint(v, "cpus", 1, 255, &n, err, errlen);
@@ -586,6 +898,18 @@ static int apply_field(struct vm_config *c, const char *key, json_t *v, bool cre
 	}
 	if (!strcmp(key, "notes"))
 		return get_string(v, "notes", NOTES_MAX, &c->notes, err, errlen);
+	if (!strcmp(key, "integration"))
+		return agent_integration_parse(v, &c->integration, err, errlen);
+	if (!strcmp(key, "heartbeat_interval")) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > AGENT_HB_MAX_S)
+			return fail(err, errlen, "field 'heartbeat_interval' must be a whole number "
+				    "of seconds from 1 to %d", AGENT_HB_MAX_S);
+		c->heartbeat_interval = (unsigned)json_integer_value(v);
+		return 0;
+	}
+	if (!strcmp(key, "cpu_reserve") || !strcmp(key, "cpu_limit") || !strcmp(key, "cpu_weight"))
+		return apply_cpu_field(c, key, v, err, errlen);
 	if (!strcmp(key, "operators"))
 		return parse_operators(v, key, 0, c, err, errlen);
 	if (!create && !strcmp(key, "add_operators"))
@@ -596,8 +920,10 @@ static int apply_field(struct vm_config *c, const char *key, json_t *v, bool cre
 		    create ? create_fields : set_fields);
 }
 
-int vm_config_apply_json(struct vm_config *c, json_t *body, bool create, bool *hw_changed,
-			 char *err, size_t errlen)
+/* stored: c is read from a file (vm_config_from_json), whose version and
+ * generation id are its own; else a create's body, which gets new ones. */
+static int apply_body(struct vm_config *c, json_t *body, bool create, bool stored,
+		      bool *hw_changed, char *err, size_t errlen)
 {
 	const char *key;
 	json_t *v;
@@ -605,10 +931,16 @@ int vm_config_apply_json(struct vm_config *c, json_t *body, bool create, bool *h
 	*hw_changed = false;
 	if (!json_is_object(body))
 		return fail(err, errlen, "the request body must be a JSON object");
+	if (create && !stored)
+		snprintf(c->version, sizeof(c->version), "%s", DEFAULT_VERSION->name);
 	if (create) {
 		c->generation = 1;
 		c->cpus = 1;
 		c->memory = 256ULL << 20;
+		c->integration = AGENT_SVC_DEFAULTS;
+		c->heartbeat_interval = AGENT_HB_DEFAULT_S;
+		c->cpu_limit = CPU_LIMIT_NONE;
+		c->cpu_weight = CPU_WEIGHT_DEFAULT;
 	}
 	json_object_foreach(body, key, v) {
 		int r = apply_field(c, key, v, create, hw_changed, err, errlen);
@@ -617,10 +949,51 @@ int vm_config_apply_json(struct vm_config *c, json_t *body, bool create, bool *h
 	}
 	if (create && !c->name[0])
 		return fail(err, errlen, "field 'name' is required");
+	/* A new VM's id, once its version (the body's "version") is known:
+	 * a version without the device has none until it is upgraded. */
+	if (create && !stored && vm_config_has_feature(c, VM_FEATURE_GENERATION_ID) &&
+	    vm_config_new_generation_id(c))
+		return fail(err, errlen, "no randomness for the VM's generation id");
+	if (c->cpu_reserve > c->cpu_limit)
+		return fail(err, errlen, "the CPU reserve (%u%%) cannot be above the CPU limit (%u%%)",
+			    c->cpu_reserve, c->cpu_limit);
 	if (create && !c->kernel)
 		return fail(err, errlen, "field 'kernel' is required (direct kernel boot)");
 	if (!c->cmdline && !(c->cmdline = strdup("")))
 		return -ENOMEM;
+	return 0;
+}
+
+int vm_config_apply_json(struct vm_config *c, json_t *body, bool create, bool *hw_changed,
+			 char *err, size_t errlen)
+{
+	return apply_body(c, body, create, false, hw_changed, err, errlen);
+}
+
+/* A stored configuration's version (none: the oldest) and generation id
+ * (none, or zero: none yet; a version that has the device gets one). */
+static int version_from_json(json_t *j, struct vm_config *c, char *err, size_t errlen)
+{
+	json_t *ver = json_object_get(j, "version"), *gid = json_object_get(j, "generation_id");
+	int r;
+
+	if (!ver) {
+		snprintf(c->version, sizeof(c->version), "%s", VM_VERSION_OLDEST);
+	} else if (!json_is_string(ver)) {
+		return fail(err, errlen, "field 'version' must be a string like \"%s\"",
+			    VM_VERSION_OLDEST);
+	} else {
+		if ((r = vm_version_check(json_string_value(ver), err, errlen)))
+			return r;
+		snprintf(c->version, sizeof(c->version), "%s", json_string_value(ver));
+	}
+	memset(&c->generation_id, 0, sizeof(c->generation_id));
+	if (gid && !json_is_null(gid) &&
+	    (!json_is_string(gid) || guid_parse(json_string_value(gid), &c->generation_id)))
+		return fail(err, errlen, "field 'generation_id' must be a GUID or null");
+	if (guid_is_zero(&c->generation_id) && vm_config_has_feature(c, VM_FEATURE_GENERATION_ID) &&
+	    vm_config_new_generation_id(c))
+		return fail(err, errlen, "no randomness for the VM's generation id");
 	return 0;
 }
 
@@ -643,6 +1016,10 @@ int vm_config_from_json(json_t *j, struct vm_config *c, char *err, size_t errlen
 	json_t *created = json_object_get(j, "created");
 	if (json_is_string(created))
 		snprintf(c->created, sizeof(c->created), "%s", json_string_value(created));
+	/* The version first: a newer configuration is refused for what it is,
+	 * not for a field this build does not know. */
+	if ((r = version_from_json(j, c, err, errlen)))
+		return r;
 
 	/* The rest has the create body's form; reuse its checks. */
 	copy = json_deep_copy(j);
@@ -651,7 +1028,9 @@ int vm_config_from_json(json_t *j, struct vm_config *c, char *err, size_t errlen
 	json_object_del(copy, "schema_version");
 	json_object_del(copy, "id");
 	json_object_del(copy, "created");
-	r = vm_config_apply_json(c, copy, true, &hw, err, errlen);
+	json_object_del(copy, "version");
+	json_object_del(copy, "generation_id");
+	r = apply_body(c, copy, true, true, &hw, err, errlen);
 	json_decref(copy);
 	if (r)
 		return r;

@@ -25,6 +25,7 @@
 #define VM_MAX_OPERATORS 32
 #define DAEMON_MAX_ADMINS 32
 #define EVENT_RING_SIZE 1024
+#define VM_VERSION_LEN 8 /* "255.255" */
 
 enum vm_state {
 	VM_OFF,
@@ -60,10 +61,19 @@ struct vm_disk {
 	bool readonly;
 };
 
+/* A network adapter: on a tap someone made (tap), or on a cloisond switch
+ * (sw), whose tap the daemon makes at start (vswitch_tap_name) with the
+ * port settings below, Hyper-V's names and defaults. */
 struct vm_nic {
 	char *tap;
+	char *sw;
 	char mac[18];
 	bool mac_auto; /* allocated from the MAC pool */
+	bool mac_spoofing;
+	bool dhcp_guard;
+	bool router_guard;
+	unsigned vlan;		/* 0: untagged */
+	uint64_t bandwidth_max; /* bits/s, 0: no cap */
 };
 
 /* The persistent configuration: what `<GUID>.json` holds. */
@@ -87,6 +97,14 @@ struct vm_config {
 	char *operators[VM_MAX_OPERATORS];
 	unsigned n_operators;
 	char created[32];
+	uint32_t integration;	     /* enabled integration services (agent.h) */
+	unsigned heartbeat_interval; /* seconds without an answer: heartbeat lost */
+	/* Hyper-V's processor resource controls (cgroup.h) */
+	unsigned cpu_reserve; /* percent of the vCPUs held for it: admission at start */
+	unsigned cpu_limit;   /* percent of the vCPUs' capacity it may use (100: all) */
+	unsigned cpu_weight;  /* relative weight, 1-10000 (100) */
+	char version[VM_VERSION_LEN]; /* configuration version, "5.0" (config.c) */
+	struct guid generation_id;    /* the VM Generation ID; zero = none yet */
 };
 
 /* One image a running VM's worker opens: an attached disk (depth 0) or a
@@ -134,7 +152,9 @@ struct vm {
 	int exit_status;
 	char exit_detail[256];
 	uint64_t started_ns;
+	uid_t sandbox_uid;	  /* the worker's uid and gid in the sandbox; 0 = none */
 	struct vm_image *images; /* what the worker opens; set at start, kept while it runs */
+	struct vm_agent *agent;	 /* the agent channel while a worker runs (agent.c) */
 	unsigned n_images;
 	struct vm *next;
 };
@@ -159,11 +179,23 @@ struct daemon_options {
 	bool detach;
 };
 
+struct job_table;
+
+/* The host's MAC address pool (macpool.c); under d->lock. */
+#define MACPOOL_INTERVALS 256
+struct mac_pool {
+	bool loaded;
+	uint64_t min, max;			/* the range, as 48-bit numbers */
+	uint64_t handed[MACPOOL_INTERVALS][2]; /* addresses handed out, [first, last] */
+	unsigned n_handed;
+};
+
 struct daemon {
 	char state_dir[2048];
 	char socket_path[108];
 	char vmm_path[4200];
 	char config_path[4096];
+	bool no_sandbox; /* --no-sandbox: workers run as root, unfiltered */
 
 	/* Daemon configuration (cloisond.json). */
 	char *admins[DAEMON_MAX_ADMINS];
@@ -182,6 +214,9 @@ struct daemon {
 
 	int listen_fd;
 	void *http; /* struct api_server (api/http.c) */
+	struct job_table *jobs; /* job.c */
+	struct vswitch_registry *switches; /* switch.c; NULL until vswitch_load */
+	struct mac_pool macpool;
 	int stop_pipe[2];
 };
 
@@ -222,10 +257,53 @@ void vm_config_stamp(struct vm_config *c);
 const char *vm_stop_action_name(enum vm_stop_action a);
 const char *vm_start_action_name(enum vm_start_action a);
 
+/* ---- configuration versions (config.c), Hyper-V's: Get-VMHostSupportedVersion,
+ * New-VM -Version, Update-VMVersion ---- */
+/* A configuration without a version is of the oldest one. */
+#define VM_VERSION_OLDEST "5.0"
+/* The features a version brings. */
+enum vm_feature {
+	VM_FEATURE_GENERATION_ID, /* the VM Generation ID device */
+};
+/* {"versions": [{"name", "description", "default"}...]}: what this build
+ * reads and writes, oldest first. */
+json_t *vm_versions_json(void);
+/* The version new VMs get (the newest). */
+const char *vm_version_default(void);
+/* 0 if v is a version this build supports; else -EINVAL with err saying
+ * whether it is newer than this build (and what to do) or unknown. */
+int vm_version_check(const char *v, char *err, size_t errlen);
+/* Whether c's version has feature f. */
+bool vm_config_has_feature(const struct vm_config *c, enum vm_feature f);
+/* The version that brings f ("8.0"). */
+const char *vm_feature_version(enum vm_feature f);
+/* {"generation_id_device": {"present": bool, "why": "..."}}: each
+ * version-gated feature and, when it is absent, why (for vm show). */
+json_t *vm_config_features_json(const struct vm_config *c);
+/* Moves c to the default version, making what the new version needs (a
+ * generation id). *changed says whether it was older. 0 or -errno. A
+ * version cannot go down: nothing here lowers it. */
+int vm_config_upgrade_version(struct vm_config *c, bool *changed);
+/* Gives c a new VM Generation ID (a checkpoint applied, an import as a
+ * copy: the VM goes on from a copy of itself). 0 or -errno. */
+int vm_config_new_generation_id(struct vm_config *c);
+
 /* ---- MAC pool (macpool.c) ---- */
-/* Picks a MAC in cloison's locally administered range 02:c1:05:xx:xx:xx
- * that no VM in d uses (caller holds d->lock); 0 or -ENOSPC. */
+/* Hands out the next MAC of the pool's range that was never handed out
+ * and no VM in d uses, recording it durably first (caller holds d->lock;
+ * a pool not loaded gets the default range, kept in memory only without
+ * a state dir). 0, -ENOSPC (exhausted) or -EIO. */
 int macpool_allocate(struct daemon *d, char mac[18]);
+/* Reads <state>/macpool.json, or makes it with the default range
+ * (02:c1:05, two bytes of the host's IPv4 address, 00-ff). 0 or -errno. */
+int macpool_load(struct daemon *d, char *err, size_t errlen);
+/* Sets the range from "MIN-MAX" (takes d->lock); what was handed out stays
+ * handed out. 0 or -EINVAL / -errno with err filled. */
+int macpool_set_range(struct daemon *d, const char *range, char *err, size_t errlen);
+/* {"min","max","remaining"}; caller holds d->lock. */
+json_t *macpool_json_locked(struct daemon *d);
+/* The sentence for an exhausted pool, naming its range and what to do. */
+void macpool_exhausted(struct daemon *d, char *err, size_t errlen);
 /* Checks and normalizes (lower case, colons) a MAC; 0 or -EINVAL. Refuses
  * multicast and all-zero addresses. */
 int macpool_parse(const char *s, char mac[18]);
@@ -249,6 +327,14 @@ int inventory_save(struct vm *vm);
  * the caller to clear, and a "config" event is queued. Caller holds
  * vm->cfg_lock. 0, -ENOENT (removed) or -errno, with err filled. */
 int inventory_replace_config(struct vm *vm, struct vm_config *next, char *err, size_t errlen);
+/* A VM that is in no list (one reference returned): what an import's job
+ * runs on before the VM exists. Takes the strings of cfg (zeroed). NULL
+ * when out of memory. */
+struct vm *inventory_vm_unlisted(struct daemon *d, struct vm_config *cfg);
+/* Adds the VM whose folder <state>/<name> was just put in place (an
+ * import): its configuration is read as at start, its state is off, or
+ * saved when <name>/Saved holds a state. 0 or -errno with err filled. */
+int inventory_add_dir(struct daemon *d, const char *name, char *err, size_t errlen);
 /* Removes the config and runtime files (never disks) and unlinks vm. */
 int inventory_remove(struct daemon *d, struct vm *vm);
 /* Frees every VM (daemon exit; no monitor thread may run). */
@@ -273,6 +359,11 @@ int vm_op_restart(struct vm *vm, char *err, size_t errlen);
 int vm_op_save(struct vm *vm, char *err, size_t errlen);
 /* Drops the saved state of a saved VM (the directory goes): off. */
 int vm_op_discard_saved(struct vm *vm, char *err, size_t errlen);
+/* Update-VMVersion: moves an off VM's configuration to the default version
+ * (irreversible). *from gets the version it had; *changed whether it was
+ * older. -EBUSY unless the VM is off. */
+int vm_op_upgrade_version(struct vm *vm, char from[VM_VERSION_LEN], bool *changed, char *err,
+			  size_t errlen);
 /* Removes vm->saved_dir and what the worker wrote in it; 0 or -errno. */
 int vm_saved_dir_remove(const struct vm *vm);
 /* Runs the start actions (autostart) and, at shutdown, the stop actions. */
@@ -304,6 +395,9 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore
  * and that still waits paused is resumed. */
 int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char *why,
 		 size_t whylen);
+/* A jailed worker saves into its sandbox: moves a complete save (its
+ * state.bin written) from there into vm->saved_dir. */
+void worker_collect_saved_state(struct vm *vm);
 /* cloisond --watch-worker RUNDIR: forks a watcher that follows the
  * worker's control socket and writes its exit event to worker.exit. */
 int worker_watch_main(const char *rundir);
@@ -324,6 +418,19 @@ int worker_command_args(struct vm *vm, const char *cmd, json_t *args, unsigned t
 int unix_connect_path(const char *path);
 /* Stops the monitor threads without touching the workers (daemon exit). */
 void worker_detach_all(struct daemon *d);
+/* <vm>/Sandbox: the one host directory a sandboxed worker may write. */
+void worker_sandbox_dir(const struct vm *vm, char *buf, size_t len);
+/* Makes the directory a save writes into and puts its path in path: the
+ * VM's Saved directory, or for a sandboxed worker <vm>/Sandbox/Saved
+ * (owned by its uid), which moves to Saved when the worker exits saved.
+ * 0 or -errno with err filled. */
+int worker_save_dir(struct vm *vm, char *path, size_t len, char *err, size_t errlen);
+/* The pid of the process that runs the VM: for a sandboxed worker the one
+ * its supervisor (worker_pid) forked, as worker.pid names it; else
+ * worker_pid. Caller holds d->lock. */
+pid_t worker_vmm_pid(const struct vm *vm);
+/* SIGKILL to the worker (and its supervisor); caller holds d->lock. */
+void worker_kill_locked(struct vm *vm);
 
 /* ---- events (events.c) ---- */
 /* Queues an event (caller holds d->lock); takes ownership of j. An event
@@ -357,6 +464,62 @@ int daemon_config_load(struct daemon *d, char *err, size_t errlen);
 /* Starts serving on d->listen_fd; 0 or -errno. */
 int api_start(struct daemon *d);
 void api_stop(struct daemon *d);
+
+/* ---- virtual switches (switch.c) ---- */
+/* The registry has its own lock, taken after d->lock, never before: a
+ * caller holding it never takes d->lock. */
+struct vswitch_registry;
+/* Reads <state>/switches.json and creates each switch, or adopts it when
+ * its bridge is there (nothing that carries traffic is rebuilt), starts
+ * dnsmasq for the NAT switches and the thread that restarts it. 0 or
+ * -errno with err filled (a switch that cannot be made is logged and kept
+ * in the file, not fatal). */
+int vswitch_load(struct daemon *d, char *err, size_t errlen);
+/* Re-attaches the ports of the VMs that have a worker (after
+ * inventory_load), removes the taps of the others. */
+void vswitch_adopt_ports(struct daemon *d);
+/* Stops the supervisor and dnsmasq (daemon exit; switches and taps stay). */
+void vswitch_shutdown(struct daemon *d);
+/* The tap of adapter idx of VM c: "cl" + 8 hex digits of its id + "-" idx. */
+void vswitch_tap_name(const struct vm_config *c, unsigned idx, char out[16]);
+/* Checks that every switch c's adapters name exists. 0 or -ENOENT, err
+ * naming it. */
+int vswitch_check_config(struct daemon *d, const struct vm_config *c, char *err, size_t errlen);
+/* Whether this host has a switch named name. */
+bool vswitch_exists(struct daemon *d, const char *name);
+/* At VM start (no d->lock held): makes the tap of each switch adapter of
+ * c, attached with its settings, and points c->nics[i].tap at it (c is
+ * the start's copy). On failure nothing is left. 0 or -errno. */
+int vswitch_vm_ports_up(struct daemon *d, struct vm_config *c, char *err, size_t errlen);
+/* When the VM's worker is gone (caller holds d->lock): its taps go. */
+void vswitch_vm_ports_release_locked(struct vm *vm);
+/* The addresses dnsmasq leased to MAC on switch sw (new array). Takes the
+ * registry's lock. */
+json_t *vswitch_leases_for_mac(struct daemon *d, const char *sw, const char *mac);
+/* Adds to each switch adapter of vm's JSON view (j) its "ip_addresses"
+ * (nat: dnsmasq's leases) and its "tap" while a worker runs; caller holds
+ * d->lock. */
+void vswitch_vm_json_locked(struct vm *vm, json_t *j);
+/* Connects network adapter idx of vm to switch sw, or disconnects it (sw
+ * NULL). While the VM runs the guest sees its link go down and, on the
+ * new switch, up again (the worker's set-link). 0 or -errno with err. */
+int vswitch_vm_connect(struct vm *vm, unsigned idx, const char *sw, char *err, size_t errlen);
+/* The REST handlers (api/switches.c) call these; err says why. */
+json_t *vswitch_list_json(struct daemon *d);
+int vswitch_show_json(struct daemon *d, const char *name, json_t **out, char *err, size_t errlen);
+int vswitch_create_json(struct daemon *d, json_t *body, json_t **out, char *err, size_t errlen);
+int vswitch_set_json(struct daemon *d, const char *name, json_t *body, json_t **out, char *err,
+		     size_t errlen);
+int vswitch_remove(struct daemon *d, const char *name, bool force, json_t **out, char *err,
+		   size_t errlen);
+int vswitch_forward_add(struct daemon *d, const char *name, json_t *body, json_t **out, char *err,
+			size_t errlen);
+int vswitch_forward_remove(struct daemon *d, const char *name, const char *proto,
+			   const char *port, char *err, size_t errlen);
+int vswitch_forwards_json(struct daemon *d, const char *name, json_t **out, char *err,
+			  size_t errlen);
+int vswitch_leases_json(struct daemon *d, const char *name, json_t **out, char *err,
+			size_t errlen);
 
 /* ---- host facts (host.c) ---- */
 json_t *host_info_json(struct daemon *d);

@@ -124,11 +124,18 @@ json_t *host_info_json(struct daemon *d)
 	host_meminfo(&total, &avail);
 	uname(&un);
 	uint64_t disk_free = statvfs(d->state_dir, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
-	return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:o,"
+	json_t *sandbox = d->no_sandbox
+		? json_pack("{s:b, s:s}", "enabled", 0, "why", "cloisond runs with --no-sandbox: "
+			    "workers run as root with every capability and system call")
+		: json_pack("{s:b, s:s, s:[sssss], s:b, s:b}", "enabled", 1, "uids",
+			    "one per running VM, from 900000", "namespaces", "mnt", "pid", "ipc",
+			    "uts", "net", "seccomp", 1, "no_new_privs", 1);
+	return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:o, s:o,"
 			 " s:{s:i, s:I, s:I, s:I, s:i, s:I}}",
 			 "hostname", un.nodename, "kernel", un.release, "cloisond_version",
 			 CLOISON_VERSION, "cloisond_pid", (int)getpid(), "state_dir", d->state_dir, "worker", d->vmm_path,
-			 "virtualization", kvm ? kvm : json_null(), "vms", vmc, "resources",
+			 "virtualization", kvm ? kvm : json_null(), "sandbox", sandbox, "vms", vmc,
+			 "resources",
 			 "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN), "memory_total",
 			 (json_int_t)total, "memory_available", (json_int_t)avail,
 			 "memory_assigned_to_vms", (json_int_t)assigned, "vcpus_assigned_to_vms",

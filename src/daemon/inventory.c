@@ -206,8 +206,11 @@ int inventory_create(struct daemon *d, struct vm_config *cfg, struct vm **out, c
 	}
 	for (unsigned i = 0; i < cfg->n_nics; i++)
 		if (cfg->nics[i].mac_auto && (r = macpool_allocate(d, cfg->nics[i].mac))) {
+			if (r == -ENOSPC)
+				macpool_exhausted(d, err, errlen);
+			else
+				snprintf(err, errlen, "cannot record the VM's MAC address: %s", strerror(-r));
 			pthread_mutex_unlock(&d->lock);
-			snprintf(err, errlen, "the MAC address pool is exhausted");
 			return r;
 		}
 	vm = vm_new(d, cfg);
@@ -293,7 +296,8 @@ static void remove_runtime_files(const struct vm *vm)
 {
 	static const char *const names[] = { "status.json",  "worker.json",  "worker.pid",
 					     "worker.exit",  "worker.watch", "control.sock",
-					     "serial.sock",  "worker.log",   "worker.log.1" };
+					     "serial.sock",  "worker.log",   "worker.log.1",
+					     "vsock.sock" };
 	char path[4200];
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -330,6 +334,14 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 	if (vm_saved_dir_remove(vm))
 		log_warn("vm %s: cannot remove the saved state in %s: %s", vm->cfg.name,
 			 vm->saved_dir, strerror(errno));
+	/* The sandbox's directory holds only what a worker wrote (a save that
+	 * did not finish). */
+	worker_sandbox_dir(vm, path, sizeof(path));
+	size_t plen = strlen(path);
+	snprintf(path + plen, sizeof(path) - plen, "/Saved");
+	remove_flat_dir(path);
+	path[plen] = 0;
+	rmdir(path);
 	/* Directories go only when empty: virtual disks are never deleted. */
 	snprintf(path, sizeof(path), "%s/Virtual Machines", vm->dir);
 	remove_tmp_files(path, true);
@@ -467,7 +479,24 @@ static void restore_runtime(struct vm *vm)
 	} else if (state && strcmp(state, "off")) {
 		/* It was running when the last daemon went away. */
 		int r = worker_adopt(vm, was, reason, why, sizeof(why));
-		if (r < 0) {
+		char sb[2400];
+		snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+		if (r == -ESRCH && was == VM_SAVING)
+			worker_collect_saved_state(vm); /* a jailed worker's finished save */
+		if (r == -ESRCH && (was == VM_SAVING || was == VM_STARTING) &&
+		    access(sb, F_OK) == 0) {
+			/* A save that finished, or a start from a saved state that
+			 * never got a worker: the state is whole (a save removes a
+			 * stale one first, a start removes it once it is used). */
+			char first[512];
+			snprintf(first, sizeof(first), "%s", why);
+			snprintf(why, sizeof(why), "cloisond stopped while the VM was %s (%.300s); its "
+				 "saved state is whole: 'cloison vm start %s' goes on from it",
+				 vm_state_name(was), first, vm->cfg.name);
+			pthread_mutex_lock(&vm->d->lock);
+			vm_set_state_locked(vm, VM_SAVED, why);
+			pthread_mutex_unlock(&vm->d->lock);
+		} else if (r < 0) {
 			pthread_mutex_lock(&vm->d->lock);
 			vm_set_state_locked(vm, VM_CRASHED, why);
 			pthread_mutex_unlock(&vm->d->lock);
@@ -516,5 +545,34 @@ int inventory_load(struct daemon *d)
 
 	for (struct vm *vm = d->vms; vm; vm = vm->next)
 		restore_runtime(vm);
+	return 0;
+}
+
+struct vm *inventory_vm_unlisted(struct daemon *d, struct vm_config *cfg)
+{
+	struct vm *vm = vm_new(d, cfg);
+
+	if (vm)
+		memset(cfg, 0, sizeof(*cfg)); /* vm owns the strings now */
+	return vm;
+}
+
+int inventory_add_dir(struct daemon *d, const char *name, char *err, size_t errlen)
+{
+	char sb[2400];
+
+	load_vm_dir(d, name);
+	struct vm *vm = inventory_get(d, name);
+	if (!vm) {
+		snprintf(err, errlen, "the configuration put in %.1000s/%s could not be read (see "
+			 "cloisond's log)", d->state_dir, name);
+		return -EIO;
+	}
+	snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+	bool saved = access(sb, F_OK) == 0;
+	pthread_mutex_lock(&d->lock);
+	vm_set_state_locked(vm, saved ? VM_SAVED : VM_OFF, "imported");
+	pthread_mutex_unlock(&d->lock);
+	inventory_put(d, vm);
 	return 0;
 }

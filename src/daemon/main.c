@@ -25,19 +25,23 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "daemon/daemon.h"
+#include "daemon/job.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: cloisond [--state-dir DIR] [--socket PATH] [--daemon] [--vmm PATH]\n"
-		"                [--config FILE] [--log-level error|warn|info|debug]\n\n"
+		"                [--config FILE] [--log-level error|warn|info|debug] [--no-sandbox]\n\n"
 		"The cloison management service. Serves the REST API (docs/api.yaml) on a unix\n"
 		"socket and runs one cloison-vmm worker per running VM.\n\n"
 		"  --state-dir DIR  VM configurations and runtime files (default /var/lib/cloison)\n"
 		"  --socket PATH    API socket (default /run/cloison/cloisond.sock), root:cloison 0660\n"
 		"  --daemon         detach from the terminal once the socket is ready\n"
 		"  --vmm PATH       the VM worker (default: $CLOISON_VMM, or next to cloisond)\n"
-		"  --config FILE    daemon settings (default <state-dir>/cloisond.json)\n\n"
+		"  --config FILE    daemon settings (default <state-dir>/cloisond.json)\n"
+		"  --no-sandbox     run workers as root with every capability and system call,\n"
+		"                   for debugging only (docs/sandbox.md); by default each\n"
+		"                   worker runs in its own sandbox under its own uid\n\n"
 		"SIGTERM/SIGINT: apply the VMs' automatic stop actions, then exit.\n"
 		"SIGQUIT: exit leaving every VM running (the next cloisond adopts them).\n");
 }
@@ -238,6 +242,7 @@ int main(int argc, char **argv)
 		{ "daemon", no_argument, NULL, 'd' },	       { "vmm", required_argument, NULL, 'v' },
 		{ "config", required_argument, NULL, 'c' },    { "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },	       { "version", no_argument, NULL, 'V' },
+		{ "no-sandbox", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct daemon *d = calloc(1, sizeof(*d));
@@ -260,6 +265,7 @@ int main(int argc, char **argv)
 		case 'd': background = true; break;
 		case 'v': vmm = optarg; break;
 		case 'c': config = optarg; break;
+		case 'N': d->no_sandbox = true; break;
 		case 'l':
 			if (!strcmp(optarg, "debug")) log_init("cloisond", LOG_DEBUG);
 			else if (!strcmp(optarg, "info")) log_init("cloisond", LOG_INFO);
@@ -294,6 +300,9 @@ int main(int argc, char **argv)
 	else
 		snprintf(d->config_path, sizeof(d->config_path), "%s/cloisond.json", d->state_dir);
 	find_vmm(d, vmm);
+	if (d->no_sandbox)
+		log_warn("--no-sandbox: WORKERS RUN AS ROOT WITH EVERY CAPABILITY AND SYSTEM CALL; a "
+			 "guest that breaks a device model owns this host. For debugging only.");
 	d->listen_fd = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_condattr_t ca;
@@ -326,8 +335,24 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	if ((r = macpool_load(d, err, sizeof(err)))) {
+		log_error("cannot load the MAC address pool: %s", err);
+		goto out;
+	}
+	/* Switches before the VMs: a VM found stopped gives its taps back. */
+	if ((r = vswitch_load(d, err, sizeof(err)))) {
+		log_error("cannot load the virtual switches: %s", err);
+		goto out;
+	}
 	if ((r = inventory_load(d))) {
 		log_error("%s: cannot read the state directory: %s", d->state_dir, strerror(-r));
+		goto out;
+	}
+	vswitch_adopt_ports(d);
+	/* After the inventory: recovering a job a crash interrupted looks at
+	 * the VM it concerned. */
+	if ((r = jobs_init(d))) {
+		log_error("%s/.jobs: cannot read the job records: %s", d->state_dir, strerror(-r));
 		goto out;
 	}
 	if ((r = api_start(d))) {
@@ -354,7 +379,9 @@ int main(int argc, char **argv)
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	api_stop(d);
+	jobs_shutdown(d); /* a job in progress finishes first */
 	worker_detach_all(d);
+	vswitch_shutdown(d);
 out:
 	report_ready(&ready_fd, 1);
 	if (d->listen_fd >= 0)

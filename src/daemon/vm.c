@@ -21,6 +21,8 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/cgroup.h"
+#include "daemon/agent.h"
 #include "daemon/daemon.h"
 #ifdef CLOISON_HAVE_DISK_LIB
 #include "disk/disk.h"
@@ -119,6 +121,15 @@ void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason)
 			       guid_to_string(&vm->cfg.id, id), "state", vm_state_name(s),
 			       "previous", vm_state_name(prev), "reason", vm->reason);
 	events_push_locked(vm->d, "state", ev);
+	if (vm_state_has_worker(prev) && !vm_state_has_worker(s))
+		vswitch_vm_ports_release_locked(vm);
+	/* the agent channel lives while a worker runs (agent.c) */
+	if (s == VM_RUNNING && prev == VM_PAUSED)
+		agent_vm_resumed_locked(vm);
+	if (s == VM_RUNNING)
+		agent_vm_started_locked(vm);
+	else if (!vm_state_has_worker(s) || s == VM_SAVING)
+		agent_vm_stopped_locked(vm);
 	if (s != prev)
 		log_info("vm %s: %s -> %s%s%s", vm->cfg.name, vm_state_name(prev),
 			 vm_state_name(s), vm->reason[0] ? ": " : "", vm->reason);
@@ -360,7 +371,8 @@ static int check_memory_locked(struct vm *vm, char *err, size_t errlen)
 	for (struct vm *o = vm->d->vms; o; o = o->next) {
 		if (o == vm || !vm_state_has_worker(o->state))
 			continue;
-		uint64_t rss = o->worker_pid > 0 ? resident_bytes(o->worker_pid) : 0;
+		pid_t pid = worker_vmm_pid(o);
+		uint64_t rss = pid > 0 ? resident_bytes(pid) : 0;
 		if (o->cfg.memory > rss)
 			pending += o->cfg.memory - rss;
 	}
@@ -410,6 +422,8 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 		r = check_disks_free_locked(vm, images, n_images, err, errlen);
 	if (!r)
 		r = check_memory_locked(vm, err, errlen);
+	if (!r)
+		r = vm_check_cpu_reserve_locked(vm, &vm->cfg, "cannot start", err, errlen);
 	if (r) {
 		vm_images_free(images, n_images);
 		goto out_unlock;
@@ -430,7 +444,11 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 	/* The VM is off, so any worker in its runtime dir is one nobody
 	 * recorded: it would be a second writer of the disks. */
 	worker_end_strays(vm, 0, NULL, 0);
-	r = worker_spawn(vm, &cfg, restore ? vm->saved_dir : NULL, err, errlen);
+	/* Switch adapters get their taps now; a failure below takes them away
+	 * again as the state leaves starting. */
+	r = vswitch_vm_ports_up(d, &cfg, err, errlen);
+	if (!r)
+		r = worker_spawn(vm, &cfg, restore ? vm->saved_dir : NULL, err, errlen);
 	pthread_mutex_lock(&d->lock);
 	if (r) {
 		/* A restore that cannot begin keeps the saved state. */
@@ -442,10 +460,8 @@ int vm_op_start(struct vm *vm, char *err, size_t errlen)
 			       false)) {
 		snprintf(err, errlen, "the worker of '%s' did not report running within %d s",
 			 vm->cfg.name, START_TIMEOUT_S);
-		pid_t pid = vm->worker_pid;
 		vm->turning_off = true;
-		if (pid > 0)
-			kill(pid, SIGKILL);
+		worker_kill_locked(vm);
 		r = -ETIMEDOUT;
 		goto out_unlock;
 	}
@@ -473,24 +489,7 @@ out_unlock:
 
 int vm_saved_dir_remove(const struct vm *vm)
 {
-	struct dirent *de;
-	DIR *dp = opendir(vm->saved_dir);
-	int r = 0;
-
-	if (!dp)
-		return errno == ENOENT ? 0 : -1;
-	while ((de = readdir(dp))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (unlinkat(dirfd(dp), de->d_name, 0) < 0 && errno != ENOENT)
-			r = -1;
-	}
-	closedir(dp);
-	if (rmdir(vm->saved_dir) < 0 && errno != ENOENT)
-		r = -1;
-	if (!r)
-		fsync_parent_dir(vm->saved_dir);
-	return r;
+	return remove_flat_dir(vm->saved_dir) ? -1 : 0;
 }
 
 #define SAVE_TIMEOUT_S 300
@@ -512,13 +511,15 @@ int vm_op_save(struct vm *vm, char *err, size_t errlen)
 	if (r)
 		goto out;
 	/* A state left from an earlier save that was never used is stale. */
-	if (vm_saved_dir_remove(vm) || mkdir(vm->saved_dir, 0750) < 0) {
-		snprintf(cerr, sizeof(cerr), "cannot make the directory %.300s: %s", vm->saved_dir,
-			 strerror(errno));
+	char into[2400];
+	if (vm_saved_dir_remove(vm)) {
+		snprintf(cerr, sizeof(cerr), "cannot remove the stale saved state in %.300s: %s",
+			 vm->saved_dir, strerror(errno));
+		r = -EIO;
+	} else if (worker_save_dir(vm, into, sizeof(into), cerr, sizeof(cerr))) {
 		r = -EIO;
 	} else {
-		fsync_parent_dir(vm->saved_dir);
-		json_t *args = json_pack("{s:s}", "path", vm->saved_dir);
+		json_t *args = json_pack("{s:s}", "path", into);
 		r = worker_command_args(vm, "save", args, SAVE_TIMEOUT_S, NULL, cerr, sizeof(cerr));
 		json_decref(args);
 	}
@@ -576,6 +577,49 @@ out:
 	return r;
 }
 
+/* Update-VMVersion. Only an off VM: a worker runs (or a saved state
+ * waits) with the machine of its version, and the new version's devices
+ * would change that machine under the guest. */
+int vm_op_upgrade_version(struct vm *vm, char from[VM_VERSION_LEN], bool *changed, char *err,
+			  size_t errlen)
+{
+	struct daemon *d = vm->d;
+	struct vm_config next;
+	int r;
+
+	*changed = false;
+	pthread_mutex_lock(&vm->op_lock);
+	pthread_mutex_lock(&vm->cfg_lock);
+	pthread_mutex_lock(&d->lock);
+	snprintf(from, VM_VERSION_LEN, "%s", vm->cfg.version);
+	if (vm->removed) {
+		snprintf(err, errlen, "VM '%s' was removed", vm->cfg.name);
+		r = -ENOENT;
+	} else if (vm->state != VM_OFF && vm->state != VM_CRASHED) {
+		snprintf(err, errlen, "VM '%s' is %s: its configuration version can change only "
+			 "while it is off (%s)", vm->cfg.name, vm_state_name(vm->state),
+			 vm->state == VM_SAVED ? "discard its saved state, or start it and shut it "
+						 "down, first"
+					       : "shut it down first");
+		r = -EBUSY;
+	} else {
+		r = vm_config_copy(&next, &vm->cfg);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (r)
+		goto out;
+	r = vm_config_upgrade_version(&next, changed);
+	if (r)
+		snprintf(err, errlen, "no randomness for the VM's generation id");
+	else if (*changed || !guid_equal(&next.generation_id, &vm->cfg.generation_id))
+		r = inventory_replace_config(vm, &next, err, errlen);
+	vm_config_clear(&next);
+out:
+	pthread_mutex_unlock(&vm->cfg_lock);
+	pthread_mutex_unlock(&vm->op_lock);
+	return r;
+}
+
 /* Ends the worker: poweroff on the control socket, then SIGKILL. Called
  * with d->lock held and the VM in a running-ish state. */
 static int turn_off_locked(struct vm *vm, char *err, size_t errlen)
@@ -595,8 +639,7 @@ static int turn_off_locked(struct vm *vm, char *err, size_t errlen)
 	if (!r && wait_state_leaves(vm, VM_STOPPING, VM_RUNNING, VM_PAUSED, POWEROFF_TIMEOUT_S,
 				    false))
 		return 0;
-	if (vm->worker_pid > 0)
-		kill(vm->worker_pid, SIGKILL);
+	worker_kill_locked(vm);
 	if (wait_state_leaves(vm, VM_STOPPING, VM_RUNNING, VM_PAUSED, KILL_TIMEOUT_S, false))
 		return 0;
 	snprintf(err, errlen, "the worker of '%s' (pid %d) did not end after SIGKILL", vm->cfg.name,
@@ -642,10 +685,22 @@ int vm_op_stop(struct vm *vm, bool turn_off, unsigned timeout_s, bool *forced, c
 		goto out;
 	}
 	vm->turn_off_requested = false;
-	vm_set_state_locked(vm, VM_STOPPING, "shutting down (ACPI power button)");
+	/* The agent first, as Hyper-V's shutdown service; the power button
+	 * when there is none, it is off, or it does not answer. */
 	pthread_mutex_unlock(&d->lock);
-	r = worker_command(vm, "shutdown", NULL, cerr, sizeof(cerr));
+	r = agent_shutdown(vm, cerr, sizeof(cerr));
 	pthread_mutex_lock(&d->lock);
+	if (r && r != -ENOTCONN && r != -EPERM)
+		log_info("vm %s: agent shutdown: %s; pressing the power button", vm->cfg.name, cerr);
+	if (!r) {
+		if (vm->state == VM_RUNNING || vm->state == VM_PAUSED)
+			vm_set_state_locked(vm, VM_STOPPING, "shutting down (integration services)");
+	} else {
+		vm_set_state_locked(vm, VM_STOPPING, "shutting down (ACPI power button)");
+		pthread_mutex_unlock(&d->lock);
+		r = worker_command(vm, "shutdown", NULL, cerr, sizeof(cerr));
+		pthread_mutex_lock(&d->lock);
+	}
 	if (r) {
 		if (vm->state == VM_STOPPING)
 			vm_set_state_locked(vm, VM_RUNNING, NULL);
@@ -726,7 +781,14 @@ json_t *vm_to_json_locked(struct vm *vm)
 	json_object_del(j, "schema_version");
 	json_object_set_new(j, "state", json_string(vm_state_name(vm->state)));
 	json_object_set_new(j, "reason", json_string(vm->reason));
-	json_object_set_new(j, "pid", vm->worker_pid > 0 ? json_integer(vm->worker_pid) : json_null());
+	pid_t vmm_pid = worker_vmm_pid(vm);
+	json_object_set_new(j, "pid", vmm_pid > 0 ? json_integer(vmm_pid) : json_null());
+	json_object_set_new(j, "sandbox",
+			    vm->sandbox_uid ? json_pack("{s:b, s:I, s:i}", "enabled", 1, "uid",
+							(json_int_t)vm->sandbox_uid, "supervisor_pid",
+							(int)vm->worker_pid)
+			    : vm->worker_pid > 0 ? json_pack("{s:b}", "enabled", 0)
+						 : json_null());
 	bool up = vm->state == VM_RUNNING || vm->state == VM_PAUSED || vm->state == VM_STOPPING;
 	json_object_set_new(j, "uptime_ms",
 			    up && vm->started_ns ? json_integer((json_int_t)((now_ns() - vm->started_ns) /
@@ -734,6 +796,9 @@ json_t *vm_to_json_locked(struct vm *vm)
 					      : json_null());
 	json_object_set_new(j, "config_path", json_string(vm->cfg_path));
 	json_object_set_new(j, "runtime_dir", json_string(vm->rundir));
+	vswitch_vm_json_locked(vm, j);
+	json_object_set_new(j, "integration_services", agent_json_locked(vm));
+	json_object_set_new(j, "features", vm_config_features_json(&vm->cfg));
 	return j;
 }
 

@@ -26,12 +26,19 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/agent.h"
+#include "daemon/cgroup.h"
 #include "daemon/daemon.h"
+#include "net/tap.h"
 
 #define CONNECT_TIMEOUT_S 30
 #define COMMAND_TIMEOUT_S 15
 #define LOG_ROTATE_BYTES (1 << 20)
 #define LINE_MAX_BYTES 65536
+/* The connected adapters' taps reach the worker as fds 3, 4, ... */
+#define WORKER_TAP_FD0 3u
+/* struct virtio_net_hdr_v1, what the worker's virtio-net uses */
+#define WORKER_VNET_HDR_LEN 12
 
 extern char **environ;
 
@@ -78,6 +85,191 @@ out:
 static void runtime_path(const struct vm *vm, const char *name, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/%s", vm->rundir, name);
+}
+
+/* Fields of /proc/<pid>/stat: the state letter, the parent's pid and the
+ * start time (clock ticks since boot). 0, or -1 if there is no such
+ * process. */
+static int proc_stat(pid_t pid, char *state, pid_t *ppid, unsigned long long *start)
+{
+	char path[64], buf[1024];
+	int fd, parent = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	/* After "(comm)": state is the 3rd field, ppid the 4th, starttime
+	 * the 22nd. */
+	char *p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%c %d %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+				"%*s %*s %*s %llu",
+			 state, &parent, start) != 3)
+		return -1;
+	*ppid = (pid_t)parent;
+	return 0;
+}
+
+static bool pid_alive(pid_t pid, unsigned long long starttime)
+{
+	unsigned long long st;
+	pid_t ppid;
+	char state;
+
+	if (proc_stat(pid, &state, &ppid, &st) || state == 'Z' || state == 'X')
+		return false;
+	return starttime == 0 || st == starttime;
+}
+
+static unsigned long long pid_starttime(pid_t pid)
+{
+	unsigned long long st;
+	pid_t ppid;
+	char state;
+
+	return proc_stat(pid, &state, &ppid, &st) ? 0 : st;
+}
+
+static pid_t parent_pid(pid_t pid)
+{
+	unsigned long long st;
+	pid_t ppid;
+	char state;
+
+	return proc_stat(pid, &state, &ppid, &st) ? -1 : ppid;
+}
+
+/* ---- the sandbox (docs/sandbox.md) ---- */
+
+/* Each running VM's worker gets its own uid and gid from this range;
+ * none is a user of the host (useradd stops at 60000 by default). */
+#define SANDBOX_UID_BASE 900000u
+#define SANDBOX_UIDS 65536u
+
+void worker_sandbox_dir(const struct vm *vm, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/Sandbox", vm->dir);
+}
+
+/* The lowest uid of the range that no other VM's worker has; caller
+ * holds d->lock. 0 if all are taken. */
+static uid_t pick_sandbox_uid_locked(const struct vm *vm)
+{
+	for (uid_t u = SANDBOX_UID_BASE; u < SANDBOX_UID_BASE + SANDBOX_UIDS; u++) {
+		bool taken = false;
+		for (const struct vm *o = vm->d->vms; o && !taken; o = o->next)
+			taken = o != vm && o->sandbox_uid == u;
+		if (!taken)
+			return u;
+	}
+	return 0;
+}
+
+/* The worker's one writable directory (<vm>/Sandbox, its --jail-dir):
+ * made if missing, owned by uid, mode 0700, and emptied of what an
+ * earlier worker left (a save that did not finish). */
+static int prepare_sandbox_dir(const struct vm *vm, uid_t uid, char *err, size_t errlen)
+{
+	char dir[2300], saved[2400];
+	int r;
+
+	worker_sandbox_dir(vm, dir, sizeof(dir));
+	snprintf(saved, sizeof(saved), "%s/Saved", dir);
+	if ((r = remove_flat_dir(saved)) ||
+	    (mkdir(dir, 0700) < 0 && errno != EEXIST && (r = -errno)) ||
+	    (chown(dir, uid, uid) < 0 && (r = -errno)) || (chmod(dir, 0700) < 0 && (r = -errno))) {
+		snprintf(err, errlen, "cannot prepare the sandbox directory %s: %s", dir,
+			 strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+int worker_save_dir(struct vm *vm, char *path, size_t len, char *err, size_t errlen)
+{
+	char dir[2300];
+	uid_t uid;
+	int r;
+
+	pthread_mutex_lock(&vm->d->lock);
+	uid = vm->sandbox_uid;
+	pthread_mutex_unlock(&vm->d->lock);
+	if (!uid) {
+		snprintf(path, len, "%s", vm->saved_dir);
+		if (mkdir(vm->saved_dir, 0750) < 0) {
+			snprintf(err, errlen, "cannot make the directory %.300s: %s", vm->saved_dir,
+				 strerror(errno));
+			return -errno;
+		}
+		fsync_parent_dir(vm->saved_dir);
+		return 0;
+	}
+	worker_sandbox_dir(vm, dir, sizeof(dir));
+	snprintf(path, len, "%s/Saved", dir);
+	if ((r = remove_flat_dir(path)) || (mkdir(path, 0700) < 0 && (r = -errno)) ||
+	    (chown(path, uid, uid) < 0 && (r = -errno))) {
+		snprintf(err, errlen, "cannot make the directory %.300s: %s", path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* A sandboxed worker saved into <vm>/Sandbox/Saved: move that to the
+ * VM's Saved directory, where a start finds it. Until the rename, the
+ * previous saved state (none: a save removes it first) is what there is;
+ * after it, the new one. Caller holds d->lock (a rename is quick). */
+void worker_collect_saved_state(struct vm *vm)
+{
+	char dir[2300], from[2400], state[2500];
+
+	worker_sandbox_dir(vm, dir, sizeof(dir));
+	snprintf(from, sizeof(from), "%s/Saved", dir);
+	snprintf(state, sizeof(state), "%s/state.bin", from);
+	if (access(state, F_OK) < 0)
+		return;
+	if (remove_flat_dir(vm->saved_dir) || rename(from, vm->saved_dir) < 0) {
+		log_error("vm %s: cannot move the saved state from %s to %s: %s", vm->cfg.name,
+			  from, vm->saved_dir, strerror(errno));
+		return;
+	}
+	fsync_parent_dir(vm->saved_dir);
+	fsync_parent_dir(from);
+}
+
+pid_t worker_vmm_pid(const struct vm *vm)
+{
+	char path[2400], *text = NULL;
+	size_t len;
+	long pid = 0;
+
+	if (!vm->sandbox_uid || vm->worker_pid <= 0)
+		return vm->worker_pid;
+	/* The supervisor writes its worker's pid (as the host sees it). */
+	runtime_path(vm, "worker.pid", path, sizeof(path));
+	if (read_file(path, 32, &text, &len) == 0)
+		pid = strtol(text, NULL, 10);
+	free(text);
+	if (pid <= 0 || parent_pid((pid_t)pid) != vm->worker_pid)
+		return vm->worker_pid;
+	return (pid_t)pid;
+}
+
+void worker_kill_locked(struct vm *vm)
+{
+	pid_t vmm = worker_vmm_pid(vm);
+
+	/* The worker first: its supervisor then ends once it is gone, disks
+	 * unlocked; killing the supervisor alone leaves the worker dying
+	 * (PR_SET_PDEATHSIG) after the supervisor is reaped. */
+	if (vmm > 0 && vmm != vm->worker_pid)
+		kill(vmm, SIGKILL);
+	if (vm->worker_pid > 0)
+		kill(vm->worker_pid, SIGKILL);
 }
 
 /* Reads one '\n'-terminated line into buf (NUL-terminated, without '\n');
@@ -252,10 +444,29 @@ static const char *signal_name(int sig)
 {
 	static const char *const names[] = { [SIGKILL] = "SIGKILL", [SIGSEGV] = "SIGSEGV",
 					     [SIGABRT] = "SIGABRT", [SIGTERM] = "SIGTERM",
-					     [SIGBUS] = "SIGBUS",   [SIGINT] = "SIGINT" };
+					     [SIGBUS] = "SIGBUS",   [SIGINT] = "SIGINT",
+					     [SIGSYS] = "SIGSYS" };
 	if (sig > 0 && sig < (int)ARRAY_SIZE(names) && names[sig])
 		return names[sig];
 	return "a signal";
+}
+
+/* Whether the saved state (moved out of the sandbox first) was written by
+ * the worker that just ended: its state.bin is newer than that worker's
+ * start. Anything older is not this run's and must not be resumed. */
+static bool saved_by_this_worker(struct vm *vm)
+{
+	char sb[2400];
+	struct stat st;
+
+	if (!vm->started_ns)
+		return false;
+	worker_collect_saved_state(vm);
+	snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+	if (stat(sb, &st) < 0)
+		return false;
+	time_t started = time(NULL) - (time_t)((now_ns() - vm->started_ns) / 1000000000ULL);
+	return st.st_mtime > started;
 }
 
 /* Decides the VM's state after its worker ended; d->lock held. status is
@@ -275,6 +486,8 @@ static void worker_ended_locked(struct vm *vm, int status)
 						    : "the guest powered off");
 	} else if (status == 5) {
 		/* docs/vmm.md: the VM was saved; it waits in saved_dir. */
+		if (vm->sandbox_uid)
+			worker_collect_saved_state(vm);
 		s = VM_SAVED;
 		snprintf(why, sizeof(why), "saved in %.400s", vm->saved_dir);
 	} else if (status == 3) {
@@ -291,9 +504,18 @@ static void worker_ended_locked(struct vm *vm, int status)
 		}
 		snprintf(why, sizeof(why), "the worker failed (exit status %d): %s", status,
 			 tail[0] ? tail : "see its log");
+	} else if (status == INT32_MIN && saved_by_this_worker(vm)) {
+		/* an adopted worker (no exit status) that had been saving */
+		s = VM_SAVED;
+		snprintf(why, sizeof(why), "saved in %.400s (the worker, adopted after a cloisond "
+			 "restart, ended after writing it)", vm->saved_dir);
 	} else if (status == INT32_MIN) {
 		snprintf(why, sizeof(why), "the worker (pid %d) exited without reporting why",
 			 (int)vm->worker_pid);
+	} else if (status == -SIGSYS && strstr(tail, "seccomp")) {
+		/* The supervisor's line names the call the filter refused. */
+		snprintf(why, sizeof(why), "the sandbox killed the worker (pid %d): %s",
+			 (int)worker_vmm_pid(vm), strstr(tail, "system call") ?: tail);
 	} else if (status < 0) {
 		snprintf(why, sizeof(why), "the worker (pid %d) was killed by signal %d (%s)",
 			 (int)vm->worker_pid, -status, signal_name(-status));
@@ -309,57 +531,12 @@ static void worker_ended_locked(struct vm *vm, int status)
 		unlink(path);
 	}
 	vm->worker_pid = 0;
+	vm->sandbox_uid = 0;
+	{
+		char idbuf[GUID_STR_LEN];
+		cgroup_vm_remove(cgroup_host(), guid_to_string(&vm->cfg.id, idbuf));
+	}
 	vm_set_state_locked(vm, s, why);
-}
-
-static bool pid_alive(pid_t pid, unsigned long long starttime)
-{
-	char path[64], buf[1024];
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	/* Fields after "(comm)": state is the 3rd, starttime the 22nd. */
-	char *p = strrchr(buf, ')');
-	char state;
-	unsigned long long st = 0;
-	if (!p || sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
-				"%*s %*s %*s %llu",
-			 &state, &st) != 2)
-		return false;
-	if (state == 'Z' || state == 'X')
-		return false;
-	return starttime == 0 || st == starttime;
-}
-
-static unsigned long long pid_starttime(pid_t pid)
-{
-	char path[64], buf[1024];
-	unsigned long long st = 0;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	if (p)
-		sscanf(p + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
-			      "%*s %*s %llu",
-		       &st);
-	return st;
 }
 
 /* ---- workers the daemon does not know ---- */
@@ -412,6 +589,22 @@ int worker_end_strays(struct vm *vm, pid_t except, char *what, size_t len)
 			pids[n++] = (pid_t)pid;
 	}
 	closedir(proc);
+	/* A sandboxed worker runs under its supervisor (the one whose working
+	 * directory is the runtime dir): it goes first, and is waited for too. */
+	for (int i = 0, all = n; i < all && n < (int)ARRAY_SIZE(pids); i++) {
+		char path[96], *text = NULL;
+		size_t tlen;
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pids[i],
+			 (int)pids[i]);
+		if (read_file(path, 256, &text, &tlen) == 0) {
+			long child = strtol(text, NULL, 10);
+			if (child > 0) {
+				kill((pid_t)child, SIGKILL);
+				pids[n++] = (pid_t)child;
+			}
+		}
+		free(text);
+	}
 	for (int i = 0; i < n; i++) {
 		log_warn("vm %s: worker pid %d runs without cloisond knowing it; ending it",
 			 vm->cfg.name, (int)pids[i]);
@@ -745,11 +938,12 @@ static int open_log(const struct vm *vm)
 	return fd < 0 ? -errno : fd;
 }
 
-#define MAX_ARGS (32 + 2 * (VM_MAX_DISKS + VM_MAX_NICS))
+#define MAX_ARGS (34 + 2 * (VM_MAX_DISKS + VM_MAX_NICS + CGROUP_DIRS))
 
 /* Builds the worker's argv into args (strings in pool). */
-static int build_argv(const struct vm_config *c, const char *vmm, const char *restore_dir,
-		      char **args, char *pool, size_t poolsz, char *err, size_t errlen)
+static int build_argv(const struct vm *vm, const struct vm_config *c, const char *vmm,
+		      const char *restore_dir, uid_t uid, char **args, char *pool, size_t poolsz,
+		      char *err, size_t errlen)
 {
 	size_t used = 0;
 	int n = 0;
@@ -784,12 +978,38 @@ static int build_argv(const struct vm_config *c, const char *vmm, const char *re
 	ARG("control.sock");
 	ARG("--pidfile");
 	ARG("worker.pid");
+	ARG("--vsock"); /* the integration services' channel (agent.c) */
+	ARG(AGENT_VSOCK_SPEC);
+	/* A worker is the one to go under memory pressure, not cloisond (whose
+	 * score main.c lowers): one VM ends instead of the supervision of all. */
+	ARG("--oom-score-adj");
+	ARG("300");
 	/* The guest runs only once the worker is recorded (worker.json): a
 	 * daemon killed in between leaves a paused worker the next one finds. */
 	ARG("--paused");
+	/* The VM Generation ID device, from the version that brings it */
+	if (vm_config_has_feature(c, VM_FEATURE_GENERATION_ID) && !guid_is_zero(&c->generation_id)) {
+		char idbuf[GUID_STR_LEN];
+
+		ARG("--generation-id");
+		ARG("%s", guid_to_string(&c->generation_id, idbuf));
+	}
 	if (restore_dir) {
 		ARG("--restore");
 		ARG("%s", restore_dir);
+	}
+	if (uid) {
+		char dir[2300];
+		worker_sandbox_dir(vm, dir, sizeof(dir));
+		ARG("--jail");
+		ARG("--jail-uid");
+		ARG("%u", (unsigned)uid);
+		ARG("--jail-gid");
+		ARG("%u", (unsigned)uid);
+		ARG("--jail-dir");
+		ARG("%s", dir);
+	} else {
+		ARG("--no-sandbox");
 	}
 	for (unsigned i = 0; i < c->n_disks; i++) {
 		if (strchr(c->disks[i].path, ',')) {
@@ -800,9 +1020,13 @@ static int build_argv(const struct vm_config *c, const char *vmm, const char *re
 		ARG("--disk");
 		ARG("path=%s%s", c->disks[i].path, c->disks[i].readonly ? ",readonly" : "");
 	}
-	for (unsigned i = 0; i < c->n_nics; i++) {
+	/* The taps are opened here, by the daemon, and inherited (open_taps):
+	 * the worker needs no network privilege for them. */
+	for (unsigned i = 0, k = 0; i < c->n_nics; i++) {
+		if (!c->nics[i].tap)
+			continue; /* not connected (a switch adapter's tap is set at start) */
 		ARG("--net");
-		ARG("tap=%s,mac=%s", c->nics[i].tap, c->nics[i].mac);
+		ARG("fd=%u,mac=%s", WORKER_TAP_FD0 + k++, c->nics[i].mac);
 	}
 	args[n] = NULL;
 #undef ARG
@@ -858,30 +1082,13 @@ static void images_from_json(struct vm *vm, json_t *a)
 	pthread_mutex_unlock(&vm->d->lock);
 }
 
-/* A worker is the one to go under memory pressure, not cloisond (whose
- * score main.c lowers): one VM ends instead of the supervision of all. */
-#define WORKER_OOM_SCORE_ADJ 300
-
-static void set_worker_oom_score(const struct vm *vm, pid_t pid)
-{
-	char path[64], v[16];
-	int n = snprintf(v, sizeof(v), "%d", WORKER_OOM_SCORE_ADJ);
-
-	snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)pid);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, v, (size_t)n) != n)
-		log_warn("vm %s: cannot set the worker's OOM score: %s", vm->cfg.name,
-			 strerror(errno));
-	if (fd >= 0)
-		close(fd);
-}
-
-static int record_worker(const struct vm *vm, pid_t pid)
+static int record_worker(const struct vm *vm, pid_t pid, uid_t uid)
 {
 	char path[4200];
-	json_t *j = json_pack("{s:i, s:I, s:s, s:s, s:o}", "pid", (int)pid, "starttime",
+	json_t *j = json_pack("{s:i, s:I, s:s, s:s, s:o, s:I}", "pid", (int)pid, "starttime",
 			      (json_int_t)pid_starttime(pid), "control", "control.sock", "serial",
-			      "serial.sock", "images", images_to_json(vm));
+			      "serial.sock", "images", images_to_json(vm), "sandbox_uid",
+			      (json_int_t)uid);
 	char *text = json_dumps(j, JSON_COMPACT);
 
 	json_decref(j);
@@ -893,8 +1100,39 @@ static int record_worker(const struct vm *vm, pid_t pid)
 	return r;
 }
 
-int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore_dir, char *err,
-		 size_t errlen)
+/* Opens the tap of every connected adapter, in the order build_argv
+ * numbers them, each moved to an fd of 64 or more so that the spawn's
+ * dup2s onto WORKER_TAP_FD0.. cannot overwrite one another. Returns how
+ * many, or -errno with err naming the adapter (none left open). */
+static int open_taps(const struct vm_config *c, int fds[VM_MAX_NICS], char *err, size_t errlen)
+{
+	int n = 0;
+
+	for (unsigned i = 0; i < c->n_nics; i++) {
+		char ifname[IFNAMSIZ];
+		int fd, high;
+
+		if (!c->nics[i].tap)
+			continue;
+		fd = tap_open(c->nics[i].tap, WORKER_VNET_HDR_LEN, ifname);
+		high = fd < 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 64);
+		if (fd >= 0)
+			close(fd);
+		if (high < 0) {
+			int r = fd < 0 ? fd : -errno;
+			snprintf(err, errlen, "cannot open the tap %s of network adapter %u: %s",
+				 c->nics[i].tap, i, strerror(-r));
+			while (n > 0)
+				close(fds[--n]);
+			return r;
+		}
+		fds[n++] = high;
+	}
+	return n;
+}
+
+static int spawn(struct vm *vm, const struct vm_config *cfg, const char *restore_dir, uid_t uid,
+		 char *err, size_t errlen)
 {
 	const char *vmm = vm->d->vmm_path;
 	char *args[MAX_ARGS], pool[3 * 65536 + 8192], path[4200];
@@ -915,11 +1153,31 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore
 		snprintf(err, errlen, "cannot create %s: %s", vm->rundir, strerror(-r));
 		return r;
 	}
-	if ((r = build_argv(cfg, vmm, restore_dir, args, pool, sizeof(pool), err, errlen))) {
+	if (uid && (r = prepare_sandbox_dir(vm, uid, err, errlen)))
+		return r;
+	if ((r = build_argv(vm, cfg, vmm, restore_dir, uid, args, pool, sizeof(pool), err,
+			    errlen))) {
 		if (r == -E2BIG)
 			snprintf(err, errlen, "the worker's command line is too long");
 		return r;
 	}
+	/* The CPU and memory controls: the worker joins its cgroups first
+	 * thing, before its jail forks (cgroup.h). */
+	char cgdirs[CGROUP_DIRS][PATH_MAX], idbuf[GUID_STR_LEN];
+	struct cgroup_limits limits;
+	unsigned ncg = 0, nargs = 0;
+	vm_cgroup_limits(cfg, &limits);
+	if ((r = cgroup_vm_apply(cgroup_host(), guid_to_string(&cfg->id, idbuf), &limits, cgdirs,
+				 &ncg, err, errlen)))
+		return r;
+	while (args[nargs])
+		nargs++;
+	for (unsigned i = 0; i < ncg; i++) {
+		static char cgroup_opt[] = "--cgroup";
+		args[nargs++] = cgroup_opt;
+		args[nargs++] = cgdirs[i];
+	}
+	args[nargs] = NULL;
 	runtime_path(vm, "control.sock", path, sizeof(path));
 	unlink(path);
 	runtime_path(vm, "worker.exit", path, sizeof(path));
@@ -931,6 +1189,11 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore
 		return logfd;
 	}
 	dprintf(logfd, "--- cloisond starts the worker for '%s'\n", vm->cfg.name);
+	int taps[VM_MAX_NICS], ntaps = open_taps(cfg, taps, err, errlen);
+	if (ntaps < 0) {
+		close(logfd);
+		return ntaps;
+	}
 
 	sigemptyset(&none);
 	sigfillset(&all);
@@ -944,18 +1207,21 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore
 	posix_spawn_file_actions_adddup2(&fa, logfd, 1);
 	posix_spawn_file_actions_adddup2(&fa, logfd, 2);
 	posix_spawn_file_actions_addchdir_np(&fa, vm->rundir);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	for (int k = 0; k < ntaps; k++)
+		posix_spawn_file_actions_adddup2(&fa, taps[k], WORKER_TAP_FD0 + k);
+	posix_spawn_file_actions_addclosefrom_np(&fa, WORKER_TAP_FD0 + ntaps);
 	r = -posix_spawn(&pid, vmm, &fa, &attr, args, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(logfd);
+	for (int k = 0; k < ntaps; k++)
+		close(taps[k]);
 	if (r) {
 		snprintf(err, errlen, "cannot start the VM worker %s: %s", vmm, strerror(-r));
 		return r;
 	}
 	log_info("vm %s: worker pid %d started (paused until recorded)", vm->cfg.name, (int)pid);
-	set_worker_oom_score(vm, pid);
-	if ((r = record_worker(vm, pid))) {
+	if ((r = record_worker(vm, pid, uid))) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		snprintf(err, errlen, "cannot record the worker in %s/worker.json: %s (the VM was "
@@ -967,6 +1233,33 @@ int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		snprintf(err, errlen, "cannot start a monitor thread: %s", strerror(-r));
+	}
+	return r;
+}
+
+int worker_spawn(struct vm *vm, const struct vm_config *cfg, const char *restore_dir, char *err,
+		 size_t errlen)
+{
+	struct daemon *d = vm->d;
+	uid_t uid = 0;
+	int r;
+
+	if (!d->no_sandbox) {
+		pthread_mutex_lock(&d->lock);
+		uid = vm->sandbox_uid = pick_sandbox_uid_locked(vm);
+		pthread_mutex_unlock(&d->lock);
+		if (!uid) {
+			snprintf(err, errlen, "every sandbox uid (%u from %u) is in use: stop a VM "
+				 "first", SANDBOX_UIDS, SANDBOX_UID_BASE);
+			return -ENOSPC;
+		}
+	}
+	r = spawn(vm, cfg, restore_dir, uid, err, errlen);
+	if (r && uid) {
+		pthread_mutex_lock(&d->lock);
+		if (vm->sandbox_uid == uid && vm->worker_pid <= 0)
+			vm->sandbox_uid = 0;
+		pthread_mutex_unlock(&d->lock);
 	}
 	return r;
 }
@@ -983,7 +1276,11 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 	j = json_load_file(path, 0, NULL);
 	pid_t pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
 	unsigned long long st = (unsigned long long)json_integer_value(json_object_get(j, "starttime"));
+	json_int_t uid = json_integer_value(json_object_get(j, "sandbox_uid"));
 	images_from_json(vm, json_object_get(j, "images"));
+	pthread_mutex_lock(&vm->d->lock);
+	vm->sandbox_uid = uid > 0 && uid < UINT32_MAX ? (uid_t)uid : 0;
+	pthread_mutex_unlock(&vm->d->lock);
 	json_decref(j);
 	if (pid <= 0) {
 		snprintf(why, whylen, "the worker's record is missing; it ended while cloisond "
@@ -992,7 +1289,29 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 	}
 	int status;
 	char detail[256];
-	if (!pid_alive(pid, st) && read_exit_record(vm, &status, detail, sizeof(detail)) == 0) {
+	runtime_path(vm, "control.sock", path, sizeof(path));
+	bool was_alive = pid_alive(pid, st);
+	fd = was_alive ? unix_connect_path(path) : -ESRCH;
+	if (fd == -ECONNREFUSED || fd == -ENOENT) {
+		/* A worker that closed its control socket is on its way out (a
+		 * save ends that way): give it a moment to end, and its watcher
+		 * to record how. */
+		for (int i = 0; i < 100 && pid_alive(pid, st); i++)
+			usleep(50 * 1000);
+		if (pid_alive(pid, st))
+			fd = unix_connect_path(path);
+	}
+	if (fd >= 0 && !pid_alive(pid, st)) {
+		close(fd);
+		fd = -ESRCH;
+	}
+	if (fd < 0 && was_alive && !pid_alive(pid, st)) {
+		/* it ended just now: the watcher writes its record as it ends */
+		for (int i = 0; i < 40 && read_exit_record(vm, &status, detail, sizeof(detail)); i++)
+			usleep(50 * 1000);
+	}
+	if (fd < 0 && !pid_alive(pid, st) &&
+	    read_exit_record(vm, &status, detail, sizeof(detail)) == 0) {
 		/* It ended while no daemon ran, and its watcher kept the exit
 		 * status: decide as if the monitor had seen it, in the state the
 		 * VM was in (a graceful stop in progress ends in off). */
@@ -1009,16 +1328,15 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 			 vm->cfg.name, (int)pid, status);
 		return 1;
 	}
-	if (!pid_alive(pid, st)) {
+	if (fd < 0 && !pid_alive(pid, st)) {
 		char tail[256];
 		log_tail(vm, tail, sizeof(tail));
 		snprintf(why, whylen, "the worker (pid %d) ended while cloisond was not running%s%s",
 			 (int)pid, tail[0] ? "; its log ends: " : "", tail);
+		runtime_path(vm, "worker.json", path, sizeof(path));
 		unlink(path);
 		return -ESRCH;
 	}
-	runtime_path(vm, "control.sock", path, sizeof(path));
-	fd = unix_connect_path(path);
 	if (fd < 0) {
 		snprintf(why, whylen, "the worker (pid %d) is alive but its control socket does "
 				      "not answer (%s)", (int)pid, strerror(-fd));

@@ -47,6 +47,7 @@ static int run_buf(struct nft *n, const char *cmd)
 	return -EINVAL;
 }
 
+static char *vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static char *vformat(const char *fmt, va_list ap)
 {
 	char *s;

@@ -30,6 +30,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+def _parent(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class Daemon:
     """A cloisond on a private state dir; the socket lives in a short /tmp
     dir because sun_path holds 108 bytes."""
@@ -181,6 +189,9 @@ class Daemon:
         return text
 
     def worker_pids(self):
+        """The workers cloisond started (for a sandboxed one, its
+        supervisor: the jailed process it forks is its child, and dies with
+        it)."""
         pids = []
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -193,7 +204,7 @@ class Daemon:
                 continue
             if argv and argv[0].endswith(b"cloison-vmm") and cwd.startswith(self.state_dir):
                 pids.append(int(name))
-        return pids
+        return [p for p in pids if _parent(p) not in pids]
 
     def cleanup(self):
         """Stops the daemon and kills every worker it left (tests leave
@@ -201,12 +212,30 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pid in self.worker_pids():
+        for pid in self.worker_pids() + self._dnsmasq_pids():
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         shutil.rmtree(self.sockdir, ignore_errors=True)
+
+    def _dnsmasq_pids(self):
+        """The NAT switches' dnsmasq (it outlives a killed cloisond, which
+        adopts it when it restarts): found by its lease file in the state
+        dir."""
+        pids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"dnsmasq") and \
+                    any(self.state_dir.encode() in a for a in argv):
+                pids.append(int(name))
+        return pids
 
 
 @pytest.fixture

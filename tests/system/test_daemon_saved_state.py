@@ -270,10 +270,14 @@ def test_saved_while_no_daemon_ran(kvm):
         v = d.json("vm", "start", "n1")
         d.console_until("n1", "RESULT count=", times=2)
         d.kill9()
+        # Where cloisond has its sandboxed workers save (the worker can
+        # write nowhere else); the next cloisond moves it to Saved.
+        into = os.path.join(d.state_dir, "n1", "Sandbox", "Saved")
+        os.mkdir(into)
+        os.chown(into, v["sandbox"]["uid"], v["sandbox"]["uid"])
         s = socket.socket(socket.AF_UNIX)
         s.connect(os.path.join(v["runtime_dir"], "control.sock"))
-        s.sendall((json.dumps({"id": 1, "cmd": "save", "path": saved_dir(d, "n1")}) +
-                   "\n").encode())
+        s.sendall((json.dumps({"id": 1, "cmd": "save", "path": into}) + "\n").encode())
         f = s.makefile("r")
         while True:
             m = json.loads(f.readline())
@@ -288,6 +292,8 @@ def test_saved_while_no_daemon_ran(kvm):
         d.start()
         v = d.vm("n1")
         assert v["state"] == "saved", (v, d.log())
+        assert os.path.exists(os.path.join(saved_dir(d, "n1"), "state.bin"))
+        assert not os.path.exists(into)
         assert d.json("vm", "start", "n1")["state"] == "running"
         out = d.console_until("n1", "RESULT count=", times=2)
         assert "RESULT boot=" not in out, out[-2000:]

@@ -67,8 +67,43 @@ void api_vm_set(struct api_request *req);
 void api_vm_remove(struct api_request *req);
 void api_vm_action(struct api_request *req);
 void api_vm_discard_saved(struct api_request *req);
+/* POST /v1/vms/{vm}/upgrade-version: admin only, the VM off. */
+void api_vm_upgrade_version(struct api_request *req);
 void api_vm_console(struct api_request *req);
+/* api/agent.c: the integration services' requests. */
+void api_vm_kvp(struct api_request *req);
+void api_vm_copy_file(struct api_request *req);
+void api_vm_freeze(struct api_request *req);
+void api_vm_thaw(struct api_request *req);
 void api_events(struct api_request *req);
+void api_jobs_list(struct api_request *req);
+void api_job_show(struct api_request *req);
+void api_job_cancel(struct api_request *req);
+/* POST /v1/vms/{vm}/save: runs a save job on vm (looked up and checked by
+ * the caller); body {"wait": bool}. */
+void api_vm_save(struct api_request *req, struct vm *vm, json_t *body);
+/* Parses a job-starting body {"wait": bool} (default true); answers 400
+ * and returns -EINVAL on anything else. */
+int api_parse_wait(struct api_request *req, json_t *body, const char *action, bool *wait);
+/* POST /v1/vms/{vm}/export {"dir", "wait"} on vm (looked up by the
+ * caller) and POST /v1/vms/import (api/export.c): jobs, admin only. */
+void api_vm_export(struct api_request *req, struct vm *vm, json_t *body);
+void api_vms_import(struct api_request *req);
 void api_host(struct api_request *req);
+/* GET /v1/host/versions: the configuration versions this build supports. */
+void api_host_versions(struct api_request *req);
+/* PATCH /v1/host {"mac_range": "MIN-MAX"}: admin only. */
+void api_host_set(struct api_request *req);
+/* /v1/switches (api/switches.c): admin only. */
+void api_switches_list(struct api_request *req);
+void api_switches_create(struct api_request *req);
+void api_switch_show(struct api_request *req);
+void api_switch_set(struct api_request *req);
+void api_switch_remove(struct api_request *req);
+void api_switch_forwards(struct api_request *req);
+void api_switch_forward_add(struct api_request *req);
+void api_switch_forward_remove(struct api_request *req);
+void api_switch_leases(struct api_request *req);
+void api_vm_nic_connect(struct api_request *req);
 
 #endif

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/api/api.h"
+#include "daemon/api/checkpoints.h"
 #include "daemon/api/gate.h"
 
 struct route {
@@ -28,14 +29,41 @@ struct route {
 static const struct route routes[] = {
 	{ "GET", "/v1/vms", api_vms_list },
 	{ "POST", "/v1/vms", api_vms_create },
+	{ "POST", "/v1/vms/import", api_vms_import },
 	{ "GET", "/v1/vms/*", api_vm_show },
 	{ "PATCH", "/v1/vms/*", api_vm_set },
 	{ "DELETE", "/v1/vms/*", api_vm_remove },
 	{ "DELETE", "/v1/vms/*/saved-state", api_vm_discard_saved },
 	{ "POST", "/v1/vms/*/console", api_vm_console },
+	{ "POST", "/v1/vms/*/kvp", api_vm_kvp },
+	{ "POST", "/v1/vms/*/copy-file", api_vm_copy_file },
+	{ "POST", "/v1/vms/*/freeze", api_vm_freeze },
+	{ "POST", "/v1/vms/*/thaw", api_vm_thaw },
+	{ "GET", "/v1/vms/*/checkpoints", api_checkpoints_list },
+	{ "POST", "/v1/vms/*/checkpoints", api_checkpoints_create },
+	{ "PATCH", "/v1/vms/*/checkpoints", api_checkpoints_settings },
+	{ "POST", "/v1/vms/*/checkpoints/*/apply", api_checkpoint_apply },
+	{ "PATCH", "/v1/vms/*/checkpoints/*", api_checkpoint_rename },
+	{ "DELETE", "/v1/vms/*/checkpoints/*", api_checkpoint_remove },
+	{ "POST", "/v1/vms/*/upgrade-version", api_vm_upgrade_version },
 	{ "POST", "/v1/vms/*/*", api_vm_action },
 	{ "GET", "/v1/events", api_events },
+	{ "GET", "/v1/jobs", api_jobs_list },
+	{ "GET", "/v1/jobs/*", api_job_show },
+	{ "DELETE", "/v1/jobs/*", api_job_cancel },
 	{ "GET", "/v1/host", api_host },
+	{ "GET", "/v1/host/versions", api_host_versions },
+	{ "PATCH", "/v1/host", api_host_set },
+	{ "GET", "/v1/switches", api_switches_list },
+	{ "POST", "/v1/switches", api_switches_create },
+	{ "GET", "/v1/switches/*", api_switch_show },
+	{ "PATCH", "/v1/switches/*", api_switch_set },
+	{ "DELETE", "/v1/switches/*", api_switch_remove },
+	{ "GET", "/v1/switches/*/forwards", api_switch_forwards },
+	{ "POST", "/v1/switches/*/forwards", api_switch_forward_add },
+	{ "DELETE", "/v1/switches/*/forwards/*/*", api_switch_forward_remove },
+	{ "GET", "/v1/switches/*/leases", api_switch_leases },
+	{ "POST", "/v1/vms/*/network-adapters/*/connect", api_vm_nic_connect },
 	{ NULL, NULL, NULL },
 };
 

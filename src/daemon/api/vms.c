@@ -11,6 +11,7 @@
 #include "disk/disk.h"
 #endif
 #include "common/util.h"
+#include "daemon/cgroup.h"
 #include "daemon/api/api.h"
 
 #define ERR_LEN 1024
@@ -137,6 +138,8 @@ void api_vms_create(struct api_request *req)
 	if (!r)
 		r = check_files(&cfg, err, sizeof(err));
 	if (!r)
+		r = vswitch_check_config(req->d, &cfg, err, sizeof(err));
+	if (!r)
 		r = inventory_create(req->d, &cfg, &vm, err, sizeof(err));
 	if (r) {
 		vm_config_clear(&cfg);
@@ -176,6 +179,8 @@ static int apply_set(struct api_request *req, struct vm *vm, json_t *body, char 
 	r = vm_config_apply_json(&next, body, false, &hw, err, errlen);
 	if (!r && hw)
 		r = check_files(&next, err, errlen);
+	if (!r && hw)
+		r = vswitch_check_config(d, &next, err, errlen);
 	if (r)
 		goto out;
 	pthread_mutex_lock(&d->lock);
@@ -187,10 +192,25 @@ static int apply_set(struct api_request *req, struct vm *vm, json_t *body, char 
 	for (unsigned i = 0; !r && i < next.n_nics; i++)
 		if (next.nics[i].mac_auto && !next.nics[i].mac[0] &&
 		    macpool_allocate(d, next.nics[i].mac)) {
-			snprintf(err, errlen, "the MAC address pool is exhausted");
+			macpool_exhausted(d, err, errlen);
 			r = -ENOSPC;
 		}
+	bool running = vm_state_has_worker(vm->state);
+	/* a running VM's reserve is held now: more of it must fit too */
+	if (!r && running && next.cpu_reserve > vm->cfg.cpu_reserve)
+		r = vm_check_cpu_reserve_locked(vm, &next, "cannot raise the CPU reserve of running "
+						"VM", err, errlen);
 	pthread_mutex_unlock(&d->lock);
+	/* A running VM's CPU controls change at once (Hyper-V allows it) */
+	if (!r && running &&
+	    (next.cpu_limit != vm->cfg.cpu_limit || next.cpu_weight != vm->cfg.cpu_weight)) {
+		char dirs[CGROUP_DIRS][PATH_MAX], idbuf[GUID_STR_LEN];
+		struct cgroup_limits l;
+		unsigned n;
+		vm_cgroup_limits(&next, &l);
+		r = cgroup_vm_apply(cgroup_host(), guid_to_string(&next.id, idbuf), &l, dirs, &n, err,
+				    errlen);
+	}
 	if (!r) /* the file first: a failed write changes nothing */
 		r = inventory_replace_config(vm, &next, err, errlen);
 out:
@@ -299,7 +319,7 @@ static int parse_stop(struct api_request *req, json_t *body, bool *turn_off, uns
 void api_vm_action(struct api_request *req)
 {
 	static const char *const actions[] = { "start", "stop", "pause", "resume", "restart",
-					       "save" };
+					       "save", "export" };
 	const char *action = req->segs[3];
 	char err[ERR_LEN] = "";
 	unsigned i, timeout = 0;
@@ -312,13 +332,25 @@ void api_vm_action(struct api_request *req)
 	if (i == ARRAY_SIZE(actions)) {
 		api_error(req, 404, "no-such-endpoint",
 			  "unknown VM action '%s' (known: start, stop, pause, resume, restart, "
-			  "save, console)",
+			  "save, export, console)",
 			  action);
 		return;
 	}
 	json_t *body = api_parse_body(req, true);
 	if (!body)
 		return;
+	if (i >= 5) { /* a save or an export runs as a job (api/jobs.c, api/export.c) */
+		struct vm *vm = lookup_vm(req);
+		if (vm) {
+			if (i == 5)
+				api_vm_save(req, vm, body);
+			else
+				api_vm_export(req, vm, body);
+			inventory_put(req->d, vm);
+		}
+		json_decref(body);
+		return;
+	}
 	if (i == 1) {
 		r = parse_stop(req, body, &turn_off, &timeout);
 	} else if (json_object_size(body)) {
@@ -339,8 +371,7 @@ void api_vm_action(struct api_request *req)
 	case 1: r = vm_op_stop(vm, turn_off, timeout, &forced, err, sizeof(err)); break;
 	case 2: r = vm_op_pause(vm, err, sizeof(err)); break;
 	case 3: r = vm_op_resume(vm, err, sizeof(err)); break;
-	case 4: r = vm_op_restart(vm, err, sizeof(err)); break;
-	default: r = vm_op_save(vm, err, sizeof(err)); break;
+	default: r = vm_op_restart(vm, err, sizeof(err)); break;
 	}
 	if (r) {
 		api_error_errno(req, r, err);
@@ -370,6 +401,47 @@ void api_vm_discard_saved(struct api_request *req)
 		pthread_mutex_lock(&req->d->lock);
 		json_t *j = vm_to_json_locked(vm);
 		pthread_mutex_unlock(&req->d->lock);
+		api_reply(req, 200, j);
+	}
+	inventory_put(req->d, vm);
+}
+
+/* POST /v1/vms/{vm}/upgrade-version (Update-VMVersion): an off VM moves to
+ * this build's default configuration version, irreversibly. The answer is
+ * the VM, with "upgraded" and "previous_version". An administrator's
+ * decision: the VM can then no longer go to a host of an older cloison. */
+void api_vm_upgrade_version(struct api_request *req)
+{
+	char err[ERR_LEN] = "", from[VM_VERSION_LEN] = "";
+	bool changed;
+
+	json_t *body = api_parse_body(req, true);
+	if (!body)
+		return;
+	if (json_object_size(body)) {
+		api_error(req, 400, "bad-request", "unknown field '%s' (upgrade-version takes no "
+			  "fields: it moves the VM to version %s, this host's default)",
+			  json_object_iter_key(json_object_iter(body)), vm_version_default());
+		json_decref(body);
+		return;
+	}
+	json_decref(body);
+	struct vm *vm = lookup_vm(req);
+	if (!vm)
+		return;
+	if (!require_admin(req, "upgrade a VM's configuration version")) {
+		inventory_put(req->d, vm);
+		return;
+	}
+	int r = vm_op_upgrade_version(vm, from, &changed, err, sizeof(err));
+	if (r) {
+		api_error_errno(req, r, err);
+	} else {
+		pthread_mutex_lock(&req->d->lock);
+		json_t *j = vm_to_json_locked(vm);
+		pthread_mutex_unlock(&req->d->lock);
+		json_object_set_new(j, "upgraded", json_boolean(changed));
+		json_object_set_new(j, "previous_version", json_string(from));
 		api_reply(req, 200, j);
 	}
 	inventory_put(req->d, vm);

@@ -168,6 +168,70 @@ static void test_stored_schema_checks(void **state)
 	vm_config_clear(&c);
 }
 
+/* Configuration versions: what a create gets, what a stored file without
+ * one is, which strings are refused and how, and the one-way upgrade. */
+static void test_versions(void **state)
+{
+	struct vm_config c = { 0 }, old;
+	char err[512];
+	bool changed;
+
+	assert_int_equal(apply(&c, "{\"name\":\"v\",\"kernel\":\"/k\"}", true, err, sizeof(err)), 0);
+	assert_string_equal(c.version, vm_version_default());
+	assert_true(vm_config_has_feature(&c, VM_FEATURE_GENERATION_ID));
+	assert_false(guid_is_zero(&c.generation_id));
+	/* a stored file of before versions: the oldest, without the device */
+	assert_int_equal(guid_generate(&c.id), 0);
+	vm_config_stamp(&c);
+	json_t *j = vm_config_to_json(&c);
+	json_object_del(j, "version");
+	json_object_del(j, "generation_id");
+	assert_int_equal(vm_config_from_json(j, &old, err, sizeof(err)), 0);
+	assert_string_equal(old.version, VM_VERSION_OLDEST);
+	assert_true(guid_is_zero(&old.generation_id));
+	assert_false(vm_config_has_feature(&old, VM_FEATURE_GENERATION_ID));
+	assert_int_equal(vm_config_upgrade_version(&old, &changed), 0);
+	assert_true(changed);
+	assert_string_equal(old.version, vm_version_default());
+	assert_false(guid_is_zero(&old.generation_id));
+	struct guid kept = old.generation_id;
+	assert_int_equal(vm_config_upgrade_version(&old, &changed), 0);
+	assert_false(changed);
+	assert_true(guid_equal(&kept, &old.generation_id));
+	vm_config_clear(&old);
+	/* a newer file is refused for its version, whatever else it holds */
+	json_object_set_new(j, "version", json_string("200.1"));
+	json_object_set_new(j, "field_of_the_future", json_true());
+	assert_int_equal(vm_config_from_json(j, &old, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "newer than this cloisond supports"));
+	vm_config_clear(&old);
+	json_decref(j);
+	vm_config_clear(&c);
+
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"version\":\"9.0\"}", true, "newer");
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"version\":\"6.0\"}", true,
+		       "not one this cloisond knows");
+	static const char *const bad[] = { "8", "8.", ".0", "8.0.0", "08.0", "8.00", "256.0",
+					   "8.0 ", "+8.0", "-1.0", "8.256", "" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char body[128];
+
+		snprintf(body, sizeof(body), "{\"name\":\"a\",\"kernel\":\"/k\",\"version\":\"%s\"}",
+			 bad[i]);
+		expect_refused(body, true, "not a configuration version");
+	}
+	expect_refused("{\"name\":\"a\",\"kernel\":\"/k\",\"version\":5}", true, "must be a string");
+	expect_refused("{\"version\":\"8.0\"}", false, "cannot be set");
+	expect_refused("{\"generation_id\":null}", false, "cannot be set");
+	/* an older version on purpose: no device, no id */
+	struct vm_config five = { 0 };
+	assert_int_equal(apply(&five, "{\"name\":\"f\",\"kernel\":\"/k\",\"version\":\"5.0\"}",
+			       true, err, sizeof(err)), 0);
+	assert_string_equal(five.version, "5.0");
+	assert_true(guid_is_zero(&five.generation_id));
+	vm_config_clear(&five);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -176,6 +240,7 @@ int main(void)
 		cmocka_unit_test(test_set_lists_and_hw_flag),
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_stored_schema_checks),
+		cmocka_unit_test(test_versions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

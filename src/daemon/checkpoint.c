@@ -1,0 +1,1391 @@
+/* Checkpoints (checkpoint.h): create, apply, rename and remove, the tree in
+ * <vm>/Snapshots/checkpoints.json, and the recovery of a job a crash cut.
+ *
+ * The order of every operation is the same: make the new files, then one
+ * atomic replace of the tree (the commit point), then the VM's
+ * configuration, then remove what is no longer used. A recovery finds
+ * which side of the commit point the crash was on: before it, it removes
+ * the new files (the plan names them); after it, it finishes. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/agent.h"
+#include "daemon/checkpoint.h"
+#include "disk/disk.h"
+
+#define TREE_MAX (4 << 20)
+#define MERGE_CHUNK (1 << 20)
+#define FREEZE_TIMEOUT_S 60 /* the guest thaws by itself after this */
+
+static const char *const type_names[] = { "production", "production-only", "standard",
+					  "disabled", NULL };
+
+static const char *jstr(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : "";
+}
+
+/* ---- the tree file ---- */
+
+static void tree_path(const struct vm *vm, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/Snapshots/checkpoints.json", vm->dir);
+}
+
+static json_t *tree_new(void)
+{
+	return json_pack("{s:i, s:s, s:n, s:n, s:[]}", "version", 1, "checkpoint_type",
+			 "production", "folder", "current", "checkpoints");
+}
+
+/* Loads and checks the tree (a missing file is an empty tree). NULL with
+ * err on a damaged file: nothing is changed then. */
+static json_t *tree_load(const struct vm *vm, char *err, size_t errlen)
+{
+	char path[2400];
+	json_error_t jerr;
+	size_t i;
+	json_t *cp;
+
+	tree_path(vm, path, sizeof(path));
+	if (access(path, F_OK) < 0 && errno == ENOENT)
+		return tree_new();
+	json_t *t = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *cps = json_object_get(t, "checkpoints");
+	bool ok = json_is_object(t) && json_integer_value(json_object_get(t, "version")) == 1 &&
+		  json_is_array(cps);
+	json_array_foreach(cps, i, cp) ok = ok && json_is_string(json_object_get(cp, "id")) &&
+					    json_is_string(json_object_get(cp, "name")) &&
+					    json_is_array(json_object_get(cp, "disks"));
+	if (!ok) {
+		snprintf(err, errlen, "%.2000s is damaged (%s); nothing was changed: restore it or "
+			 "move it away", path, t ? "not a checkpoint tree" : jerr.text);
+		json_decref(t);
+		return NULL;
+	}
+	return t;
+}
+
+static int tree_save(const struct vm *vm, json_t *t, char *err, size_t errlen)
+{
+	char path[2400];
+	char *text = json_dumps(t, JSON_INDENT(2) | JSON_SORT_KEYS);
+	int r;
+
+	tree_path(vm, path, sizeof(path));
+	char *dir = strdup(path);
+	r = !text || !dir ? -ENOMEM : mkdir_p(dirname(dir), 0750);
+	free(dir);
+	if (!r)
+		r = atomic_write_file(path, text, strlen(text), 0640);
+	free(text);
+	if (r)
+		snprintf(err, errlen, "cannot write %.2000s: %s", path, strerror(-r));
+	return r;
+}
+
+static json_t *cp_by_id(json_t *t, const char *id)
+{
+	size_t i;
+	json_t *cp;
+
+	json_array_foreach(json_object_get(t, "checkpoints"), i, cp)
+		if (!strcasecmp(jstr(cp, "id"), id))
+			return cp;
+	return NULL;
+}
+
+/* By id, else by name (which must be unique). NULL with err. */
+static json_t *cp_find(json_t *t, const struct vm *vm, const char *what, int *code, char *err,
+		       size_t errlen)
+{
+	json_t *found = cp_by_id(t, what), *cp;
+	size_t i, n = 0;
+
+	if (found)
+		return found;
+	json_array_foreach(json_object_get(t, "checkpoints"), i, cp)
+		if (!strcmp(jstr(cp, "name"), what)) {
+			found = cp;
+			n++;
+		}
+	if (n == 1)
+		return found;
+	*code = n ? -EINVAL : -ENOENT;
+	if (n)
+		snprintf(err, errlen, "%zu checkpoints of VM '%s' are named '%s': give its id "
+			 "(see 'cloison checkpoint list %s')", n, vm->cfg.name, what, vm->cfg.name);
+	else
+		snprintf(err, errlen, "VM '%s' has no checkpoint '%s' (see 'cloison checkpoint "
+			 "list %s')", vm->cfg.name, what, vm->cfg.name);
+	return NULL;
+}
+
+static void folder_of(const struct vm *vm, json_t *t, const char *id, char *buf, size_t len)
+{
+	const char *f = json_string_value(json_object_get(t, "folder"));
+
+	if (f && *f)
+		snprintf(buf, len, "%s/%s", f, id);
+	else
+		snprintf(buf, len, "%s/Snapshots/%s", vm->dir, id);
+}
+
+/* ---- disks ---- */
+
+/* <dir>/<stem>_<GUID>.avhdx (.avhd for VHD), Hyper-V's names; a stem that
+ * ends in _<GUID> already (a child of a child) loses it first. */
+static int child_path_for(const char *parent, char *out, size_t len, char *err, size_t errlen)
+{
+	struct disk *dk;
+	struct disk_error derr = { { 0 } };
+	struct disk_info info;
+	char dir[PATH_MAX], base[PATH_MAX], id[GUID_STR_LEN];
+	struct guid g;
+
+	int r = disk_open(parent, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &dk, &derr);
+	const char *ext = strrchr(parent, '.');
+	if (r && ext && (!strcasecmp(ext, ".vhdx") || !strcasecmp(ext, ".avhdx"))) {
+		info.format = DISK_FORMAT_VHDX; /* a running worker holds it locked */
+	} else if (r && ext && (!strcasecmp(ext, ".vhd") || !strcasecmp(ext, ".avhd"))) {
+		info.format = DISK_FORMAT_VHD;
+	} else if (r) {
+		snprintf(err, errlen, "disk '%.1000s' cannot be opened: %s", parent,
+			 derr.msg[0] ? derr.msg : strerror(-r));
+		return r;
+	} else {
+		disk_get_info(dk, &info);
+		disk_close(dk);
+	}
+	if (info.format == DISK_FORMAT_RAW) {
+		snprintf(err, errlen, "disk '%.1000s' is a raw image, which cannot have a "
+			 "differencing child: a checkpoint needs VHDX or VHD disks (convert it with "
+			 "'cloison disk convert', or attach it read-only)", parent);
+		return -EINVAL;
+	}
+	snprintf(dir, sizeof(dir), "%s", parent);
+	snprintf(base, sizeof(base), "%s", basename(dir));
+	snprintf(dir, sizeof(dir), "%s", parent);
+	char *dot = strrchr(base, '.');
+	if (dot)
+		*dot = 0;
+	size_t bl = strlen(base);
+	struct guid tmp;
+	if (bl > GUID_STR_LEN && base[bl - GUID_STR_LEN] == '_' &&
+	    guid_parse(base + bl - GUID_STR_LEN + 1, &tmp) == 0)
+		base[bl - GUID_STR_LEN] = 0;
+	if (guid_generate(&g))
+		return -EIO;
+	guid_to_string(&g, id);
+	for (char *p = id; *p; p++)
+		*p = (char)(*p >= 'a' && *p <= 'f' ? *p - 32 : *p);
+	snprintf(out, len, "%.2000s/%.1000s_%s.%s", dirname(dir), base, id,
+		 info.format == DISK_FORMAT_VHDX ? "avhdx" : "avhd");
+	return 0;
+}
+
+static int make_child(const char *parent, const char *child, char *err, size_t errlen)
+{
+	struct disk *dk;
+	struct disk_error derr = { { 0 } };
+	struct disk_info info;
+
+	int r = disk_open(parent, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &dk, &derr);
+	if (!r) {
+		disk_get_info(dk, &info);
+		disk_close(dk);
+		struct disk_create_opts o = { .format = info.format,
+					      .type = DISK_TYPE_DIFFERENCING,
+					      .parent = parent };
+		r = disk_create(child, &o, &derr);
+	}
+	if (r)
+		snprintf(err, errlen, "cannot make the differencing disk %.1000s: %s", child,
+			 derr.msg[0] ? derr.msg : strerror(-r));
+	else
+		fsync_parent_dir(child);
+	return r;
+}
+
+/* The parent a differencing image names, resolved; "" if none. */
+static void parent_of(const char *path, char *out, size_t len)
+{
+	struct disk *dk;
+	struct disk_error derr = { { 0 } };
+	struct disk_info info;
+
+	out[0] = 0;
+	if (disk_open(path, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &dk, &derr))
+		return;
+	disk_get_info(dk, &info);
+	disk_close(dk);
+	if (info.has_parent && !realpath(info.parent_path, out))
+		snprintf(out, len, "%s", info.parent_path);
+}
+
+/* Copies every run child holds itself into parent (in place, as `cloison
+ * disk merge`). Idempotent: after a crash it is run again. */
+static int merge_into_parent(const char *child_path, const char *parent_path, struct job *job,
+			     char *err, size_t errlen)
+{
+	struct disk *child, *parent;
+	struct disk_error derr = { { 0 } };
+	uint8_t *buf = NULL;
+	int r;
+
+	r = disk_open(child_path, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &child, &derr);
+	if (r) {
+		snprintf(err, errlen, "cannot open %.1000s: %s", child_path,
+			 derr.msg[0] ? derr.msg : strerror(-r));
+		return r;
+	}
+	r = disk_open(parent_path, 0, &parent, &derr);
+	if (r) {
+		disk_close(child);
+		snprintf(err, errlen, "cannot open %.1000s for writing: %s", parent_path,
+			 derr.msg[0] ? derr.msg : strerror(-r));
+		return r;
+	}
+	uint64_t size = MIN(disk_size(child), disk_size(parent)), off = 0;
+	if (posix_memalign((void **)&buf, 4096, MERGE_CHUNK))
+		r = -ENOMEM;
+	while (!r && off < size) {
+		bool alloc;
+		uint64_t run, len = MIN(MERGE_CHUNK - off % MERGE_CHUNK, size - off);
+		r = disk_block_status(child, off, len, &alloc, &run);
+		if (r)
+			break;
+		if (!run || run > len)
+			run = len;
+		if (alloc) {
+			r = disk_pread(child, buf, run, off);
+			if (!r)
+				r = disk_pwrite(parent, buf, run, off);
+		}
+		off += run;
+		if (job)
+			job_set_progress(job, off, size);
+	}
+	free(buf);
+	if (!r)
+		r = disk_flush(parent);
+	int c = disk_close(parent);
+	if (!r)
+		r = c;
+	disk_close(child);
+	if (r)
+		snprintf(err, errlen, "merging %.1000s into %.1000s failed: %s", child_path,
+			 parent_path, strerror(-r));
+	return r;
+}
+
+/* Hard links every file of from into to (made); the saved state's files
+ * are only read by a restore, so the two copies can share them. */
+static int link_files(const char *from, const char *to, char *err, size_t errlen)
+{
+	struct dirent *de;
+	int r = 0;
+
+	if (mkdir(to, 0750) < 0 && errno != EEXIST)
+		r = -errno;
+	DIR *dp = r ? NULL : opendir(from);
+	if (!r && !dp)
+		r = -errno;
+	while (dp && !r && (de = readdir(dp))) {
+		char a[4400], b[4400];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
+		snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
+		if (link(a, b) < 0 && errno != EEXIST)
+			r = -errno;
+	}
+	if (dp)
+		closedir(dp);
+	if (!r)
+		fsync_parent_dir(to);
+	if (r)
+		snprintf(err, errlen, "cannot link the saved state from %.1000s into %.1000s: %s",
+			 from, to, strerror(-r));
+	return r;
+}
+
+/* ---- settings, list, rename ---- */
+
+static bool type_valid(const char *s)
+{
+	for (unsigned i = 0; type_names[i]; i++)
+		if (!strcmp(s, type_names[i]))
+			return true;
+	return false;
+}
+
+json_t *checkpoint_list(struct vm *vm, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen);
+	pthread_mutex_unlock(&vm->cfg_lock);
+	if (!t)
+		return NULL;
+	json_t *out = json_pack("{s:{s:O, s:O}, s:O, s:O}", "settings", "checkpoint_type",
+				json_object_get(t, "checkpoint_type"), "folder",
+				json_object_get(t, "folder"), "current",
+				json_object_get(t, "current"), "checkpoints",
+				json_object_get(t, "checkpoints"));
+	json_decref(t);
+	return out;
+}
+
+int checkpoint_rename(struct vm *vm, const char *what, const char *name, char *err,
+		      size_t errlen)
+{
+	int r = 0;
+
+	if (!*name || strlen(name) > 100) {
+		snprintf(err, errlen, "a checkpoint name has 1 to 100 characters");
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen), *cp = NULL;
+	if (!t)
+		r = -EIO;
+	else if (!(cp = cp_find(t, vm, what, &r, err, errlen)))
+		;
+	else {
+		json_object_set_new(cp, "name", json_string(name));
+		r = tree_save(vm, t, err, errlen);
+	}
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	return r;
+}
+
+int checkpoint_settings(struct vm *vm, json_t *body, char *err, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+	int r = 0;
+
+	json_object_foreach(body, key, v) {
+		if (!strcmp(key, "checkpoint_type")) {
+			if (!json_is_string(v) || !type_valid(json_string_value(v))) {
+				snprintf(err, errlen, "checkpoint_type must be one of production, "
+					 "production-only, standard, disabled");
+				return -EINVAL;
+			}
+		} else if (!strcmp(key, "folder")) {
+			if (!json_is_null(v) && (!json_is_string(v) || json_string_value(v)[0] != '/')) {
+				snprintf(err, errlen, "folder must be an absolute path (or null for "
+					 "the default, the VM's Snapshots folder)");
+				return -EINVAL;
+			}
+		} else {
+			snprintf(err, errlen, "unknown field '%s' (known: checkpoint_type, folder)",
+				 key);
+			return -EINVAL;
+		}
+	}
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen);
+	if (!t) {
+		r = -EIO;
+	} else {
+		json_object_update_existing(t, body);
+		const char *f = json_string_value(json_object_get(t, "folder"));
+		if (f && mkdir_p(f, 0750)) {
+			snprintf(err, errlen, "cannot make the checkpoint folder %.1000s: %s", f,
+				 strerror(errno));
+			r = -EINVAL;
+		}
+		if (!r)
+			r = tree_save(vm, t, err, errlen);
+	}
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	return r;
+}
+
+/* ---- plans ---- */
+
+static bool worker_state(struct vm *vm, enum vm_state *s)
+{
+	pthread_mutex_lock(&vm->d->lock);
+	*s = vm->state;
+	pthread_mutex_unlock(&vm->d->lock);
+	return vm_state_has_worker(*s);
+}
+
+json_t *checkpoint_plan_create(struct vm *vm, json_t *body, int *code, char *err, size_t errlen)
+{
+	const char *key, *name = NULL;
+	json_t *v, *children = json_array();
+	char id[GUID_STR_LEN], dflt[160], dir[2400], child[4200], note[512] = "";
+	struct guid g;
+	struct vm_config cfg;
+	enum vm_state s;
+
+	*code = -EINVAL;
+	json_object_foreach(body, key, v) {
+		if (!strcmp(key, "name") && json_is_string(v) && json_string_length(v) &&
+		    json_string_length(v) <= 100) {
+			name = json_string_value(v);
+		} else if (strcmp(key, "wait")) {
+			snprintf(err, errlen, "unknown or bad field '%s' (known: name, a string of 1 "
+				 "to 100 characters; wait)", key);
+			json_decref(children);
+			return NULL;
+		}
+	}
+	json_t *t = tree_load(vm, err, errlen);
+	if (!t) {
+		*code = -EIO;
+		json_decref(children);
+		return NULL;
+	}
+	const char *type = jstr(t, "checkpoint_type");
+	const char *made = "standard";
+	bool running = worker_state(vm, &s);
+	*code = -EBUSY;
+	if (!strcmp(type, "disabled")) {
+		snprintf(err, errlen, "checkpoints are disabled for VM '%s' (enable them with "
+			 "'cloison checkpoint settings %s --type production')", vm->cfg.name,
+			 vm->cfg.name);
+		goto fail;
+	}
+	if (s == VM_STARTING || s == VM_STOPPING || s == VM_SAVING) {
+		snprintf(err, errlen, "VM '%s' is %s: wait until it is running, off or saved",
+			 vm->cfg.name, vm_state_name(s));
+		goto fail;
+	}
+	/* A production checkpoint of a running VM asks the guest to freeze its
+	 * file systems (the backup integration service); whether it can is
+	 * known when the job asks (create_run). */
+	bool freeze = running && strncmp(type, "production", 10) == 0;
+	if (!running)
+		made = strcmp(type, "standard") ? "production" : "standard";
+	pthread_mutex_lock(&vm->d->lock);
+	int r = vm_config_copy(&cfg, &vm->cfg);
+	pthread_mutex_unlock(&vm->d->lock);
+	if (r) {
+		*code = r;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (unsigned i = 0; i < cfg.n_disks; i++) {
+		if (cfg.disks[i].readonly) {
+			json_array_append_new(children, json_null());
+			continue;
+		}
+		if ((r = child_path_for(cfg.disks[i].path, child, sizeof(child), err, errlen))) {
+			*code = r == -EINVAL ? -EINVAL : -EIO;
+			vm_config_clear(&cfg);
+			goto fail;
+		}
+		json_array_append_new(children, json_string(child));
+	}
+	vm_config_clear(&cfg);
+	guid_generate(&g);
+	guid_to_string(&g, id);
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	char when[64];
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	snprintf(dflt, sizeof(dflt), "%.64s - (%s)", vm->cfg.name, when);
+	folder_of(vm, t, id, dir, sizeof(dir));
+	json_t *plan = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:b, s:b}", "id", id, "name",
+				 name ? name : dflt, "children", children, "dir", dir, "type",
+				 running || s == VM_SAVED ? "standard" : made, "note", note,
+				 "freeze", freeze, "freeze_only", !strcmp(type, "production-only"));
+	json_decref(t);
+	return plan;
+fail:
+	json_decref(children);
+	json_decref(t);
+	return NULL;
+}
+
+json_t *checkpoint_plan_apply(struct vm *vm, const char *what, int *code, char *err,
+			      size_t errlen)
+{
+	char child[4200];
+	size_t i;
+	json_t *d, *children = json_array(), *old = json_array();
+	json_t *t = tree_load(vm, err, errlen), *cp;
+	enum vm_state s;
+
+	*code = -EIO;
+	if (!t || !(cp = cp_find(t, vm, what, code, err, errlen)))
+		goto fail;
+	worker_state(vm, &s);
+	if (s == VM_STARTING || s == VM_STOPPING || s == VM_SAVING) {
+		*code = -EBUSY;
+		snprintf(err, errlen, "VM '%s' is %s: wait until it is running, off or saved",
+			 vm->cfg.name, vm_state_name(s));
+		goto fail;
+	}
+	json_array_foreach(json_object_get(cp, "disks"), i, d) {
+		if (json_is_true(json_object_get(d, "readonly"))) {
+			json_array_append_new(children, json_null());
+			continue;
+		}
+		int r = child_path_for(jstr(d, "path"), child, sizeof(child), err, errlen);
+		if (r) {
+			*code = r;
+			goto fail;
+		}
+		json_array_append_new(children, json_string(child));
+	}
+	pthread_mutex_lock(&vm->d->lock);
+	for (unsigned k = 0; k < vm->cfg.n_disks; k++)
+		if (!vm->cfg.disks[k].readonly)
+			json_array_append_new(old, json_string(vm->cfg.disks[k].path));
+	pthread_mutex_unlock(&vm->d->lock);
+	json_t *plan = json_pack("{s:s, s:s, s:o, s:o}", "id", jstr(cp, "id"), "name",
+				 jstr(cp, "name"), "children", children, "old", old);
+	json_decref(t);
+	return plan;
+fail:
+	json_decref(children);
+	json_decref(old);
+	json_decref(t);
+	return NULL;
+}
+
+/* Appends cp's descendants (leaves first), then cp. */
+static void subtree_ids(json_t *t, const char *id, json_t *ids)
+{
+	size_t i;
+	json_t *c;
+
+	json_array_foreach(json_object_get(t, "checkpoints"), i, c)
+		if (!strcasecmp(jstr(c, "parent"), id))
+			subtree_ids(t, jstr(c, "id"), ids);
+	json_array_append_new(ids, json_string(id));
+}
+
+json_t *checkpoint_plan_remove(struct vm *vm, const char *what, bool subtree, int *code,
+			       char *err, size_t errlen)
+{
+	json_t *t = tree_load(vm, err, errlen), *cp, *ids = json_array();
+	enum vm_state s;
+
+	*code = -EIO;
+	if (!t || !(cp = cp_find(t, vm, what, code, err, errlen))) {
+		json_decref(ids);
+		json_decref(t);
+		return NULL;
+	}
+	worker_state(vm, &s);
+	if (s == VM_STARTING || s == VM_STOPPING || s == VM_SAVING) {
+		*code = -EBUSY;
+		snprintf(err, errlen, "VM '%s' is %s: wait until it is running, off or saved",
+			 vm->cfg.name, vm_state_name(s));
+		json_decref(ids);
+		json_decref(t);
+		return NULL;
+	}
+	if (subtree)
+		subtree_ids(t, jstr(cp, "id"), ids);
+	else
+		json_array_append_new(ids, json_string(jstr(cp, "id")));
+	json_t *plan = json_pack("{s:o, s:s}", "ids", ids, "name", jstr(cp, "name"));
+	json_decref(t);
+	return plan;
+}
+
+/* ---- the VM's side ---- */
+
+/* Points the VM's configuration at the disks in paths (a JSON array, one
+ * per disk, null = unchanged) and, when hw is not NULL, at the processors,
+ * memory and boot files it holds. Caller holds vm->cfg_lock. */
+static int point_config(struct vm *vm, json_t *disks, json_t *hw, char *err, size_t errlen)
+{
+	struct vm_config next;
+	size_t i;
+	json_t *p;
+	int r;
+
+	pthread_mutex_lock(&vm->d->lock);
+	r = vm_config_copy(&next, &vm->cfg);
+	pthread_mutex_unlock(&vm->d->lock);
+	if (r) {
+		snprintf(err, errlen, "out of memory");
+		return r;
+	}
+	if (json_array_size(disks) <= VM_MAX_DISKS) {
+		for (unsigned k = 0; k < next.n_disks; k++) {
+			free(next.disks[k].path);
+			next.disks[k].path = NULL;
+		}
+		next.n_disks = 0;
+		json_array_foreach(disks, i, p) {
+			next.disks[i].path = strdup(jstr(p, "path"));
+			next.disks[i].readonly = json_is_true(json_object_get(p, "readonly"));
+			next.n_disks++;
+		}
+	}
+	if (hw) {
+		next.cpus = (unsigned)json_integer_value(json_object_get(hw, "cpus"));
+		next.memory = (uint64_t)json_integer_value(json_object_get(hw, "memory"));
+		free(next.kernel);
+		next.kernel = strdup(jstr(hw, "kernel"));
+		free(next.cmdline);
+		next.cmdline = strdup(jstr(hw, "cmdline"));
+		free(next.initrd);
+		next.initrd = json_is_string(json_object_get(hw, "initrd"))
+				      ? strdup(jstr(hw, "initrd"))
+				      : NULL;
+		/* Only apply restores the hardware: the VM goes on from an
+		 * earlier copy of itself, so it gets a new VM Generation ID
+		 * (the guest reseeds; a restored worker notifies it). */
+		if (vm_config_has_feature(&next, VM_FEATURE_GENERATION_ID) &&
+		    vm_config_new_generation_id(&next)) {
+			vm_config_clear(&next);
+			snprintf(err, errlen, "no randomness for the VM's generation id");
+			return -EIO;
+		}
+	}
+	r = inventory_replace_config(vm, &next, err, errlen);
+	vm_config_clear(&next);
+	return r;
+}
+
+/* The VM's disks as {"path", "readonly"} objects, with the writable ones
+ * replaced by children (null entries keep the disk). */
+static json_t *disks_with(struct vm *vm, json_t *children)
+{
+	json_t *out = json_array();
+
+	pthread_mutex_lock(&vm->d->lock);
+	for (unsigned i = 0; i < vm->cfg.n_disks; i++) {
+		json_t *c = json_array_get(children, i);
+		json_array_append_new(out, json_pack("{s:s, s:b}", "path",
+						     json_is_string(c) ? json_string_value(c)
+								       : vm->cfg.disks[i].path,
+						     "readonly", vm->cfg.disks[i].readonly));
+	}
+	pthread_mutex_unlock(&vm->d->lock);
+	return out;
+}
+
+static void unlink_children(json_t *children)
+{
+	size_t i;
+	json_t *c;
+
+	json_array_foreach(children, i, c)
+		if (json_is_string(c) && unlink(json_string_value(c)) == 0)
+			fsync_parent_dir(json_string_value(c));
+}
+
+static int start_again(struct vm *vm, char *note, size_t len)
+{
+	char err[1024];
+	int r = vm_op_start(vm, err, sizeof(err));
+
+	if (r) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "the VM could not go on running (%.600s); it stays "
+			 "saved, start it with 'cloison vm start %.64s'", err, vm->cfg.name);
+		snprintf(note, len, "%s", msg);
+	}
+	return r;
+}
+
+/* ---- create ---- */
+
+int checkpoint_create_now(struct job *job, struct vm *vm, json_t *plan, json_t **result,
+			  char *err, size_t errlen)
+{
+	json_t *children = json_object_get(plan, "children");
+	const char *id = jstr(plan, "id"), *dir = jstr(plan, "dir");
+	char note[1024];
+	enum vm_state s;
+	size_t i;
+	json_t *c;
+	int r;
+
+	snprintf(note, sizeof(note), "%s", jstr(plan, "note"));
+	bool was_running = worker_state(vm, &s), frozen = false;
+	if (was_running && json_is_true(json_object_get(plan, "freeze"))) {
+		char ferr[512];
+		r = agent_freeze(vm, FREEZE_TIMEOUT_S, ferr, sizeof(ferr));
+		frozen = r == 0;
+		if (r && json_is_true(json_object_get(plan, "freeze_only"))) {
+			snprintf(err, errlen, "VM '%.64s' takes production checkpoints only, and its "
+				 "guest cannot freeze its file systems (%.300s): turn it off to "
+				 "checkpoint it, or allow standard checkpoints ('cloison checkpoint "
+				 "settings %.64s --type production')", vm->cfg.name, ferr, vm->cfg.name);
+			job_set_error_code(job, "invalid-state");
+			return -EBUSY;
+		}
+		if (r)
+			snprintf(note, sizeof(note), "a standard checkpoint was made: a production "
+				 "one needs the guest to freeze its file systems through the integration "
+				 "services, and it cannot (%.300s)", ferr);
+	}
+	/* Frozen, the guest's disks are consistent: the save is only the way
+	 * to split them while the worker cannot switch its open chain, and
+	 * the checkpoint keeps no memory. The restored guest's agent sees its
+	 * connection reset and thaws; the THAW below is for a guest whose
+	 * agent reconnected first. */
+	if (was_running && (r = vm_op_save(vm, err, errlen))) {
+		char terr[256];
+		if (frozen)
+			agent_thaw(vm, terr, sizeof(terr));
+		return r;
+	}
+	worker_state(vm, &s);
+	bool saved = s == VM_SAVED && !frozen;
+	json_t *none = json_array(), *old = disks_with(vm, none);
+	json_decref(none);
+	json_t *cfgj = NULL;
+	r = 0;
+	json_array_foreach(children, i, c)
+		if (!r && json_is_string(c))
+			r = make_child(jstr(json_array_get(old, i), "path"), json_string_value(c), err,
+				       errlen);
+	if (!r && (r = mkdir_p(dir, 0750)))
+		snprintf(err, errlen, "cannot make %.1000s: %s", dir, strerror(-r));
+	if (!r) {
+		pthread_mutex_lock(&vm->d->lock);
+		cfgj = vm_config_to_json(&vm->cfg);
+		pthread_mutex_unlock(&vm->d->lock);
+		char path[2500], *text = json_dumps(cfgj, JSON_INDENT(2) | JSON_SORT_KEYS);
+		snprintf(path, sizeof(path), "%s/config.json", dir);
+		r = text ? atomic_write_file(path, text, strlen(text), 0640) : -ENOMEM;
+		free(text);
+		if (r)
+			snprintf(err, errlen, "cannot write %.1000s: %s", path, strerror(-r));
+	}
+	if (!r && saved)
+		r = link_files(vm->saved_dir, dir, err, errlen);
+	if (!r) {
+		/* The commit point: the tree, then the configuration. */
+		pthread_mutex_lock(&vm->cfg_lock);
+		json_t *t = tree_load(vm, err, errlen);
+		if (!t) {
+			r = -EIO;
+		} else {
+			char created[32];
+			time_t now = time(NULL);
+			struct tm tm;
+			gmtime_r(&now, &tm);
+			strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			json_t *cp = json_pack(
+				"{s:s, s:s, s:O, s:s, s:s, s:b, s:O, s:s, s:{s:O, s:O, s:O, s:O, s:O}}",
+				"id", id, "name", jstr(plan, "name"), "parent",
+				json_object_get(t, "current"), "created", created, "type",
+				frozen ? "production" : saved ? "standard" : jstr(plan, "type"),
+				"saved_state", saved,
+				"disks", old, "dir", dir, "hardware", "cpus",
+				json_object_get(cfgj, "cpus"), "memory",
+				json_object_get(cfgj, "memory"), "kernel",
+				json_object_get(cfgj, "kernel"), "initrd",
+				json_object_get(cfgj, "initrd"), "cmdline",
+				json_object_get(cfgj, "cmdline"));
+			json_array_append_new(json_object_get(t, "checkpoints"), cp);
+			json_object_set_new(t, "current", json_string(id));
+			r = tree_save(vm, t, err, errlen);
+			if (!r) {
+				json_t *nd = disks_with(vm, children);
+				r = point_config(vm, nd, NULL, err, errlen);
+				json_decref(nd);
+			}
+			json_decref(t);
+		}
+		pthread_mutex_unlock(&vm->cfg_lock);
+	}
+	json_decref(cfgj);
+	json_decref(old);
+	if (r) {
+		unlink_children(children);
+		remove_flat_dir(dir);
+		if (was_running)
+			start_again(vm, note, sizeof(note));
+		return r;
+	}
+	if (was_running)
+		start_again(vm, note + strlen(note), sizeof(note) - strlen(note));
+	if (frozen) {
+		char terr[256];
+		agent_thaw(vm, terr, sizeof(terr));
+	}
+	const char *type = frozen ? "production" : saved ? "standard" : jstr(plan, "type");
+	*result = json_pack("{s:s, s:s, s:s, s:b, s:s}", "checkpoint", id, "name",
+			    jstr(plan, "name"), "type", type, "saved_state", saved, "note", note);
+	return 0;
+}
+
+static int create_run(struct job *job, char *err, size_t errlen)
+{
+	json_t *res = NULL;
+	int r = checkpoint_create_now(job, job_vm(job), job_args(job), &res, err, errlen);
+
+	if (!r)
+		job_set_result(job, res);
+	return r;
+}
+
+json_t *checkpoint_get(struct vm *vm, const char *id, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen), *cp = t ? cp_by_id(t, id) : NULL;
+	if (t && !cp)
+		snprintf(err, errlen, "VM '%s' has no checkpoint %s", vm->cfg.name, id);
+	json_incref(cp);
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	return cp;
+}
+
+static struct vm *recover_vm(struct daemon *d, json_t *record, char *note, size_t len)
+{
+	struct vm *vm = inventory_get(d, jstr(record, "vm_id"));
+
+	if (!vm)
+		snprintf(note, len, "VM '%s' no longer exists", jstr(record, "vm"));
+	return vm;
+}
+
+/* Whether the VM's configuration names path as a disk. */
+static bool config_uses(struct vm *vm, const char *path)
+{
+	bool used = false;
+
+	pthread_mutex_lock(&vm->d->lock);
+	for (unsigned i = 0; i < vm->cfg.n_disks; i++)
+		used = used || !strcmp(vm->cfg.disks[i].path, path);
+	pthread_mutex_unlock(&vm->d->lock);
+	return used;
+}
+
+static enum job_state create_recover(struct daemon *d, json_t *record, char *note, size_t len)
+{
+	json_t *plan = json_object_get(record, "args"), *children = json_object_get(plan, "children");
+	char err[1024];
+	struct vm *vm = recover_vm(d, record, note, len);
+	enum job_state js = JOB_FAILED;
+
+	if (!vm)
+		return JOB_FAILED;
+	json_t *t = tree_load(vm, err, sizeof(err));
+	if (t && cp_by_id(t, jstr(plan, "id"))) {
+		/* Past the commit point: the configuration follows the tree. */
+		json_t *nd = disks_with(vm, children);
+		pthread_mutex_lock(&vm->cfg_lock);
+		int r = point_config(vm, nd, NULL, err, sizeof(err));
+		pthread_mutex_unlock(&vm->cfg_lock);
+		json_decref(nd);
+		snprintf(note, len, "the checkpoint '%s' had been made; %s", jstr(plan, "name"),
+			 r ? err : "the VM uses its new differencing disks");
+		js = r ? JOB_FAILED : JOB_COMPLETED;
+	} else if (t) {
+		unlink_children(children);
+		remove_flat_dir(jstr(plan, "dir"));
+		snprintf(note, len, "the checkpoint '%s' was not made: its differencing disks and "
+			 "folder were removed, and the VM uses its disks as before",
+			 jstr(plan, "name"));
+	} else {
+		snprintf(note, len, "%s", err);
+	}
+	enum vm_state s;
+	worker_state(vm, &s);
+	if (s == VM_SAVED)
+		snprintf(note + strlen(note), len - strlen(note),
+			 "; the VM is saved: 'cloison vm start %s' goes on", vm->cfg.name);
+	json_decref(t);
+	inventory_put(d, vm);
+	return js;
+}
+
+/* ---- apply ---- */
+
+/* Removes the old "now" disks that no checkpoint holds and that the
+ * configuration no longer names. */
+static void drop_old(struct vm *vm, json_t *t, json_t *old)
+{
+	size_t i, k, m;
+	json_t *o, *cp, *dk;
+
+	json_array_foreach(old, i, o) {
+		const char *p = json_string_value(o);
+		bool held = !p || config_uses(vm, p);
+		json_array_foreach(json_object_get(t, "checkpoints"), k, cp)
+			json_array_foreach(json_object_get(cp, "disks"), m, dk)
+				held = held || !strcmp(jstr(dk, "path"), p);
+		size_t pl = p ? strlen(p) : 0;
+		bool ours = pl > 6 && (!strcmp(p + pl - 6, ".avhdx") || !strcmp(p + pl - 5, ".avhd"));
+		if (!held && ours && unlink(p) == 0)
+			fsync_parent_dir(p);
+	}
+}
+
+/* After the commit: the VM is off with the checkpoint's disks, or saved
+ * with its state. */
+static int settle_applied(struct vm *vm, json_t *cp, char *err, size_t errlen)
+{
+	char why[256];
+	bool saved = json_is_true(json_object_get(cp, "saved_state"));
+
+	snprintf(why, sizeof(why), "checkpoint '%.200s' applied", jstr(cp, "name"));
+	vm_saved_dir_remove(vm);
+	int r = saved ? link_files(jstr(cp, "dir"), vm->saved_dir, err, errlen) : 0;
+	pthread_mutex_lock(&vm->d->lock);
+	vm_set_state_locked(vm, saved && !r ? VM_SAVED : VM_OFF, why);
+	pthread_mutex_unlock(&vm->d->lock);
+	return r;
+}
+
+static int apply_commit(struct vm *vm, json_t *plan, json_t **cp_out, char *err, size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen), *cp = NULL;
+	if (!t) {
+		r = -EIO;
+	} else if (!(cp = cp_by_id(t, jstr(plan, "id")))) {
+		snprintf(err, errlen, "the checkpoint was removed meanwhile");
+		r = -ENOENT;
+	} else {
+		json_object_set_new(t, "current", json_string(jstr(plan, "id")));
+		r = tree_save(vm, t, err, errlen);
+		json_t *nd = json_array(), *children = json_object_get(plan, "children"), *d;
+		size_t i;
+		json_array_foreach(json_object_get(cp, "disks"), i, d) {
+			json_t *c = json_array_get(children, i);
+			json_array_append_new(nd, json_pack("{s:s, s:O}", "path",
+							    json_is_string(c) ? json_string_value(c)
+									      : jstr(d, "path"),
+							    "readonly", json_object_get(d, "readonly")
+									? json_object_get(d, "readonly")
+									: json_false()));
+		}
+		if (!r)
+			r = point_config(vm, nd, json_object_get(cp, "hardware"), err, errlen);
+		json_decref(nd);
+		if (!r)
+			drop_old(vm, t, json_object_get(plan, "old"));
+	}
+	pthread_mutex_unlock(&vm->cfg_lock);
+	if (!r && cp_out)
+		*cp_out = json_incref(cp);
+	json_decref(t);
+	return r;
+}
+
+static int apply_run(struct job *job, char *err, size_t errlen)
+{
+	struct vm *vm = job_vm(job);
+	json_t *plan = job_args(job), *children = json_object_get(plan, "children");
+	char note[1024] = "";
+	enum vm_state s;
+	size_t i;
+	json_t *c, *cp = NULL;
+	bool forced;
+	int r = 0;
+
+	bool was_running = worker_state(vm, &s);
+	if (was_running && (r = vm_op_stop(vm, true, 0, &forced, err, errlen)))
+		return r;
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen), *tcp = t ? cp_by_id(t, jstr(plan, "id")) : NULL;
+	json_t *disks = tcp ? json_incref(json_object_get(tcp, "disks")) : NULL;
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	if (!disks) {
+		snprintf(err, errlen, "the checkpoint '%s' is gone", jstr(plan, "name"));
+		return -ENOENT;
+	}
+	json_array_foreach(children, i, c)
+		if (!r && json_is_string(c))
+			r = make_child(jstr(json_array_get(disks, i), "path"), json_string_value(c),
+				       err, errlen);
+	json_decref(disks);
+	if (!r)
+		r = apply_commit(vm, plan, &cp, err, errlen);
+	if (r) {
+		unlink_children(children);
+		return r;
+	}
+	r = settle_applied(vm, cp, err, errlen);
+	if (!r && was_running && json_is_true(json_object_get(cp, "saved_state")))
+		start_again(vm, note, sizeof(note));
+	else if (was_running)
+		snprintf(note, sizeof(note), "the checkpoint holds no memory (it was taken while "
+			 "the VM was off): the VM is off");
+	job_set_result(job, json_pack("{s:s, s:s, s:b, s:s}", "checkpoint", jstr(plan, "id"),
+				      "name", jstr(plan, "name"), "saved_state",
+				      json_is_true(json_object_get(cp, "saved_state")), "note",
+				      note));
+	json_decref(cp);
+	return r;
+}
+
+static enum job_state apply_recover(struct daemon *d, json_t *record, char *note, size_t len)
+{
+	json_t *plan = json_object_get(record, "args"), *children = json_object_get(plan, "children");
+	char err[1024];
+	struct vm *vm = recover_vm(d, record, note, len);
+	enum job_state js = JOB_FAILED;
+
+	if (!vm)
+		return JOB_FAILED;
+	json_t *t = tree_load(vm, err, sizeof(err));
+	bool committed = t && !strcasecmp(jstr(t, "current"), jstr(plan, "id"));
+	json_t *ch0 = json_array_get(children, 0);
+	/* "current" may name the checkpoint from before (applied twice): the
+	 * configuration then names the children, or their files are gone. */
+	if (committed && json_is_string(ch0) && access(json_string_value(ch0), F_OK) < 0)
+		committed = false;
+	json_t *cp = NULL;
+	if (committed && apply_commit(vm, plan, &cp, err, sizeof(err)) == 0 &&
+	    settle_applied(vm, cp, err, sizeof(err)) == 0) {
+		snprintf(note, len, "the checkpoint '%s' had been applied; the VM is %s with its "
+			 "disks", jstr(plan, "name"),
+			 json_is_true(json_object_get(cp, "saved_state")) ? "saved" : "off");
+		js = JOB_COMPLETED;
+	} else if (committed) {
+		snprintf(note, len, "the checkpoint '%s' had been applied but cannot be finished: "
+			 "%s", jstr(plan, "name"), err);
+	} else if (t) {
+		unlink_children(children);
+		snprintf(note, len, "the checkpoint '%s' was not applied: its new differencing "
+			 "disks were removed; the VM is %s with its disks as before",
+			 jstr(plan, "name"), vm_state_name(vm->state));
+	} else {
+		snprintf(note, len, "%s", err);
+	}
+	json_decref(cp);
+	json_decref(t);
+	inventory_put(d, vm);
+	return js;
+}
+
+/* ---- remove ---- */
+
+/* After a removal's commit: the configuration takes the disks the tree's
+ * "pending" names, the files it drops go (unless the configuration still
+ * names one), then "pending" is cleared. Caller holds cfg_lock. */
+static int finish_pending(struct vm *vm, json_t *t, char *err, size_t errlen)
+{
+	json_t *p = json_object_get(t, "pending"), *f;
+	size_t k;
+
+	if (!p)
+		return 0;
+	int r = point_config(vm, json_object_get(p, "disks"), NULL, err, errlen);
+	if (r)
+		return r;
+	json_array_foreach(json_object_get(p, "drop"), k, f)
+		if (!config_uses(vm, json_string_value(f)) && unlink(json_string_value(f)) == 0)
+			fsync_parent_dir(json_string_value(f));
+	remove_flat_dir(jstr(p, "dir"));
+	json_object_del(t, "pending");
+	return tree_save(vm, t, err, errlen);
+}
+
+/* Finishes a removal a crash cut after its commit. */
+static int finish_pending_of(struct vm *vm, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen);
+	int r = t ? finish_pending(vm, t, err, errlen) : -EIO;
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	return r;
+}
+
+/* Removes one checkpoint: for each of its disks, the only child image, if
+ * it is a disk the VM runs on, is merged into it and the VM goes on in
+ * it; a disk no image depends on any more is deleted; a disk with
+ * several children, or whose child is another checkpoint's, stays in the
+ * chain (no data is lost either way). Then the tree forgets it. */
+static int remove_one(struct vm *vm, const char *id, struct job *job, char *note, size_t len,
+		      char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen), *cp = t ? cp_by_id(t, id) : NULL;
+	json_t *disks = cp ? json_incref(json_object_get(cp, "disks")) : NULL;
+	pthread_mutex_unlock(&vm->cfg_lock);
+	if (!cp) {
+		json_decref(t);
+		return t ? 0 : -EIO; /* gone already */
+	}
+	json_t *none = json_array(), *now = disks_with(vm, none), *drop = json_array(), *d;
+	json_decref(none);
+	size_t i, k, m;
+	unsigned kept = 0;
+	int r = 0;
+	json_array_foreach(disks, i, d) {
+		const char *p = jstr(d, "path");
+		char pr[PATH_MAX], par[PATH_MAX];
+		if (json_is_true(json_object_get(d, "readonly")) || !realpath(p, pr))
+			continue;
+		/* The images whose parent is p: other checkpoints' disks, and
+		 * the VM's. */
+		json_t *kids = json_array(), *o, *od;
+		json_array_foreach(json_object_get(t, "checkpoints"), k, o)
+			json_array_foreach(json_object_get(o, "disks"), m, od) {
+				parent_of(jstr(od, "path"), par, sizeof(par));
+				if (par[0] && !strcmp(par, pr))
+					json_array_append_new(kids, json_pack("{s:s, s:b}", "path",
+									      jstr(od, "path"), "now",
+									      0));
+			}
+		json_array_foreach(now, k, od) {
+			parent_of(jstr(od, "path"), par, sizeof(par));
+			if (par[0] && !strcmp(par, pr))
+				json_array_append_new(kids, json_pack("{s:s, s:b, s:i}", "path",
+								      jstr(od, "path"), "now", 1,
+								      "index", (int)k));
+		}
+		size_t n = json_array_size(kids);
+		json_t *kid = json_array_get(kids, 0);
+		size_t pl = strlen(p);
+		bool ours = pl > 6 && (!strcmp(p + pl - 6, ".avhdx") || !strcmp(p + pl - 5, ".avhd"));
+		if (n == 0 && ours) {
+			json_array_append_new(drop, json_string(p));
+		} else if (n == 1 && json_is_true(json_object_get(kid, "now"))) {
+			r = merge_into_parent(jstr(kid, "path"), p, job, err, errlen);
+			if (r) {
+				json_decref(kids);
+				break;
+			}
+			int idx = (int)json_integer_value(json_object_get(kid, "index"));
+			json_array_append_new(drop, json_string(jstr(kid, "path")));
+			json_object_set_new(json_array_get(now, (size_t)idx), "path", json_string(p));
+		} else if (n) {
+			kept++;
+		}
+		json_decref(kids);
+	}
+	if (!r) {
+		pthread_mutex_lock(&vm->cfg_lock);
+		json_decref(t);
+		t = tree_load(vm, err, errlen);
+		cp = t ? cp_by_id(t, id) : NULL;
+		if (!cp) {
+			r = -EIO;
+		} else {
+			json_t *parent = json_incref(json_object_get(cp, "parent")), *o;
+			json_array_foreach(json_object_get(t, "checkpoints"), k, o)
+				if (!strcasecmp(jstr(o, "parent"), id))
+					json_object_set(o, "parent", parent);
+			if (!strcasecmp(jstr(t, "current"), id))
+				json_object_set(t, "current", parent);
+			json_decref(parent);
+			char dir[2400];
+			snprintf(dir, sizeof(dir), "%s", jstr(cp, "dir"));
+			json_t *cps = json_object_get(t, "checkpoints");
+			json_array_foreach(cps, k, o)
+				if (o == cp)
+					break;
+			json_array_remove(cps, k);
+			/* What follows the commit goes with it, for a recovery to
+			 * finish (finish_pending). */
+			json_object_set_new(t, "pending", json_pack("{s:O, s:O, s:s}", "disks", now,
+								     "drop", drop, "dir", dir));
+			r = tree_save(vm, t, err, errlen);
+			if (!r)
+				r = finish_pending(vm, t, err, errlen);
+		}
+		pthread_mutex_unlock(&vm->cfg_lock);
+	}
+	if (!r && kept)
+		snprintf(note + strlen(note), len - strlen(note),
+			 "%s%u of its differencing disks stay in the chain: another checkpoint "
+			 "is made on them (merging such a disk is left to do)",
+			 note[0] ? "; " : "", kept);
+	json_decref(now);
+	json_decref(drop);
+	json_decref(disks);
+	json_decref(t);
+	return r;
+}
+
+static int remove_all(struct vm *vm, json_t *plan, struct job *job, char *note, size_t len,
+		      char *err, size_t errlen)
+{
+	size_t i;
+	json_t *id;
+	int r = finish_pending_of(vm, err, errlen);
+
+	json_array_foreach(json_object_get(plan, "ids"), i, id) {
+		if (r)
+			break;
+		if (job && job_cancelled(job)) {
+			snprintf(err, errlen, "cancelled before checkpoint %s was merged; the ones "
+				 "before it are removed", json_string_value(id));
+			return -ECANCELED;
+		}
+		if ((r = remove_one(vm, json_string_value(id), job, note, len, err, errlen)))
+			break;
+	}
+	return r;
+}
+
+int checkpoint_remove_now(struct job *job, struct vm *vm, json_t *plan, char *note, size_t len,
+			  char *err, size_t errlen)
+{
+	enum vm_state s;
+
+	note[0] = 0;
+	bool was_running = worker_state(vm, &s);
+	/* The worker cannot switch its open chain yet, so a running VM is
+	 * saved for the merge and goes on after it (a quick merge, not a live
+	 * one). */
+	int r = was_running ? vm_op_save(vm, err, errlen) : 0;
+	if (r)
+		return r;
+	if (was_running)
+		snprintf(note, len, "the VM was saved during the merge and went on after "
+			 "it (a live merge is left to do)");
+	r = remove_all(vm, plan, job, note, len, err, errlen);
+	if (was_running)
+		start_again(vm, note + strlen(note), len - strlen(note));
+	return r;
+}
+
+static int remove_run(struct job *job, char *err, size_t errlen)
+{
+	char note[1024];
+	int r = checkpoint_remove_now(job, job_vm(job), job_args(job), note, sizeof(note), err,
+				      errlen);
+
+	if (!r)
+		job_set_result(job, json_pack("{s:O, s:s}", "removed",
+					      json_object_get(job_args(job), "ids"), "note", note));
+	return r;
+}
+
+static enum job_state remove_recover(struct daemon *d, json_t *record, char *note, size_t len)
+{
+	char err[1024];
+	struct vm *vm = recover_vm(d, record, note, len);
+
+	if (!vm)
+		return JOB_FAILED;
+	/* A running VM's merge happens between its save and its start again,
+	 * with no worker: a worker alive now (adopted) means the merge had not
+	 * begun (its checkpoints are in the tree: nothing was changed) or was
+	 * over (they are gone). Never merge under a worker. */
+	enum vm_state ws;
+	if (worker_state(vm, &ws)) {
+		json_t *t = NULL, *id;
+		size_t i;
+		bool begun = true;
+		pthread_mutex_lock(&vm->cfg_lock);
+		t = tree_load(vm, err, sizeof(err));
+		json_array_foreach(json_object_get(json_object_get(record, "args"), "ids"), i, id)
+			if (t && cp_by_id(t, json_string_value(id)))
+				begun = false;
+		pthread_mutex_unlock(&vm->cfg_lock);
+		json_decref(t);
+		if (!begun)
+			snprintf(note, len, "the removal of '%s' had not begun (the VM was still "
+				 "running, and runs on): nothing was changed; remove the checkpoint "
+				 "again", jstr(json_object_get(record, "args"), "name"));
+		else
+			snprintf(note, len, "the removal of '%s' had finished and the VM runs on",
+				 jstr(json_object_get(record, "args"), "name"));
+		inventory_put(d, vm);
+		return begun ? JOB_COMPLETED : JOB_FAILED;
+	}
+	/* A merge cannot be undone in place once it wrote into the parent:
+	 * finish it (merging again is harmless). */
+	int r = remove_all(vm, json_object_get(record, "args"), NULL, note, len, err, sizeof(err));
+	if (r)
+		snprintf(note + strlen(note), len - strlen(note), "%sthe removal could not be "
+			 "finished: %s", note[0] ? "; " : "", err);
+	else
+		snprintf(note + strlen(note), len - strlen(note), "%sthe removal of '%s' was "
+			 "finished at this start", note[0] ? "; " : "",
+			 jstr(json_object_get(record, "args"), "name"));
+	enum vm_state s;
+	worker_state(vm, &s);
+	if (s == VM_SAVED)
+		snprintf(note + strlen(note), len - strlen(note),
+			 "; the VM is saved: 'cloison vm start %s' goes on", vm->cfg.name);
+	inventory_put(d, vm);
+	return r ? JOB_FAILED : JOB_COMPLETED;
+}
+
+void checkpoint_recover_temporary(struct daemon *d, json_t *record, json_t *plan, char *note,
+				  size_t len)
+{
+	json_t *rec = json_pack("{s:O, s:O?, s:O?}", "args", plan, "vm_id",
+				json_object_get(record, "vm_id"), "vm", json_object_get(record, "vm"));
+	char cnote[1024] = "", err[1024] = "", rnote[1024] = "";
+	const char *id = jstr(plan, "id");
+	enum vm_state s;
+
+	note[0] = 0;
+	if (!rec)
+		return;
+	create_recover(d, rec, cnote, sizeof(cnote));
+	struct vm *vm = recover_vm(d, rec, note, len);
+	json_decref(rec);
+	if (!vm)
+		return;
+	json_t *cp = checkpoint_get(vm, id, err, sizeof(err));
+	if (!cp) {
+		snprintf(note, len, "no temporary checkpoint is left");
+	} else if (worker_state(vm, &s)) {
+		/* adopted running: the merge had not begun (it saves the VM
+		 * first), and merging under a running worker is not done */
+		snprintf(note, len, "the temporary checkpoint '%s' stays: remove it with 'cloison "
+			 "checkpoint remove %s %s'", jstr(cp, "name"), vm->cfg.name, id);
+	} else {
+		int code;
+		json_t *rplan = checkpoint_plan_remove(vm, id, false, &code, err, sizeof(err));
+		int r = rplan ? remove_all(vm, rplan, NULL, rnote, sizeof(rnote), err, sizeof(err))
+			      : code;
+		json_decref(rplan);
+		if (r)
+			snprintf(note, len, "the temporary checkpoint '%s' could not be removed (%.400s): "
+				 "remove it with 'cloison checkpoint remove %s %s'", jstr(cp, "name"),
+				 err, vm->cfg.name, id);
+		else
+			snprintf(note, len, "the temporary checkpoint was removed, its disks merged "
+				 "back%s", s == VM_SAVED ? "; the VM is saved: 'cloison vm start' goes "
+							   "on" : "");
+	}
+	json_decref(cp);
+	inventory_put(d, vm);
+}
+
+const struct job_kind job_kind_checkpoint_create = {
+	.name = "checkpoint-create",
+	.run = create_run,
+	.recover = create_recover,
+};
+
+const struct job_kind job_kind_checkpoint_apply = {
+	.name = "checkpoint-apply",
+	.run = apply_run,
+	.recover = apply_recover,
+};
+
+const struct job_kind job_kind_checkpoint_remove = {
+	.name = "checkpoint-remove",
+	.cancellable = true,
+	.run = remove_run,
+	.recover = remove_recover,
+};
