@@ -15,6 +15,19 @@ _cloison_vm_names()
 		sed -n 's/^    "name": "\(.*\)",\{0,1\}$/\1/p'
 }
 
+_cloison_switch_names()
+{
+	local sockopt=()
+	local i
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		if [[ ${COMP_WORDS[i]} == --socket ]]; then
+			sockopt=(--socket "${COMP_WORDS[i + 1]}")
+		fi
+	done
+	cloison switch list --json "${sockopt[@]}" 2>/dev/null |
+		sed -n 's/^    "name": "\(.*\)",\{0,1\}$/\1/p'
+}
+
 _cloison()
 {
 	local cur prev noun verb
@@ -25,8 +38,16 @@ _cloison()
 
 	local common="--json --socket --help"
 	local config="--kernel --initrd --cmdline --memory --cpus --net --notes --operator
-		--automatic-start-action --automatic-start-delay --automatic-stop-action"
+		--automatic-start-action --automatic-start-delay --automatic-stop-action
+		--integration --heartbeat-interval --cpu-reserve --cpu-limit --cpu-weight"
 
+	if [[ $noun == switch ]]; then
+		case $prev in
+		--type) COMPREPLY=($(compgen -W "private internal external nat" -- "$cur")); return ;;
+		--adapter) COMPREPLY=($(compgen -W "$(ls /sys/class/net 2>/dev/null)" -- "$cur")); return ;;
+		--address | --subnet | --notes | --socket) return ;;
+		esac
+	fi
 	case $prev in
 	--kernel | --initrd | --disk | --add-disk | --remove-disk | --socket | --parent)
 		COMPREPLY=($(compgen -f -- "$cur"))
@@ -37,7 +58,7 @@ _cloison()
 		return
 		;;
 	--automatic-stop-action)
-		COMPREPLY=($(compgen -W "keep-running shutdown turn-off" -- "$cur"))
+		COMPREPLY=($(compgen -W "keep-running shutdown turn-off save" -- "$cur"))
 		return
 		;;
 	--type)
@@ -59,16 +80,19 @@ _cloison()
 	esac
 
 	if ((COMP_CWORD == 1)); then
-		COMPREPLY=($(compgen -W "vm disk host --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "vm disk host switch --help --version" -- "$cur"))
 		return
 	fi
 	if ((COMP_CWORD == 2)); then
 		case $noun in
 		vm) COMPREPLY=($(compgen -W "create list show set start stop pause resume restart
-			remove console watch --help" -- "$cur")) ;;
+			save checkpoint discard-saved-state upgrade-version export import remove
+			console kvp copy-file watch --help" -- "$cur")) ;;
 		disk) COMPREPLY=($(compgen -W "create info check convert resize compact merge
 			set-parent --help" -- "$cur")) ;;
-		host) COMPREPLY=($(compgen -W "info --help" -- "$cur")) ;;
+		host) COMPREPLY=($(compgen -W "info versions set --help" -- "$cur")) ;;
+		switch) COMPREPLY=($(compgen -W "create list show set remove nat leases --help" \
+			-- "$cur")) ;;
 		esac
 		return
 	fi
@@ -77,8 +101,10 @@ _cloison()
 	vm)
 		local opts=$common
 		case $verb in
-		create) opts="$common $config --disk" ;;
-		set) opts="$common $config --add-disk --remove-disk --remove-operator --no-initrd --no-net" ;;
+		create) opts="$common $config --disk --config-version" ;;
+		upgrade-version) opts="$common --yes" ;;
+		set) opts="$common $config --add-disk --remove-disk --remove-operator --no-initrd --no-net
+			--connect --disconnect" ;;
 		stop) opts="$common --turn-off --timeout" ;;
 		watch) opts="$common --count" ;;
 		esac
@@ -89,7 +115,27 @@ _cloison()
 		fi
 		;;
 	host)
-		COMPREPLY=($(compgen -W "--json --socket --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "--json --socket --help --mac-range" -- "$cur"))
+		;;
+	switch)
+		local opts=$common
+		case $verb in
+		create) opts="$common --type --adapter --allow-management-os --no-allow-management-os
+			--yes --address --subnet --notes" ;;
+		set) opts="$common --notes" ;;
+		remove) opts="$common --force" ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+		elif [[ $verb == nat && COMP_CWORD -eq 3 ]]; then
+			COMPREPLY=($(compgen -W "forward" -- "$cur"))
+		elif [[ $verb == nat && COMP_CWORD -eq 4 ]]; then
+			COMPREPLY=($(compgen -W "add list remove" -- "$cur"))
+		elif [[ $verb == nat && COMP_CWORD -eq 6 ]]; then
+			COMPREPLY=($(compgen -W "tcp udp" -- "$cur"))
+		elif [[ $verb != create && $verb != list ]]; then
+			COMPREPLY=($(compgen -W "$(_cloison_switch_names)" -- "$cur"))
+		fi
 		;;
 	disk)
 		if [[ $cur == -* ]]; then

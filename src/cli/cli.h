@@ -26,6 +26,7 @@ struct cli_command {
 int cli_disk(int argc, char **argv);
 int cli_vm(int argc, char **argv);
 int cli_host(int argc, char **argv);
+int cli_switch(int argc, char **argv);
 
 /* Prints "cloison: error: <msg>" to stderr; returns status for
  * `return cli_error(CLI_EXIT_USAGE, "...")`. */

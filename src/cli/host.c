@@ -12,9 +12,17 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: cloison host info [--json] [--socket PATH]\n\n"
-		   "Shows this host as cloisond sees it: virtualization support (the worker's\n"
-		   "--check-host), processors, memory, the VMs by state.\n");
+	fprintf(f, "usage: cloison host info [--json] [--socket PATH]\n"
+		   "       cloison host versions [--json] [--socket PATH]\n"
+		   "       cloison host set --mac-range MIN-MAX [--json] [--socket PATH]\n\n"
+		   "info shows this host as cloisond sees it: virtualization support (the\n"
+		   "worker's --check-host), processors, memory, the VMs by state, the MAC pool.\n"
+		   "set --mac-range sets the range automatic MACs come from (like\n"
+		   "02:c1:05:01:02:00-02:c1:05:01:02:ff; host administrators only). An address\n"
+		   "handed out once is never handed out again.\n"
+		   "versions lists the VM configuration versions this host supports (Hyper-V's\n"
+		   "Get-VMHostSupportedVersion): new VMs get the default one, older ones are\n"
+		   "read, and 'cloison vm upgrade-version NAME' moves a VM up.\n");
 }
 
 /* The worker's --check-host facts as a few readable lines; --json has them all. */
@@ -71,11 +79,35 @@ static void print_human(json_t *h)
 	       (long long)json_integer_value(json_object_get(vms, "paused")),
 	       (long long)json_integer_value(json_object_get(vms, "off")),
 	       (long long)json_integer_value(json_object_get(vms, "crashed")));
+	json_t *sb = json_object_get(h, "sandbox");
+	if (json_is_true(json_object_get(sb, "enabled")))
+		printf("Sandbox:         on (each worker: own uid, namespaces, seccomp, no "
+		       "capabilities)\n");
+	else if (sb)
+		printf("Sandbox:         OFF (%s)\n", json_string_value(json_object_get(sb, "why")));
+	json_t *pool = json_object_get(h, "mac_pool");
+	if (json_is_object(pool))
+		printf("MAC pool:        %s - %s (%lld never handed out)\n",
+		       json_string_value(json_object_get(pool, "min")),
+		       json_string_value(json_object_get(pool, "max")),
+		       (long long)json_integer_value(json_object_get(pool, "remaining")));
 	json_t *virt = json_object_get(h, "virtualization");
 	if (json_is_object(virt))
 		print_virtualization(virt);
 	else
 		printf("Virtualization:  unknown (the worker's --check-host gave nothing)\n");
+}
+
+static void print_versions(json_t *v)
+{
+	json_t *e;
+	size_t i;
+
+	printf("%-8s %-8s %s\n", "VERSION", "DEFAULT", "DESCRIPTION");
+	json_array_foreach(json_object_get(v, "versions"), i, e)
+		printf("%-8s %-8s %s\n", json_string_value(json_object_get(e, "name")),
+		       json_is_true(json_object_get(e, "default")) ? "yes" : "",
+		       json_string_value(json_object_get(e, "description")));
 }
 
 int cli_host(int argc, char **argv)
@@ -84,21 +116,26 @@ int cli_host(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "mac-range", required_argument, NULL, 'm' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *range = NULL;
 	const char *sock = NULL;
 	bool json = false;
 	struct client c;
 	json_t *resp;
 	int o, r;
 
-	if (argc < 2 || strcmp(argv[1], "info")) {
+	bool set = argc >= 2 && !strcmp(argv[1], "set");
+	bool versions = argc >= 2 && !strcmp(argv[1], "versions");
+	if (argc < 2 || (strcmp(argv[1], "info") && !set && !versions)) {
 		if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
 			usage(stdout);
 			return CLI_EXIT_OK;
 		}
 		usage(stderr);
-		return cli_error(CLI_EXIT_USAGE, "expected 'cloison host info'");
+		return cli_error(CLI_EXIT_USAGE, "expected 'cloison host info', 'cloison host "
+				 "versions' or 'cloison host set'");
 	}
 	optind = 1;
 	argc--;
@@ -107,18 +144,30 @@ int cli_host(int argc, char **argv)
 		switch (o) {
 		case 'j': json = true; break;
 		case 's': sock = optarg; break;
+		case 'm': range = optarg; break;
 		case 'h': usage(stdout); return CLI_EXIT_OK;
 		default: usage(stderr); return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind != argc)
-		return cli_error(CLI_EXIT_USAGE, "'host info' takes no arguments");
-	if ((r = client_init(&c, sock)) || (r = client_call(&c, "GET", "/v1/host", NULL, &resp)))
+		return cli_error(CLI_EXIT_USAGE, "'host %s' takes no arguments", argv[0]);
+	if (set != (range != NULL))
+		return cli_error(CLI_EXIT_USAGE, set ? "'host set' needs --mac-range MIN-MAX"
+						     : "--mac-range goes with 'host set'");
+	json_t *body = set ? json_pack("{s:s}", "mac_range", range) : NULL;
+	r = client_init(&c, sock);
+	if (!r)
+		r = client_call(&c, set ? "PATCH" : "GET", versions ? "/v1/host/versions" : "/v1/host",
+				body, &resp);
+	json_decref(body);
+	if (r)
 		return r;
 	if (json) {
 		char *s = json_dumps(resp, JSON_INDENT(2) | JSON_SORT_KEYS);
 		puts(s ? s : "{}");
 		free(s);
+	} else if (versions) {
+		print_versions(resp);
 	} else {
 		print_human(resp);
 	}

@@ -1,5 +1,7 @@
 /* cloison: the command-line interface. `cloison NOUN VERB [options]`. */
 #include "cli/cli.h"
+#include "cli/checkpoint.h"
+#include "cli/job.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +12,10 @@
 static const struct cli_command commands[] = {
 	{ "vm", cli_vm, "create, start, stop and manage virtual machines (needs cloisond)" },
 	{ "disk", cli_disk, "create, inspect, convert and maintain VHDX/VHD/raw disks (no daemon)" },
+	{ "checkpoint", cli_checkpoint, "take, list, apply, rename and remove a VM's checkpoints" },
+	{ "job", cli_job, "follow and cancel cloisond's long operations (save, checkpoints)" },
 	{ "host", cli_host, "show the host: virtualization support, resources, VMs" },
+	{ "switch", cli_switch, "create and manage virtual switches: private, internal, external, nat" },
 	{ NULL, NULL, NULL },
 };
 

@@ -183,7 +183,10 @@ def test_bash_completion(daemon):
     assert complete(daemon, ["cloison", "vm", "start", ""]) == ["alpha", "beta"]
     assert complete(daemon, ["cloison", "vm", "show", "al"]) == ["alpha"]
     assert complete(daemon, ["cloison", "vm", "set", "x", "--automatic-stop-action", ""]) == \
-        ["keep-running", "shutdown", "turn-off"]
+        ["keep-running", "save", "shutdown", "turn-off"]
+    assert complete(daemon, ["cloison", "vm", "up"]) == ["upgrade-version"]
+    assert complete(daemon, ["cloison", "host", "v"]) == ["versions"]
+    assert "--config-version" in complete(daemon, ["cloison", "vm", "create", "x", "--con"])
 
 
 def test_a_disk_is_not_written_by_two_running_vms(daemon, tmp_path):

@@ -1,0 +1,11 @@
+/* cloison checkpoint: a VM's checkpoints through cloisond (Hyper-V's
+ * Checkpoint-VM, Get-VMSnapshot, Restore-VMSnapshot, Rename-VMSnapshot,
+ * Remove-VMSnapshot). */
+#ifndef CLOISON_CLI_CHECKPOINT_H
+#define CLOISON_CLI_CHECKPOINT_H
+
+/* The noun's entry point (main.c's table); `cloison vm checkpoint NAME`
+ * calls it as `checkpoint create NAME`. */
+int cli_checkpoint(int argc, char **argv);
+
+#endif
