@@ -6,8 +6,11 @@ For each VMM, several runs of the test guest with an empty command line
 (boot facts, then ACPI power-off) measure
   exec -> the guest's first byte on COM1, and exec -> the process exits;
 then one run with `run=serve` measures the worker's memory overhead: its
-RSS minus the resident part of guest RAM (the memfd mapping for cloison,
+PSS minus the resident part of guest RAM (the memfd mapping for cloison,
 the RAM block for QEMU), read from /proc/PID/smaps once the guest booted.
+As root, a second cloison row runs the worker in its sandbox (--jail, what
+cloisond does): its overhead adds the supervisor's RSS to the jailed
+worker's.
 
 Prints a table with medians and QEMU/cloison ratios.
 
@@ -88,7 +91,7 @@ def timed_run(cmd, timeout=300):
 
 
 def smaps_rss(pid, guest_mapping):
-    """(total RSS, RSS of guest RAM) in bytes from /proc/PID/smaps."""
+    """(total PSS, PSS of guest RAM) in bytes from /proc/PID/smaps."""
     total = guest = 0
     cur_is_guest = False
     with open("/proc/%d/smaps" % pid) as f:
@@ -98,7 +101,9 @@ def smaps_rss(pid, guest_mapping):
                 size = int(m.group(2), 16) - int(m.group(1), 16)
                 cur_is_guest = guest_mapping(size, m.group(3))
                 continue
-            if line.startswith("Rss:"):
+            # PSS: the sandbox's supervisor shares the binary and libc
+            # pages with its worker; RSS would count them twice.
+            if line.startswith("Pss:"):
                 kb = int(line.split()[1]) * 1024
                 total += kb
                 if cur_is_guest:
@@ -124,6 +129,14 @@ def overhead(cmd, guest_mapping, timeout=300):
                 out += chunk
         time.sleep(0.5)
         total, guest = smaps_rss(p.pid, guest_mapping)
+        try:  # --jail: p is the supervisor; the VM runs in its child
+            with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        for k in kids:
+            t, g = smaps_rss(k, guest_mapping)
+            total, guest = total + t, guest + g
         return total, guest
     finally:
         p.send_signal(signal.SIGKILL)
@@ -156,13 +169,20 @@ def main():
     guest = find(args.build, "guest", "cloison-testguest")
     mem = args.memory
 
-    peers = {"cloison-vmm": lambda c: cloison_cmd(vmm, guest, mem, c),
-             "QEMU (SeaBIOS)": lambda c: qemu_cmd(guest, mem, c, args.machine)}
+    peers = {"cloison-vmm": lambda c: cloison_cmd(vmm, guest, mem, c)}
+    if os.geteuid() == 0:
+        peers["cloison-vmm --jail"] = lambda c: cloison_cmd(vmm, guest, mem, c) + ["--jail"]
+    peers["QEMU (SeaBIOS)"] = lambda c: qemu_cmd(guest, mem, c, args.machine)
     if os.path.exists(QBOOT):
         peers["QEMU (qboot)"] = lambda c: qemu_cmd(guest, mem, c, args.machine, QBOOT)
     runs = {k: [] for k in peers}
+    mine = [k for k in peers if k.startswith("cloison")]
+    # cloison with and without the sandbox alternate, run by run
+    for _ in range(args.runs):
+        for name in mine:
+            runs[name].append(timed_run(peers[name]("")))
     for name, cmd in peers.items():
-        for _ in range(args.runs if name == "cloison-vmm" else args.qemu_runs):
+        for _ in range(0 if name in mine else args.qemu_runs):
             runs[name].append(timed_run(cmd("")))
 
     def cloison_ram(size, name):
@@ -173,18 +193,18 @@ def main():
         # QEMU's RAM block: one anonymous mapping of at least the guest's size.
         return name == "" and mem << 20 <= size <= (mem << 20) + (64 << 20)
 
-    ov = {k: overhead(cmd("run=serve"), cloison_ram if k == "cloison-vmm" else qemu_ram)
+    ov = {k: overhead(cmd("run=serve"), cloison_ram if k in mine else qemu_ram)
           for k, cmd in peers.items()}
 
     first = {k: median([r[0] for r in v]) for k, v in runs.items()}
     end = {k: median([r[1] for r in v]) for k, v in runs.items()}
     over = {k: v[0] - v[1] for k, v in ov.items()}
-    qemus = [k for k in peers if k != "cloison-vmm"]
+    qemus = [k for k in peers if k not in mine]
 
     print("test guest %s, %d MiB, 1 vCPU; medians of %d (cloison-vmm) and %d (QEMU -M %s) runs"
           % (os.path.relpath(guest, TOP), mem, args.runs, args.qemu_runs, args.machine))
     print()
-    print("| metric | cloison-vmm | " + " | ".join(qemus) + " | "
+    print("| metric | " + " | ".join(peers) + " | "
           + " | ".join("%s / cloison" % q for q in qemus) + " |")
     print("|---" * (1 + len(peers) + len(qemus)) + "|")
 
@@ -195,7 +215,7 @@ def main():
 
     row("exec -> first serial byte", first, fmt_ms)
     row("exec -> power off (exit)", end, fmt_ms)
-    row("worker RSS - guest RAM", over, fmt_mib)
+    row("worker PSS - guest RAM", over, fmt_mib)
     print()
     # The target is against the fastest QEMU configuration measured.
     best_qemu = min(first[q] for q in qemus)
@@ -203,6 +223,13 @@ def main():
     ok_mem = over["cloison-vmm"] <= 2 << 20
     print("targets: start >= 20x faster than the fastest QEMU: %s; overhead <= 2 MiB: %s"
           % ("met" if ok_start else "MISSED", "met" if ok_mem else "MISSED"))
+    if "cloison-vmm --jail" in peers:
+        j = "cloison-vmm --jail"
+        dt = (first[j] - first["cloison-vmm"]) * 1000
+        dm = (over[j] - over["cloison-vmm"]) / 1024
+        print("sandbox cost: %+.2f ms to the first serial byte (target <= 1 ms: %s), "
+              "%+.0f KiB overhead (target <= 256 KiB: %s)"
+              % (dt, "met" if dt <= 1 else "MISSED", dm, "met" if dm <= 256 else "MISSED"))
 
 
 if __name__ == "__main__":
