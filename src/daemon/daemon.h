@@ -378,6 +378,8 @@ int vm_images_collect(const struct vm_config *c, struct vm_image **out, unsigned
 void vm_images_free(struct vm_image *imgs, unsigned n);
 /* JSON view of a VM for the API (config + runtime); caller holds d->lock. */
 json_t *vm_to_json_locked(struct vm *vm);
+/* The same, taking and dropping the daemon lock around it. */
+json_t *vm_to_json(struct vm *vm);
 
 /* ---- worker (worker.c) ---- */
 /* Spawns cloison-vmm for vm with configuration cfg (the caller's copy:

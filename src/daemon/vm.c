@@ -802,6 +802,14 @@ json_t *vm_to_json_locked(struct vm *vm)
 	return j;
 }
 
+json_t *vm_to_json(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->d->lock);
+	json_t *j = vm_to_json_locked(vm);
+	pthread_mutex_unlock(&vm->d->lock);
+	return j;
+}
+
 /* ---- host start and stop actions ---- */
 
 void vm_run_start_actions(struct daemon *d)

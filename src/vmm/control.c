@@ -427,8 +427,8 @@ static json_t *cmd_disk_switch(struct control *ctl, const char **code, char *mes
 			 "with it (send them with SCM_RIGHTS on this connection)", n);
 		return NULL;
 	}
-	int ret = virtio_disk_switch(ctl->vm, (unsigned)json_integer_value(disk), paths, fds,
-				     (unsigned)n, err, sizeof(err));
+	int ret = virtio_disk_chain(ctl->vm, (unsigned)json_integer_value(disk), BLK_CHAIN_SWITCH,
+				    paths, fds, (unsigned)n, err, sizeof(err));
 	for (i = 0; i < n; i++)
 		close(fds[i]);
 	if (ret) {
@@ -454,8 +454,8 @@ static json_t *cmd_disk_share(struct control *ctl, const char **code, char *mess
 		snprintf(message, mlen, "disk-share needs \"disk\": the disk's index");
 		return NULL;
 	}
-	int ret = virtio_disk_switch(ctl->vm, (unsigned)json_integer_value(disk), NULL, NULL, 0,
-				     err, sizeof(err));
+	int ret = virtio_disk_chain(ctl->vm, (unsigned)json_integer_value(disk), BLK_CHAIN_SHARE,
+				    NULL, NULL, 0, err, sizeof(err));
 	if (ret) {
 		*code = ret == -ENODEV ? "no-device" : ret == -EOPNOTSUPP ? "unsupported" : "failed";
 		snprintf(message, mlen, "%s", err);

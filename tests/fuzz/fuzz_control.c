@@ -136,10 +136,11 @@ int virtio_devices_set_link(struct vm *v, const char *tap, bool up)
 
 /* disk-switch and disk-share: disk 0 exists; the descriptors (none come
  * through the fuzzer's pipe) are never used */
-int virtio_disk_switch(struct vm *v, unsigned index, const char *const *paths, const int *fds,
-		       unsigned n, char *err, size_t errlen)
+int virtio_disk_chain(struct vm *v, unsigned index, enum blk_chain_op op,
+		      const char *const *paths, const int *fds, unsigned n, char *err, size_t errlen)
 {
 	(void)v;
+	(void)op;
 	(void)fds;
 	for (unsigned i = 0; i < n; i++)
 		if (!paths[i][0])

@@ -115,9 +115,7 @@ void api_run_job(struct api_request *req, struct vm *vm, const struct job_kind *
 	} else if (!reply_vm) {
 		api_reply(req, 200, job_to_json(job));
 	} else {
-		pthread_mutex_lock(&req->d->lock);
-		json_t *j = vm_to_json_locked(vm);
-		pthread_mutex_unlock(&req->d->lock);
+		json_t *j = vm_to_json(vm);
 		json_object_set_new(j, "job", json_string(job_id(job)));
 		api_reply(req, 200, j);
 	}

@@ -185,10 +185,7 @@ void api_vm_nic_connect(struct api_request *req)
 	if (r) {
 		api_error_errno(req, r, err);
 	} else {
-		pthread_mutex_lock(&req->d->lock);
-		json_t *j = vm_to_json_locked(vm);
-		pthread_mutex_unlock(&req->d->lock);
-		api_reply(req, 200, j);
+		api_reply(req, 200, vm_to_json(vm));
 	}
 	inventory_put(req->d, vm);
 }

@@ -62,10 +62,7 @@ static struct vm *lookup_vm(struct api_request *req)
 
 static void reply_vm(struct api_request *req, unsigned status, struct vm *vm)
 {
-	pthread_mutex_lock(&req->d->lock);
-	json_t *j = vm_to_json_locked(vm);
-	pthread_mutex_unlock(&req->d->lock);
-	api_reply(req, status, j);
+	api_reply(req, status, vm_to_json(vm));
 }
 
 void api_vms_list(struct api_request *req)
@@ -376,9 +373,7 @@ void api_vm_action(struct api_request *req)
 	if (r) {
 		api_error_errno(req, r, err);
 	} else {
-		pthread_mutex_lock(&req->d->lock);
-		json_t *j = vm_to_json_locked(vm);
-		pthread_mutex_unlock(&req->d->lock);
+		json_t *j = vm_to_json(vm);
 		if (i == 1)
 			json_object_set_new(j, "turned_off", json_boolean(forced));
 		api_reply(req, 200, j);
@@ -398,10 +393,7 @@ void api_vm_discard_saved(struct api_request *req)
 	if (r) {
 		api_error_errno(req, r, err);
 	} else {
-		pthread_mutex_lock(&req->d->lock);
-		json_t *j = vm_to_json_locked(vm);
-		pthread_mutex_unlock(&req->d->lock);
-		api_reply(req, 200, j);
+		api_reply(req, 200, vm_to_json(vm));
 	}
 	inventory_put(req->d, vm);
 }
@@ -437,9 +429,7 @@ void api_vm_upgrade_version(struct api_request *req)
 	if (r) {
 		api_error_errno(req, r, err);
 	} else {
-		pthread_mutex_lock(&req->d->lock);
-		json_t *j = vm_to_json_locked(vm);
-		pthread_mutex_unlock(&req->d->lock);
+		json_t *j = vm_to_json(vm);
 		json_object_set_new(j, "upgraded", json_boolean(changed));
 		json_object_set_new(j, "previous_version", json_string(from));
 		api_reply(req, 200, j);

@@ -55,46 +55,59 @@ static int xsave_available(const struct vm *vm)
 
 /* ---- guest RAM -------------------------------------------------------- */
 
-/* Calls fn for every data extent of src (holes skipped) inside each RAM
- * region; file offsets are memfd offsets, so the memory file and the
- * memfd have the same layout. */
-static int for_each_extent(const struct guest_mem *m, int src,
-			   int (*fn)(int fd, uint8_t *hva, size_t len, off_t off), int fd)
+/* Calls fn for every data extent of src (holes skipped) inside region r;
+ * file offsets are memfd offsets, so the memory file and the memfd have
+ * the same layout. off is the extent's offset in the region. */
+static int region_extents(int src, const struct guest_mem_region *r,
+			  int (*fn)(void *ctx, const struct guest_mem_region *r, off_t off,
+				    size_t len),
+			  void *ctx)
 {
-	for (unsigned i = 0; i < m->nregions; i++) {
-		const struct guest_mem_region *r = &m->regions[i];
-		off_t end = (off_t)(r->memfd_off + r->size), at = (off_t)r->memfd_off;
+	off_t base = (off_t)r->memfd_off, end = base + (off_t)r->size, at = base;
 
-		while (at < end) {
-			off_t data = lseek(src, at, SEEK_DATA), hole;
-			int ret;
+	while (at < end) {
+		off_t data = lseek(src, at, SEEK_DATA), hole;
+		int ret;
 
-			if (data < 0 && errno != ENXIO)
-				return -errno;
-			if (data < 0 || data >= end)
-				break;
-			hole = lseek(src, data, SEEK_HOLE);
-			if (hole < 0)
-				return -errno;
-			hole = MIN(hole, end);
-			ret = fn(fd, r->hva + (data - (off_t)r->memfd_off), (size_t)(hole - data),
-				 data);
-			if (ret)
-				return ret;
-			at = hole;
-		}
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		if (data < 0 || data >= end)
+			break;
+		hole = lseek(src, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		hole = MIN(hole, end);
+		ret = fn(ctx, r, data - base, (size_t)(hole - data));
+		if (ret)
+			return ret;
+		at = hole;
 	}
 	return 0;
 }
 
-static int extent_out(int fd, uint8_t *hva, size_t len, off_t off)
+static int extent_out(void *ctx, const struct guest_mem_region *r, off_t off, size_t len)
 {
-	return pwrite_full(fd, hva, len, off);
+	return pwrite_full(*(int *)ctx, r->hva + off, len, (off_t)r->memfd_off + off);
 }
 
-static int extent_in(int fd, uint8_t *hva, size_t len, off_t off)
+static int extent_in(void *ctx, const struct guest_mem_region *r, off_t off, size_t len)
 {
-	return pread_full(fd, hva, len, off);
+	return pread_full(*(int *)ctx, r->hva + off, len, (off_t)r->memfd_off + off);
+}
+
+/* fn for every data extent of src in every RAM region */
+static int for_each_extent(const struct guest_mem *m, int src,
+			   int (*fn)(void *ctx, const struct guest_mem_region *r, off_t off,
+				     size_t len),
+			   int fd)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		int ret = region_extents(src, &m->regions[i], fn, &fd);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 /* ---- lazily restored RAM ----
@@ -109,26 +122,13 @@ static int extent_in(int fd, uint8_t *hva, size_t len, off_t off)
 #define PM_FILE (1ULL << 61)
 #define PM_BATCH 4096
 
-static int mark_extents(int fd, const struct guest_mem_region *r, uint8_t *want)
+static int mark_extent(void *ctx, const struct guest_mem_region *r, off_t off, size_t len)
 {
-	off_t end = (off_t)(r->memfd_off + r->size), at = (off_t)r->memfd_off;
+	uint8_t *want = ctx;
 
-	while (at < end) {
-		off_t data = lseek(fd, at, SEEK_DATA), hole;
-
-		if (data < 0 && errno != ENXIO)
-			return -errno;
-		if (data < 0 || data >= end)
-			break;
-		hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		hole = MIN(hole, end);
-		for (off_t p = (data - (off_t)r->memfd_off) / (off_t)PAGE;
-		     p * (off_t)PAGE < hole - (off_t)r->memfd_off; p++)
-			want[p] = 1;
-		at = hole;
-	}
+	(void)r;
+	for (off_t p = off / (off_t)PAGE; p * (off_t)PAGE < off + (off_t)len; p++)
+		want[p] = 1;
 	return 0;
 }
 
@@ -160,7 +160,7 @@ static int write_lazy_memory(const struct guest_mem *m, int fd)
 
 		if (!want)
 			return -ENOMEM;
-		ret = mark_extents(m->lazy_fd, r, want);
+		ret = region_extents(m->lazy_fd, r, mark_extent, want);
 		if (!ret)
 			ret = mark_copied(m->pagemap_fd, r, want);
 		for (uint64_t p = 0; !ret && p < n;) {

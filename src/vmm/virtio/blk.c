@@ -412,44 +412,30 @@ static void blk_stop(struct virtio_dev *vdev)
 	signal_dirty(b);
 }
 
-int virtio_blk_switch(struct virtio_dev *vdev, const char *const *paths, const int *fds,
-		      unsigned n, char *err, size_t errlen)
+/* A chain operation on the backend, run once every request the guest gave
+ * is answered, so none is in flight on the image it changes. */
+int virtio_blk_chain(struct virtio_dev *vdev, enum blk_chain_op op, const char *const *paths,
+		     const int *fds, unsigned n, char *err, size_t errlen)
 {
 	struct blk *b = to_blk(vdev);
+	const struct blk_backend_ops *ops = b->be->ops;
 	int ret;
 
 	virtio_dev_lock(vdev);
-	/* every request the guest gave is answered first: none is in the
-	 * old chain when it closes */
-	b->be->ops->drain(b->be);
+	ops->drain(b->be);
 	signal_dirty(b);
-	if (b->be->ops->switch_chain) {
-		ret = b->be->ops->switch_chain(b->be, paths, fds, n, err, errlen);
+	if (op == BLK_CHAIN_SWITCH && ops->switch_chain) {
+		ret = ops->switch_chain(b->be, paths, fds, n, err, errlen);
+	} else if (op == BLK_CHAIN_SHARE && ops->share) {
+		ret = ops->share(b->be, err, errlen);
 	} else {
-		snprintf(err, errlen, "this disk's backend cannot switch its chain");
+		snprintf(err, errlen, "this disk's backend cannot %s",
+			 op == BLK_CHAIN_SWITCH ? "switch its chain" : "share its image");
 		ret = -EOPNOTSUPP;
 	}
 	virtio_dev_unlock(vdev);
-	if (!ret)
+	if (!ret && op == BLK_CHAIN_SWITCH)
 		log_info("%s: now on %s", vdev->name, paths[0]);
-	return ret;
-}
-
-int virtio_blk_share(struct virtio_dev *vdev, char *err, size_t errlen)
-{
-	struct blk *b = to_blk(vdev);
-	int ret;
-
-	virtio_dev_lock(vdev);
-	b->be->ops->drain(b->be);
-	signal_dirty(b);
-	if (b->be->ops->share) {
-		ret = b->be->ops->share(b->be, err, errlen);
-	} else {
-		snprintf(err, errlen, "this disk's backend cannot share its image");
-		ret = -EOPNOTSUPP;
-	}
-	virtio_dev_unlock(vdev);
 	return ret;
 }
 

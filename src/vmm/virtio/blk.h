@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "vmm/virtio/devices.h"
 #include "vmm/virtio/queue.h"
 
 struct vm;
@@ -183,14 +184,13 @@ static inline void blk_req_complete(struct blk_backend *be, struct blk_req *req,
 }
 
 /* The whole device: parses the spec and attaches a virtio-blk function. */
-/* virtio_blk_switch (blk.c): the device's open chain replaced while the
- * guest runs (its requests drained first). */
+/* virtio_blk_chain (blk.c), with the guest running and its requests
+ * drained first: SWITCH replaces the device's open chain with the n files
+ * paths/fds, top first; SHARE shares its image for a child to be made of it
+ * (disk_share), before a switch. */
 struct virtio_dev;
-int virtio_blk_switch(struct virtio_dev *vdev, const char *const *paths, const int *fds,
-		      unsigned n, char *err, size_t errlen);
-/* The device's image shared for a child to be made of it (disk_share),
- * its requests drained first. */
-int virtio_blk_share(struct virtio_dev *vdev, char *err, size_t errlen);
+int virtio_blk_chain(struct virtio_dev *vdev, enum blk_chain_op op, const char *const *paths,
+		     const int *fds, unsigned n, char *err, size_t errlen);
 
 struct blk_spec {
 	char path[4096];

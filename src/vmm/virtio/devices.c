@@ -92,15 +92,14 @@ out:
 	return ret;
 }
 
-int virtio_disk_switch(struct vm *vm, unsigned index, const char *const *paths, const int *fds,
-		       unsigned n, char *err, size_t errlen)
+int virtio_disk_chain(struct vm *vm, unsigned index, enum blk_chain_op op,
+		      const char *const *paths, const int *fds, unsigned n, char *err, size_t errlen)
 {
 	struct virtio_devices *d = devices_of(vm, false);
 	struct virtio_dev *dev = NULL;
 	char name[32];
 	int ret;
 
-	/* n == 0: share the image instead (disk_share) */
 	snprintf(name, sizeof(name), "virtio-blk%u", index);
 
 	if (!d) {
@@ -116,8 +115,7 @@ int virtio_disk_switch(struct vm *vm, unsigned index, const char *const *paths, 
 		snprintf(err, errlen, "the VM has no disk %u (it has %u)", index, d->ndisks);
 		return -ENODEV;
 	}
-	ret = n ? virtio_blk_switch(dev, paths, fds, n, err, errlen)
-		: virtio_blk_share(dev, err, errlen);
+	ret = virtio_blk_chain(dev, op, paths, fds, n, err, errlen);
 	pthread_mutex_unlock(&d->lock);
 	return ret;
 }

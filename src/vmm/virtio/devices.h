@@ -18,14 +18,15 @@ int virtio_net_spec_check(const char *spec, char *err, size_t errlen);
 
 /* "path=FILE[,readonly][,serial=STR][,direct]" */
 int virtio_add_disk(struct vm *vm, const char *spec, char *err, size_t errlen);
-/* Disk index (in --disk order) goes on with the chain of the n files
- * paths/fds, top first (a new differencing child of what it had, or what
- * a merge left), the guest running: its requests are answered first, then
- * the image is swapped. The same size; VHDX and VHD only. 0 or -errno with
- * err filled; on failure the disk is as it was. n == 0: the image is only
- * shared for a child to be made of it (disk_share), before a switch. */
-int virtio_disk_switch(struct vm *vm, unsigned index, const char *const *paths, const int *fds,
-		       unsigned n, char *err, size_t errlen);
+/* Disk index (in --disk order), the guest running, its requests answered
+ * first. BLK_CHAIN_SWITCH: it goes on with the chain of the n files
+ * paths/fds, top first (a new differencing child of what it had, or what a
+ * merge left); the same size, VHDX and VHD only. BLK_CHAIN_SHARE: its image
+ * is shared for a child to be made of it (disk_share), before a switch.
+ * 0 or -errno with err filled; on failure the disk is as it was. */
+enum blk_chain_op { BLK_CHAIN_SHARE, BLK_CHAIN_SWITCH };
+int virtio_disk_chain(struct vm *vm, unsigned index, enum blk_chain_op op,
+		      const char *const *paths, const int *fds, unsigned n, char *err, size_t errlen);
 /* "tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]" */
 int virtio_add_net(struct vm *vm, const char *spec, char *err, size_t errlen);
 /* entropy from getrandom() */
