@@ -221,26 +221,31 @@ static int make_child(const char *parent, const char *child, char *err, size_t e
 	return r;
 }
 
-/* The parent a differencing image names, resolved; "" if none. */
-static void parent_of(const char *path, char *out, size_t len)
+/* The parent a differencing image names, resolved; "" if none. Read
+ * without a lock: the locator does not change under the worker that may
+ * be writing the image. 0, or -errno when the image cannot be read. */
+static int parent_of(const char *path, char *out, size_t len)
 {
 	struct disk *dk;
 	struct disk_error derr = { { 0 } };
 	struct disk_info info;
 
 	out[0] = 0;
-	if (disk_open(path, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &dk, &derr))
-		return;
+	int r = disk_open(path, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT | DISK_OPEN_NO_LOCK, &dk,
+			  &derr);
+	if (r)
+		return r;
 	disk_get_info(dk, &info);
 	disk_close(dk);
 	if (info.has_parent && !realpath(info.parent_path, out))
 		snprintf(out, len, "%s", info.parent_path);
+	return 0;
 }
 
 /* Copies every run child holds itself into parent (in place, as `cloison
  * disk merge`). Idempotent: after a crash it is run again. */
-static int merge_into_parent(const char *child_path, const char *parent_path, struct job *job,
-			     char *err, size_t errlen)
+static int merge_into_parent(const char *child_path, const char *parent_path, bool shared,
+			     struct job *job, char *err, size_t errlen)
 {
 	struct disk *child, *parent;
 	struct disk_error derr = { { 0 } };
@@ -253,7 +258,9 @@ static int merge_into_parent(const char *child_path, const char *parent_path, st
 			 derr.msg[0] ? derr.msg : strerror(-r));
 		return r;
 	}
-	r = disk_open(parent_path, 0, &parent, &derr);
+	/* shared: the worker reads parent through child, never where child
+	 * has data, which is all the merge writes */
+	r = disk_open(parent_path, shared ? DISK_OPEN_SHARED_LOCK : 0, &parent, &derr);
 	if (r) {
 		disk_close(child);
 		snprintf(err, errlen, "cannot open %.1000s for writing: %s", parent_path,
@@ -429,6 +436,33 @@ static bool worker_state(struct vm *vm, enum vm_state *s)
 	return vm_state_has_worker(*s);
 }
 
+/* A live merge's spare child (K2) for each writable disk of vm, named
+ * when the removal is planned so that a recovery knows the file; null for
+ * a read-only or raw disk. A child of the VM's disk has its directory and
+ * stem, so names made before a checkpoint serve for its removal. */
+json_t *checkpoint_spares(struct vm *vm)
+{
+	json_t *spares = json_array();
+
+	pthread_mutex_lock(&vm->d->lock);
+	unsigned nd = vm->cfg.n_disks;
+	char (*paths)[PATH_MAX] = calloc(nd ? nd : 1, PATH_MAX);
+	bool *ro = calloc(nd ? nd : 1, sizeof(bool));
+	for (unsigned k = 0; paths && ro && k < nd; k++) {
+		snprintf(paths[k], PATH_MAX, "%s", vm->cfg.disks[k].path);
+		ro[k] = vm->cfg.disks[k].readonly;
+	}
+	pthread_mutex_unlock(&vm->d->lock);
+	for (unsigned k = 0; paths && ro && k < nd; k++) {
+		char sp[PATH_MAX], serr[256];
+		bool ok = !ro[k] && !child_path_for(paths[k], sp, sizeof(sp), serr, sizeof(serr));
+		json_array_append_new(spares, ok ? json_string(sp) : json_null());
+	}
+	free(paths);
+	free(ro);
+	return spares;
+}
+
 json_t *checkpoint_plan_create(struct vm *vm, json_t *body, int *code, char *err, size_t errlen)
 {
 	const char *key, *name = NULL;
@@ -511,6 +545,8 @@ json_t *checkpoint_plan_create(struct vm *vm, json_t *body, int *code, char *err
 				 name ? name : dflt, "children", children, "dir", dir, "type",
 				 running || s == VM_SAVED ? "standard" : made, "note", note,
 				 "freeze", freeze, "freeze_only", !strcmp(type, "production-only"));
+	if (plan)
+		json_object_set_new(plan, "spares", checkpoint_spares(vm));
 	json_decref(t);
 	return plan;
 fail:
@@ -603,7 +639,8 @@ json_t *checkpoint_plan_remove(struct vm *vm, const char *what, bool subtree, in
 		subtree_ids(t, jstr(cp, "id"), ids);
 	else
 		json_array_append_new(ids, json_string(jstr(cp, "id")));
-	json_t *plan = json_pack("{s:o, s:s}", "ids", ids, "name", jstr(cp, "name"));
+	json_t *plan = json_pack("{s:o, s:s, s:o}", "ids", ids, "name", jstr(cp, "name"), "spares",
+				 checkpoint_spares(vm));
 	json_decref(t);
 	return plan;
 }
@@ -1112,13 +1149,201 @@ static int finish_pending_of(struct vm *vm, char *err, size_t errlen)
 	return r;
 }
 
+/* ---- remove ----
+ * A checkpoint's disk P whose only child is the disk K the VM runs on is
+ * merged: K's data is copied into P and the VM goes on in P. With the VM
+ * running this is a live merge, the guest writing all along:
+ *  1. the worker shares K, a spare child K2 of K is made (the plan named
+ *     it), the configuration points at K2, and the worker switches to
+ *     K2 <- K <- P...: the guest's writes go to K2 from then on;
+ *  2. K is merged into P with the guest running (P opened under a shared
+ *     lock: the worker reads P only where K has no data, and the merge
+ *     writes only where it has);
+ *  3. the VM is paused, the worker shares K2 (flushed), K2 is merged into
+ *     P, the tree commits the removal (pending: the VM on P; K and K2
+ *     dropped), the worker switches to P, written, and the VM goes on.
+ * A failure or a crash before the commit leaves the VM on K2 <- K <- P with
+ * P partly merged: merging K then K2 again, with no worker, finishes it
+ * (merge_disk); after the commit, finish_pending does. */
+
+struct merge {
+	int index;		/* the VM's disk */
+	char into[PATH_MAX];	/* P, the checkpoint's disk */
+	char top[PATH_MAX];	/* K, the disk the VM is on */
+	char via[PATH_MAX];	/* "" or the image between (a live merge's K) */
+	char spare[PATH_MAX];	/* live: K2 */
+};
+
+static bool is_ours(const char *p)
+{
+	size_t pl = strlen(p);
+
+	return pl > 6 && (!strcmp(p + pl - 6, ".avhdx") || !strcmp(p + pl - 5, ".avhd"));
+}
+
+/* Whether any checkpoint of t names path (resolved) as one of its disks. */
+static bool tree_names(json_t *t, const char *path)
+{
+	char pr[PATH_MAX];
+	size_t k, m;
+	json_t *o, *od;
+
+	json_array_foreach(json_object_get(t, "checkpoints"), k, o)
+		json_array_foreach(json_object_get(o, "disks"), m, od)
+			if (realpath(jstr(od, "path"), pr) && !strcmp(pr, path))
+				return true;
+	return false;
+}
+
+/* The merges of m, offline: the image between first, then the top. */
+static int merge_disk(const struct merge *m, struct job *job, char *err, size_t errlen)
+{
+	int r = m->via[0] ? merge_into_parent(m->via, m->into, false, job, err, errlen) : 0;
+
+	return r ? r : merge_into_parent(m->top, m->into, false, job, err, errlen);
+}
+
+/* The chain of path, path first: n files, resolved. */
+static int chain_of(const char *path, char (*out)[PATH_MAX], unsigned max, unsigned *n,
+		    char *err, size_t errlen)
+{
+	*n = 0;
+	if (!realpath(path, out[0])) {
+		snprintf(err, errlen, "%.1000s: %s", path, strerror(errno));
+		return -errno;
+	}
+	for (*n = 1;; (*n)++) {
+		char par[PATH_MAX];
+		int r = parent_of(out[*n - 1], par, sizeof(par));
+		if (r) {
+			snprintf(err, errlen, "cannot read %.1000s: %s", out[*n - 1], strerror(-r));
+			return r;
+		}
+		if (!par[0])
+			return 0;
+		if (*n == max) {
+			snprintf(err, errlen, "the chain of %.1000s is too deep", path);
+			return -ELOOP;
+		}
+		snprintf(out[*n], PATH_MAX, "%s", par);
+	}
+}
+
+/* Asks the worker to go on with disk index on top and the chain of below
+ * (top written, the rest read; below "" for top's own chain). */
+static int switch_to(struct vm *vm, int index, const char *top, const char *below, char *err,
+		     size_t errlen)
+{
+	char (*files)[PATH_MAX] = calloc(WORKER_MAX_FDS, PATH_MAX);
+	int fds[WORKER_MAX_FDS];
+	unsigned n = 0, k = 0;
+	int r;
+
+	if (!files) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (below[0]) {
+		snprintf(files[0], PATH_MAX, "%s", top);
+		r = chain_of(below, files + 1, WORKER_MAX_FDS - 1, &n, err, errlen);
+		n++;
+	} else {
+		r = chain_of(top, files, WORKER_MAX_FDS, &n, err, errlen);
+	}
+	json_t *list = json_array();
+	for (; !r && k < n; k++) {
+		fds[k] = open(files[k], (k ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		if (fds[k] < 0) {
+			r = -errno;
+			snprintf(err, errlen, "cannot open %.1000s: %s", files[k], strerror(errno));
+			break;
+		}
+		json_array_append_new(list, json_string(files[k]));
+	}
+	if (!r) {
+		json_t *args = json_pack("{s:i, s:o}", "disk", index, "files", list);
+		list = NULL;
+		r = worker_command_fds(vm, "disk-switch", args, fds, n, 60, NULL, err, errlen);
+		json_decref(args);
+	}
+	json_decref(list);
+	while (k--)
+		close(fds[k]);
+	free(files);
+	return r;
+}
+
+static int share(struct vm *vm, int index, char *err, size_t errlen)
+{
+	json_t *args = json_pack("{s:i}", "disk", index);
+	int r = worker_command_args(vm, "disk-share", args, 60, NULL, err, errlen);
+
+	json_decref(args);
+	return r;
+}
+
+/* Points the VM's disks of ms at their spares (K2), or at what they merge into. */
+static int point_disks(struct vm *vm, const struct merge *ms, unsigned n, bool spare,
+		       char *err, size_t errlen)
+{
+	json_t *kids = json_array();
+
+	for (unsigned i = 0; i < VM_MAX_DISKS; i++)
+		json_array_append_new(kids, json_null());
+	for (unsigned i = 0; i < n; i++)
+		json_array_set_new(kids, (size_t)ms[i].index,
+				   json_string(spare ? ms[i].spare : ms[i].into));
+	json_t *nd = disks_with(vm, kids);
+	pthread_mutex_lock(&vm->cfg_lock);
+	int r = point_config(vm, nd, NULL, err, errlen);
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(nd);
+	json_decref(kids);
+	if (!r)
+		worker_images_refresh(vm);
+	return r;
+}
+
+/* Steps 1 and 2, and of 3 the pause and K2's merge. *paused: this paused
+ * the VM (the caller resumes it), at *paused_at (now_ns). */
+static int live_prepare(struct vm *vm, struct merge *ms, unsigned n, struct job *job,
+			bool *paused, uint64_t *paused_at, char *err, size_t errlen)
+{
+	enum vm_state s;
+	int r = 0;
+
+	*paused = false;
+	for (unsigned i = 0; !r && i < n; i++)
+		if (!(r = share(vm, ms[i].index, err, errlen)))
+			r = make_child(ms[i].top, ms[i].spare, err, errlen);
+	if (!r)
+		r = point_disks(vm, ms, n, true, err, errlen);
+	for (unsigned i = 0; !r && i < n; i++) {
+		r = switch_to(vm, ms[i].index, ms[i].spare, ms[i].top, err, errlen);
+		snprintf(ms[i].via, PATH_MAX, "%s", ms[i].top);
+		snprintf(ms[i].top, PATH_MAX, "%s", ms[i].spare);
+	}
+	for (unsigned i = 0; !r && i < n; i++)
+		r = merge_into_parent(ms[i].via, ms[i].into, true, job, err, errlen);
+	if (!r && worker_state(vm, &s) && s == VM_RUNNING) {
+		*paused_at = now_ns();
+		r = vm_op_pause(vm, err, errlen);
+		*paused = r == 0;
+	}
+	for (unsigned i = 0; !r && i < n; i++)
+		if (!(r = share(vm, ms[i].index, err, errlen)))
+			r = merge_into_parent(ms[i].top, ms[i].into, true, job, err, errlen);
+	return r;
+}
+
 /* Removes one checkpoint: for each of its disks, the only child image, if
  * it is a disk the VM runs on, is merged into it and the VM goes on in
  * it; a disk no image depends on any more is deleted; a disk with
  * several children, or whose child is another checkpoint's, stays in the
- * chain (no data is lost either way). Then the tree forgets it. */
-static int remove_one(struct vm *vm, const char *id, struct job *job, char *note, size_t len,
-		      char *err, size_t errlen)
+ * chain (no data is lost either way). Then the tree forgets it. live: the
+ * VM runs, and its merges are live (above); spares names each disk's K2. */
+static int remove_one(struct vm *vm, const char *id, bool live, json_t *spares, struct job *job,
+		      char *note, size_t len, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&vm->cfg_lock);
 	json_t *t = tree_load(vm, err, errlen), *cp = t ? cp_by_id(t, id) : NULL;
@@ -1130,52 +1355,82 @@ static int remove_one(struct vm *vm, const char *id, struct job *job, char *note
 	}
 	json_t *none = json_array(), *now = disks_with(vm, none), *drop = json_array(), *d;
 	json_decref(none);
+	struct merge *ms = calloc(VM_MAX_DISKS, sizeof(*ms));
+	unsigned kept = 0, nms = 0;
+	bool paused = false;
 	size_t i, k, m;
-	unsigned kept = 0;
-	int r = 0;
+	int r = ms ? 0 : -ENOMEM;
 	json_array_foreach(disks, i, d) {
 		const char *p = jstr(d, "path");
-		char pr[PATH_MAX], par[PATH_MAX];
+		char pr[PATH_MAX], par[PATH_MAX], via[PATH_MAX];
+		if (r)
+			break;
 		if (json_is_true(json_object_get(d, "readonly")) || !realpath(p, pr))
 			continue;
 		/* The images whose parent is p: other checkpoints' disks, and
-		 * the VM's. */
-		json_t *kids = json_array(), *o, *od;
+		 * the VM's, directly or through an image of a live merge. */
+		unsigned n = 0;
+		int now_at = -1;
+		via[0] = 0;
+		json_t *o, *od;
 		json_array_foreach(json_object_get(t, "checkpoints"), k, o)
-			json_array_foreach(json_object_get(o, "disks"), m, od) {
-				parent_of(jstr(od, "path"), par, sizeof(par));
-				if (par[0] && !strcmp(par, pr))
-					json_array_append_new(kids, json_pack("{s:s, s:b}", "path",
-									      jstr(od, "path"), "now",
-									      0));
-			}
+			json_array_foreach(json_object_get(o, "disks"), m, od)
+				if (!r && !(r = parent_of(jstr(od, "path"), par, sizeof(par))) &&
+				    !strcmp(par, pr))
+					n++;
 		json_array_foreach(now, k, od) {
-			parent_of(jstr(od, "path"), par, sizeof(par));
-			if (par[0] && !strcmp(par, pr))
-				json_array_append_new(kids, json_pack("{s:s, s:b, s:i}", "path",
-								      jstr(od, "path"), "now", 1,
-								      "index", (int)k));
-		}
-		size_t n = json_array_size(kids);
-		json_t *kid = json_array_get(kids, 0);
-		size_t pl = strlen(p);
-		bool ours = pl > 6 && (!strcmp(p + pl - 6, ".avhdx") || !strcmp(p + pl - 5, ".avhd"));
-		if (n == 0 && ours) {
-			json_array_append_new(drop, json_string(p));
-		} else if (n == 1 && json_is_true(json_object_get(kid, "now"))) {
-			r = merge_into_parent(jstr(kid, "path"), p, job, err, errlen);
-			if (r) {
-				json_decref(kids);
-				break;
+			char mid[PATH_MAX];
+			if (r || (r = parent_of(jstr(od, "path"), par, sizeof(par))) || !par[0])
+				continue;
+			if (!strcmp(par, pr)) {
+				n++;
+				now_at = (int)k;
+				via[0] = 0;
+			} else if (is_ours(par) && !tree_names(t, par) &&
+				   !(r = parent_of(par, mid, sizeof(mid))) && !strcmp(mid, pr)) {
+				n++;
+				now_at = (int)k;
+				snprintf(via, sizeof(via), "%s", par);
 			}
-			int idx = (int)json_integer_value(json_object_get(kid, "index"));
-			json_array_append_new(drop, json_string(jstr(kid, "path")));
-			json_object_set_new(json_array_get(now, (size_t)idx), "path", json_string(p));
+		}
+		if (r) {
+			snprintf(err, errlen, "cannot read the chain of checkpoint '%s''s disk "
+				 "%.1000s: %s", jstr(cp, "name"), p, strerror(-r));
+			break;
+		}
+		if (n == 0 && is_ours(p)) {
+			json_array_append_new(drop, json_string(p));
+		} else if (n == 1 && now_at >= 0) {
+			struct merge *x = &ms[nms++];
+			x->index = now_at;
+			snprintf(x->into, PATH_MAX, "%s", p);
+			snprintf(x->top, PATH_MAX, "%s", jstr(json_array_get(now, (size_t)now_at),
+							      "path"));
+			snprintf(x->via, PATH_MAX, "%s", via);
+			const char *sp = json_string_value(json_array_get(spares, (size_t)now_at));
+			snprintf(x->spare, PATH_MAX, "%s", sp ? sp : "");
+			if (live && (via[0] || !sp)) {
+				snprintf(err, errlen, "disk %d is in the middle of a merge: it is "
+					 "finished with the VM saved", now_at);
+				r = -EAGAIN;
+			} else if (!live) {
+				r = merge_disk(x, job, err, errlen);
+			}
 		} else if (n) {
 			kept++;
 		}
-		json_decref(kids);
 	}
+	uint64_t paused_at = 0;
+	if (!r && live && nms)
+		r = live_prepare(vm, ms, nms, job, &paused, &paused_at, err, errlen);
+	for (unsigned x = 0; !r && x < nms; x++) {
+		if (ms[x].via[0])
+			json_array_append_new(drop, json_string(ms[x].via));
+		json_array_append_new(drop, json_string(ms[x].top));
+		json_object_set_new(json_array_get(now, (size_t)ms[x].index), "path",
+				    json_string(ms[x].into));
+	}
+	bool committed = false;
 	if (!r) {
 		pthread_mutex_lock(&vm->cfg_lock);
 		json_decref(t);
@@ -1200,19 +1455,42 @@ static int remove_one(struct vm *vm, const char *id, struct job *job, char *note
 			json_array_remove(cps, k);
 			/* What follows the commit goes with it, for a recovery to
 			 * finish (finish_pending). */
-			json_object_set_new(t, "pending", json_pack("{s:O, s:O, s:s}", "disks", now,
-								     "drop", drop, "dir", dir));
+			json_object_set_new(t, "pending", json_pack("{s:O, s:O, s:s, s:b}", "disks",
+								     now, "drop", drop, "dir", dir,
+								     "live", live && nms));
 			r = tree_save(vm, t, err, errlen);
-			if (!r)
-				r = finish_pending(vm, t, err, errlen);
+			committed = r == 0;
 		}
 		pthread_mutex_unlock(&vm->cfg_lock);
 	}
+	/* The worker leaves K2 for P before K2 is deleted. */
+	for (unsigned x = 0; committed && live && x < nms; x++)
+		if ((r = switch_to(vm, ms[x].index, ms[x].into, "", err, errlen)))
+			break;
+	if (committed && !r) {
+		r = finish_pending_of(vm, err, errlen);
+		if (!r && live && nms)
+			worker_images_refresh(vm);
+	}
+	/* Committed, the worker not on P: it stays paused for the caller to
+	 * save it (anything it wrote now would go to K2, which is dropped). */
+	if (paused && !(committed && r)) {
+		char perr[256];
+		if (vm_op_resume(vm, perr, sizeof(perr)))
+			log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
+	}
+	if (!r && live && nms)
+		snprintf(note + strlen(note), len - strlen(note),
+			 "%smerged while the VM ran (paused %.1f ms for its last writes)",
+			 note[0] ? "; " : "", paused ? (double)(now_ns() - paused_at) / 1e6 : 0.0);
 	if (!r && kept)
 		snprintf(note + strlen(note), len - strlen(note),
 			 "%s%u of its differencing disks stay in the chain: another checkpoint "
 			 "is made on them (merging such a disk is left to do)",
 			 note[0] ? "; " : "", kept);
+	if (r && committed)
+		r = -EINPROGRESS; /* the tree says what is left: finish_pending */
+	free(ms);
 	json_decref(now);
 	json_decref(drop);
 	json_decref(disks);
@@ -1220,8 +1498,8 @@ static int remove_one(struct vm *vm, const char *id, struct job *job, char *note
 	return r;
 }
 
-static int remove_all(struct vm *vm, json_t *plan, struct job *job, char *note, size_t len,
-		      char *err, size_t errlen)
+static int remove_all(struct vm *vm, json_t *plan, bool live, struct job *job, char *note,
+		      size_t len, char *err, size_t errlen)
 {
 	size_t i;
 	json_t *id;
@@ -1235,9 +1513,24 @@ static int remove_all(struct vm *vm, json_t *plan, struct job *job, char *note, 
 				 "before it are removed", json_string_value(id));
 			return -ECANCELED;
 		}
-		if ((r = remove_one(vm, json_string_value(id), job, note, len, err, errlen)))
-			break;
+		r = remove_one(vm, json_string_value(id), live, json_object_get(plan, "spares"), job,
+			       note, len, err, errlen);
 	}
+	return r;
+}
+
+/* The offline way, for a running VM whose live merge failed or was cut:
+ * the VM is saved, the merges done or finished with no worker, and it goes
+ * on from its saved state. */
+static int remove_saved(struct vm *vm, json_t *plan, struct job *job, char *note, size_t len,
+			char *err, size_t errlen)
+{
+	int r = vm_op_save(vm, err, errlen);
+
+	if (r)
+		return r;
+	r = remove_all(vm, plan, false, job, note, len, err, errlen);
+	start_again(vm, note + strlen(note), len - strlen(note));
 	return r;
 }
 
@@ -1247,20 +1540,17 @@ int checkpoint_remove_now(struct job *job, struct vm *vm, json_t *plan, char *no
 	enum vm_state s;
 
 	note[0] = 0;
-	bool was_running = worker_state(vm, &s);
-	/* The worker cannot switch its open chain yet, so a running VM is
-	 * saved for the merge and goes on after it (a quick merge, not a live
-	 * one). */
-	int r = was_running ? vm_op_save(vm, err, errlen) : 0;
-	if (r)
+	if (!worker_state(vm, &s))
+		return remove_all(vm, plan, false, job, note, len, err, errlen);
+	int r = remove_all(vm, plan, true, job, note, len, err, errlen);
+	if (!r || r == -ECANCELED || !worker_state(vm, &s))
 		return r;
-	if (was_running)
-		snprintf(note, len, "the VM was saved during the merge and went on after "
-			 "it (a live merge is left to do)");
-	r = remove_all(vm, plan, job, note, len, err, errlen);
-	if (was_running)
-		start_again(vm, note + strlen(note), len - strlen(note));
-	return r;
+	/* The live merge did not go through: the VM is on its disks, maybe
+	 * half way (K2 <- K <- P, P partly merged); the offline way finishes. */
+	log_warn("%s: the live merge failed (%s); merging with the VM saved", vm->cfg.name, err);
+	snprintf(note, len, "the live merge failed (%.300s): the VM was saved during the "
+		 "merge and went on after it", err);
+	return remove_saved(vm, plan, job, note, len, err, errlen);
 }
 
 static int remove_run(struct job *job, char *err, size_t errlen)
@@ -1275,6 +1565,95 @@ static int remove_run(struct job *job, char *err, size_t errlen)
 	return r;
 }
 
+/* The spares of plan that nothing uses: a crash between making one and
+ * pointing the VM at it leaves it. */
+static void drop_unused_spares(struct vm *vm, json_t *plan)
+{
+	size_t i;
+	json_t *sp;
+
+	json_array_foreach(json_object_get(plan, "spares"), i, sp) {
+		const char *p = json_string_value(sp);
+		if (!p || config_uses(vm, p))
+			continue;
+		pthread_mutex_lock(&vm->cfg_lock);
+		char e[256];
+		json_t *t = tree_load(vm, e, sizeof(e));
+		char pr[PATH_MAX];
+		bool named = !t || (realpath(p, pr) && tree_names(t, pr));
+		pthread_mutex_unlock(&vm->cfg_lock);
+		json_decref(t);
+		if (!named && unlink(p) == 0)
+			fsync_parent_dir(p);
+	}
+}
+
+/* Whether a disk of vm is a live merge's K2: its parent is an image of
+ * ours that no checkpoint names, whose parent a checkpoint names. */
+static bool in_live_merge(struct vm *vm)
+{
+	char e[256];
+	bool found = false;
+
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, e, sizeof(e)), *none = json_array();
+	json_t *now = disks_with(vm, none), *d;
+	size_t i;
+	json_array_foreach(now, i, d) {
+		char k[PATH_MAX], p[PATH_MAX];
+		if (t && !parent_of(jstr(d, "path"), k, sizeof(k)) && k[0] && is_ours(k) &&
+		    !tree_names(t, k) && !parent_of(k, p, sizeof(p)) && p[0] && tree_names(t, p))
+			found = true;
+	}
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(none);
+	json_decref(now);
+	json_decref(t);
+	return found;
+}
+
+/* After a crash during a removal (plan: its args), finishes it. With no
+ * worker the merges are done again or finished (merging again is
+ * harmless). An adopted worker may be in the middle of a live merge: if
+ * nothing was changed yet (the VM on its own disks, no pending commit),
+ * nothing is done and *begun is false when the checkpoints are all still
+ * there; else the VM is saved, the removal finished without a worker, and
+ * the VM goes on from its saved state. */
+static int recover_removal(struct vm *vm, json_t *plan, bool *begun, char *note, size_t len,
+			   char *err, size_t errlen)
+{
+	enum vm_state s;
+	size_t i;
+	json_t *x;
+	int r;
+
+	*begun = true;
+	if (!worker_state(vm, &s)) {
+		r = remove_all(vm, plan, false, NULL, note, len, err, errlen);
+		drop_unused_spares(vm, plan);
+		return r;
+	}
+	bool in_tree = false, pending = false, on_spare = false;
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, err, errlen);
+	json_array_foreach(json_object_get(plan, "ids"), i, x)
+		in_tree = in_tree || (t && cp_by_id(t, json_string_value(x)));
+	pending = t && json_object_get(t, "pending");
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	json_array_foreach(json_object_get(plan, "spares"), i, x)
+		on_spare = on_spare || (json_is_string(x) && config_uses(vm, json_string_value(x)));
+	on_spare = on_spare || in_live_merge(vm);
+	if (!on_spare && !pending) {
+		drop_unused_spares(vm, plan);
+		*begun = !in_tree;
+		return 0;
+	}
+	r = remove_saved(vm, plan, NULL, note, len, err, errlen);
+	drop_unused_spares(vm, plan);
+	return r;
+}
+
 static enum job_state remove_recover(struct daemon *d, json_t *record, char *note, size_t len)
 {
 	char err[1024];
@@ -1282,35 +1661,16 @@ static enum job_state remove_recover(struct daemon *d, json_t *record, char *not
 
 	if (!vm)
 		return JOB_FAILED;
-	/* A running VM's merge happens between its save and its start again,
-	 * with no worker: a worker alive now (adopted) means the merge had not
-	 * begun (its checkpoints are in the tree: nothing was changed) or was
-	 * over (they are gone). Never merge under a worker. */
-	enum vm_state ws;
-	if (worker_state(vm, &ws)) {
-		json_t *t = NULL, *id;
-		size_t i;
-		bool begun = true;
-		pthread_mutex_lock(&vm->cfg_lock);
-		t = tree_load(vm, err, sizeof(err));
-		json_array_foreach(json_object_get(json_object_get(record, "args"), "ids"), i, id)
-			if (t && cp_by_id(t, json_string_value(id)))
-				begun = false;
-		pthread_mutex_unlock(&vm->cfg_lock);
-		json_decref(t);
-		if (!begun)
-			snprintf(note, len, "the removal of '%s' had not begun (the VM was still "
-				 "running, and runs on): nothing was changed; remove the checkpoint "
-				 "again", jstr(json_object_get(record, "args"), "name"));
-		else
-			snprintf(note, len, "the removal of '%s' had finished and the VM runs on",
-				 jstr(json_object_get(record, "args"), "name"));
+	bool begun;
+	int r = recover_removal(vm, json_object_get(record, "args"), &begun, note, len, err,
+				sizeof(err));
+	if (!begun) {
+		snprintf(note, len, "the removal of '%s' had not begun (the VM was still running, "
+			 "and runs on): nothing was changed; remove the checkpoint again",
+			 jstr(json_object_get(record, "args"), "name"));
 		inventory_put(d, vm);
-		return begun ? JOB_COMPLETED : JOB_FAILED;
+		return JOB_FAILED;
 	}
-	/* A merge cannot be undone in place once it wrote into the parent:
-	 * finish it (merging again is harmless). */
-	int r = remove_all(vm, json_object_get(record, "args"), NULL, note, len, err, sizeof(err));
 	if (r)
 		snprintf(note + strlen(note), len - strlen(note), "%sthe removal could not be "
 			 "finished: %s", note[0] ? "; " : "", err);
@@ -1347,18 +1707,25 @@ void checkpoint_recover_temporary(struct daemon *d, json_t *record, json_t *plan
 	json_t *cp = checkpoint_get(vm, id, err, sizeof(err));
 	if (!cp) {
 		snprintf(note, len, "no temporary checkpoint is left");
-	} else if (worker_state(vm, &s)) {
-		/* adopted running: the merge had not begun (it saves the VM
-		 * first), and merging under a running worker is not done */
-		snprintf(note, len, "the temporary checkpoint '%s' stays: remove it with 'cloison "
-			 "checkpoint remove %s %s'", jstr(cp, "name"), vm->cfg.name, id);
 	} else {
+		/* The removal's plan, with the spares the create's plan named:
+		 * merging back under a worker that runs on is left to the user
+		 * when it had not begun (recover_removal does nothing then). */
 		int code;
+		bool begun = false;
 		json_t *rplan = checkpoint_plan_remove(vm, id, false, &code, err, sizeof(err));
-		int r = rplan ? remove_all(vm, rplan, NULL, rnote, sizeof(rnote), err, sizeof(err))
+		if (rplan && json_object_get(plan, "spares"))
+			json_object_set(rplan, "spares", json_object_get(plan, "spares"));
+		int r = rplan ? recover_removal(vm, rplan, &begun, rnote, sizeof(rnote), err,
+						sizeof(err))
 			      : code;
 		json_decref(rplan);
-		if (r)
+		worker_state(vm, &s);
+		if (!r && !begun)
+			snprintf(note, len, "the temporary checkpoint '%s' stays: remove it with "
+				 "'cloison checkpoint remove %s %s'", jstr(cp, "name"), vm->cfg.name,
+				 id);
+		else if (r)
 			snprintf(note, len, "the temporary checkpoint '%s' could not be removed (%.400s): "
 				 "remove it with 'cloison checkpoint remove %s %s'", jstr(cp, "name"),
 				 err, vm->cfg.name, id);

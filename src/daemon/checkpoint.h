@@ -26,6 +26,10 @@
  * job_start, or NULL with err filled and *code the -errno. The plan names
  * every file the job will make, so a recovery knows what to remove. */
 json_t *checkpoint_plan_create(struct vm *vm, json_t *body, int *code, char *err, size_t errlen);
+/* The spare children a live merge of vm's disks would make (one per disk,
+ * null for a read-only or raw one): in a remove plan as "spares"; a plan
+ * made before a temporary checkpoint keeps them for its removal. */
+json_t *checkpoint_spares(struct vm *vm);
 json_t *checkpoint_plan_apply(struct vm *vm, const char *cp, int *code, char *err, size_t errlen);
 json_t *checkpoint_plan_remove(struct vm *vm, const char *cp, bool subtree, int *code, char *err,
 			       size_t errlen);

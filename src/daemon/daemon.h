@@ -415,6 +415,14 @@ int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, s
  * "id" and "cmd") and a reply timeout of timeout_s seconds. */
 int worker_command_args(struct vm *vm, const char *cmd, json_t *args, unsigned timeout_s,
 			json_t **result, char *err, size_t errlen);
+/* The same with nfds descriptors sent along (SCM_RIGHTS), at most
+ * WORKER_MAX_FDS: disk-switch's chain. The caller keeps its own. */
+#define WORKER_MAX_FDS 16
+int worker_command_fds(struct vm *vm, const char *cmd, json_t *args, const int *fds,
+		       unsigned nfds, unsigned timeout_s, json_t **result, char *err, size_t errlen);
+/* After the worker switched its disks (a live merge): what it holds is
+ * collected again from vm->cfg, in memory and in worker.json. */
+void worker_images_refresh(struct vm *vm);
 /* Connects to a unix socket path of any length (via /proc/self/fd for long
  * paths). Returns a connected fd or -errno. */
 int unix_connect_path(const char *path);

@@ -739,6 +739,8 @@ static int export_running(struct job *job, struct vm *vm, json_t *args, struct c
 	json_decref(cp);
 	int code;
 	json_t *rplan = checkpoint_plan_remove(vm, id, false, &code, rerr, sizeof(rerr));
+	if (rplan) /* the names a recovery knows (checkpoint_recover_temporary) */
+		json_object_set(rplan, "spares", json_object_get(plan, "spares"));
 	int rr = rplan ? checkpoint_remove_now(NULL, vm, rplan, note, sizeof(note), rerr,
 					       sizeof(rerr))
 		       : code;

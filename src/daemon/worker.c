@@ -305,10 +305,41 @@ static void set_timeouts(int fd, unsigned s)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+/* The request line, with nfds descriptors (SCM_RIGHTS) on its first byte. */
+static int send_line(int fd, const char *line, size_t n, const int *fds, unsigned nfds)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * WORKER_MAX_FDS)];
+	} u;
+	struct iovec iov = { .iov_base = (void *)line, .iov_len = n };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t w;
+
+	if (!nfds)
+		return write_full(fd, line, n);
+	if (nfds > WORKER_MAX_FDS)
+		return -E2BIG;
+	memset(&u, 0, sizeof(u));
+	mh.msg_control = u.buf;
+	mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	do
+		w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return -errno;
+	return write_full(fd, line + w, n - (size_t)w);
+}
+
 /* Sends {"id":id,"cmd":cmd} on fd and reads until the matching reply
  * (events that arrive in between are skipped: the monitor sees them). */
-static int command_args_on(int fd, int id, const char *cmd, json_t *args, json_t **result,
-			   char *err, size_t errlen)
+static int command_args_on(int fd, int id, const char *cmd, json_t *args, const int *fds,
+			   unsigned nfds, json_t **result, char *err, size_t errlen)
 {
 	char line[LINE_MAX_BYTES];
 	json_t *req = json_pack("{s:i, s:s}", "id", id, "cmd", cmd);
@@ -329,7 +360,7 @@ static int command_args_on(int fd, int id, const char *cmd, json_t *args, json_t
 		snprintf(err, errlen, "the command is too long");
 		return -E2BIG;
 	}
-	if (write_full(fd, line, (size_t)n)) {
+	if (send_line(fd, line, (size_t)n, fds, nfds)) {
 		snprintf(err, errlen, "cannot write to the control socket: %s", strerror(errno));
 		return -EIO;
 	}
@@ -362,7 +393,7 @@ static int command_args_on(int fd, int id, const char *cmd, json_t *args, json_t
 
 static int command_on(int fd, int id, const char *cmd, json_t **result, char *err, size_t errlen)
 {
-	return command_args_on(fd, id, cmd, NULL, result, err, errlen);
+	return command_args_on(fd, id, cmd, NULL, NULL, 0, result, err, errlen);
 }
 
 int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, size_t errlen)
@@ -372,6 +403,12 @@ int worker_command(struct vm *vm, const char *cmd, json_t **result, char *err, s
 
 int worker_command_args(struct vm *vm, const char *cmd, json_t *args, unsigned timeout_s,
 			json_t **result, char *err, size_t errlen)
+{
+	return worker_command_fds(vm, cmd, args, NULL, 0, timeout_s, result, err, errlen);
+}
+
+int worker_command_fds(struct vm *vm, const char *cmd, json_t *args, const int *fds,
+		       unsigned nfds, unsigned timeout_s, json_t **result, char *err, size_t errlen)
 {
 	char path[4200];
 	static const int id = 1;
@@ -384,7 +421,7 @@ int worker_command_args(struct vm *vm, const char *cmd, json_t *args, unsigned t
 		return fd;
 	}
 	set_timeouts(fd, timeout_s);
-	int r = command_args_on(fd, id, cmd, args, result, err, errlen);
+	int r = command_args_on(fd, id, cmd, args, fds, nfds, result, err, errlen);
 	close(fd);
 	return r;
 }
@@ -1098,6 +1135,41 @@ static int record_worker(const struct vm *vm, pid_t pid, uid_t uid)
 	int r = atomic_write_file(path, text, strlen(text), 0640);
 	free(text);
 	return r;
+}
+
+void worker_images_refresh(struct vm *vm)
+{
+	struct vm_config cfg;
+	struct vm_image *images = NULL;
+	unsigned n = 0;
+	char path[4200];
+
+	pthread_mutex_lock(&vm->d->lock);
+	int r = vm_config_copy(&cfg, &vm->cfg);
+	pthread_mutex_unlock(&vm->d->lock);
+	if (r)
+		return;
+	r = vm_images_collect(&cfg, &images, &n);
+	vm_config_clear(&cfg);
+	if (r)
+		return;
+	pthread_mutex_lock(&vm->d->lock);
+	vm_images_free(vm->images, vm->n_images);
+	vm->images = images;
+	vm->n_images = n;
+	json_t *a = images_to_json(vm);
+	pthread_mutex_unlock(&vm->d->lock);
+	runtime_path(vm, "worker.json", path, sizeof(path));
+	json_t *rec = json_load_file(path, 0, NULL);
+	if (rec && json_is_object(rec)) {
+		json_object_set(rec, "images", a);
+		char *text = json_dumps(rec, JSON_COMPACT);
+		if (!text || atomic_write_file(path, text, strlen(text), 0640))
+			log_warn("%s: cannot record the worker's images", path);
+		free(text);
+	}
+	json_decref(rec);
+	json_decref(a);
 }
 
 /* Opens the tap of every connected adapter, in the order build_argv

@@ -241,6 +241,12 @@ static void disk_free_one(struct disk *d, bool opened)
 }
 
 /* Opens path as one image (no parent). Records its identity in ids. */
+/* One writer or many readers per image; a merge target shares (disk.h). */
+static int lock_kind(unsigned flags)
+{
+	return flags & (DISK_OPEN_RDONLY | DISK_OPEN_SHARED_LOCK) ? LOCK_SH : LOCK_EX;
+}
+
 static int open_one(const char *path, unsigned flags, struct chain_ids *ids, struct disk **out,
 		    struct disk_error *err)
 {
@@ -303,7 +309,8 @@ static int open_one(const char *path, unsigned flags, struct chain_ids *ids, str
 
 	/* One writer or many readers per image, across processes (the worker
 	 * and every `cloison disk` verb): an advisory lock on the whole file. */
-	if (flock(d->fd, (flags & DISK_OPEN_RDONLY ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+	if (!(flags & DISK_OPEN_NO_LOCK && flags & DISK_OPEN_RDONLY) &&
+	    flock(d->fd, lock_kind(flags) | LOCK_NB) < 0) {
 		ret = -errno;
 		if (ret == -EWOULDBLOCK)
 			ret = disk_fail(err, -EBUSY, "%s: the image is in use by another process "
@@ -512,9 +519,23 @@ int disk_share(struct disk *d)
 
 	if (d->flags & DISK_OPEN_RDONLY)
 		return 0;
+	/* what it defers (VHDX metadata) goes to the file for readers to see */
+	if ((ret = d->ops->flush(d)))
+		return ret;
 	if (d->ops->fix_identity && (ret = d->ops->fix_identity(d)))
 		return ret;
-	return flock(d->fd, LOCK_SH | LOCK_NB) < 0 ? -errno : 0;
+	if (flock(d->fd, LOCK_SH | LOCK_NB) < 0)
+		return -errno;
+	d->flags |= DISK_OPEN_SHARED_LOCK; /* disk_lock_chain keeps it shared */
+	return 0;
+}
+
+int disk_lock_chain(struct disk *d, bool hold)
+{
+	for (struct disk *i = d; i; i = i->parent)
+		if (flock(i->fd, (hold ? lock_kind(i->flags) : LOCK_UN) | LOCK_NB) < 0)
+			return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	return 0;
 }
 
 int disk_close(struct disk *d)

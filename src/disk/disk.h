@@ -30,6 +30,13 @@ struct disk_error {
 #define DISK_OPEN_NO_PARENT 0x4	 /* inspect a differencing disk without its parent;
 				    data reads of unallocated blocks fail -ENXIO */
 #define DISK_OPEN_FORMAT_RAW 0x8 /* do not probe: treat as raw */
+#define DISK_OPEN_NO_LOCK 0x20	 /* with RDONLY|NO_PARENT: no lock at all, to read
+				    what never changes under a writer (the
+				    parent locator) of an image a worker holds */
+#define DISK_OPEN_SHARED_LOCK 0x10 /* written, but under a shared lock: only to
+				      merge a child into this image while a
+				      worker reads it through that child (it
+				      never reads what the merge writes) */
 
 /* Opens an image, probing its format (VHDX by file identifier, VHD by
  * footer "conectix", else raw), and opens parents of differencing disks
@@ -37,10 +44,11 @@ struct disk_error {
  * (in memory only when read-only). 0 or -errno with err filled. */
 int disk_open(const char *path, unsigned flags, struct disk **out, struct disk_error *err);
 /* Lets another process open d read-only while d is written, to make a
- * differencing child of it (a live checkpoint): fixes the identity a child
- * records (VHDX: its DataWriteGuid is set now, not at the next first
- * write), then holds a shared lock where an exclusive one was. No I/O may
- * be in flight. 0 or -errno. */
+ * differencing child of it (a live checkpoint), or to read it (a live
+ * merge): flushes it (what it defers reaches the file), fixes the identity
+ * a child records (VHDX: its DataWriteGuid is set now, not at the next
+ * first write), then holds a shared lock where an exclusive one was. No
+ * I/O may be in flight. 0 or -errno. */
 int disk_share(struct disk *d);
 /* The same from files the caller opened (a sandboxed worker cannot open
  * paths): paths[i] and fds[i] are the chain's files, the top first, each
@@ -51,6 +59,12 @@ int disk_open_fds(const char *const *paths, const int *fds, unsigned n, unsigned
 		  struct disk **out, struct disk_error *err);
 /* Flushes and closes; for VHDX marks the file clean. 0 or -errno. */
 int disk_close(struct disk *d);
+/* Drops (hold false) or takes again (hold true) the lock of every image of
+ * d's chain, as disk_open took it: a worker switching its chain lets the
+ * new chain lock the same files (the old one is idle), and takes its locks
+ * back if the new chain fails to open. 0 or -errno (-EBUSY: another
+ * process took one meanwhile). */
+int disk_lock_chain(struct disk *d, bool hold);
 
 /* Guest-visible I/O. off and len must be multiples of the logical sector
  * size. Reads past what a differencing disk holds come from the parent;

@@ -462,28 +462,39 @@ static int map_switch_disk(struct blk_mapper *m, bool read_only, const char *con
 	struct disk *nd;
 	int ret;
 
-	ret = disk_open_fds(paths, fds, n, read_only ? DISK_OPEN_RDONLY : 0, &nd, &derr);
+	pthread_mutex_lock(&dm->lock);
+	if (dm->outstanding || dm->todo_head) {
+		pthread_mutex_unlock(&dm->lock);
+		snprintf(err, errlen, "requests are still in flight");
+		return -EBUSY;
+	}
+	/* The new chain holds some of the old one's files (the parent a merge
+	 * wrote into, now to be written by us): the idle old chain lets go of
+	 * its locks for the new one to take them, and takes them back if the
+	 * new one does not open. */
+	ret = disk_lock_chain(dm->d, false);
+	if (!ret)
+		ret = disk_open_fds(paths, fds, n, read_only ? DISK_OPEN_RDONLY : 0, &nd, &derr);
 	if (ret) {
+		int relock = disk_lock_chain(dm->d, true);
+		pthread_mutex_unlock(&dm->lock);
+		if (relock)
+			log_error("virtio-blk: the image's locks could not be taken back: %s",
+				  strerror(-relock));
 		snprintf(err, errlen, "%s", derr.msg[0] ? derr.msg : strerror(-ret));
 		return ret;
 	}
-	pthread_mutex_lock(&dm->lock);
 	disk_get_info(dm->d, &now);
 	disk_get_info(nd, &next);
 	if (next.virtual_size != now.virtual_size || next.logical_sector != now.logical_sector) {
-		pthread_mutex_unlock(&dm->lock);
 		disk_close(nd);
+		disk_lock_chain(dm->d, true);
+		pthread_mutex_unlock(&dm->lock);
 		snprintf(err, errlen, "%s: %llu bytes in %u-byte sectors, but the disk the guest "
 			 "has is %llu bytes in %u-byte sectors", paths[0],
 			 (unsigned long long)next.virtual_size, next.logical_sector,
 			 (unsigned long long)now.virtual_size, now.logical_sector);
 		return -EINVAL;
-	}
-	if (dm->outstanding || dm->todo_head) {
-		pthread_mutex_unlock(&dm->lock);
-		disk_close(nd);
-		snprintf(err, errlen, "requests are still in flight");
-		return -EBUSY;
 	}
 	struct disk *old = dm->d;
 	dm->d = nd;

@@ -548,6 +548,56 @@ static void test_open_from_fds(void **state)
 	free(buf);
 }
 
+/* The locks a live merge relies on (docs/daemon.md, Remove): the worker
+ * "w" writes top over mid over base. */
+static void test_live_merge_locks(void **state)
+{
+	struct scratch *s = *state;
+	uint8_t *mb = calloc(1, SIZE), *mm = calloc(1, SIZE), *mt = calloc(1, SIZE);
+	uint8_t sector[512];
+	struct disk_error err = { 0 };
+	struct disk *w, *o;
+	struct disk_info info;
+
+	make_chain(s, mb, mm, mt);
+	char top[4000], mid[4000];
+	snprintf(top, sizeof(top), "%.3990s", img(s, "top"));
+	snprintf(mid, sizeof(mid), "%.3990s", img(s, "mid"));
+	assert_int_equal(disk_open(top, 0, &w, &err), 0);
+	/* written: nobody else opens it, but its locator can be read unlocked */
+	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY, &o, &err), -EBUSY);
+	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT | DISK_OPEN_NO_LOCK,
+				   &o, &err), 0);
+	disk_get_info(o, &info);
+	assert_true(info.has_parent);
+	assert_int_equal(disk_close(o), 0);
+	/* shared: readers may open it (to make a child, to merge it) */
+	assert_int_equal(disk_share(w), 0);
+	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY, &o, &err), 0);
+	assert_int_equal(disk_close(o), 0);
+	/* the worker reads mid: a writer cannot have it, a merge into it can */
+	assert_int_equal(disk_open(mid, 0, &o, &err), -EBUSY);
+	assert_int_equal(disk_open(mid, DISK_OPEN_SHARED_LOCK, &o, &err), 0);
+	fill_random(sector, sizeof(sector), 5);
+	assert_int_equal(disk_pwrite(o, sector, sizeof(sector), 3 * MiB), 0);
+	assert_int_equal(disk_close(o), 0);
+	/* a switch: the idle chain lets go of its locks for a new one */
+	assert_int_equal(disk_lock_chain(w, false), 0);
+	assert_int_equal(disk_open(mid, 0, &o, &err), 0);
+	assert_int_equal(disk_lock_chain(w, true), -EBUSY); /* mid is taken */
+	assert_int_equal(disk_close(o), 0);
+	assert_int_equal(disk_lock_chain(w, true), 0);
+	/* taken back as they were: top still shared, mid still read (top
+	 * alone: a VHDX child no longer matches the mid the merge wrote) */
+	assert_int_equal(disk_open(top, DISK_OPEN_RDONLY | DISK_OPEN_NO_PARENT, &o, &err), 0);
+	assert_int_equal(disk_close(o), 0);
+	assert_int_equal(disk_open(mid, 0, &o, &err), -EBUSY);
+	assert_int_equal(disk_close(w), 0);
+	free(mb);
+	free(mm);
+	free(mt);
+}
+
 #define BOTH(t)                                                                \
 	{ #t "_vhd", t, setup, teardown, &fmt_vhd },                           \
 	{ #t "_vhdx", t, setup, teardown, &fmt_vhdx }
@@ -563,6 +613,7 @@ int main(void)
 		BOTH(test_mixed_formats),
 		BOTH(test_child_size),
 		BOTH(test_open_from_fds),
+		BOTH(test_live_merge_locks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
