@@ -647,6 +647,86 @@ json_t *checkpoint_plan_remove(struct vm *vm, const char *what, bool subtree, in
 
 /* ---- the VM's side ---- */
 
+/* The chain of path, path first: n files, resolved. */
+static int chain_of(const char *path, char (*out)[PATH_MAX], unsigned max, unsigned *n,
+		    char *err, size_t errlen)
+{
+	*n = 0;
+	if (!realpath(path, out[0])) {
+		snprintf(err, errlen, "%.1000s: %s", path, strerror(errno));
+		return -errno;
+	}
+	for (*n = 1;; (*n)++) {
+		char par[PATH_MAX];
+		int r = parent_of(out[*n - 1], par, sizeof(par));
+		if (r) {
+			snprintf(err, errlen, "cannot read %.1000s: %s", out[*n - 1], strerror(-r));
+			return r;
+		}
+		if (!par[0])
+			return 0;
+		if (*n == max) {
+			snprintf(err, errlen, "the chain of %.1000s is too deep", path);
+			return -ELOOP;
+		}
+		snprintf(out[*n], PATH_MAX, "%s", par);
+	}
+}
+
+/* Asks the worker to go on with disk index on top and the chain of below
+ * (top written, the rest read; below "" for top's own chain). */
+static int switch_to(struct vm *vm, int index, const char *top, const char *below, char *err,
+		     size_t errlen)
+{
+	char (*files)[PATH_MAX] = calloc(WORKER_MAX_FDS, PATH_MAX);
+	int fds[WORKER_MAX_FDS];
+	unsigned n = 0, k = 0;
+	int r;
+
+	if (!files) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (below[0]) {
+		snprintf(files[0], PATH_MAX, "%s", top);
+		r = chain_of(below, files + 1, WORKER_MAX_FDS - 1, &n, err, errlen);
+		n++;
+	} else {
+		r = chain_of(top, files, WORKER_MAX_FDS, &n, err, errlen);
+	}
+	json_t *list = json_array();
+	for (; !r && k < n; k++) {
+		fds[k] = open(files[k], (k ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		if (fds[k] < 0) {
+			r = -errno;
+			snprintf(err, errlen, "cannot open %.1000s: %s", files[k], strerror(errno));
+			break;
+		}
+		json_array_append_new(list, json_string(files[k]));
+	}
+	if (!r) {
+		json_t *args = json_pack("{s:i, s:o}", "disk", index, "files", list);
+		list = NULL;
+		r = worker_command_fds(vm, "disk-switch", args, fds, n, 60, NULL, err, errlen);
+		json_decref(args);
+	}
+	json_decref(list);
+	while (k--)
+		close(fds[k]);
+	free(files);
+	return r;
+}
+
+static int share(struct vm *vm, int index, char *err, size_t errlen)
+{
+	json_t *args = json_pack("{s:i}", "disk", index);
+	int r = worker_command_args(vm, "disk-share", args, 60, NULL, err, errlen);
+
+	json_decref(args);
+	return r;
+}
+
+
 /* Points the VM's configuration at the disks in paths (a JSON array, one
  * per disk, null = unchanged) and, when hw is not NULL, at the processors,
  * memory and boot files it holds. Caller holds vm->cfg_lock. */
@@ -776,17 +856,15 @@ int checkpoint_create_now(struct job *job, struct vm *vm, json_t *plan, json_t *
 				 "one needs the guest to freeze its file systems through the integration "
 				 "services, and it cannot (%.300s)", ferr);
 	}
-	/* Frozen, the guest's disks are consistent: the save is only the way
-	 * to split them while the worker cannot switch its open chain, and
-	 * the checkpoint keeps no memory. The restored guest's agent sees its
-	 * connection reset and thaws; the THAW below is for a guest whose
-	 * agent reconnected first. */
-	if (was_running && (r = vm_op_save(vm, err, errlen))) {
-		char terr[256];
-		if (frozen)
-			agent_thaw(vm, terr, sizeof(terr));
+	/* Frozen, the guest's disks are consistent and the checkpoint keeps
+	 * no memory: the split is live. The worker shares each disk, its
+	 * child is made, the tree and the configuration commit, and the
+	 * worker switches to the children; the guest thaws. Otherwise a
+	 * running VM is saved for the split (a standard checkpoint keeps its
+	 * memory) and goes on from that state. */
+	bool live = was_running && frozen;
+	if (was_running && !live && (r = vm_op_save(vm, err, errlen)))
 		return r;
-	}
 	worker_state(vm, &s);
 	bool saved = s == VM_SAVED && !frozen;
 	json_t *none = json_array(), *old = disks_with(vm, none);
@@ -794,7 +872,7 @@ int checkpoint_create_now(struct job *job, struct vm *vm, json_t *plan, json_t *
 	json_t *cfgj = NULL;
 	r = 0;
 	json_array_foreach(children, i, c)
-		if (!r && json_is_string(c))
+		if (!r && json_is_string(c) && (!live || !(r = share(vm, (int)i, err, errlen))))
 			r = make_child(jstr(json_array_get(old, i), "path"), json_string_value(c), err,
 				       errlen);
 	if (!r && (r = mkdir_p(dir, 0750)))
@@ -849,16 +927,44 @@ int checkpoint_create_now(struct job *job, struct vm *vm, json_t *plan, json_t *
 		pthread_mutex_unlock(&vm->cfg_lock);
 	}
 	json_decref(cfgj);
-	json_decref(old);
 	if (r) {
+		json_decref(old);
 		unlink_children(children);
 		remove_flat_dir(dir);
-		if (was_running)
+		if (was_running && !live)
 			start_again(vm, note, sizeof(note));
+		if (frozen) {
+			char terr[256];
+			agent_thaw(vm, terr, sizeof(terr));
+		}
 		return r;
 	}
-	if (was_running)
+	if (live) {
+		/* Committed: the checkpoint's disks must not change any more, so
+		 * a worker that does not switch is saved (and goes on from its
+		 * state on the children). */
+		char serr[512];
+		int sr = 0;
+		json_array_foreach(children, i, c)
+			if (!sr && json_is_string(c))
+				sr = switch_to(vm, (int)i, json_string_value(c),
+					       jstr(json_array_get(old, i), "path"), serr, sizeof(serr));
+		worker_images_refresh(vm);
+		if (sr) {
+			log_warn("%s: the worker could not switch to the checkpoint's children (%s); "
+				 "saving it", vm->cfg.name, serr);
+			snprintf(note + strlen(note), sizeof(note) - strlen(note),
+				 "%sthe worker could not go on in the new disks (%.300s): the VM was "
+				 "saved and started again", note[0] ? "; " : "", serr);
+			if (!vm_op_save(vm, serr, sizeof(serr)))
+				start_again(vm, note + strlen(note), sizeof(note) - strlen(note));
+			else
+				log_error("%s: cannot save it either: %s", vm->cfg.name, serr);
+		}
+	} else if (was_running) {
 		start_again(vm, note + strlen(note), sizeof(note) - strlen(note));
+	}
+	json_decref(old);
 	if (frozen) {
 		char terr[256];
 		agent_thaw(vm, terr, sizeof(terr));
@@ -924,11 +1030,28 @@ static enum job_state create_recover(struct daemon *d, json_t *record, char *not
 	json_t *t = tree_load(vm, err, sizeof(err));
 	if (t && cp_by_id(t, jstr(plan, "id"))) {
 		/* Past the commit point: the configuration follows the tree. */
-		json_t *nd = disks_with(vm, children);
+		json_t *cp = cp_by_id(t, jstr(plan, "id")), *nd = disks_with(vm, children);
 		pthread_mutex_lock(&vm->cfg_lock);
 		int r = point_config(vm, nd, NULL, err, sizeof(err));
 		pthread_mutex_unlock(&vm->cfg_lock);
 		json_decref(nd);
+		/* A live split cut before the worker switched: it does now (a
+		 * worker on its children already switches to the same chain). */
+		enum vm_state ws;
+		size_t i;
+		json_t *c;
+		if (!r && worker_state(vm, &ws) && (ws == VM_RUNNING || ws == VM_PAUSED)) {
+			json_array_foreach(children, i, c)
+				if (!r && json_is_string(c))
+					r = switch_to(vm, (int)i, json_string_value(c),
+						      jstr(json_array_get(json_object_get(cp, "disks"),
+									  i),
+							   "path"),
+						      err, sizeof(err));
+			worker_images_refresh(vm);
+			char terr[256];
+			agent_thaw(vm, terr, sizeof(terr));
+		}
 		snprintf(note, len, "the checkpoint '%s' had been made; %s", jstr(plan, "name"),
 			 r ? err : "the VM uses its new differencing disks");
 		js = r ? JOB_FAILED : JOB_COMPLETED;
@@ -1201,85 +1324,6 @@ static int merge_disk(const struct merge *m, struct job *job, char *err, size_t 
 	int r = m->via[0] ? merge_into_parent(m->via, m->into, false, job, err, errlen) : 0;
 
 	return r ? r : merge_into_parent(m->top, m->into, false, job, err, errlen);
-}
-
-/* The chain of path, path first: n files, resolved. */
-static int chain_of(const char *path, char (*out)[PATH_MAX], unsigned max, unsigned *n,
-		    char *err, size_t errlen)
-{
-	*n = 0;
-	if (!realpath(path, out[0])) {
-		snprintf(err, errlen, "%.1000s: %s", path, strerror(errno));
-		return -errno;
-	}
-	for (*n = 1;; (*n)++) {
-		char par[PATH_MAX];
-		int r = parent_of(out[*n - 1], par, sizeof(par));
-		if (r) {
-			snprintf(err, errlen, "cannot read %.1000s: %s", out[*n - 1], strerror(-r));
-			return r;
-		}
-		if (!par[0])
-			return 0;
-		if (*n == max) {
-			snprintf(err, errlen, "the chain of %.1000s is too deep", path);
-			return -ELOOP;
-		}
-		snprintf(out[*n], PATH_MAX, "%s", par);
-	}
-}
-
-/* Asks the worker to go on with disk index on top and the chain of below
- * (top written, the rest read; below "" for top's own chain). */
-static int switch_to(struct vm *vm, int index, const char *top, const char *below, char *err,
-		     size_t errlen)
-{
-	char (*files)[PATH_MAX] = calloc(WORKER_MAX_FDS, PATH_MAX);
-	int fds[WORKER_MAX_FDS];
-	unsigned n = 0, k = 0;
-	int r;
-
-	if (!files) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	if (below[0]) {
-		snprintf(files[0], PATH_MAX, "%s", top);
-		r = chain_of(below, files + 1, WORKER_MAX_FDS - 1, &n, err, errlen);
-		n++;
-	} else {
-		r = chain_of(top, files, WORKER_MAX_FDS, &n, err, errlen);
-	}
-	json_t *list = json_array();
-	for (; !r && k < n; k++) {
-		fds[k] = open(files[k], (k ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-		if (fds[k] < 0) {
-			r = -errno;
-			snprintf(err, errlen, "cannot open %.1000s: %s", files[k], strerror(errno));
-			break;
-		}
-		json_array_append_new(list, json_string(files[k]));
-	}
-	if (!r) {
-		json_t *args = json_pack("{s:i, s:o}", "disk", index, "files", list);
-		list = NULL;
-		r = worker_command_fds(vm, "disk-switch", args, fds, n, 60, NULL, err, errlen);
-		json_decref(args);
-	}
-	json_decref(list);
-	while (k--)
-		close(fds[k]);
-	free(files);
-	return r;
-}
-
-static int share(struct vm *vm, int index, char *err, size_t errlen)
-{
-	json_t *args = json_pack("{s:i}", "disk", index);
-	int r = worker_command_args(vm, "disk-share", args, 60, NULL, err, errlen);
-
-	json_decref(args);
-	return r;
 }
 
 /* Points the VM's disks of ms at their spares (K2), or at what they merge into. */

@@ -13,10 +13,13 @@ result must be the old or the new tree with nothing half made:
 
 Each trial starts from the same pristine copy of the state and disks:
 base.vhdx (byte 17) <- checkpoint A <- child (byte 34) <- checkpoint B <-
-now (byte 51). Each operation is tried on the VM off and on the VM running a guest (saved
-and started again around the split or the merge, the worker adopted or not
-by the restarted daemon); before the checks the VM is turned off or its
-saved state discarded, so that no worker holds an image.
+now (byte 51). Each operation is tried on the VM off, on the VM running a
+guest without the agent ("running": a create saves it and starts it again
+around the split), and on the VM running the test guest's agent ("agent":
+a create is production, frozen and split live); a remove of a running VM
+is a live merge either way. The worker is adopted or not by the restarted
+daemon; before the checks the VM is turned off or its saved state
+discarded, so that no worker holds an image.
 CLOISON_CHECKPOINT_TRIALS sets the trials per operation and state
 (default 4; `make trials` runs 30). Figures: docs/state.md."""
 import glob
@@ -30,11 +33,13 @@ import time
 import pytest
 
 from conftest import require_kvm
+from test_daemon_agent import AGENT, agent_ready
 from test_daemon_lib import Daemon
 
 TRIALS = int(os.environ.get("CLOISON_CHECKPOINT_TRIALS", "4"))
 SIZE = 32 << 20
 OPS = ("create", "apply", "remove")
+MODES = ("off", "running", "agent")
 
 
 def fill(d, name, value):
@@ -75,10 +80,14 @@ def send_raw(d, method, path, body):
     return s
 
 
-def start_serving(d):
-    """The VM running a guest that leaves its disk alone (run=serve)."""
-    d.ok("vm", "set", "t", "--cmdline", "run=serve")
+def start_serving(d, mode):
+    """The VM running a guest that leaves its disk alone: run=serve (its
+    checkpoints are standard: saved around the split), or the test guest's
+    agent (production: frozen, split live), once cloisond hears it."""
+    d.ok("vm", "set", "t", "--cmdline", "run=serve" if mode == "running" else AGENT)
     d.ok("vm", "start", "t")
+    if mode == "agent":
+        agent_ready(d, "t")
 
 
 def settle(d):
@@ -128,11 +137,11 @@ def pristine(tmp_path_factory):
         durations = {}
         d.stop()
         for op in OPS:
-            for running in (False, True):
+            for running in MODES:
                 restore(top, work)
                 d.start()
-                if running:
-                    start_serving(d)
+                if running != "off":
+                    start_serving(d, running)
                 method, path, body = request(d, op, ids)
                 # The same request, answered when the job ends.
                 path = path.replace("wait=0", "wait=1")
@@ -141,7 +150,9 @@ def pristine(tmp_path_factory):
                 status, job = d.http(method, path, body)
                 durations[op, running] = time.time() - t0
                 assert status == 200 and job["state"] == "completed", job
-                if running:
+                if op == "create" and running == "agent":  # the live split
+                    assert job["result"]["type"] == "production", job
+                if running != "off":
                     settle(d)
                 d.stop()
         restore(top, work)
@@ -207,12 +218,13 @@ def check_consistent(d, work, op, ids):
     return new, interrupted
 
 
-@pytest.mark.parametrize("running", [False, True], ids=["off", "running"])
+@pytest.mark.parametrize("running", MODES)
 @pytest.mark.parametrize("op", OPS)
 def test_kill9_during_checkpoint_op(pristine, op, running):
-    """running: the VM runs a guest while the operation saves it, splits or
-    merges its disks and starts it again; cloisond is killed at any point
-    of that, and the worker (adopted, or gone) must not matter."""
+    """running, agent: the VM runs a guest while the operation splits or
+    merges its disks (saving it and starting it again, or live); cloisond
+    is killed at any point of that, and the worker (adopted, or gone) must
+    not matter."""
     top, work, ids, durations = pristine
     rng = random.Random(int(os.environ.get("CLOISON_TRIAL_SEED", "0")) or None)
     figures = {"old": 0, "new": 0, "interrupted": 0}
@@ -222,8 +234,8 @@ def test_kill9_during_checkpoint_op(pristine, op, running):
         d = Daemon(os.path.join(work, "state")).start()
         delay = 0.0
         try:
-            if running:
-                start_serving(d)
+            if running != "off":
+                start_serving(d, running)
             method, path, body = request(d, op, ids)
             delay = rng.uniform(0, durations[op, running] * 1.2)
             s = send_raw(d, method, path, body)
@@ -231,7 +243,7 @@ def test_kill9_during_checkpoint_op(pristine, op, running):
             d.kill9()
             s.close()
             d.start()
-            if running:
+            if running != "off":
                 st = settle(d)
                 found[st] = found.get(st, 0) + 1
             new, interrupted = check_consistent(d, work, op, ids)
@@ -240,13 +252,13 @@ def test_kill9_during_checkpoint_op(pristine, op, running):
             d.stop()
         except BaseException:
             print("trial %d of %s (%s), kill after %.4f s; daemon log:\n%s" % (
-                trial, op, "running" if running else "off", delay, d.log()[-4000:]))
+                trial, op, running, delay, d.log()[-4000:]))
             raise
         finally:
             d.cleanup()
     print("\ncheckpoint %s, VM %s: %d trials (operation %.3f s): %d old tree, %d new tree, "
           "%d jobs found interrupted at the restart%s" % (
-              op, "running" if running else "off", TRIALS, durations[op, running],
+              op, running, TRIALS, durations[op, running],
               figures["old"], figures["new"], figures["interrupted"],
               "; the VM found " + ", ".join("%s %d" % kv for kv in sorted(found.items()))
-              if running else ""))
+              if running != "off" else ""))

@@ -246,7 +246,9 @@ def test_remove_cancelled_before_its_merge(daemon, tmp_path):
 def test_production_checkpoint_freezes_through_the_agent(daemon, tmp_path):
     """With the guest's agent (its backup service), a production checkpoint
     of a running VM freezes the guest's file systems, keeps no memory, and
-    the guest goes on thawed; production-only then works too."""
+    is split live: the worker goes on in the new child (disk-share, then
+    disk-switch), with no save and no restore, and the guest is thawed by
+    the host; production-only then works too."""
     from test_daemon_agent import AGENT, agent_ready
     d = daemon
     base = tmp_path / "p.vhdx"
@@ -258,12 +260,16 @@ def test_production_checkpoint_freezes_through_the_agent(daemon, tmp_path):
     res = job["result"]
     assert res["type"] == "production" and res["saved_state"] is False, job
     assert "standard checkpoint was made" not in res["note"], job
-    # The guest went on from where it was frozen (no boot): its agent saw
-    # the transport reset of the restore, connected again and is thawed.
-    out = d.console_until("p", "RESULT vsock_transport_reset=1")
-    assert "RESULT boot=" not in out, out[-2000:]
+    # The guest was frozen and thawed by the host, never stopped: no
+    # restore (no transport reset), no boot.
+    out = d.console_until("p", "RESULT agent_thawed=")
+    assert "RESULT agent_frozen=1" in out and "RESULT agent_thawed=host" in out, out[-2000:]
+    assert "vsock_transport_reset" not in out and out.count("RESULT boot=") == 1, out[-2000:]
     isv = agent_ready(d, "p")
     assert isv.get("frozen") is False, isv
+    child = now_disk(d, "p")
+    assert child.endswith(".avhdx"), child
+    assert "now on %s" % child in d.worker_logs(), d.worker_logs()[-2000:]
     cp = checkpoints(d, "p")["checkpoints"][0]
     assert cp["type"] == "production" and not os.path.exists(os.path.join(cp["dir"],
                                                                           "state.bin")), cp
