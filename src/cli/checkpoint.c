@@ -34,8 +34,9 @@ static const char usage_text[] =
 	"  apply VM CP [--checkpoint-first]   go back to CP (the current state is lost\n"
 	"                               unless --checkpoint-first takes a checkpoint of it)\n"
 	"  rename VM CP NEW             rename a checkpoint\n"
-	"  remove VM CP [--tree]        remove CP (--tree: and everything below it); its\n"
+	"  remove VM CP [--subtree]     remove CP (--subtree: and everything below it); its\n"
 	"                               differencing disk is merged, no data is lost\n"
+	"                               (live, while the VM runs: it goes on running)\n"
 	"  settings VM [--type production|production-only|standard|disabled]\n"
 	"              [--folder DIR | --default-folder]\n\n"
 	"CP is a checkpoint's name or id. create, apply and remove take --no-wait (print\n"
@@ -233,10 +234,19 @@ static int verb_settings(struct client *c, struct cp_args *a, const char *vm)
 	return CLI_EXIT_OK;
 }
 
+static const char *const verbs[] = { "create", "list", "apply", "rename", "remove",
+				     "settings", NULL };
+
+bool cli_checkpoint_is_verb(const char *word)
+{
+	for (unsigned v = 0; verbs[v]; v++)
+		if (!strcmp(verbs[v], word))
+			return true;
+	return false;
+}
+
 int cli_checkpoint(int argc, char **argv)
 {
-	static const char *const verbs[] = { "create", "list", "apply", "rename", "remove",
-					     "settings", NULL };
 	static const int npos[] = { 1, 1, 2, 3, 2, 1 };
 	struct cp_args a = { 0 };
 	struct client c;

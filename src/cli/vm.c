@@ -837,13 +837,19 @@ static int verb_save(struct common *c, int argc, char **argv)
 	return run_vm_job(c, argv[optind], "/save", NULL, no_wait, "saved, now");
 }
 
-/* `vm checkpoint NAME [--name CP]` is `checkpoint create NAME ...`. */
+/* `vm checkpoint VERB NAME ...` is `checkpoint VERB NAME ...`, and `vm
+ * checkpoint NAME [--name CP]` is `checkpoint create NAME ...` (a VM named
+ * like a verb: `vm checkpoint create NAME`). */
 static int verb_checkpoint(struct common *c, int argc, char **argv)
 {
 	char *args[64] = { "checkpoint", "create" };
-	int n = 2;
+	int n = 2, first = 1;
 
-	for (int i = 1; i < argc && n < 63; i++)
+	if (argc > 2 && cli_checkpoint_is_verb(argv[1]) && argv[2][0] != '-') {
+		args[1] = argv[1];
+		first = 2;
+	}
+	for (int i = first; i < argc && n < 63; i++)
 		args[n++] = argv[i];
 	args[n] = NULL;
 	return cli_checkpoint(n, args);
@@ -1321,17 +1327,22 @@ static const struct verb verbs[] = {
 	  "saved); 'vm start' goes on from there. The save is a job: its progress is\n"
 	  "shown on a terminal ('cloison job' follows it too).",
 	  "  --no-wait       print the job's id and return at once\n" },
-	{ "checkpoint", verb_checkpoint, "NAME [--name CP] [--no-wait]",
-	  "Takes a checkpoint of a VM ('cloison checkpoint --help' for the rest).", NULL },
+	{ "checkpoint", verb_checkpoint,
+	  "[create|list|apply|rename|remove|settings] NAME [CP] [...]",
+	  "Takes a checkpoint of a VM (Checkpoint-VM): 'vm checkpoint NAME [--name CP]'.\n"
+	  "With a verb it is 'cloison checkpoint VERB NAME ...' (see 'cloison checkpoint\n"
+	  "--help'): list [--tree], apply CP [--checkpoint-first], rename CP NEW,\n"
+	  "remove CP [--subtree], settings.", NULL },
 	{ "export", verb_export, "NAME DIR [--no-wait]",
 	  "Exports a VM into DIR/NAME (Hyper-V's Export-VM): its configuration\n"
 	  "(Virtual Machines/<GUID>.json), every disk with its whole differencing chain\n"
 	  "(Virtual Hard Disks/, holes kept) and its saved state. The export is a job;\n"
 	  "it is written under a temporary name and renamed when whole. An off or saved\n"
 	  "VM is not changed (a start waits until the export is done). A running VM is\n"
-	  "exported from a temporary checkpoint and keeps running: it pauses while the\n"
-	  "checkpoint is taken and again while it is merged back (a standard checkpoint\n"
-	  "exports its memory too: the import is saved and goes on from there).",
+	  "exported from a temporary checkpoint and keeps running (a production one is\n"
+	  "split live; a standard one, without a guest agent, saves and restores the VM\n"
+	  "and exports its memory too: the import is saved and goes on from there); the\n"
+	  "checkpoint is merged back live.",
 	  "  --no-wait   print the job's id and return at once ('cloison job wait ID')\n" },
 	{ "import", verb_import, "DIR [--register|--restore|--copy] [--name NEW] [--vhd-dir D]",
 	  "Imports the VM exported in DIR (DIR/Virtual Machines/<GUID>.json), Hyper-V's\n"

@@ -332,3 +332,26 @@ def test_live_merge_keeps_every_write_of_the_running_guest(daemon, tmp_path):
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert checkpoints(d, "lm")["checkpoints"] == []
+
+
+def test_vm_checkpoint_takes_the_verbs(daemon, tmp_path):
+    """`cloison vm checkpoint VERB NAME ...` is `cloison checkpoint VERB NAME
+    ...`, beside `vm checkpoint NAME` (create); a VM named like a verb is
+    reached with the verb spelled out."""
+    d = daemon
+    base = tmp_path / "v.vhdx"
+    d.ok("disk", "create", base, "--size", str(SIZE), "--type", "dynamic")
+    d.create("list", "count", "--disk", base)  # a VM named like a verb
+    d.ok("vm", "checkpoint", "list", "--name", "one")  # create, on VM 'list'
+    d.ok("vm", "checkpoint", "create", "list", "--name", "two")
+    out = d.ok("vm", "checkpoint", "list", "list", "--tree").stdout
+    assert re.search(r"^one .*\n   \+- two .*\n      \+- > Now$", out, re.M), out
+    d.ok("vm", "checkpoint", "rename", "list", "two", "deux")
+    r = d.ok("vm", "checkpoint", "remove", "list", "one", "--subtree")
+    assert "Removed 2 checkpoint(s)" in r.stdout, r.stdout
+    assert checkpoints(d, "list")["checkpoints"] == []
+    assert now_disk(d, "list") == str(base)
+    r = d.cli("vm", "checkpoint", "remove", "list")
+    assert r.returncode == 2 and "a VM name and a checkpoint" in r.stderr, r.stderr
+    assert "create|list|apply" in d.ok("vm", "--help").stdout
+    assert "remove VM CP [--subtree]" in d.ok("vm", "checkpoint", "--help").stdout
