@@ -40,6 +40,12 @@ int fsync_parent_dir(const char *path)
 
 int atomic_write_file(const char *path, const void *data, size_t len, mode_t mode)
 {
+	return atomic_replace_file(path, data, len, mode, true);
+}
+
+int atomic_replace_file(const char *path, const void *data, size_t len, mode_t mode,
+			bool durable)
+{
 	char tmp[PATH_MAX];
 	int fd, ret;
 
@@ -49,7 +55,7 @@ int atomic_write_file(const char *path, const void *data, size_t len, mode_t mod
 	if (fd < 0)
 		return -errno;
 	ret = write_full(fd, data, len);
-	if (!ret && fsync(fd) < 0)
+	if (!ret && durable && fsync(fd) < 0)
 		ret = -errno;
 	if (close(fd) < 0 && !ret)
 		ret = -errno;
@@ -59,7 +65,7 @@ int atomic_write_file(const char *path, const void *data, size_t len, mode_t mod
 		unlink(tmp);
 		return ret;
 	}
-	return fsync_parent_dir(path);
+	return durable ? fsync_parent_dir(path) : 0;
 }
 
 int read_file(const char *path, size_t max, char **data, size_t *len)

@@ -2,6 +2,7 @@
 #ifndef CLOISON_COMMON_FILEUTIL_H
 #define CLOISON_COMMON_FILEUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -10,6 +11,11 @@
  * "path.tmp.<pid>", fsyncs it, renames it over path and fsyncs the directory.
  * mode is used for a new file. 0 or -errno; on failure path is untouched. */
 int atomic_write_file(const char *path, const void *data, size_t len, mode_t mode);
+/* The same; durable false skips both fsyncs: the file is replaced whole
+ * (a kill -9 cannot tear it) and made durable later by whoever fsyncs it
+ * and its directory (cloisond's syncer, off its daemon-wide lock). */
+int atomic_replace_file(const char *path, const void *data, size_t len, mode_t mode,
+			bool durable);
 
 /* Reads a whole file (at most max bytes) into a malloc'd, NUL-terminated
  * buffer the caller frees. 0 or -errno (-EFBIG past max). */

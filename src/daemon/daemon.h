@@ -218,7 +218,18 @@ struct daemon {
 	struct vswitch_registry *switches; /* switch.c; NULL until vswitch_load */
 	struct mac_pool macpool;
 	int stop_pipe[2];
+	struct syncer *syncer; /* syncer.c; NULL: files are synced at once */
 };
+
+/* ---- durability off d->lock (syncer.c) ----
+ * A file replaced under d->lock without fsync (atomic_replace_file) is
+ * queued here; a thread fsyncs it and its directory with no lock held. */
+int syncer_start(struct daemon *d);
+void syncer_queue(struct daemon *d, const char *path);
+/* Waits until everything queued is durable (daemon exit, tests). */
+void syncer_flush(struct daemon *d);
+/* Flushes, then ends the thread. */
+void syncer_stop(struct daemon *d);
 
 /* ---- state machine (vm.c) ---- */
 const char *vm_state_name(enum vm_state s);
@@ -332,10 +343,14 @@ int inventory_replace_config(struct vm *vm, struct vm_config *next, char *err, s
  * when out of memory. */
 struct vm *inventory_vm_unlisted(struct daemon *d, struct vm_config *cfg);
 /* Adds the VM whose folder <state>/<name> was just put in place (an
- * import): its configuration is read as at start, its state is off, or
- * saved when <name>/Saved holds a state. 0 or -errno with err filled. */
-int inventory_add_dir(struct daemon *d, const char *name, char *err, size_t errlen);
-/* Removes the config and runtime files (never disks) and unlinks vm. */
+ * import): its configuration is read as at start; *out gets a reference
+ * (vm_imported sets its state). 0 or -errno with err filled. */
+int inventory_add_dir(struct daemon *d, const char *name, struct vm **out, char *err,
+		      size_t errlen);
+/* <vm>/Sandbox: the one host directory a sandboxed worker may write. */
+void inventory_sandbox_dir(const struct vm *vm, char *buf, size_t len);
+/* Removes the config and runtime files (never disks) and unlinks vm; the
+ * caller has ended any worker (worker_end_strays). */
 int inventory_remove(struct daemon *d, struct vm *vm);
 /* Frees every VM (daemon exit; no monitor thread may run). */
 void inventory_free_all(struct daemon *d);
@@ -345,6 +360,24 @@ void inventory_save_status(struct vm *vm);
 /* ---- lifecycle (vm.c) ---- */
 /* Changes state under d->lock, persists it and queues an event. */
 void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason);
+/* What supervision (worker.c) reports, d->lock held; the state machine
+ * decides the VM's state from it. */
+struct worker_end {
+	int status;	    /* exit status, -signal, or INT32_MIN when unknown */
+	bool saved;	    /* a saved state this worker wrote is in saved_dir */
+	pid_t pid, vmm_pid; /* the worker (its supervisor when jailed), the VMM */
+	char log_tail[256]; /* the line of its log that says why it ended */
+};
+void vm_worker_ended_locked(struct vm *vm, const struct worker_end *e);
+/* The worker said it runs (paused false) or is paused. */
+void vm_worker_reported_locked(struct vm *vm, bool paused);
+/* A worker found alive at start was adopted; was: the state recorded. */
+void vm_worker_adopted_locked(struct vm *vm, bool paused, enum vm_state was);
+/* At start, after inventory_load: each VM's state from what the last
+ * daemon recorded and the workers it left (adopted or ended). */
+void vm_recover_all(struct daemon *d);
+/* An imported VM: off, or saved when its folder holds a saved state. */
+void vm_imported(struct vm *vm);
 /* The operations; each takes vm->op_lock. 0 or -errno with err filled:
  * -EBUSY illegal in the current state, -EIO worker failure, -ETIMEDOUT. */
 int vm_op_start(struct vm *vm, char *err, size_t errlen);
@@ -428,8 +461,6 @@ void worker_images_refresh(struct vm *vm);
 int unix_connect_path(const char *path);
 /* Stops the monitor threads without touching the workers (daemon exit). */
 void worker_detach_all(struct daemon *d);
-/* <vm>/Sandbox: the one host directory a sandboxed worker may write. */
-void worker_sandbox_dir(const struct vm *vm, char *buf, size_t len);
 /* Makes the directory a save writes into and puts its path in path: the
  * VM's Saved directory, or for a sandboxed worker <vm>/Sandbox/Saved
  * (owned by its uid), which moves to Saved when the worker exits saved.

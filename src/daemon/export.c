@@ -1373,11 +1373,14 @@ static int import_run(struct job *job, char *err, size_t errlen)
 		free(c.buf);
 		return -EEXIST;
 	}
+	struct vm *added;
 	r = import_files(d, args, &c, err, errlen);
 	if (r) {
 		remove_tree(jstr(args, "stage"));
 		remove_vhd_copies(args);
-	} else if ((r = inventory_add_dir(d, jstr(args, "name"), err, errlen)) == 0) {
+	} else if ((r = inventory_add_dir(d, jstr(args, "name"), &added, err, errlen)) == 0) {
+		vm_imported(added);
+		inventory_put(d, added);
 		json_t *w = json_object_get(args, "warnings");
 		size_t k;
 		json_t *e;

@@ -163,9 +163,12 @@ void inventory_save_status(struct vm *vm)
 	if (!text)
 		return;
 	snprintf(path, sizeof(path), "%s/status.json", vm->rundir);
-	int r = atomic_write_file(path, text, strlen(text), 0640);
+	/* under d->lock: replaced whole now, made durable by the syncer */
+	int r = atomic_replace_file(path, text, strlen(text), 0640, false);
 	if (r)
 		log_warn("%s: cannot record the VM state: %s", path, strerror(-r));
+	else
+		syncer_queue(vm->d, path);
 	free(text);
 }
 
@@ -308,14 +311,16 @@ static void remove_runtime_files(const struct vm *vm)
 	rmdir(vm->rundir);
 }
 
+void inventory_sandbox_dir(const struct vm *vm, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/Sandbox", vm->dir);
+}
+
 int inventory_remove(struct daemon *d, struct vm *vm)
 {
 	char path[4200];
 	int r = 0;
 
-	/* No worker may outlive its VM (a stray would go on writing the disks
-	 * of a VM that no longer exists). */
-	worker_end_strays(vm, 0, NULL, 0);
 	/* A set of notes or operators (which does not wait for op_lock) must
 	 * not write the file back after it is gone. */
 	pthread_mutex_lock(&vm->cfg_lock);
@@ -336,7 +341,7 @@ int inventory_remove(struct daemon *d, struct vm *vm)
 			 vm->saved_dir, strerror(errno));
 	/* The sandbox's directory holds only what a worker wrote (a save that
 	 * did not finish). */
-	worker_sandbox_dir(vm, path, sizeof(path));
+	inventory_sandbox_dir(vm, path, sizeof(path));
 	size_t plen = strlen(path);
 	snprintf(path + plen, sizeof(path) - plen, "/Saved");
 	remove_flat_dir(path);
@@ -445,91 +450,6 @@ static void load_vm_dir(struct daemon *d, const char *name)
 	closedir(dir);
 }
 
-static void restore_runtime(struct vm *vm)
-{
-	char path[4200], why[512] = "", pids[128];
-	json_t *j;
-
-	snprintf(path, sizeof(path), "%s/status.json", vm->rundir);
-	j = json_load_file(path, 0, NULL);
-	const char *state = json_string_value(json_object_get(j, "state"));
-	const char *reason = json_string_value(json_object_get(j, "reason"));
-	bool starting = state && !strcmp(state, "starting"), unresponsive = false;
-	enum vm_state was = VM_RUNNING;
-	for (int s = VM_OFF; s <= VM_STATE_LAST; s++)
-		if (state && !strcmp(state, vm_state_name((enum vm_state)s)))
-			was = (enum vm_state)s;
-	vm->state = VM_OFF;
-	/* An off VM keeps its reason ("the guest shut down") across restarts. */
-	snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
-	if (state && !strcmp(state, "crashed")) {
-		vm->state = VM_CRASHED;
-	} else if (state && !strcmp(state, "saved")) {
-		/* No worker runs; the state waits in Saved for the next start. */
-		char sb[2400];
-		snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
-		if (access(sb, F_OK) == 0) {
-			vm->state = VM_SAVED;
-		} else {
-			snprintf(why, sizeof(why), "the saved state %.400s is gone", sb);
-			pthread_mutex_lock(&vm->d->lock);
-			vm_set_state_locked(vm, VM_OFF, why);
-			pthread_mutex_unlock(&vm->d->lock);
-		}
-	} else if (state && strcmp(state, "off")) {
-		/* It was running when the last daemon went away. */
-		int r = worker_adopt(vm, was, reason, why, sizeof(why));
-		char sb[2400];
-		snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
-		if (r == -ESRCH && was == VM_SAVING)
-			worker_collect_saved_state(vm); /* a jailed worker's finished save */
-		if (r == -ESRCH && (was == VM_SAVING || was == VM_STARTING) &&
-		    access(sb, F_OK) == 0) {
-			/* A save that finished, or a start from a saved state that
-			 * never got a worker: the state is whole (a save removes a
-			 * stale one first, a start removes it once it is used). */
-			char first[512];
-			snprintf(first, sizeof(first), "%s", why);
-			snprintf(why, sizeof(why), "cloisond stopped while the VM was %s (%.300s); its "
-				 "saved state is whole: 'cloison vm start %s' goes on from it",
-				 vm_state_name(was), first, vm->cfg.name);
-			pthread_mutex_lock(&vm->d->lock);
-			vm_set_state_locked(vm, VM_SAVED, why);
-			pthread_mutex_unlock(&vm->d->lock);
-		} else if (r < 0) {
-			pthread_mutex_lock(&vm->d->lock);
-			vm_set_state_locked(vm, VM_CRASHED, why);
-			pthread_mutex_unlock(&vm->d->lock);
-			unresponsive = r == -EPROTO;
-		}
-	}
-	json_decref(j);
-
-	/* A worker with no record: the last daemon died between spawning it
-	 * and writing worker.json, so it never let the guest run (--paused).
-	 * Or a recorded one that does not answer. It holds the disks; end it. */
-	pthread_mutex_lock(&vm->d->lock);
-	pid_t keep = vm->worker_pid;
-	pthread_mutex_unlock(&vm->d->lock);
-	if (worker_end_strays(vm, keep, pids, sizeof(pids)) > 0 && keep == 0) {
-		char first[256];
-		snprintf(first, sizeof(first), "%s", why);
-		if (unresponsive)
-			snprintf(why, sizeof(why), "%s; cloisond ended it (pid %s): a worker it "
-				 "cannot control would go on holding the disks", first, pids);
-		else if (starting)
-			snprintf(why, sizeof(why), "cloisond stopped while starting the VM; its "
-				 "worker (pid %s), which it had not recorded yet, was ended before "
-				 "the guest ran", pids);
-		else
-			snprintf(why, sizeof(why), "a worker (pid %s) ran without a record in "
-				 "worker.json and was ended when cloisond started", pids);
-		pthread_mutex_lock(&vm->d->lock);
-		vm_set_state_locked(vm, starting ? VM_OFF : VM_CRASHED, why);
-		pthread_mutex_unlock(&vm->d->lock);
-	}
-}
-
 int inventory_load(struct daemon *d)
 {
 	struct dirent *de;
@@ -543,8 +463,6 @@ int inventory_load(struct daemon *d)
 			load_vm_dir(d, de->d_name);
 	closedir(dir);
 
-	for (struct vm *vm = d->vms; vm; vm = vm->next)
-		restore_runtime(vm);
 	return 0;
 }
 
@@ -557,10 +475,9 @@ struct vm *inventory_vm_unlisted(struct daemon *d, struct vm_config *cfg)
 	return vm;
 }
 
-int inventory_add_dir(struct daemon *d, const char *name, char *err, size_t errlen)
+int inventory_add_dir(struct daemon *d, const char *name, struct vm **out, char *err,
+		      size_t errlen)
 {
-	char sb[2400];
-
 	load_vm_dir(d, name);
 	struct vm *vm = inventory_get(d, name);
 	if (!vm) {
@@ -568,11 +485,6 @@ int inventory_add_dir(struct daemon *d, const char *name, char *err, size_t errl
 			 "cloisond's log)", d->state_dir, name);
 		return -EIO;
 	}
-	snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
-	bool saved = access(sb, F_OK) == 0;
-	pthread_mutex_lock(&d->lock);
-	vm_set_state_locked(vm, saved ? VM_SAVED : VM_OFF, "imported");
-	pthread_mutex_unlock(&d->lock);
-	inventory_put(d, vm);
+	*out = vm;
 	return 0;
 }

@@ -723,7 +723,7 @@ static void save_target(struct vm *vm, char *buf, size_t len)
 		snprintf(buf, len, "%s", vm->saved_dir);
 		return;
 	}
-	worker_sandbox_dir(vm, dir, sizeof(dir));
+	inventory_sandbox_dir(vm, dir, sizeof(dir));
 	snprintf(buf, len, "%s/Saved", dir);
 }
 
@@ -762,7 +762,7 @@ static int remove_partial_save(struct vm *vm)
 {
 	char dir[2300], sb[2400];
 
-	worker_sandbox_dir(vm, dir, sizeof(dir));
+	inventory_sandbox_dir(vm, dir, sizeof(dir));
 	snprintf(sb, sizeof(sb), "%s/Saved", dir);
 	if (remove_flat_dir(sb) < 0)
 		return -1;

@@ -130,7 +130,12 @@ static int pool_save(struct daemon *d, const struct mac_pool *p)
 	if (!text)
 		return -ENOMEM;
 	pool_path(d, path, sizeof(path));
-	int r = atomic_write_file(path, text, strlen(text), 0640);
+	/* Under d->lock: replaced whole now (a kill -9 keeps it), durable a
+	 * moment later (syncer.c). After a power loss in between, the
+	 * configurations that carry the address still mark it in use. */
+	int r = atomic_replace_file(path, text, strlen(text), 0640, false);
+	if (!r)
+		syncer_queue(d, path);
 	free(text);
 	return r;
 }

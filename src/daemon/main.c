@@ -335,6 +335,11 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	/* After the signal mask: the syncer's thread takes no signal. */
+	if ((r = syncer_start(d))) {
+		log_error("cannot start the syncer thread: %s", strerror(-r));
+		goto out;
+	}
 	if ((r = macpool_load(d, err, sizeof(err)))) {
 		log_error("cannot load the MAC address pool: %s", err);
 		goto out;
@@ -348,6 +353,7 @@ int main(int argc, char **argv)
 		log_error("%s: cannot read the state directory: %s", d->state_dir, strerror(-r));
 		goto out;
 	}
+	vm_recover_all(d);
 	vswitch_adopt_ports(d);
 	/* After the inventory: recovering a job a crash interrupted looks at
 	 * the VM it concerned. */
@@ -383,6 +389,7 @@ int main(int argc, char **argv)
 	worker_detach_all(d);
 	vswitch_shutdown(d);
 out:
+	syncer_stop(d); /* what it holds is made durable first */
 	report_ready(&ready_fd, 1);
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);

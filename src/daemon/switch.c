@@ -956,7 +956,8 @@ int vswitch_set_json(struct daemon *d, const char *name, json_t *body, json_t **
 			return vfail(err, errlen, -EINVAL, "field 'notes' must be a string of at "
 				     "most %d bytes", VSWITCH_NOTES_MAX);
 	}
-	pthread_mutex_lock(&d->lock);
+	/* The file is written under reg->lock alone (no fsync under d->lock);
+	 * d->lock joins only for the answer's adapters. */
 	pthread_mutex_lock(&reg->lock);
 	struct vswitch *s = find(reg, name);
 	if (!s) {
@@ -973,8 +974,16 @@ int vswitch_set_json(struct daemon *d, const char *name, json_t *body, json_t **
 			free(old);
 		}
 	}
-	if (!r)
+	pthread_mutex_unlock(&reg->lock);
+	if (r)
+		return r;
+	pthread_mutex_lock(&d->lock);
+	pthread_mutex_lock(&reg->lock);
+	s = find(reg, name);
+	if (s)
 		*out = show_locked(reg, s, adapters_locked(d, name));
+	else
+		r = no_switch(name, err, errlen); /* removed meanwhile */
 	pthread_mutex_unlock(&reg->lock);
 	pthread_mutex_unlock(&d->lock);
 	return r;

@@ -135,6 +135,200 @@ void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason)
 			 vm_state_name(s), vm->reason[0] ? ": " : "", vm->reason);
 }
 
+/* ---- what supervision reports (worker.c) ----
+ * The worker's process is supervised in worker.c, which only reports what
+ * happened; every state the VM goes to is decided here. */
+
+static const char *signal_name(int sig)
+{
+	static const char *const names[] = { [SIGKILL] = "SIGKILL", [SIGSEGV] = "SIGSEGV",
+					     [SIGABRT] = "SIGABRT", [SIGTERM] = "SIGTERM",
+					     [SIGBUS] = "SIGBUS",   [SIGINT] = "SIGINT",
+					     [SIGSYS] = "SIGSYS" };
+	if (sig > 0 && sig < (int)ARRAY_SIZE(names) && names[sig])
+		return names[sig];
+	return "a signal";
+}
+
+void vm_worker_ended_locked(struct vm *vm, const struct worker_end *e)
+{
+	char why[512];
+	const char *tail = e->log_tail;
+	enum vm_state s = VM_CRASHED;
+	bool starting = vm->state == VM_STARTING;
+	int status = e->status;
+
+	if (status == 0 || (status < 0 && status != INT32_MIN && vm->turning_off)) {
+		s = VM_OFF;
+		snprintf(why, sizeof(why), "%s",
+			 vm->turning_off		 ? "turned off"
+			 : vm->state == VM_STOPPING ? "the guest shut down"
+						    : "the guest powered off");
+	} else if (status == 5) {
+		/* docs/vmm.md: the VM was saved; it waits in saved_dir. */
+		s = VM_SAVED;
+		snprintf(why, sizeof(why), "saved in %.400s", vm->saved_dir);
+	} else if (status == 3) {
+		s = VM_OFF;
+		snprintf(why, sizeof(why), "the guest reset and the worker does not reboot");
+	} else if (status == 4) {
+		snprintf(why, sizeof(why), "the guest crashed: %s",
+			 vm->exit_detail[0] ? vm->exit_detail : tail);
+	} else if (status == 1 || status == 2) {
+		if (starting) {
+			/* A refused restore leaves the state as it was. */
+			s = vm->restoring ? VM_SAVED : VM_OFF;
+			vm->start_failed = true;
+		}
+		snprintf(why, sizeof(why), "the worker failed (exit status %d): %s", status,
+			 tail[0] ? tail : "see its log");
+	} else if (status == INT32_MIN && e->saved) {
+		s = VM_SAVED;
+		snprintf(why, sizeof(why), "saved in %.400s (the worker, adopted after a cloisond "
+			 "restart, ended after writing it)", vm->saved_dir);
+	} else if (status == INT32_MIN) {
+		snprintf(why, sizeof(why), "the worker (pid %d) exited without reporting why",
+			 (int)e->pid);
+	} else if (status == -SIGSYS && strstr(tail, "seccomp")) {
+		/* The supervisor's line names the call the filter refused. */
+		snprintf(why, sizeof(why), "the sandbox killed the worker (pid %d): %s",
+			 (int)e->vmm_pid, strstr(tail, "system call") ?: tail);
+	} else if (status < 0) {
+		snprintf(why, sizeof(why), "the worker (pid %d) was killed by signal %d (%s)",
+			 (int)e->pid, -status, signal_name(-status));
+	} else {
+		snprintf(why, sizeof(why), "the worker exited with unexpected status %d: %s",
+			 status, tail);
+	}
+	vm_set_state_locked(vm, s, why);
+}
+
+void vm_worker_reported_locked(struct vm *vm, bool paused)
+{
+	enum vm_state s = paused ? VM_PAUSED : VM_RUNNING;
+
+	/* A starting worker is paused until the monitor resumes it. */
+	if (vm->state == VM_STARTING && paused)
+		return;
+	if ((vm->state == VM_STARTING || vm->state == VM_RUNNING || vm->state == VM_PAUSED) &&
+	    s != vm->state)
+		vm_set_state_locked(vm, s, NULL);
+}
+
+void vm_worker_adopted_locked(struct vm *vm, bool paused, enum vm_state was)
+{
+	vm_set_state_locked(vm, paused ? VM_PAUSED : VM_RUNNING,
+			    was == VM_STOPPING ? "adopted after a cloisond restart; the graceful "
+						 "stop in progress was not followed (stop it "
+						 "again to wait for it)"
+					       : "adopted after a cloisond restart");
+}
+
+/* At start, after inventory_load: the state each VM is in, from its
+ * status.json and the worker the last daemon left (adopted when it
+ * answers, ended when it runs without a record or does not answer). */
+static void recover_runtime(struct vm *vm)
+{
+	char path[4200], why[512] = "", pids[128];
+	json_t *j;
+
+	snprintf(path, sizeof(path), "%s/status.json", vm->rundir);
+	j = json_load_file(path, 0, NULL);
+	const char *state = json_string_value(json_object_get(j, "state"));
+	const char *reason = json_string_value(json_object_get(j, "reason"));
+	bool starting = state && !strcmp(state, "starting"), unresponsive = false;
+	enum vm_state was = VM_RUNNING;
+	for (int s = VM_OFF; s <= VM_STATE_LAST; s++)
+		if (state && !strcmp(state, vm_state_name((enum vm_state)s)))
+			was = (enum vm_state)s;
+	vm->state = VM_OFF;
+	/* An off VM keeps its reason ("the guest shut down") across restarts. */
+	snprintf(vm->reason, sizeof(vm->reason), "%s", reason ? reason : "");
+	if (state && !strcmp(state, "crashed")) {
+		vm->state = VM_CRASHED;
+	} else if (state && !strcmp(state, "saved")) {
+		/* No worker runs; the state waits in Saved for the next start. */
+		char sb[2400];
+		snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+		if (access(sb, F_OK) == 0) {
+			vm->state = VM_SAVED;
+		} else {
+			snprintf(why, sizeof(why), "the saved state %.400s is gone", sb);
+			pthread_mutex_lock(&vm->d->lock);
+			vm_set_state_locked(vm, VM_OFF, why);
+			pthread_mutex_unlock(&vm->d->lock);
+		}
+	} else if (state && strcmp(state, "off")) {
+		/* It was running when the last daemon went away. */
+		int r = worker_adopt(vm, was, reason, why, sizeof(why));
+		char sb[2400];
+		snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+		if (r == -ESRCH && was == VM_SAVING)
+			worker_collect_saved_state(vm); /* a jailed worker's finished save */
+		if (r == -ESRCH && (was == VM_SAVING || was == VM_STARTING) &&
+		    access(sb, F_OK) == 0) {
+			/* A save that finished, or a start from a saved state that
+			 * never got a worker: the state is whole (a save removes a
+			 * stale one first, a start removes it once it is used). */
+			char first[512];
+			snprintf(first, sizeof(first), "%s", why);
+			snprintf(why, sizeof(why), "cloisond stopped while the VM was %s (%.300s); its "
+				 "saved state is whole: 'cloison vm start %s' goes on from it",
+				 vm_state_name(was), first, vm->cfg.name);
+			pthread_mutex_lock(&vm->d->lock);
+			vm_set_state_locked(vm, VM_SAVED, why);
+			pthread_mutex_unlock(&vm->d->lock);
+		} else if (r < 0) {
+			pthread_mutex_lock(&vm->d->lock);
+			vm_set_state_locked(vm, VM_CRASHED, why);
+			pthread_mutex_unlock(&vm->d->lock);
+			unresponsive = r == -EPROTO;
+		}
+	}
+	json_decref(j);
+
+	/* A worker with no record: the last daemon died between spawning it
+	 * and writing worker.json, so it never let the guest run (--paused).
+	 * Or a recorded one that does not answer. It holds the disks; end it. */
+	pthread_mutex_lock(&vm->d->lock);
+	pid_t keep = vm->worker_pid;
+	pthread_mutex_unlock(&vm->d->lock);
+	if (worker_end_strays(vm, keep, pids, sizeof(pids)) > 0 && keep == 0) {
+		char first[256];
+		snprintf(first, sizeof(first), "%s", why);
+		if (unresponsive)
+			snprintf(why, sizeof(why), "%s; cloisond ended it (pid %s): a worker it "
+				 "cannot control would go on holding the disks", first, pids);
+		else if (starting)
+			snprintf(why, sizeof(why), "cloisond stopped while starting the VM; its "
+				 "worker (pid %s), which it had not recorded yet, was ended before "
+				 "the guest ran", pids);
+		else
+			snprintf(why, sizeof(why), "a worker (pid %s) ran without a record in "
+				 "worker.json and was ended when cloisond started", pids);
+		pthread_mutex_lock(&vm->d->lock);
+		vm_set_state_locked(vm, starting ? VM_OFF : VM_CRASHED, why);
+		pthread_mutex_unlock(&vm->d->lock);
+	}
+}
+
+void vm_recover_all(struct daemon *d)
+{
+	for (struct vm *vm = d->vms; vm; vm = vm->next)
+		recover_runtime(vm);
+}
+
+void vm_imported(struct vm *vm)
+{
+	char sb[2400];
+
+	snprintf(sb, sizeof(sb), "%s/state.bin", vm->saved_dir);
+	bool saved = access(sb, F_OK) == 0;
+	pthread_mutex_lock(&vm->d->lock);
+	vm_set_state_locked(vm, saved ? VM_SAVED : VM_OFF, "imported");
+	pthread_mutex_unlock(&vm->d->lock);
+}
+
 static int refuse(struct vm *vm, enum vm_op op, char *err, size_t errlen)
 {
 	const char *why;

@@ -151,11 +151,6 @@ static pid_t parent_pid(pid_t pid)
 #define SANDBOX_UID_BASE 900000u
 #define SANDBOX_UIDS 65536u
 
-void worker_sandbox_dir(const struct vm *vm, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/Sandbox", vm->dir);
-}
-
 /* The lowest uid of the range that no other VM's worker has; caller
  * holds d->lock. 0 if all are taken. */
 static uid_t pick_sandbox_uid_locked(const struct vm *vm)
@@ -178,7 +173,7 @@ static int prepare_sandbox_dir(const struct vm *vm, uid_t uid, char *err, size_t
 	char dir[2300], saved[2400];
 	int r;
 
-	worker_sandbox_dir(vm, dir, sizeof(dir));
+	inventory_sandbox_dir(vm, dir, sizeof(dir));
 	snprintf(saved, sizeof(saved), "%s/Saved", dir);
 	if ((r = remove_flat_dir(saved)) ||
 	    (mkdir(dir, 0700) < 0 && errno != EEXIST && (r = -errno)) ||
@@ -209,7 +204,7 @@ int worker_save_dir(struct vm *vm, char *path, size_t len, char *err, size_t err
 		fsync_parent_dir(vm->saved_dir);
 		return 0;
 	}
-	worker_sandbox_dir(vm, dir, sizeof(dir));
+	inventory_sandbox_dir(vm, dir, sizeof(dir));
 	snprintf(path, len, "%s/Saved", dir);
 	if ((r = remove_flat_dir(path)) || (mkdir(path, 0700) < 0 && (r = -errno)) ||
 	    (chown(path, uid, uid) < 0 && (r = -errno))) {
@@ -227,7 +222,7 @@ void worker_collect_saved_state(struct vm *vm)
 {
 	char dir[2300], from[2400], state[2500];
 
-	worker_sandbox_dir(vm, dir, sizeof(dir));
+	inventory_sandbox_dir(vm, dir, sizeof(dir));
 	snprintf(from, sizeof(from), "%s/Saved", dir);
 	snprintf(state, sizeof(state), "%s/state.bin", from);
 	if (access(state, F_OK) < 0)
@@ -477,17 +472,6 @@ static void log_tail(const struct vm *vm, char *buf, size_t len)
 		snprintf(buf, len, "%s", pick);
 }
 
-static const char *signal_name(int sig)
-{
-	static const char *const names[] = { [SIGKILL] = "SIGKILL", [SIGSEGV] = "SIGSEGV",
-					     [SIGABRT] = "SIGABRT", [SIGTERM] = "SIGTERM",
-					     [SIGBUS] = "SIGBUS",   [SIGINT] = "SIGINT",
-					     [SIGSYS] = "SIGSYS" };
-	if (sig > 0 && sig < (int)ARRAY_SIZE(names) && names[sig])
-		return names[sig];
-	return "a signal";
-}
-
 /* Whether the saved state (moved out of the sandbox first) was written by
  * the worker that just ended: its state.bin is newer than that worker's
  * start. Anything older is not this run's and must not be resumed. */
@@ -506,60 +490,19 @@ static bool saved_by_this_worker(struct vm *vm)
 	return st.st_mtime > started;
 }
 
-/* Decides the VM's state after its worker ended; d->lock held. status is
+/* The end of vm's worker, d->lock held: its files and cgroup go, and the
+ * state machine hears what happened (vm_worker_ended_locked). status is
  * the exit status, or -sig for a signal, or INT32_MIN when unknown. */
 static void worker_ended_locked(struct vm *vm, int status)
 {
-	char why[512], tail[256];
-	enum vm_state s = VM_CRASHED;
-	bool starting = vm->state == VM_STARTING;
+	struct worker_end e = { .status = status, .vmm_pid = worker_vmm_pid(vm),
+				.pid = vm->worker_pid };
 
-	log_tail(vm, tail, sizeof(tail));
-	if (status == 0 || (status < 0 && status != INT32_MIN && vm->turning_off)) {
-		s = VM_OFF;
-		snprintf(why, sizeof(why), "%s",
-			 vm->turning_off		 ? "turned off"
-			 : vm->state == VM_STOPPING ? "the guest shut down"
-						    : "the guest powered off");
-	} else if (status == 5) {
-		/* docs/vmm.md: the VM was saved; it waits in saved_dir. */
-		if (vm->sandbox_uid)
-			worker_collect_saved_state(vm);
-		s = VM_SAVED;
-		snprintf(why, sizeof(why), "saved in %.400s", vm->saved_dir);
-	} else if (status == 3) {
-		s = VM_OFF;
-		snprintf(why, sizeof(why), "the guest reset and the worker does not reboot");
-	} else if (status == 4) {
-		snprintf(why, sizeof(why), "the guest crashed: %s",
-			 vm->exit_detail[0] ? vm->exit_detail : tail);
-	} else if (status == 1 || status == 2) {
-		if (starting) {
-			/* A refused restore leaves the state as it was. */
-			s = vm->restoring ? VM_SAVED : VM_OFF;
-			vm->start_failed = true;
-		}
-		snprintf(why, sizeof(why), "the worker failed (exit status %d): %s", status,
-			 tail[0] ? tail : "see its log");
-	} else if (status == INT32_MIN && saved_by_this_worker(vm)) {
-		/* an adopted worker (no exit status) that had been saving */
-		s = VM_SAVED;
-		snprintf(why, sizeof(why), "saved in %.400s (the worker, adopted after a cloisond "
-			 "restart, ended after writing it)", vm->saved_dir);
-	} else if (status == INT32_MIN) {
-		snprintf(why, sizeof(why), "the worker (pid %d) exited without reporting why",
-			 (int)vm->worker_pid);
-	} else if (status == -SIGSYS && strstr(tail, "seccomp")) {
-		/* The supervisor's line names the call the filter refused. */
-		snprintf(why, sizeof(why), "the sandbox killed the worker (pid %d): %s",
-			 (int)worker_vmm_pid(vm), strstr(tail, "system call") ?: tail);
-	} else if (status < 0) {
-		snprintf(why, sizeof(why), "the worker (pid %d) was killed by signal %d (%s)",
-			 (int)vm->worker_pid, -status, signal_name(-status));
-	} else {
-		snprintf(why, sizeof(why), "the worker exited with unexpected status %d: %s",
-			 status, tail);
-	}
+	log_tail(vm, e.log_tail, sizeof(e.log_tail));
+	/* an adopted worker (no exit status) may have been saving */
+	e.saved = status == 5 || (status == INT32_MIN && saved_by_this_worker(vm));
+	if (status == 5 && vm->sandbox_uid)
+		worker_collect_saved_state(vm);
 	static const char *const leftovers[] = { "worker.json", "worker.pid", "worker.exit",
 						 "worker.watch", "control.sock", "serial.sock" };
 	for (size_t i = 0; i < ARRAY_SIZE(leftovers); i++) {
@@ -573,7 +516,7 @@ static void worker_ended_locked(struct vm *vm, int status)
 		char idbuf[GUID_STR_LEN];
 		cgroup_vm_remove(cgroup_host(), guid_to_string(&vm->cfg.id, idbuf));
 	}
-	vm_set_state_locked(vm, s, why);
+	vm_worker_ended_locked(vm, &e);
 }
 
 /* ---- workers the daemon does not know ---- */
@@ -771,14 +714,8 @@ static void handle_line(struct vm *vm, const char *line)
 	else if (ev && !strcmp(ev, "state"))
 		st = json_string_value(json_object_get(j, "state"));
 	pthread_mutex_lock(&d->lock);
-	/* A starting worker is paused until the monitor resumes it. */
-	if (st && vm->state == VM_STARTING && !strcmp(st, "paused"))
-		st = NULL;
-	if (st && (vm->state == VM_STARTING || vm->state == VM_RUNNING || vm->state == VM_PAUSED)) {
-		enum vm_state s = !strcmp(st, "paused") ? VM_PAUSED : VM_RUNNING;
-		if ((!strcmp(st, "running") || !strcmp(st, "paused")) && s != vm->state)
-			vm_set_state_locked(vm, s, NULL);
-	}
+	if (st && (!strcmp(st, "running") || !strcmp(st, "paused")))
+		vm_worker_reported_locked(vm, !strcmp(st, "paused"));
 	if (ev && !strcmp(ev, "exit")) {
 		vm->exit_seen = true;
 		vm->exit_status = (int)json_integer_value(json_object_get(j, "status"));
@@ -1037,7 +974,7 @@ static int build_argv(const struct vm *vm, const struct vm_config *c, const char
 	}
 	if (uid) {
 		char dir[2300];
-		worker_sandbox_dir(vm, dir, sizeof(dir));
+		inventory_sandbox_dir(vm, dir, sizeof(dir));
 		ARG("--jail");
 		ARG("--jail-uid");
 		ARG("%u", (unsigned)uid);
@@ -1435,11 +1372,7 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 	json_t *up = json_object_get(result, "uptime_ms");
 	pthread_mutex_lock(&vm->d->lock);
 	vm->started_ns = now_ns() - (uint64_t)json_integer_value(up) * 1000000ULL;
-	vm_set_state_locked(vm, state && !strcmp(state, "paused") ? VM_PAUSED : VM_RUNNING,
-			    was == VM_STOPPING ? "adopted after a cloisond restart; the graceful "
-						 "stop in progress was not followed (stop it "
-						 "again to wait for it)"
-					       : "adopted after a cloisond restart");
+	vm_worker_adopted_locked(vm, state && !strcmp(state, "paused"), was);
 	pthread_mutex_unlock(&vm->d->lock);
 	log_info("vm %s: adopted worker pid %d (%s)", vm->cfg.name, (int)pid, state ?: "?");
 	json_decref(result);

@@ -269,6 +269,9 @@ void api_vm_remove(struct api_request *req)
 		snprintf(err, sizeof(err), "VM '%s' was removed", vm->cfg.name);
 	pthread_mutex_unlock(&req->d->lock);
 	if (!r) {
+		/* No worker may outlive its VM (a stray would go on writing the
+		 * disks of a VM that no longer exists). */
+		worker_end_strays(vm, 0, NULL, 0);
 		r = inventory_remove(req->d, vm);
 		if (r)
 			snprintf(err, sizeof(err), "cannot remove %.900s: %s", vm->cfg_path, strerror(-r));

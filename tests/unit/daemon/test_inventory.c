@@ -96,6 +96,7 @@ static void test_layout_reload_remove(void **state)
 
 	d = new_daemon(dir);
 	assert_int_equal(inventory_load(d), 0);
+	vm_recover_all(d);
 	vm = inventory_get(d, "alpha");
 	assert_non_null(vm);
 	assert_int_equal(vm->state, VM_OFF);
@@ -144,6 +145,7 @@ static void test_adoption_of_a_dead_worker(void **state)
 
 	d = new_daemon(dir);
 	assert_int_equal(inventory_load(d), 0);
+	vm_recover_all(d);
 	vm = inventory_get(d, "ghost");
 	assert_int_equal(vm->state, VM_CRASHED);
 	assert_non_null(strstr(vm->reason, "while cloisond was not running"));
