@@ -139,6 +139,10 @@ void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason)
  * The worker's process is supervised in worker.c, which only reports what
  * happened; every state the VM goes to is decided here. */
 
+/* The reason a turn-off records; at the next start it tells a worker
+ * killed as asked from one that crashed. */
+#define TURNING_OFF "turning off"
+
 static const char *signal_name(int sig)
 {
 	static const char *const names[] = { [SIGKILL] = "SIGKILL", [SIGSEGV] = "SIGSEGV",
@@ -277,6 +281,14 @@ static void recover_runtime(struct vm *vm)
 				 vm_state_name(was), first, vm->cfg.name);
 			pthread_mutex_lock(&vm->d->lock);
 			vm_set_state_locked(vm, VM_SAVED, why);
+			pthread_mutex_unlock(&vm->d->lock);
+		} else if (r == -ESRCH && was == VM_STOPPING && reason &&
+			   !strcmp(reason, TURNING_OFF)) {
+			/* A turn-off the last daemon sent: the worker was killed
+			 * (nothing reports a SIGKILL), as asked. */
+			pthread_mutex_lock(&vm->d->lock);
+			vm_set_state_locked(vm, VM_OFF, "turned off (the worker ended while cloisond "
+					    "was not running)");
 			pthread_mutex_unlock(&vm->d->lock);
 		} else if (r < 0) {
 			pthread_mutex_lock(&vm->d->lock);
@@ -823,7 +835,7 @@ static int turn_off_locked(struct vm *vm, char *err, size_t errlen)
 
 	vm->turning_off = true;
 	if (vm->state != VM_STOPPING)
-		vm_set_state_locked(vm, VM_STOPPING, "turning off");
+		vm_set_state_locked(vm, VM_STOPPING, TURNING_OFF);
 	pthread_mutex_unlock(&d->lock);
 	int r = worker_command(vm, "poweroff", NULL, cerr, sizeof(cerr));
 	pthread_mutex_lock(&d->lock);

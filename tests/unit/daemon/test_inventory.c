@@ -126,7 +126,10 @@ static void test_layout_reload_remove(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
-static void test_adoption_of_a_dead_worker(void **state)
+/* A worker that is gone at start with no exit record: crashed, unless the
+ * last daemon was turning it off (it killed it, as asked): off. */
+static void dead_worker(enum vm_state was, const char *reason, enum vm_state want,
+			const char *want_reason)
 {
 	char dir[] = "/tmp/cloison-inv-XXXXXX", path[4400];
 
@@ -134,7 +137,8 @@ static void test_adoption_of_a_dead_worker(void **state)
 	struct daemon *d = new_daemon(dir);
 	struct vm *vm = create(d, "ghost");
 	pthread_mutex_lock(&d->lock);
-	vm->state = VM_RUNNING;
+	vm->state = was;
+	snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
 	inventory_save_status(vm);
 	pthread_mutex_unlock(&d->lock);
 	/* A worker record for a pid that is certainly not a live worker. */
@@ -147,13 +151,21 @@ static void test_adoption_of_a_dead_worker(void **state)
 	assert_int_equal(inventory_load(d), 0);
 	vm_recover_all(d);
 	vm = inventory_get(d, "ghost");
-	assert_int_equal(vm->state, VM_CRASHED);
-	assert_non_null(strstr(vm->reason, "while cloisond was not running"));
+	assert_int_equal(vm->state, want);
+	assert_non_null(strstr(vm->reason, want_reason));
 	inventory_put(d, vm);
 	free_daemon(d);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
+}
+
+static void test_adoption_of_a_dead_worker(void **state)
+{
+	dead_worker(VM_RUNNING, "", VM_CRASHED, "while cloisond was not running");
+	dead_worker(VM_STOPPING, "shutting down (ACPI power button)", VM_CRASHED,
+		    "while cloisond was not running");
+	dead_worker(VM_STOPPING, "turning off", VM_OFF, "turned off (the worker ended");
 }
 
 int main(void)
