@@ -1326,6 +1326,38 @@ static int merge_disk(const struct merge *m, struct job *job, char *err, size_t 
 	return r ? r : merge_into_parent(m->top, m->into, false, job, err, errlen);
 }
 
+/* Whether a live merge paused the VM (the tree's "merge_paused"): a
+ * recovery resumes a VM that only the merge paused. */
+static void mark_merge_paused(struct vm *vm, bool on)
+{
+	char e[256];
+
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, e, sizeof(e));
+	if (t && on != json_is_true(json_object_get(t, "merge_paused"))) {
+		if (on)
+			json_object_set_new(t, "merge_paused", json_true());
+		else
+			json_object_del(t, "merge_paused");
+		if (tree_save(vm, t, e, sizeof(e)))
+			log_warn("%s: %s", vm->cfg.name, e);
+	}
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+}
+
+static bool merge_paused(struct vm *vm)
+{
+	char e[256];
+
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, e, sizeof(e));
+	bool on = t && json_is_true(json_object_get(t, "merge_paused"));
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_decref(t);
+	return on;
+}
+
 /* Points the VM's disks of ms at their spares (K2), or at what they merge into. */
 static int point_disks(struct vm *vm, const struct merge *ms, unsigned n, bool spare,
 		       char *err, size_t errlen)
@@ -1370,9 +1402,12 @@ static int live_prepare(struct vm *vm, struct merge *ms, unsigned n, struct job 
 	for (unsigned i = 0; !r && i < n; i++)
 		r = merge_into_parent(ms[i].via, ms[i].into, true, job, err, errlen);
 	if (!r && worker_state(vm, &s) && s == VM_RUNNING) {
+		mark_merge_paused(vm, true);
 		*paused_at = now_ns();
 		r = vm_op_pause(vm, err, errlen);
 		*paused = r == 0;
+		if (r)
+			mark_merge_paused(vm, false);
 	}
 	for (unsigned i = 0; !r && i < n; i++)
 		if (!(r = share(vm, ms[i].index, err, errlen)))
@@ -1522,6 +1557,7 @@ static int remove_one(struct vm *vm, const char *id, bool live, json_t *spares, 
 		char perr[256];
 		if (vm_op_resume(vm, perr, sizeof(perr)))
 			log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
+		mark_merge_paused(vm, false);
 	}
 	if (!r && live && nms)
 		snprintf(note + strlen(note), len - strlen(note),
@@ -1569,12 +1605,22 @@ static int remove_all(struct vm *vm, json_t *plan, bool live, struct job *job, c
 static int remove_saved(struct vm *vm, json_t *plan, struct job *job, char *note, size_t len,
 			char *err, size_t errlen)
 {
+	bool was_merge_paused = merge_paused(vm);
 	int r = vm_op_save(vm, err, errlen);
+	enum vm_state s;
 
 	if (r)
 		return r;
 	r = remove_all(vm, plan, false, job, note, len, err, errlen);
 	start_again(vm, note + strlen(note), len - strlen(note));
+	if (was_merge_paused) {
+		/* saved while the merge had paused it, it comes back paused: it
+		 * ran before, and goes on running */
+		char perr[256];
+		if (worker_state(vm, &s) && s == VM_PAUSED && vm_op_resume(vm, perr, sizeof(perr)))
+			log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
+		mark_merge_paused(vm, false);
+	}
 	return r;
 }
 

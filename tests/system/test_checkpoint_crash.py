@@ -1,8 +1,9 @@
-"""Kill trials for checkpoints: cloisond is killed with SIGKILL at a random
-moment of a checkpoint create, apply or remove (the moment is drawn
-uniformly over the operation's measured duration, so some kills land
-before the job begins, most within it, some after), started again, and the
-result must be the old or the new tree with nothing half made:
+"""Kill trials for checkpoints and exports: cloisond is killed with SIGKILL
+at a random moment of a checkpoint create, apply or remove, or of an
+export (the moment is drawn uniformly over the operation's measured
+duration, so some kills land before the job begins, most within it, some
+after), started again, and the result must be the old or the new tree with
+nothing half made (an export is whole or absent, check_export):
 
 - no job is left running; an interrupted one is failed (rolled back) or
   completed (finished at the start), with a note;
@@ -38,7 +39,7 @@ from test_daemon_lib import Daemon
 
 TRIALS = int(os.environ.get("CLOISON_CHECKPOINT_TRIALS", "4"))
 SIZE = 32 << 20
-OPS = ("create", "apply", "remove")
+OPS = ("create", "apply", "remove", "export")
 MODES = ("off", "running", "agent")
 
 
@@ -66,7 +67,10 @@ def request(d, op, ids):
         return "POST", "/v1/vms/t/checkpoints", {"name": "C", "wait": False}
     if op == "apply":
         return "POST", "/v1/vms/t/checkpoints/%s/apply" % ids["A"], {"wait": False}
-    return "DELETE", "/v1/vms/t/checkpoints/%s?wait=0" % ids["B"], None
+    if op == "remove":
+        return "DELETE", "/v1/vms/t/checkpoints/%s?wait=0" % ids["B"], None
+    return "POST", "/v1/vms/t/export", {"dir": os.path.join(os.path.dirname(d.state_dir), "exp"),
+                                        "wait": False}
 
 
 def send_raw(d, method, path, body):
@@ -123,6 +127,7 @@ def pristine(tmp_path_factory):
     os.makedirs(work)
     d = Daemon(os.path.join(work, "state")).start()
     try:
+        os.makedirs(os.path.join(work, "exp"))
         base = os.path.join(work, "base.vhdx")
         d.ok("disk", "create", base, "--size", str(SIZE), "--type", "dynamic")
         d.create("t", "blkfill=17", "--disk", base)
@@ -209,13 +214,43 @@ def check_consistent(d, work, op, ids):
         new = tree["current"] == ids["A"]
         assert data == ({17} if new else {51}), (data, tree)
         assert new or tree["current"] == ids["B"]
-    else:
+    elif op == "remove":
         assert names in (["A", "B"], ["A"]), names
         assert data == {51}, data
         new = names == ["A"]
+    else:
+        new = check_export(d, work, tree, names, data)
     # Only a job that a restart recovered has a note.
     interrupted = any(j["note"] for j in jobs)
     return new, interrupted
+
+
+def check_export(d, work, tree, names, data):
+    """An export is whole or absent: no partial folder; a finished one holds
+    the VM's configuration and disks (the chain checks clean and reads the
+    data the VM had). A running VM's temporary checkpoint is gone, or stays
+    named in the tree when the daemon died before its merge began (the
+    job's note says how to remove it)."""
+    exp = os.path.join(work, "exp")
+    assert data == {51}, data
+    assert names[:2] == ["A", "B"] and len(names) <= 3, names
+    if len(names) == 3:
+        assert names[2].startswith("Export"), names
+    left = sorted(os.listdir(exp))
+    assert left in ([], ["t"]), left  # no .t.export-* half export
+    if not left:
+        return False
+    vms = os.path.join(exp, "t", "Virtual Machines")
+    cfgs = [f for f in os.listdir(vms) if f.endswith(".json")]
+    assert len(cfgs) == 1, os.listdir(vms)
+    with open(os.path.join(vms, cfgs[0])) as f:
+        disk = json.load(f)["disks"][0]["path"]
+    assert disk.startswith(os.path.join(exp, "t", "Virtual Hard Disks")), disk
+    for img in glob.glob(os.path.join(exp, "t", "Virtual Hard Disks", "*")):
+        r = d.cli("disk", "check", img)
+        assert r.returncode == 0, "%s:\n%s%s" % (img, r.stdout, r.stderr)
+    assert content(d, work, disk) == {51}
+    return True
 
 
 @pytest.mark.parametrize("running", MODES)
