@@ -800,14 +800,67 @@ static json_t *disks_with(struct vm *vm, json_t *children)
 	return out;
 }
 
-static void unlink_children(json_t *children)
+/* Whether path (resolved) is in the chain of a disk of the VM or of a
+ * checkpoint of t: a rollback never deletes an image something reads
+ * through (an export's temporary checkpoint, made then removed by a live
+ * merge, leaves its child under the merge's spare). An image whose chain
+ * cannot be read counts as used. */
+static bool chain_uses(struct vm *vm, json_t *t, const char *path)
 {
+	char (*chain)[PATH_MAX] = calloc(WORKER_MAX_FDS, PATH_MAX);
+	json_t *none = json_array(), *now = disks_with(vm, none), *all = json_array(), *d, *o;
+	size_t i, k;
+	bool used = !chain;
+
+	json_decref(none);
+	json_array_extend(all, now);
+	json_array_foreach(json_object_get(t, "checkpoints"), k, o)
+		json_array_extend(all, json_object_get(o, "disks"));
+	json_array_foreach(all, i, d) {
+		unsigned n = 0;
+		char e[256];
+		if (used)
+			break;
+		int r = chain_of(jstr(d, "path"), chain, WORKER_MAX_FDS, &n, e, sizeof(e));
+		if (r && !n)
+			continue; /* a missing disk holds nothing */
+		if (r) {
+			used = true; /* a chain cut short may go through path */
+			break;
+		}
+		for (unsigned j = 0; j < n && !used; j++)
+			used = !strcmp(chain[j], path);
+	}
+	json_decref(all);
+	json_decref(now);
+	free(chain);
+	return used;
+}
+
+/* Deletes the children of a rolled-back create or apply that nothing
+ * uses. */
+static void unlink_children(struct vm *vm, json_t *children)
+{
+	char e[256], pr[PATH_MAX];
 	size_t i;
 	json_t *c;
 
-	json_array_foreach(children, i, c)
-		if (json_is_string(c) && unlink(json_string_value(c)) == 0)
-			fsync_parent_dir(json_string_value(c));
+	pthread_mutex_lock(&vm->cfg_lock);
+	json_t *t = tree_load(vm, e, sizeof(e));
+	pthread_mutex_unlock(&vm->cfg_lock);
+	json_array_foreach(children, i, c) {
+		const char *p = json_string_value(c);
+		if (!p || !realpath(p, pr))
+			continue;
+		if (!t || chain_uses(vm, t, pr)) {
+			log_warn("%s: %s stays: the VM or a checkpoint reads through it", vm->cfg.name,
+				 p);
+			continue;
+		}
+		if (unlink(p) == 0)
+			fsync_parent_dir(p);
+	}
+	json_decref(t);
 }
 
 static int start_again(struct vm *vm, char *note, size_t len)
@@ -929,7 +982,7 @@ int checkpoint_create_now(struct job *job, struct vm *vm, json_t *plan, json_t *
 	json_decref(cfgj);
 	if (r) {
 		json_decref(old);
-		unlink_children(children);
+		unlink_children(vm, children);
 		remove_flat_dir(dir);
 		if (was_running && !live)
 			start_again(vm, note, sizeof(note));
@@ -1056,7 +1109,7 @@ static enum job_state create_recover(struct daemon *d, json_t *record, char *not
 			 r ? err : "the VM uses its new differencing disks");
 		js = r ? JOB_FAILED : JOB_COMPLETED;
 	} else if (t) {
-		unlink_children(children);
+		unlink_children(vm, children);
 		remove_flat_dir(jstr(plan, "dir"));
 		snprintf(note, len, "the checkpoint '%s' was not made: its differencing disks and "
 			 "folder were removed, and the VM uses its disks as before",
@@ -1181,7 +1234,7 @@ static int apply_run(struct job *job, char *err, size_t errlen)
 	if (!r)
 		r = apply_commit(vm, plan, &cp, err, errlen);
 	if (r) {
-		unlink_children(children);
+		unlink_children(vm, children);
 		return r;
 	}
 	r = settle_applied(vm, cp, err, errlen);
@@ -1225,7 +1278,7 @@ static enum job_state apply_recover(struct daemon *d, json_t *record, char *note
 		snprintf(note, len, "the checkpoint '%s' had been applied but cannot be finished: "
 			 "%s", jstr(plan, "name"), err);
 	} else if (t) {
-		unlink_children(children);
+		unlink_children(vm, children);
 		snprintf(note, len, "the checkpoint '%s' was not applied: its new differencing "
 			 "disks were removed; the VM is %s with its disks as before",
 			 jstr(plan, "name"), vm_state_name(vm->state));
@@ -1737,6 +1790,14 @@ static int recover_removal(struct vm *vm, json_t *plan, bool *begun, char *note,
 	if (!on_spare && !pending) {
 		drop_unused_spares(vm, plan);
 		*begun = !in_tree;
+		if (merge_paused(vm)) {
+			/* cut between the switch to the merged disk and the resume */
+			char perr[256];
+			if (worker_state(vm, &s) && s == VM_PAUSED &&
+			    vm_op_resume(vm, perr, sizeof(perr)))
+				log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
+			mark_merge_paused(vm, false);
+		}
 		return 0;
 	}
 	r = remove_saved(vm, plan, NULL, note, len, err, errlen);
@@ -1796,7 +1857,22 @@ void checkpoint_recover_temporary(struct daemon *d, json_t *record, json_t *plan
 		return;
 	json_t *cp = checkpoint_get(vm, id, err, sizeof(err));
 	if (!cp) {
-		snprintf(note, len, "no temporary checkpoint is left");
+		/* Gone from the tree: never made, removed, or removed with its
+		 * merge cut (a pending commit, or the VM on a live merge's spare):
+		 * the removal is finished as a remove job's recovery does. */
+		bool begun;
+		json_t *rplan = json_pack("{s:[s], s:s, s:O?}", "ids", id, "name", jstr(plan, "name"),
+					  "spares", json_object_get(plan, "spares"));
+		int r = rplan ? recover_removal(vm, rplan, &begun, rnote, sizeof(rnote), err,
+						sizeof(err))
+			      : -ENOMEM;
+		json_decref(rplan);
+		if (r)
+			snprintf(note, len, "no temporary checkpoint is left, but its merge could not be "
+				 "finished: %.600s", err);
+		else
+			snprintf(note, len, "no temporary checkpoint is left%s%.600s",
+				 rnote[0] ? "; " : "", rnote);
 	} else {
 		/* The removal's plan, with the spares the create's plan named:
 		 * merging back under a worker that runs on is left to the user
