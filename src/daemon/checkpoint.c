@@ -1411,6 +1411,20 @@ static bool merge_paused(struct vm *vm)
 	return on;
 }
 
+/* Resumes a VM that a live merge paused (and only then: a VM the user
+ * paused stays paused), and forgets the mark. */
+static void resume_after_merge(struct vm *vm)
+{
+	enum vm_state s;
+	char perr[256];
+
+	if (!merge_paused(vm))
+		return;
+	if (worker_state(vm, &s) && s == VM_PAUSED && vm_op_resume(vm, perr, sizeof(perr)))
+		log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
+	mark_merge_paused(vm, false);
+}
+
 /* Points the VM's disks of ms at their spares (K2), or at what they merge into. */
 static int point_disks(struct vm *vm, const struct merge *ms, unsigned n, bool spare,
 		       char *err, size_t errlen)
@@ -1587,9 +1601,8 @@ static int remove_one(struct vm *vm, const char *id, bool live, json_t *spares, 
 			json_array_remove(cps, k);
 			/* What follows the commit goes with it, for a recovery to
 			 * finish (finish_pending). */
-			json_object_set_new(t, "pending", json_pack("{s:O, s:O, s:s, s:b}", "disks",
-								     now, "drop", drop, "dir", dir,
-								     "live", live && nms));
+			json_object_set_new(t, "pending", json_pack("{s:O, s:O, s:s}", "disks", now,
+								     "drop", drop, "dir", dir));
 			r = tree_save(vm, t, err, errlen);
 			committed = r == 0;
 		}
@@ -1606,12 +1619,8 @@ static int remove_one(struct vm *vm, const char *id, bool live, json_t *spares, 
 	}
 	/* Committed, the worker not on P: it stays paused for the caller to
 	 * save it (anything it wrote now would go to K2, which is dropped). */
-	if (paused && !(committed && r)) {
-		char perr[256];
-		if (vm_op_resume(vm, perr, sizeof(perr)))
-			log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
-		mark_merge_paused(vm, false);
-	}
+	if (paused && !(committed && r))
+		resume_after_merge(vm);
 	if (!r && live && nms)
 		snprintf(note + strlen(note), len - strlen(note),
 			 "%smerged while the VM ran (paused %.1f ms for its last writes)",
@@ -1621,8 +1630,6 @@ static int remove_one(struct vm *vm, const char *id, bool live, json_t *spares, 
 			 "%s%u of its differencing disks stay in the chain: another checkpoint "
 			 "is made on them (merging such a disk is left to do)",
 			 note[0] ? "; " : "", kept);
-	if (r && committed)
-		r = -EINPROGRESS; /* the tree says what is left: finish_pending */
 	free(ms);
 	json_decref(now);
 	json_decref(drop);
@@ -1658,22 +1665,14 @@ static int remove_all(struct vm *vm, json_t *plan, bool live, struct job *job, c
 static int remove_saved(struct vm *vm, json_t *plan, struct job *job, char *note, size_t len,
 			char *err, size_t errlen)
 {
-	bool was_merge_paused = merge_paused(vm);
 	int r = vm_op_save(vm, err, errlen);
-	enum vm_state s;
 
 	if (r)
 		return r;
 	r = remove_all(vm, plan, false, job, note, len, err, errlen);
 	start_again(vm, note + strlen(note), len - strlen(note));
-	if (was_merge_paused) {
-		/* saved while the merge had paused it, it comes back paused: it
-		 * ran before, and goes on running */
-		char perr[256];
-		if (worker_state(vm, &s) && s == VM_PAUSED && vm_op_resume(vm, perr, sizeof(perr)))
-			log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
-		mark_merge_paused(vm, false);
-	}
+	/* saved while the merge had paused it, it comes back paused */
+	resume_after_merge(vm);
 	return r;
 }
 
@@ -1790,14 +1789,7 @@ static int recover_removal(struct vm *vm, json_t *plan, bool *begun, char *note,
 	if (!on_spare && !pending) {
 		drop_unused_spares(vm, plan);
 		*begun = !in_tree;
-		if (merge_paused(vm)) {
-			/* cut between the switch to the merged disk and the resume */
-			char perr[256];
-			if (worker_state(vm, &s) && s == VM_PAUSED &&
-			    vm_op_resume(vm, perr, sizeof(perr)))
-				log_warn("%s: cannot resume after the merge: %s", vm->cfg.name, perr);
-			mark_merge_paused(vm, false);
-		}
+		resume_after_merge(vm); /* cut between the switch to P and the resume */
 		return 0;
 	}
 	r = remove_saved(vm, plan, NULL, note, len, err, errlen);

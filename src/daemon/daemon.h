@@ -362,9 +362,12 @@ void inventory_save_status(struct vm *vm);
 void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason);
 /* What supervision (worker.c) reports, d->lock held; the state machine
  * decides the VM's state from it. */
+/* The reason a turn-off records in status.json: the next cloisond tells
+ * from it a worker killed as asked from one that crashed. */
+#define VM_REASON_TURNING_OFF "turning off"
 struct worker_end {
 	int status;	    /* exit status, -signal, or INT32_MIN when unknown */
-	bool saved;	    /* a saved state this worker wrote is in saved_dir */
+	bool saved;	    /* (unknown status) a saved state it wrote is in saved_dir */
 	pid_t pid, vmm_pid; /* the worker (its supervisor when jailed), the VMM */
 	char log_tail[256]; /* the line of its log that says why it ended */
 };

@@ -139,10 +139,6 @@ void vm_set_state_locked(struct vm *vm, enum vm_state s, const char *reason)
  * The worker's process is supervised in worker.c, which only reports what
  * happened; every state the VM goes to is decided here. */
 
-/* The reason a turn-off records; at the next start it tells a worker
- * killed as asked from one that crashed. */
-#define TURNING_OFF "turning off"
-
 static const char *signal_name(int sig)
 {
 	static const char *const names[] = { [SIGKILL] = "SIGKILL", [SIGSEGV] = "SIGSEGV",
@@ -283,7 +279,7 @@ static void recover_runtime(struct vm *vm)
 			vm_set_state_locked(vm, VM_SAVED, why);
 			pthread_mutex_unlock(&vm->d->lock);
 		} else if (r == -ESRCH && was == VM_STOPPING && reason &&
-			   !strcmp(reason, TURNING_OFF)) {
+			   !strcmp(reason, VM_REASON_TURNING_OFF)) {
 			/* A turn-off the last daemon sent: the worker was killed
 			 * (nothing reports a SIGKILL), as asked. */
 			pthread_mutex_lock(&vm->d->lock);
@@ -835,7 +831,7 @@ static int turn_off_locked(struct vm *vm, char *err, size_t errlen)
 
 	vm->turning_off = true;
 	if (vm->state != VM_STOPPING)
-		vm_set_state_locked(vm, VM_STOPPING, TURNING_OFF);
+		vm_set_state_locked(vm, VM_STOPPING, VM_REASON_TURNING_OFF);
 	pthread_mutex_unlock(&d->lock);
 	int r = worker_command(vm, "poweroff", NULL, cerr, sizeof(cerr));
 	pthread_mutex_lock(&d->lock);

@@ -500,7 +500,7 @@ static void worker_ended_locked(struct vm *vm, int status)
 
 	log_tail(vm, e.log_tail, sizeof(e.log_tail));
 	/* an adopted worker (no exit status) may have been saving */
-	e.saved = status == 5 || (status == INT32_MIN && saved_by_this_worker(vm));
+	e.saved = status == INT32_MIN && saved_by_this_worker(vm);
 	if (status == 5 && vm->sandbox_uid)
 		worker_collect_saved_state(vm);
 	static const char *const leftovers[] = { "worker.json", "worker.pid", "worker.exit",
@@ -1326,7 +1326,7 @@ int worker_adopt(struct vm *vm, enum vm_state was, const char *was_reason, char 
 		 * VM was in (a graceful stop in progress ends in off). */
 		pthread_mutex_lock(&vm->d->lock);
 		vm->state = was;
-		vm->turning_off = was_reason && !strncmp(was_reason, "turning off", 11);
+		vm->turning_off = was_reason && !strcmp(was_reason, VM_REASON_TURNING_OFF);
 		vm->exit_seen = true;
 		vm->exit_status = status;
 		snprintf(vm->exit_detail, sizeof(vm->exit_detail), "%s", detail);
