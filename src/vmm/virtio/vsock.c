@@ -414,6 +414,10 @@ static void conn_flush(struct vsock *v, struct vsock_conn *c)
 static bool conn_packet(struct vsock *v, struct vsock_conn *c, const struct pkt_hdr *h,
 			const struct virtq_elem *e, const char **why)
 {
+	if (h->op == OP_RST) { /* its credit fields no longer matter */
+		conn_free(v, c);
+		return true;
+	}
 	if (c->rx_cnt - h->fwd_cnt > c->rx_cnt - c->peer_fwd_cnt) {
 		*why = "its fwd_cnt went backwards or past what it was sent";
 		return false;
@@ -435,9 +439,6 @@ static bool conn_packet(struct vsock *v, struct vsock_conn *c, const struct pkt_
 		c->state = CONN_OPEN;
 		break;
 	}
-	case OP_RST:
-		conn_free(v, c);
-		break;
 	case OP_SHUTDOWN:
 		c->peer_shut_rcv |= !!(h->flags & SHUT_FLAG_RCV);
 		c->peer_shut_send |= !!(h->flags & SHUT_FLAG_SEND);
@@ -1014,13 +1015,24 @@ err_free:
 
 /* ---- saved state ---- */
 
-#define VSOCK_STATE_VERSION 1
+/* Version 2 adds the next host port: a restored worker must not give a
+ * new connection the port pair of one the guest had before the save,
+ * for the guest may still send that one's packets (queued before the
+ * save, or sent before it takes the TRANSPORT_RESET) and they would
+ * land in the new stream. */
+#define VSOCK_STATE_VERSION 2
+/* A version 1 record has no next port: its worker began at 0, so begin
+ * half the port space away. */
+#define V1_NEXT_PORT (HOST_PORT_BASE >> 1)
 
 void virtio_vsock_save(struct virtio_dev *vdev, struct state_writer *w)
 {
+	struct vsock *v = to_vsock(vdev);
+
 	virtio_dev_lock(vdev);
 	state_begin(w, STATE_SECTION_VIRTIO_DEV, vdev->pci.slot, VSOCK_STATE_VERSION);
-	state_put_u64(w, to_vsock(vdev)->spec.cid);
+	state_put_u64(w, v->spec.cid);
+	state_put_u32(w, v->next_port);
 	state_end(w);
 	virtio_dev_unlock(vdev);
 }
@@ -1030,6 +1042,7 @@ int virtio_vsock_restore(struct virtio_dev *vdev, const struct state_file *f, ch
 {
 	struct vsock *v = to_vsock(vdev);
 	struct state_reader r;
+	uint32_t next_port = V1_NEXT_PORT;
 	uint64_t cid;
 
 	if (state_file_find(f, STATE_SECTION_VIRTIO_DEV, vdev->pci.slot, &r)) {
@@ -1037,7 +1050,9 @@ int virtio_vsock_restore(struct virtio_dev *vdev, const struct state_file *f, ch
 		return -ENOENT;
 	}
 	cid = state_get_u64(&r);
-	if (state_reader_done(&r) || r.version != VSOCK_STATE_VERSION) {
+	if (r.version == VSOCK_STATE_VERSION)
+		next_port = state_get_u32(&r);
+	if (state_reader_done(&r) || (r.version != 1 && r.version != VSOCK_STATE_VERSION)) {
 		snprintf(err, errlen, "%s: the saved vsock record has the wrong length or version",
 			 vdev->name);
 		return -EINVAL;
@@ -1051,6 +1066,7 @@ int virtio_vsock_restore(struct virtio_dev *vdev, const struct state_file *f, ch
 	virtio_dev_lock(vdev);
 	/* The guest's connections were with the old worker's sockets. */
 	drop_all(v);
+	v->next_port = next_port;
 	v->reset_event = true;
 	vsock_event(v);
 	virtio_dev_unlock(vdev);

@@ -3,7 +3,8 @@
  * the host side: connections both ways, data both ways with credit,
  * RST for a port nobody listens on, needs-reset for a bad header and for
  * a credit overflow (the device is usable again after a reset), and the
- * TRANSPORT_RESET event and closed host sockets after a restore. */
+ * TRANSPORT_RESET event and closed host sockets after a restore, and a
+ * restored worker's host ports apart from the saved one's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -508,6 +509,26 @@ static void test_fwd_cnt_past_sent_needs_reset(void **state)
 	expect_needs_reset_then_usable(f);
 }
 
+/* An RST ends the connection whatever its credit fields say: the guest
+ * is done with it, and nothing is left to account for. */
+static void test_rst_ends_connection_whatever_its_credit(void **state)
+{
+	struct fixture *f = *state;
+	int lfd = listen_port(f, 5000), afd;
+	struct hdr h = { .op = OP_RST, .src_port = 1032, .dst_port = 5000,
+			 .buf_alloc = 65536, .fwd_cnt = 100 };
+	char buf[8];
+
+	start(f);
+	afd = guest_connect(f, lfd, 1032);
+	send_pkt(f, h, NULL, 0);
+	assert_true(readable(afd, 3000));
+	assert_true(read(afd, buf, sizeof(buf)) <= 0);
+	assert_int_equal(vdrv_status(&f->d) & NEEDS_RESET, 0);
+	close(afd);
+	close(lfd);
+}
+
 /* Save and restore: the record carries the CID; the restore closes the
  * host sockets and gives the driver a TRANSPORT_RESET event. */
 static void test_restore_resets_connections(void **state)
@@ -538,6 +559,93 @@ static void test_restore_resets_connections(void **state)
 	state_writer_free(&w);
 	close(afd);
 	close(lfd);
+}
+
+/* Host side of "CONNECT 1234": returns the host port of the REQUEST the
+ * guest sees; *fd is the host client. */
+static uint32_t host_request(struct fixture *f, int *fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct hdr h;
+
+	*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->path);
+	assert_int_equal(connect(*fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(write(*fd, "CONNECT 1234\n", 13), 13);
+	assert_true(recv_pkt(f, &h, NULL, 0));
+	assert_int_equal(h.op, OP_REQUEST);
+	assert_int_equal(h.dst_port, 1234);
+	return h.src_port;
+}
+
+/* A restore into a new worker (a new device, the guest's RAM and rings
+ * carried over) does not give its first host connection the port of one
+ * the guest had before the save: a packet of the old connection that
+ * the guest sends late (here a credit update with the old stream's
+ * fwd_cnt) must not land in the new one, and the new one opens. */
+static void test_restore_keeps_host_ports_apart(void **state)
+{
+	struct fixture *f = *state;
+	struct state_writer w;
+	struct state_file sf;
+	struct vm *old = f->vm;
+	const void *data;
+	size_t len;
+	char err[256] = "", buf[32] = "", want[32], spec[256];
+	uint32_t before[2], after, id, elen;
+	int fds[3];
+	struct hdr h;
+
+	start(f);
+	for (unsigned i = 0; i < 2; i++)
+		before[i] = host_request(f, &fds[i]);
+	h = (struct hdr){ .op = OP_RESPONSE, .src_port = 1234, .dst_port = before[0],
+			  .buf_alloc = 65536 };
+	send_pkt(f, h, NULL, 0);
+	virtio_devices_pause(old);
+	state_writer_init(&w, 1);
+	virtio_devices_save(old, &w);
+	assert_int_equal(state_writer_finish(&w, &data, &len), 0);
+	assert_int_equal(state_file_parse(&sf, data, len, 1, err, sizeof(err)), 0);
+
+	f->vm = vd_create(1);
+	assert_non_null(f->vm);
+	snprintf(f->path, sizeof(f->path), "%s/restored.sock", f->dir);
+	snprintf(spec, sizeof(spec), "cid=%d,socket=%s", GUEST_CID, f->path);
+	assert_int_equal(virtio_add_vsock(f->vm, spec, err, sizeof(err)), 0);
+	memcpy(f->vm->ram, old->ram, VD_RAM_SIZE);
+	f->d.vm = f->vm;
+	virtio_devices_pause(f->vm);
+	if (virtio_devices_restore(f->vm, &sf, err, sizeof(err))) {
+		fprintf(stderr, "restore: %s\n", err);
+		fail();
+	}
+	virtio_devices_resume(f->vm);
+	assert_true(vdrv_wait_used(&f->d, 2, 3000, &id, &elen));
+	assert_int_equal(get(vdrv_ptr(&f->d, EV_GPA), 4), 0); /* TRANSPORT_RESET */
+
+	after = host_request(f, &fds[2]);
+	assert_int_not_equal(after, before[0]);
+	assert_int_not_equal(after, before[1]);
+	h = (struct hdr){ .op = OP_CREDIT_UPDATE, .src_port = 1234, .dst_port = before[0],
+			  .buf_alloc = 65536, .fwd_cnt = 100 };
+	send_pkt(f, h, NULL, 0);
+	assert_int_equal(vdrv_status(&f->d) & NEEDS_RESET, 0);
+	h = (struct hdr){ .op = OP_RESPONSE, .src_port = 1234, .dst_port = after,
+			  .buf_alloc = 65536 };
+	send_pkt(f, h, NULL, 0);
+	assert_true(readable(fds[2], 3000));
+	snprintf(want, sizeof(want), "OK %u\n", after);
+	assert_int_equal(read(fds[2], buf, strlen(want)), (ssize_t)strlen(want));
+	assert_memory_equal(buf, want, strlen(want));
+	assert_int_equal(vdrv_status(&f->d) & NEEDS_RESET, 0);
+
+	state_writer_free(&w);
+	for (unsigned i = 0; i < 3; i++)
+		close(fds[i]);
+	vd_stop_loop(old);
+	virtio_devices_destroy(old);
+	vd_destroy(old);
 }
 
 static void test_spec_errors(void **state)
@@ -574,7 +682,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_headers_need_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_credit_overflow_needs_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fwd_cnt_past_sent_needs_reset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rst_ends_connection_whatever_its_credit, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_restore_resets_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore_keeps_host_ports_apart, setup,
+						teardown),
 		cmocka_unit_test(test_spec_errors),
 	};
 
