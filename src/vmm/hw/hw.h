@@ -57,6 +57,11 @@ void rtc_resume(struct rtc *r);
 void rtc_save(struct rtc *r, struct state_writer *w, uint32_t instance);
 int rtc_restore(struct rtc *r, struct state_reader *rd);
 void rtc_destroy(struct rtc *r);
+/* UTC calendar conversions (gmtime_r and timegm without the time zone
+ * files); out-of-range fields of tm carry over. */
+struct tm;
+void rtc_utc_from_unix(int64_t t, struct tm *tm);
+int64_t rtc_unix_from_utc(const struct tm *tm);
 
 /* ACPI fixed hardware (ports in layout.h): PM1a event/control, PM timer
  * (3.579545 MHz), GPE0, reset register. SLP_TYP=S5 with SLP_EN requests

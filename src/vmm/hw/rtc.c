@@ -126,11 +126,61 @@ static unsigned decode(const struct rtc *r, uint8_t v)
 	return (r->cmos[REG_B] & B_BINARY) ? v : from_bcd(v);
 }
 
+/* UTC calendar arithmetic of our own (days from 1970-01-01 in the
+ * proleptic Gregorian calendar, H. Hinnant's algorithms): glibc's
+ * gmtime_r and timegm read /etc/localtime the first time, six system
+ * calls on a restore's path, and a jailed worker has no /etc. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era, yoe, doy;
+
+	y -= m <= 2;
+	era = floor_div(y, 400);
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+void rtc_utc_from_unix(int64_t t, struct tm *tm)
+{
+	int64_t days = floor_div(t, 86400), secs = t - days * 86400;
+	int64_t z = days + 719468, era = floor_div(z, 146097);
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	unsigned m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+	int64_t y = yoe + era * 400 + (m <= 2);
+
+	memset(tm, 0, sizeof(*tm));
+	tm->tm_sec = (int)(secs % 60);
+	tm->tm_min = (int)(secs / 60 % 60);
+	tm->tm_hour = (int)(secs / 3600);
+	tm->tm_mday = (int)(doy - (153 * mp + 2) / 5 + 1);
+	tm->tm_mon = (int)m - 1;
+	tm->tm_year = (int)(y - 1900);
+	tm->tm_wday = (int)(days - floor_div(days + 4, 7) * 7 + 4); /* 1970-01-01: Thursday */
+	tm->tm_yday = (int)(days - days_from_civil(y, 1, 1));
+}
+
+int64_t rtc_unix_from_utc(const struct tm *tm)
+{
+	/* fields out of range carry over, as timegm's do */
+	int64_t mon = tm->tm_mon, y = (int64_t)tm->tm_year + 1900 + floor_div(mon, 12);
+
+	mon -= floor_div(mon, 12) * 12;
+	return (days_from_civil(y, (unsigned)mon + 1, 1) + tm->tm_mday - 1) * 86400 +
+	       (int64_t)tm->tm_hour * 3600 + (int64_t)tm->tm_min * 60 + tm->tm_sec;
+}
+
 static void guest_now(const struct rtc *r, struct tm *tm)
 {
-	time_t t = time(NULL) + (time_t)r->offset_s;
-
-	gmtime_r(&t, tm);
+	rtc_utc_from_unix((int64_t)time(NULL) + r->offset_s, tm);
 }
 
 static uint8_t read_time_field(const struct rtc *r, const struct tm *tm, unsigned reg)
@@ -164,7 +214,8 @@ static uint8_t read_time_field(const struct rtc *r, const struct tm *tm, unsigne
 }
 
 /* Applies a guest write of one time field to tm. Out-of-range values are
- * stored as given; timegm() normalises them later, as good as any answer. */
+ * stored as given; rtc_unix_from_utc carries them over later, as good as
+ * any answer. */
 static void write_time_field(const struct rtc *r, struct tm *tm, unsigned reg, uint8_t v)
 {
 	unsigned hour;
@@ -203,10 +254,7 @@ static void write_time_field(const struct rtc *r, struct tm *tm, unsigned reg, u
 
 static void set_guest_time(struct rtc *r, struct tm *tm)
 {
-	time_t t = timegm(tm);
-
-	if (t != (time_t)-1)
-		r->offset_s = (int64_t)t - (int64_t)time(NULL);
+	r->offset_s = rtc_unix_from_utc(tm) - (int64_t)time(NULL);
 }
 
 static uint64_t realtime_ns(void)
@@ -243,12 +291,11 @@ static void rtc_catch_up(struct rtc *r)
 {
 	uint64_t now = realtime_ns(), period = periodic_ns(r);
 	int64_t second = (int64_t)(now / 1000000000ULL) + r->offset_s;
-	time_t t = (time_t)second;
 	struct tm tm;
 
 	if (!r->frozen && second != r->last_second) {
 		r->flags |= C_UF;
-		gmtime_r(&t, &tm);
+		rtc_utc_from_unix(second, &tm);
 		if (alarm_field_matches(r, &tm, REG_SEC_ALARM, REG_SEC) &&
 		    alarm_field_matches(r, &tm, REG_MIN_ALARM, REG_MIN) &&
 		    alarm_field_matches(r, &tm, REG_HOUR_ALARM, REG_HOUR))

@@ -311,6 +311,53 @@ static void test_interrupts(void **state)
 	vmd_destroy(fx.vm);
 }
 
+/* The RTC's own calendar agrees with glibc's gmtime_r and timegm: every
+ * day from 1600 to 2400 and every boundary around it, and timegm's carry
+ * of out-of-range fields (what a guest may write). */
+static void test_calendar_matches_libc(void **state)
+{
+	static const int64_t edges[] = { 0, -1, 1, 86399, 86400, -86400, -86401, 951782400,
+					 951868799, 4107542400, -2208988800, 253402300799 };
+	(void)state;
+	for (int64_t day = -135140; day <= 157054; day++) {
+		for (int64_t k = 0; k < 2; k++) {
+			time_t t = (time_t)(day * 86400 + k * 86399);
+			struct tm a, b;
+
+			assert_non_null(gmtime_r(&t, &a));
+			rtc_utc_from_unix((int64_t)t, &b);
+			assert_int_equal(a.tm_year, b.tm_year);
+			assert_int_equal(a.tm_mon, b.tm_mon);
+			assert_int_equal(a.tm_mday, b.tm_mday);
+			assert_int_equal(a.tm_hour, b.tm_hour);
+			assert_int_equal(a.tm_min, b.tm_min);
+			assert_int_equal(a.tm_sec, b.tm_sec);
+			assert_int_equal(a.tm_wday, b.tm_wday);
+			assert_int_equal(a.tm_yday, b.tm_yday);
+			assert_int_equal(rtc_unix_from_utc(&b), (int64_t)t);
+		}
+	}
+	for (unsigned i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+		time_t t = (time_t)edges[i];
+		struct tm a, b;
+
+		gmtime_r(&t, &a);
+		rtc_utc_from_unix(edges[i], &b);
+		assert_int_equal(a.tm_mday, b.tm_mday);
+		assert_int_equal(rtc_unix_from_utc(&b), edges[i]);
+	}
+	/* out of range: month 13, day 0, hour 25, minute 61, second 99, the
+	 * BCD garbage a guest can write */
+	for (int mon = -14; mon <= 26; mon += 5)
+		for (int mday = 0; mday <= 40; mday += 8) {
+			struct tm a = { .tm_year = 2026 - 1900, .tm_mon = mon, .tm_mday = mday,
+					.tm_hour = 25, .tm_min = 61, .tm_sec = 99 };
+			struct tm b = a;
+
+			assert_int_equal(rtc_unix_from_utc(&b), (int64_t)timegm(&a));
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -319,6 +366,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_uip_is_seen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_bytes_and_ram, setup, teardown),
 		cmocka_unit_test(test_interrupts),
+		cmocka_unit_test(test_calendar_matches_libc),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
