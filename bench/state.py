@@ -25,7 +25,9 @@ every 100 ms of running time) and, just after a count line arrived:
            as the incoming migration is complete. Each restore is checked:
            its first count follows the last one before the save. A third
            row has cloison-vmm's own figure, main() to the vCPUs running
-           (its "restored: the guest runs N ms" line on stderr).
+           (its "restored: the guest runs N ms" line on stderr). Every
+           cloison-vmm gets --cpuid-cache FILE, as cloisond's workers do;
+           the boot before the save writes FILE, the restores read it.
 
   echo     (mode echo, the default besides count) the same save of a guest
            booted with `touch=START-END demo`, at its prompt; the restore
@@ -276,8 +278,11 @@ def restore(cmd, mode, before, name, timeout, internal=None):
 def cloison_round(vmm, guest, mem, cmdline, work, mode, run):
     """One save and one restore; returns a dict of figures."""
     state = os.path.join(work, "state")
+    # the CPUID cache as cloisond gives every worker one (the boot below
+    # fills it, so the restores read it)
     base = [vmm, "--kernel", guest, "--memory", "%dM" % mem, "--cpus", "1",
-            "--cmdline", cmdline, "--serial", "stdio"]
+            "--cmdline", cmdline, "--serial", "stdio",
+            "--cpuid-cache", os.path.join(work, "kvm-cpuid.cache")]
     ctl_a = os.path.join(work, "a.sock")
     p = subprocess.Popen(base + ["--control", ctl_a], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -912,7 +912,9 @@ static int open_log(const struct vm *vm)
 	return fd < 0 ? -errno : fd;
 }
 
-#define MAX_ARGS (34 + 2 * (VM_MAX_DISKS + VM_MAX_NICS + CGROUP_DIRS))
+/* 38 fixed (with their values and the NULL), two per disk, NIC and cgroup */
+#define MAX_FIXED_ARGS 38
+#define MAX_ARGS (MAX_FIXED_ARGS + 2 * (VM_MAX_DISKS + VM_MAX_NICS + CGROUP_DIRS))
 
 /* Builds the worker's argv into args (strings in pool). */
 static int build_argv(const struct vm *vm, const struct vm_config *c, const char *vmm,
@@ -925,7 +927,8 @@ static int build_argv(const struct vm *vm, const struct vm_config *c, const char
 #define ARG(...)                                                                        \
 	do {                                                                            \
 		int len_ = snprintf(pool + used, poolsz - used, __VA_ARGS__);           \
-		if (len_ < 0 || (size_t)len_ >= poolsz - used)                          \
+		if (len_ < 0 || (size_t)len_ >= poolsz - used ||                        \
+		    n >= MAX_ARGS - 2 * CGROUP_DIRS - 1)                                \
 			return -E2BIG;                                                  \
 		args[n++] = pool + used;                                                \
 		used += (size_t)len_ + 1;                                               \
@@ -972,6 +975,11 @@ static int build_argv(const struct vm *vm, const struct vm_config *c, const char
 		ARG("--restore");
 		ARG("%s", restore_dir);
 	}
+	/* KVM's supported CPUID, which costs a worker ~1 ms to ask on a nested
+	 * host, is kept for all of them; the file says which /dev/kvm and
+	 * kernel it was made for, and a worker replaces one that does not fit */
+	ARG("--cpuid-cache");
+	ARG("%s/kvm-cpuid.cache", vm->d->state_dir);
 	if (uid) {
 		char dir[2300];
 		inventory_sandbox_dir(vm, dir, sizeof(dir));

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +75,7 @@ enum {
 	OPT_PAUSED,
 	OPT_RESTORE,
 	OPT_RESTORE_MEMORY,
+	OPT_CPUID_CACHE,
 	OPT_GENERATION_ID,
 	OPT_PIDFILE,
 	OPT_OOM_SCORE_ADJ,
@@ -108,6 +110,7 @@ static const struct option long_options[] = {
 	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "restore-memory", required_argument, NULL, OPT_RESTORE_MEMORY },
+	{ "cpuid-cache", required_argument, NULL, OPT_CPUID_CACHE },
 	{ "generation-id", required_argument, NULL, OPT_GENERATION_ID },
 	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
 	{ "oom-score-adj", required_argument, NULL, OPT_OOM_SCORE_ADJ },
@@ -132,7 +135,7 @@ static void usage(FILE *f)
 	      "                   [--cpus N] [--serial stdio|file:PATH|unix:PATH|pty|none]\n"
 	      "                   [--control PATH] [--name NAME] [--no-reboot] [--pidfile PATH]\n"
 	      "                   [--paused] [--restore DIR [--restore-memory lazy|eager]]\n"
-	      "                   [--generation-id GUID]\n"
+	      "                   [--generation-id GUID] [--cpuid-cache FILE]\n"
 	      "                   [--boot-protocol auto|linux|pvh]\n"
 	      "                   [--disk path=FILE[,readonly][,serial=STR][,direct]]...\n"
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
@@ -181,6 +184,11 @@ static void usage(FILE *f)
 	      "                   them; eager: all of it is read in before the guest runs.\n"
 	      "                   The file must stay unchanged while the VM runs (a later\n"
 	      "                   save writes a new one)\n"
+	      "  --cpuid-cache FILE\n"
+	      "                   keep KVM's supported CPUID in FILE and take it from there\n"
+	      "                   while FILE was made for this /dev/kvm and kernel (asking\n"
+	      "                   KVM costs ~1 ms on a nested host); a FILE that does not\n"
+	      "                   match is replaced\n"
 	      "  --generation-id GUID\n"
 	      "                   a VM Generation ID device (ACPI \\_SB.VGEN) holding GUID;\n"
 	      "                   with --restore, a GUID other than the saved one is written\n"
@@ -361,6 +369,10 @@ static int parse_one(struct options *o, int c, const char *arg)
 		o->vm.restore_eager = !strcmp(arg, "eager");
 		o->restore_memory_given = true;
 		return 0;
+	case OPT_CPUID_CACHE:
+		if (!*arg)
+			return usage_error("--cpuid-cache: the path is empty");
+		return set_once(&o->vm.cpuid_cache, "--cpuid-cache", arg);
 	case OPT_GENERATION_ID:
 		if (o->vm.has_generation_id)
 			return usage_error("--generation-id given twice");
@@ -863,9 +875,16 @@ static int run_vm(struct options *o)
 		o->jail_cfg.sync_fd = ready_fd;
 		o->vm.host_pid = jail_host_pid;
 	}
-	/* jansson seeds its hash function from /dev/urandom on first use; do
-	 * it now, while there is a /dev (the jail has none). */
-	json_object_seed(0);
+	/* jansson seeds its hash function on first use, from /dev/urandom,
+	 * which the jail has not: seed it now, with one getrandom() instead
+	 * of its open, read and close. */
+	{
+		size_t seed = 0;
+
+		if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+			seed = 0; /* jansson's own way, then */
+		json_object_seed(seed);
+	}
 	ret = catch_stop_signals(&sigw.fd);
 	if (ret) {
 		fprintf(stderr, "cloison-vmm: error: catching signals: %s\n", strerror(-ret));

@@ -131,6 +131,9 @@ static int set_boot_msrs(struct vcpu *vcpu, bool with_tsc)
 	return 0;
 }
 
+/* The LAPIC of every reset (vcpu_reset sets it; a restore sets the
+ * saved one): KVM's power-on state with LINT0 and LINT1 wired as a PC
+ * BIOS leaves them. */
 static int setup_lapic(struct vcpu *vcpu)
 {
 	struct kvm_lapic_state *l = &vcpu->lapic0;
@@ -145,8 +148,6 @@ static int setup_lapic(struct vcpu *vcpu)
 	memcpy(&v, &l->regs[APIC_LVT1], 4);
 	v = (v & ~0x700u & ~0x10000u) | APIC_MODE_NMI << 8;
 	memcpy(&l->regs[APIC_LVT1], &v, 4);
-	if (ioctl(vcpu->fd, KVM_SET_LAPIC, l) < 0)
-		return -errno;
 	return 0;
 }
 
@@ -199,7 +200,7 @@ int vcpu_create(struct vm *vm, unsigned index, char *err, size_t errlen)
 	ret = setup_cpuid(vcpu);
 	if (ret)
 		goto fail;
-	step = "KVM_SET_LAPIC";
+	step = "KVM_GET_LAPIC";
 	ret = setup_lapic(vcpu);
 	if (ret)
 		goto fail;

@@ -161,7 +161,10 @@ static int routes_init(struct vm *vm)
 			e->u.irqchip.pin = gsi % 8;
 		}
 	}
-	return routes_commit(vm);
+	/* KVM_CREATE_IRQCHIP set up this very table; the first MSI route
+	 * commits it. (Each commit waits for an SRCU grace period, up to a
+	 * millisecond on a nested host.) */
+	return 0;
 }
 
 static struct kvm_irq_routing_entry *routes_find_msi(struct gsi_routes *r, unsigned gsi)
@@ -504,7 +507,8 @@ static int ram_file(uint64_t size, bool *huge)
 	return memfd_create("cloison-guest", MFD_CLOEXEC);
 }
 
-static int setup_memory(struct vm *vm, char *err, size_t errlen)
+/* Guest RAM's layout: below the PCI hole, and the rest from 4 GiB. */
+static int memory_layout(struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t size = vm->cfg.memory;
 	uint64_t low = MIN(size, LAYOUT_LOWMEM_END);
@@ -517,12 +521,6 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 			    "--memory %" PRIu64 " MiB needs %" PRIu64 " GiB of guest-physical "
 			    "space but this CPU has %u physical address bits",
 			    size >> 20, top >> 30, bits);
-	m->memfd = ram_file(size, &m->huge);
-	if (m->memfd < 0)
-		return vmm_fail(err, errlen, -errno, "creating guest memory: %s", strerror(errno));
-	if (ftruncate(m->memfd, (off_t)size) < 0)
-		return vmm_fail(err, errlen, -errno, "sizing guest memory to %" PRIu64 " bytes: %s",
-			    size, strerror(errno));
 	m->total = size;
 	m->regions[0] = (struct guest_mem_region){ .gpa = 0, .size = low, .memfd_off = 0 };
 	m->nregions = 1;
@@ -531,15 +529,36 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 			.gpa = LAYOUT_HIGHMEM_START, .size = size - low, .memfd_off = low };
 		m->nregions = 2;
 	}
+	return 0;
+}
+
+/* The memfd, and each region mapped and given to KVM as a memory slot:
+ * the memfd's pages shared, or, with private_fd (a lazy restore's memory
+ * file, vm_state.c), that file's copy-on-write. The slots are made before
+ * any vCPU: with vCPUs, each change of a slot or of what backs it costs
+ * KVM a flush of them all. */
+static int setup_memory(struct vm *vm, int private_fd, char *err, size_t errlen)
+{
+	struct guest_mem *m = &vm->mem;
+
+	m->memfd = ram_file(m->total, &m->huge);
+	if (m->memfd < 0)
+		return vmm_fail(err, errlen, -errno, "creating guest memory: %s", strerror(errno));
+	if (ftruncate(m->memfd, (off_t)m->total) < 0)
+		return vmm_fail(err, errlen, -errno, "sizing guest memory to %" PRIu64 " bytes: %s",
+			    m->total, strerror(errno));
 	for (unsigned i = 0; i < m->nregions; i++) {
 		struct guest_mem_region *r = &m->regions[i];
 		struct kvm_userspace_memory_region slot;
-		void *p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-			       m->memfd, (off_t)r->memfd_off);
+		int fd = private_fd >= 0 ? private_fd : m->memfd;
+		void *p = mmap(NULL, r->size, PROT_READ | PROT_WRITE,
+			       (private_fd >= 0 ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE, fd,
+			       (off_t)r->memfd_off);
 		if (p == MAP_FAILED)
 			return vmm_fail(err, errlen, -errno, "mapping guest memory: %s", strerror(errno));
 		r->hva = p;
-		madvise(p, r->size, MADV_HUGEPAGE);
+		if (private_fd < 0)
+			madvise(p, r->size, MADV_HUGEPAGE);
 		slot = (struct kvm_userspace_memory_region){
 			.slot = i,
 			.guest_phys_addr = r->gpa,
@@ -706,7 +725,7 @@ static int setup_irqchip(struct vm *vm, char *err, size_t errlen)
 		return vmm_fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	ret = routes_init(vm);
 	if (ret)
-		return vmm_fail(err, errlen, ret, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+		return vmm_fail(err, errlen, ret, "the GSI routing table: %s", strerror(-ret));
 	for (unsigned i = 0; i < 3; i++) {
 		vm->irqchip0[i].chip_id = i;
 		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &vm->irqchip0[i]) < 0)
@@ -742,22 +761,13 @@ static int get_msr_list(struct vm *vm)
 	return -E2BIG;
 }
 
-int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen)
-{
-	struct vm *vm = calloc(1, sizeof(*vm));
-	int ret, max;
 
-	if (!vm)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
-	vm->cfg = *cfg;
-	vm->kvm_fd = vm->vm_fd = vm->mem.memfd = vm->signal_fd = -1;
-	vm->mem.lazy_fd = vm->mem.pagemap_fd = -1;
-	vm->kick_signal = SIGUSR1;
-	vm->state = VM_STATE_CREATED;
-	atomic_init(&vm->want_park, true); /* vCPU threads start parked */
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
-	*out = vm;
+/* Everything of vm_create after the allocation; rs is the restore's
+ * (cfg.restore) once vm_state_open has read it. */
+static int build(struct vm *vm, struct vm_restore *rs, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = &vm->cfg;
+	int ret, max;
 
 	ret = open_kvm(vm, err, errlen);
 	if (ret)
@@ -766,13 +776,27 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 	if (cfg->ncpus < 1 || cfg->ncpus > (unsigned)max)
 		return vmm_fail(err, errlen, -EINVAL,
 			    "--cpus %u: this host's KVM allows 1 to %d vCPUs", cfg->ncpus, max);
-	ret = cpuid_get_supported(vm->kvm_fd, &vm->cpuid_supported);
+	ret = cpuid_get_supported_cached(vm->kvm_fd, cfg->cpuid_cache, &vm->cpuid_supported);
 	if (ret)
 		return vmm_fail(err, errlen, ret, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
 	ret = get_msr_list(vm);
 	if (ret)
 		return vmm_fail(err, errlen, ret, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
-	ret = setup_memory(vm, err, errlen);
+	ret = memory_layout(vm, err, errlen);
+	if (ret)
+		return ret;
+	/* --restore: state.bin is read and checked, and the memory file
+	 * opened, before guest RAM is made, so that a lazy restore maps the
+	 * file from the start. Everything the guest sees comes from the saved
+	 * state, so the kernel is not loaded (work thrown away, and page
+	 * faults on a path measured in milliseconds); a reset loads it, and
+	 * the worker's start checked that it opens (main.c). */
+	if (cfg->restore) {
+		ret = vm_state_open(vm, cfg->restore, rs, err, errlen);
+		if (ret)
+			return ret;
+	}
+	ret = setup_memory(vm, cfg->restore && !cfg->restore_eager ? rs->mem_fd : -1, err, errlen);
 	if (ret)
 		return ret;
 	ret = e820_build(cfg->memory, &vm->e820);
@@ -804,19 +828,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 	ret = machine_create_devices(vm, err, errlen);
 	if (ret)
 		return ret;
-	/* --restore: everything the guest sees comes from the saved state, so
-	 * the kernel is not loaded (work thrown away, and page faults on a
-	 * path measured in milliseconds); a reset loads it. That it opens is
-	 * checked now, not at the guest's first reboot. */
-	if (cfg->restore) {
-		struct mapped_file kernel;
-
-		ret = map_file(cfg->kernel, "kernel", &kernel, err, errlen);
-		if (ret)
-			return ret;
-		unmap_file(&kernel);
-		return vm_state_restore(vm, cfg->restore, err, errlen);
-	}
+	if (cfg->restore)
+		return vm_state_restore(vm, rs, err, errlen);
 	ret = load_guest(vm, err, errlen);
 	if (ret)
 		return ret;
@@ -826,6 +839,29 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
 			return vmm_fail(err, errlen, ret, "setting up vCPU %u: %s", i, strerror(-ret));
 	}
 	return 0;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct vm_restore rs;
+	int ret;
+
+	if (!vm)
+		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+	vm->cfg = *cfg;
+	vm->kvm_fd = vm->vm_fd = vm->mem.memfd = vm->signal_fd = -1;
+	vm->mem.lazy_fd = vm->mem.pagemap_fd = -1;
+	vm->kick_signal = SIGUSR1;
+	vm->state = VM_STATE_CREATED;
+	atomic_init(&vm->want_park, true); /* vCPU threads start parked */
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	*out = vm;
+	vm_state_init(&rs);
+	ret = build(vm, &rs, err, errlen);
+	vm_state_close(&rs);
+	return ret;
 }
 
 int vm_watch_signals(struct vm *vm, const sigset_t *set, void (*cb)(void *, uint32_t))

@@ -45,6 +45,7 @@ struct vm_config {
 	bool no_reboot;
 	bool start_paused; /* --paused: vCPUs wait for "resume" */
 	const char *restore; /* --restore DIR: the saved state to go on from */
+	const char *cpuid_cache; /* --cpuid-cache FILE: KVM's supported CPUID */
 	bool restore_eager;  /* --restore-memory eager: read RAM in before running */
 	enum boot_protocol protocol;
 	const char *const *disks; /* --disk specs, ndisks of them */

@@ -214,30 +214,19 @@ int vm_state_drop_lazy(struct guest_mem *m)
 	return 0;
 }
 
-/* The regions become private mappings of fd; the memfd's pages (what
- * the fresh VM's boot wrote) are freed. */
-static int map_lazily(struct guest_mem *m, int fd)
+/* A lazy restore: the regions already map the memory file fd privately
+ * (setup_memory in vm.c); the guest RAM keeps fd, and /proc/self/pagemap
+ * to tell the pages the guest wrote from the file's at the next save. */
+static int keep_lazily(struct guest_mem *m, int *fd)
 {
-	int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), ret;
+	int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 
 	if (pagemap < 0)
 		return -errno;
-	m->lazy_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	if (m->lazy_fd < 0) {
-		ret = -errno;
-		close(pagemap);
-		return ret;
-	}
+	m->lazy_fd = *fd;
 	m->pagemap_fd = pagemap;
 	m->lazy = true;
-	ret = map_regions(m, fd, MAP_PRIVATE);
-	if (ret) {
-		vm_state_drop_lazy(m);
-		return ret;
-	}
-	if (fallocate(m->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)m->total) < 0) {
-		/* the memfd is not mapped now; nothing reads it until a reset */
-	}
+	*fd = -1;
 	return 0;
 }
 
@@ -259,12 +248,10 @@ static int write_memory(const struct guest_mem *m, int fd, uint64_t *data_bytes)
 
 /* The memory file back into guest RAM, its holes left as they are (the
  * VM's RAM is fresh, so zero). */
+/* An eager restore: the save's data extents into the fresh memfd (its
+ * holes stay holes, which read 0; nothing is loaded before a restore). */
 static int read_memory(const struct guest_mem *m, int fd)
 {
-	/* what booting the fresh VM wrote goes; the save's holes read 0 */
-	if (fallocate(m->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)m->total) < 0)
-		for (unsigned i = 0; i < m->nregions; i++)
-			memset(m->regions[i].hva, 0, m->regions[i].size);
 	return for_each_extent(m, fd, extent_in, fd);
 }
 
@@ -409,11 +396,11 @@ static int check_machine(const struct state_file *f, const struct vm *vm, char *
 	ncpus = state_get_u32(&r);
 	total = state_get_u64(&r);
 	nregions = state_get_u32(&r);
-	if (ncpus != vm->nvcpus || total != vm->mem.total || nregions != vm->mem.nregions)
+	if (ncpus != vm->cfg.ncpus || total != vm->mem.total || nregions != vm->mem.nregions)
 		return vmm_fail(err, errlen, -EINVAL,
 			    "the state is of a VM with %u vCPUs and %" PRIu64 " MiB in %u regions; "
 			    "this one has %u vCPUs and %" PRIu64 " MiB", ncpus, total >> 20, nregions,
-			    vm->nvcpus, vm->mem.total >> 20);
+			    vm->cfg.ncpus, vm->mem.total >> 20);
 	for (unsigned i = 0; i < nregions; i++) {
 		const struct guest_mem_region *m = &vm->mem.regions[i];
 
@@ -433,65 +420,89 @@ static int check_machine(const struct state_file *f, const struct vm *vm, char *
 	return 0;
 }
 
-static int load_memory(struct vm *vm, const char *dir, const char *name, char *err,
-		       size_t errlen)
+static int open_memory(struct vm *vm, const char *dir, const char *name,
+		       struct vm_restore *rs, char *err, size_t errlen)
 {
-	char path[4096];
 	struct stat st;
-	int fd, ret;
+	int fd;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+	if ((size_t)snprintf(rs->mem_path, sizeof(rs->mem_path), "%s/%s", dir, name) >=
+	    sizeof(rs->mem_path))
 		return vmm_fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	fd = open(rs->mem_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
-		return vmm_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		return vmm_fail(err, errlen, -errno, "%s: %s", rs->mem_path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != vm->mem.total) {
 		close(fd);
 		return vmm_fail(err, errlen, -EINVAL, "%s: not the memory of this save (%lld bytes, "
-			    "the VM has %" PRIu64 ")", path, (long long)st.st_size, vm->mem.total);
+			    "the VM has %" PRIu64 ")", rs->mem_path, (long long)st.st_size,
+			    vm->mem.total);
 	}
-	ret = vm->cfg.restore_eager ? read_memory(&vm->mem, fd) : map_lazily(&vm->mem, fd);
-	close(fd);
-	if (ret)
-		return vmm_fail(err, errlen, ret, "%s: cannot %s: %s", path,
-			    vm->cfg.restore_eager ? "read" : "map", strerror(-ret));
+	rs->mem_fd = fd;
 	return 0;
 }
 
-int vm_state_restore(struct vm *vm, const char *dir, char *err, size_t errlen)
+void vm_state_init(struct vm_restore *rs)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->mem_fd = -1;
+}
+
+void vm_state_close(struct vm_restore *rs)
+{
+	free(rs->data);
+	if (rs->mem_fd >= 0)
+		close(rs->mem_fd);
+	vm_state_init(rs);
+}
+
+/* a state that does not fit is bad data, not a bad command line */
+static int bad_data(int ret)
+{
+	return ret == -EINVAL ? -EBADMSG : ret;
+}
+
+int vm_state_open(struct vm *vm, const char *dir, struct vm_restore *rs, char *err,
+		  size_t errlen)
 {
 	char path[4096], name[MEMORY_NAME_MAX];
-	struct state_file f;
-	uint32_t tsc_khz = 0;
-	char *data = NULL;
 	size_t len;
-	int xsave = xsave_available(vm), ret;
+	int ret;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/" STATE_NAME, dir) >= sizeof(path))
 		return vmm_fail(err, errlen, -ENAMETOOLONG, "%s: the path is too long", dir);
-	ret = read_file(path, STATE_FILE_MAX, &data, &len);
+	ret = read_file(path, STATE_FILE_MAX, &rs->data, &len);
 	if (ret)
 		return vmm_fail(err, errlen, ret, "%s: %s", path, ret == -EFBIG ?
 			    "larger than any state file" : strerror(-ret));
-	ret = state_file_parse(&f, data, len, vm_state_fingerprint(&vm->cfg), err, errlen);
+	ret = state_file_parse(&rs->f, rs->data, len, vm_state_fingerprint(&vm->cfg), err, errlen);
 	if (!ret)
-		ret = check_machine(&f, vm, name, &tsc_khz, err, errlen);
+		ret = check_machine(&rs->f, vm, name, &rs->tsc_khz, err, errlen);
 	if (!ret)
-		ret = load_memory(vm, dir, name, err, errlen);
-	if (!ret)
-		ret = kvm_state_restore_vm(&f, vm->vm_fd, err, errlen);
+		ret = open_memory(vm, dir, name, rs, err, errlen);
+	return bad_data(ret);
+}
+
+int vm_state_restore(struct vm *vm, struct vm_restore *rs, char *err, size_t errlen)
+{
+	int xsave = xsave_available(vm), ret;
+
+	ret = vm->cfg.restore_eager ? read_memory(&vm->mem, rs->mem_fd)
+				    : keep_lazily(&vm->mem, &rs->mem_fd);
+	if (ret)
+		return vmm_fail(err, errlen, ret, "%s: cannot %s: %s", rs->mem_path,
+			    vm->cfg.restore_eager ? "read" : "map", strerror(-ret));
+	ret = kvm_state_restore_vm(&rs->f, vm->vm_fd, err, errlen);
 	for (unsigned i = 0; i < vm->nvcpus && !ret; i++) {
 		/* the guest's TSC runs at the saved rate if KVM can scale it */
-		if (tsc_khz && ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0) != (int)tsc_khz &&
-		    ioctl(vm->vcpus[i].fd, KVM_SET_TSC_KHZ, tsc_khz) < 0)
+		if (rs->tsc_khz && ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0) != (int)rs->tsc_khz &&
+		    ioctl(vm->vcpus[i].fd, KVM_SET_TSC_KHZ, rs->tsc_khz) < 0)
 			ret = vmm_fail(err, errlen, -errno, "the state's TSC runs at %u kHz and this "
-				   "host cannot scale to it: %s", tsc_khz, strerror(errno));
+				   "host cannot scale to it: %s", rs->tsc_khz, strerror(errno));
 		if (!ret)
-			ret = kvm_state_restore_vcpu(&f, vm->vcpus[i].fd, i, xsave, err, errlen);
+			ret = kvm_state_restore_vcpu(&rs->f, vm->vcpus[i].fd, i, xsave, err, errlen);
 	}
 	if (!ret)
-		ret = machine_restore_devices(vm, &f, err, errlen);
-	free(data);
-	/* a state that does not fit is bad data, not a bad command line */
-	return ret == -EINVAL ? -EBADMSG : ret;
+		ret = machine_restore_devices(vm, &rs->f, err, errlen);
+	return bad_data(ret);
 }

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmm/state/record.h"
+
 struct vm;
 struct vm_config;
 
@@ -38,14 +40,29 @@ uint64_t vm_state_fingerprint(const struct vm_config *cfg);
 int vm_state_save(struct vm *vm, const char *dir, struct vm_save_stats *stats, char *err,
 		  size_t errlen);
 
-/* Restores a VM that vm_create() built from the same configuration (with
- * cfg.restore set: no guest loaded) from dir: checks state.bin whole
- * before anything changes, then loads guest RAM and restores KVM, the
- * vCPUs and the devices. 0, or -errno with err saying what does not fit
- * (-EBADMSG for a state that is damaged or not this VM's, never -EINVAL,
- * which the worker reports as a usage error); a failed restore leaves the
- * files in dir untouched. */
-int vm_state_restore(struct vm *vm, const char *dir, char *err, size_t errlen);
+/* A restore, in two steps inside vm_create() (cfg.restore set: no guest
+ * is loaded). vm_state_open reads state.bin from dir and checks it whole
+ * against the VM's configuration and memory layout, and opens the memory
+ * file it names: before guest memory is made, which with a lazy restore
+ * maps that file (mem_fd) copy-on-write from the start. vm_state_restore,
+ * once the vCPUs and devices exist, reads guest RAM in (eager) or keeps
+ * the file (lazy), and restores KVM, the vCPUs and the devices. Each is 0,
+ * or -errno with err saying what does not fit (-EBADMSG for a state that
+ * is damaged or not this VM's, never -EINVAL, which the worker reports as
+ * a usage error); a failed restore leaves the files in dir untouched.
+ * vm_state_close frees what is left (init first, close always). */
+struct vm_restore {
+	struct state_file f;
+	char *data; /* state.bin, which f reads */
+	int mem_fd;
+	uint32_t tsc_khz;
+	char mem_path[4096];
+};
+void vm_state_init(struct vm_restore *rs);
+int vm_state_open(struct vm *vm, const char *dir, struct vm_restore *rs, char *err,
+		  size_t errlen);
+int vm_state_restore(struct vm *vm, struct vm_restore *rs, char *err, size_t errlen);
+void vm_state_close(struct vm_restore *rs);
 
 /* After a lazy restore, guest RAM maps the saved memory file; this maps
  * the VM's own memory back in place (its pages are not brought along: the
