@@ -477,14 +477,22 @@ def main():
                 "restore", fmt_ms, ckey="restore_eager")
     print()
     if 512 in results:
+        # The target is "to running": the worker's own figure, over
+        # every restore of the run (count and echo). The ratio to QEMU needs
+        # a byte both sides print: the keystroke's answer (or the count).
+        n, res = results[512]
+        running = statistics.median(r["running_lazy"] for (mode, side), rs in res.items()
+                                    if side == "cloison" for r in rs)
         label = ("restore (lazy): exec -> answer to a keystroke (demo prompt)" if "echo" in modes
                  else "restore (lazy): exec -> next serial byte (next count line)")
         c, q = summary[512, label]
-        print("target (512 MiB, %s): lazy restore <= 2 ms: %s (%s); "
-              ">= 20x faster than QEMU: %s (%.1fx)"
-              % (label.split(": ", 1)[1], "met" if c <= 0.002 else "MISSED", fmt_ms(c),
+        b, _ = summary[512, "restore (lazy): exec -> next serial byte (next count line)"]
+        print("target (512 MiB): lazy restore to running <= 2 ms (worker start -> vCPUs "
+              "running, median of every lazy restore): %s (%s; exec -> next serial byte %s, "
+              "exec -> keystroke answer %s); >= 20x faster than QEMU (%s): %s (%.1fx)"
+              % ("met" if running <= 0.002 else "MISSED", fmt_ms(running), fmt_ms(b),
+                 fmt_ms(c) if "echo" in modes else "not run", label.split(": ", 1)[1],
                  "met" if q / c >= 20 else "MISSED", q / c))
-
 
 if __name__ == "__main__":
     main()
