@@ -196,6 +196,7 @@ struct daemon {
 	char vmm_path[4200];
 	char config_path[4096];
 	bool no_sandbox; /* --no-sandbox: workers run as root, unfiltered */
+	char cpuid_cache[64]; /* the workers' --cpuid-cache, "" none (main.c) */
 
 	/* Daemon configuration (cloisond.json). */
 	char *admins[DAEMON_MAX_ADMINS];

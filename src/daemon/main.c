@@ -27,6 +27,8 @@
 #include "daemon/daemon.h"
 #include "daemon/job.h"
 
+#define CPUID_CACHE_DIR "/var/cache/cloison"
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -349,6 +351,16 @@ int main(int argc, char **argv)
 		log_error("cannot load the virtual switches: %s", err);
 		goto out;
 	}
+	/* KVM's supported CPUID is the host's, not this state directory's:
+	 * one cache for every cloisond and worker on the host (cpuid_cache.c
+	 * keys it to the /dev/kvm node and kernel). Without it, each worker
+	 * asks KVM. */
+	if (mkdir_p(CPUID_CACHE_DIR, 0755) == 0)
+		snprintf(d->cpuid_cache, sizeof(d->cpuid_cache), "%s/kvm-cpuid.cache",
+			 CPUID_CACHE_DIR);
+	else
+		log_warn("cannot create %s: workers ask KVM for its CPUID each time (~1 ms)",
+			 CPUID_CACHE_DIR);
 	if ((r = inventory_load(d))) {
 		log_error("%s: cannot read the state directory: %s", d->state_dir, strerror(-r));
 		goto out;

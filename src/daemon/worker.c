@@ -978,8 +978,10 @@ static int build_argv(const struct vm *vm, const struct vm_config *c, const char
 	/* KVM's supported CPUID, which costs a worker ~1 ms to ask on a nested
 	 * host, is kept for all of them; the file says which /dev/kvm and
 	 * kernel it was made for, and a worker replaces one that does not fit */
-	ARG("--cpuid-cache");
-	ARG("%s/kvm-cpuid.cache", vm->d->state_dir);
+	if (vm->d->cpuid_cache[0]) {
+		ARG("--cpuid-cache");
+		ARG("%s", vm->d->cpuid_cache);
+	}
 	if (uid) {
 		char dir[2300];
 		inventory_sandbox_dir(vm, dir, sizeof(dir));

@@ -100,6 +100,28 @@ def test_every_worker_is_sandboxed_under_its_own_uid(daemon):
     assert v["sandbox"] is None and v["pid"] is None, v
 
 
+def test_workers_share_the_hosts_cpuid_cache(daemon):
+    """Every worker gets --cpuid-cache in the host's cache directory, not
+    in the state directory, and a worker that finds the file damaged
+    replaces it with KVM's answer (cpuid_cache.c; the codec's own tests
+    are tests/unit/vmm/test_cpuid_cache.c)."""
+    require_root()
+    path = "/var/cache/cloison/kvm-cpuid.cache"
+    with open(path, "wb") as f:  # damaged: the next worker must replace it
+        f.write(b"not a cache file")
+    v = start(daemon, "cc")
+    # the supervisor has the worker's command line (the worker's own is
+    # the same process image after fork)
+    with open("/proc/%d/cmdline" % v["sandbox"]["supervisor_pid"], "rb") as f:
+        argv = f.read().split(b"\0")
+    assert argv[argv.index(b"--cpuid-cache") + 1] == path.encode(), argv
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"CLCPUID1" and len(data) > 100, data[:64]
+    assert "kvm-cpuid.cache" not in os.listdir(daemon.state_dir)
+    daemon.ok("vm", "stop", "cc", "--turn-off")
+
+
 def test_forbidden_call_crashes_the_vm_naming_it(daemon):
     require_root()
     victim = start(daemon, "sv")
