@@ -1,5 +1,5 @@
 /* `hostile=DEV`: a misbehaving driver. Posts malformed chains to the first
- * device of the kind (blk, net, rng, console, vsock) — a descriptor loop, a
+ * device of the kind (blk, net, rng, console, vsock, balloon) — a descriptor loop, a
  * buffer outside RAM, an overlong chain, a garbage avail index, broken
  * indirect tables — re-initialising the device between steps, and after
  * each checks that ANOTHER device (virtio-rng, else a virtio-blk disk that
@@ -30,6 +30,7 @@ static const struct target targets[] = {
 	{ "rng", VIRTIO_ID_RNG, 1, 0, true },	   /* requestq */
 	{ "console", VIRTIO_ID_CONSOLE, 2, 1, false }, /* port 0 transmitq */
 	{ "vsock", VIRTIO_ID_VSOCK, 3, 1, false }, /* tx */
+	{ "balloon", 5, 2, 0, false },		   /* inflateq */
 	{ NULL, 0, 0, 0, false },
 };
 

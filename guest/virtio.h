@@ -147,6 +147,8 @@ int blk_rw(struct blk_dev *b, uint32_t type, uint64_t sector, void *buf, uint32_
 
 int rng_read(struct guest *g, unsigned n, void *buf, uint32_t len, uint32_t *got);
 int rng_run(struct guest *g);
+/* balloon=SIZE[,free=SIZE] (balloon.c); 0, or -1 for a malformed word. */
+int balloon_run(struct guest *g, const char *arg, size_t len);
 
 struct net_dev;
 int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **res);
@@ -165,7 +167,7 @@ int net_send_test(struct net_dev *n, const char *kind, size_t len);
 /* Resets the NIC (hot remove): it is not used again. */
 void net_stop(struct net_dev *n);
 
-/* `hostile=DEV` (blk, net, rng, console, vsock): target[0..len) names DEV.
+/* `hostile=DEV` (blk, net, rng, console, vsock, balloon): target[0..len) names DEV.
  * 0, or -1 for an unknown DEV or no memory. */
 int hostile_run(struct guest *g, const char *target, size_t len);
 

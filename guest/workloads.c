@@ -175,6 +175,8 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 		return act_blkrec(g, w + 7, wlen - 7);
 	if (word_is(w, wlen, "rng"))
 		return rng_run(g);
+	if (word_has_prefix(w, wlen, "balloon="))
+		return balloon_run(g, w + 8, wlen - 8);
 	if (word_has_prefix(w, wlen, "netbench=")) {
 		uint32_t peer;
 		unsigned prefix;

@@ -151,16 +151,27 @@ int evloop_del_fd(struct evloop *loop, int fd)
 	return ret;
 }
 
+/* The loop this thread is running, for evloop_is_current(). */
+static __thread const struct evloop *current_loop;
+
+bool evloop_is_current(const struct evloop *loop)
+{
+	return loop && current_loop == loop;
+}
+
 int evloop_run(struct evloop *loop)
 {
 	struct epoll_event evs[64];
+	int ret = 0;
 
+	current_loop = loop;
 	while (!loop->stop) {
 		int n = epoll_wait(loop->epfd, evs, 64, -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			ret = -errno;
+			break;
 		}
 		for (int i = 0; i < n; i++) {
 			struct evloop_watch *w = evs[i].data.ptr;
@@ -179,7 +190,8 @@ int evloop_run(struct evloop *loop)
 		loop->graveyard = NULL;
 		pthread_mutex_unlock(&loop->lock);
 	}
-	return 0;
+	current_loop = NULL;
+	return ret;
 }
 
 void evloop_stop(struct evloop *loop)

@@ -3,6 +3,7 @@
 #ifndef CLOISON_COMMON_EVLOOP_H
 #define CLOISON_COMMON_EVLOOP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct evloop;
@@ -25,5 +26,8 @@ int evloop_del_fd(struct evloop *loop, int fd);
 int evloop_run(struct evloop *loop);
 /* Async-signal-safe and thread-safe. */
 void evloop_stop(struct evloop *loop);
+/* Whether the calling thread is inside evloop_run(loop): work that only
+ * the loop's thread may do (its seccomp list) is handed to it otherwise. */
+bool evloop_is_current(const struct evloop *loop);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -28,6 +29,7 @@
 #include "vmm/seccomp.h"
 #include "vmm/state/vm_state.h"
 #include "vmm/unixsock.h"
+#include "vmm/virtio/balloon.h"
 #include "vmm/virtio/devices.h"
 #include "vmm/vm_internal.h"
 
@@ -488,6 +490,61 @@ static json_t *cmd_set_link(struct control *ctl, const char **code, char *messag
 	return json_pack("{s:s, s:b}", "tap", tap, "up", json_is_true(up));
 }
 
+/* The driver's statistics by name: only those it sent. */
+static json_t *balloon_stats(const struct balloon_info *in)
+{
+	static const char *const names[BALLOON_S_NR] = {
+		[BALLOON_S_SWAP_IN] = "swap_in",     [BALLOON_S_SWAP_OUT] = "swap_out",
+		[BALLOON_S_MAJFLT] = "major_faults", [BALLOON_S_MINFLT] = "minor_faults",
+		[BALLOON_S_MEMFREE] = "free",	     [BALLOON_S_MEMTOT] = "total",
+		[BALLOON_S_AVAIL] = "available",     [BALLOON_S_CACHES] = "caches",
+		[BALLOON_S_HTLB_PGALLOC] = "hugetlb_allocations",
+		[BALLOON_S_HTLB_PGFAIL] = "hugetlb_failures",
+	};
+	json_t *o = json_object();
+
+	for (unsigned i = 0; i < BALLOON_S_NR; i++)
+		if (in->stats_present & (1u << i))
+			json_object_set_new(o, names[i], json_integer((json_int_t)in->stats[i]));
+	return o;
+}
+
+/* {"cmd":"balloon"[,"assigned":BYTES]}: dynamic memory. With "assigned",
+ * the guest's target becomes BYTES (the balloon takes the rest). The
+ * reply is the device's state: memory, target, assigned (what the guest
+ * has, by its driver), the driver's last statistics (asking for fresh
+ * ones) and the bytes given back. */
+static json_t *cmd_balloon(struct control *ctl, const char **code, char *message, size_t mlen)
+{
+	struct virtio_dev *dev = virtio_devices_balloon(ctl->vm);
+	json_t *assigned = json_object_get(ctl->msg, "assigned");
+	struct balloon_info in;
+
+	if (!dev) {
+		*code = "no-device";
+		snprintf(message, mlen, "the VM has no balloon: start it with --balloon on");
+		return NULL;
+	}
+	if (assigned) {
+		json_int_t v = json_is_integer(assigned) ? json_integer_value(assigned) : -1;
+
+		if (v < 0 || virtio_balloon_set_target(dev, (uint64_t)v)) {
+			*code = "bad-request";
+			snprintf(message, mlen, "\"assigned\" must be a number of bytes from 1 MiB "
+				 "to the VM's memory (%" PRIu64 ")", ctl->vm->cfg.memory);
+			return NULL;
+		}
+	}
+	virtio_balloon_info(dev, &in);
+	return json_pack("{s:I, s:I, s:I, s:b, s:o, s:o?, s:I, s:I}", "memory",
+			 (json_int_t)in.memory, "target", (json_int_t)in.target, "assigned",
+			 (json_int_t)in.assigned, "driver", in.driver, "stats", balloon_stats(&in),
+			 "stats_age_ms",
+			 in.have_stats ? json_integer((json_int_t)(in.stats_age_ns / 1000000))
+				       : NULL,
+			 "reported", (json_int_t)in.reported, "discarded", (json_int_t)in.discarded);
+}
+
 static json_t *cmd_pause(struct control *ctl, const char **code, char *message, size_t mlen)
 {
 	if (vm_pause(ctl->vm))
@@ -673,6 +730,7 @@ static const struct command commands[] = {
 	{ "device-add", cmd_device_add, NULL },
 	{ "device-remove", cmd_device_remove, NULL },
 	{ "set-link", cmd_set_link, NULL },
+	{ "balloon", cmd_balloon, NULL },
 	{ "disk-switch", cmd_disk_switch, NULL },
 	{ "disk-share", cmd_disk_share, NULL },
 #ifdef CLOISON_TEST_HOOKS

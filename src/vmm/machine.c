@@ -176,7 +176,10 @@ static int virtio_create(struct vm *vm, char *err, size_t errlen)
 		if (ret)
 			return ret;
 	}
-	return virtio_add_rng(vm, err, errlen);
+	ret = virtio_add_rng(vm, err, errlen);
+	if (ret || !vm->cfg.balloon)
+		return ret;
+	return virtio_add_balloon(vm, vm->cfg.balloon, vm->cfg.memory, err, errlen);
 }
 
 /* kvmclock stops while the VM is paused, so that the guest's clock does

@@ -71,6 +71,7 @@ enum {
 	OPT_NET,
 	OPT_CONSOLE,
 	OPT_VSOCK,
+	OPT_BALLOON,
 	OPT_NO_REBOOT,
 	OPT_PAUSED,
 	OPT_RESTORE,
@@ -106,6 +107,7 @@ static const struct option long_options[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
+	{ "balloon", required_argument, NULL, OPT_BALLOON },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
@@ -141,6 +143,7 @@ static void usage(FILE *f)
 	      "                   [--net tap=NAME|fd=N[,mac=XX:XX:XX:XX:XX:XX]]...\n"
 	      "                   [--console unix:PATH|file:PATH]\n"
 	      "                   [--vsock cid=N,socket=PATH[,host-only]]\n"
+	      "                   [--balloon on|assigned=SIZE]\n"
 	      "                   [--jail [--jail-uid UID] [--jail-gid GID] [--jail-dir DIR]\n"
 	      "                           [--core-dump] | --no-sandbox]\n"
 	      "       cloison-vmm --check-host [--json]\n"
@@ -156,7 +159,7 @@ static void usage(FILE *f)
 	      "  --serial WHERE   COM1: stdio (default), file:PATH, unix:PATH, pty or none\n"
 	      "                   (on a terminal, Ctrl-A x powers the VM off)\n"
 	      "  --control PATH   control socket (JSON lines: status, pause, resume,\n"
-	      "                   shutdown, poweroff, reset, save)\n"
+	      "                   shutdown, poweroff, reset, save, balloon, ...)\n"
 	      "  --name NAME      name for logs and status\n"
 	      "  --disk SPEC      virtio-blk disk (raw, VHDX or VHD), repeatable\n"
 	      "  --net SPEC       virtio-net NIC on a tap device, repeatable\n"
@@ -167,6 +170,11 @@ static void usage(FILE *f)
 	      "                   is unix sockets: connect to PATH and send \"CONNECT <port>\\n\"\n"
 	      "                   to reach a guest port; the guest's connections to host\n"
 	      "                   port P go to PATH_P (,host-only: refused; --jail implies it)\n"
+	      "  --balloon on|assigned=SIZE\n"
+	      "                   virtio-balloon (dynamic memory): the guest starts with SIZE\n"
+	      "                   of its --memory (on: all of it); the control socket's\n"
+	      "                   \"balloon\" reads and sets the target, pages the guest\n"
+	      "                   gives up or reports free go back to the host\n"
 	      "  --no-reboot      exit with status 3 when the guest resets\n"
 	      "  --pidfile PATH   write the worker's pid there once the VM runs\n"
 	      "  --oom-score-adj N  the worker's /proc/self/oom_score_adj (0 to 1000), set\n"
@@ -266,6 +274,8 @@ static int check_device_spec(const char *opt, const char *spec)
 		ret = virtio_net_spec_check(spec, err, sizeof(err));
 	else if (!strcmp(opt, "--vsock"))
 		ret = virtio_vsock_spec_check(spec, err, sizeof(err));
+	else if (!strcmp(opt, "--balloon"))
+		ret = virtio_balloon_spec_check(spec, err, sizeof(err));
 	else
 		ret = virtio_console_spec_check(spec, err, sizeof(err));
 
@@ -353,6 +363,11 @@ static int parse_one(struct options *o, int c, const char *arg)
 			return usage_error("--vsock given twice");
 		o->vm.vsock = arg;
 		return check_device_spec("--vsock", arg);
+	case OPT_BALLOON:
+		if (o->vm.balloon)
+			return usage_error("--balloon given twice");
+		o->vm.balloon = arg;
+		return check_device_spec("--balloon", arg);
 	case OPT_NO_REBOOT:
 		o->vm.no_reboot = true;
 		return 0;

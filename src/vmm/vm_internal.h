@@ -54,6 +54,7 @@ struct vm_config {
 	unsigned nnets;
 	const char *console; /* --console spec, NULL for none */
 	const char *vsock;   /* --vsock spec, NULL for none */
+	const char *balloon; /* --balloon spec, NULL for none */
 	bool has_generation_id; /* --generation-id: a VM Generation ID device */
 	struct guid generation_id;
 	const char *jail_dir; /* --jail-dir: the one directory a jailed worker writes */

@@ -16,7 +16,7 @@ from vmmlib import Vmm
 
 STEPS = ("loop", "badaddr", "overlong", "badidx", "indirect_loop", "indirect_nested",
          "indirect_badlen")
-DEVICES = ("blk", "net", "rng", "console", "vsock")
+DEVICES = ("blk", "net", "rng", "console", "vsock", "balloon")
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_hostile_driver_against_each_jailed_device(vmm_bin, testguest, tmp_path,
     with open(disk, "wb") as f:
         f.truncate(8 << 20)
     extra = ["--jail", "--disk", "path=%s" % disk, "--console", "file:%s" % (tmp_path / "con"),
-             "--vsock", "cid=3,socket=%s" % (tmp_path / "v.sock")]
+             "--vsock", "cid=3,socket=%s" % (tmp_path / "v.sock"), "--balloon", "on"]
     netns = None
     if dev == "net":
         netns = request.getfixturevalue("ns")

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vmm/virtio/balloon.h"
 #include "vmm/virtio/blk.h"
 #include "vmm/virtio/console.h"
 #include "vmm/virtio/net.h"
@@ -25,6 +26,7 @@ struct virtio_devices {
 	unsigned ndevs, ndisks, nnics, nconsoles;
 	struct virtio_dev *devs[MAX_DEVICES];
 	struct virtio_dev *vsock; /* the one virtio-vsock, or NULL */
+	struct virtio_dev *balloon; /* the one virtio-balloon, or NULL */
 };
 
 /* The VM's list, created when create is set (adds run on the thread
@@ -226,6 +228,52 @@ int virtio_add_vsock(struct vm *vm, const char *spec, char *err, size_t errlen)
 	return ret;
 }
 
+int virtio_balloon_spec_check(const char *spec, char *err, size_t errlen)
+{
+	struct balloon_spec s;
+
+	return balloon_spec_parse(spec, 0, &s, err, errlen);
+}
+
+int virtio_add_balloon(struct vm *vm, const char *spec, uint64_t memory, char *err,
+		       size_t errlen)
+{
+	struct virtio_devices *d;
+	struct virtio_dev *dev;
+	struct balloon_spec s;
+	int ret;
+
+	ret = balloon_spec_parse(spec, memory, &s, err, errlen);
+	if (ret)
+		return ret;
+	d = reserve(vm, &ret, err, errlen);
+	if (!d)
+		return ret;
+	if (d->balloon) {
+		snprintf(err, errlen, "--balloon: a VM has one balloon device");
+		ret = -EINVAL;
+	} else {
+		ret = virtio_balloon_create(vm, &s, &dev, err, errlen);
+	}
+	if (!ret)
+		d->devs[d->ndevs++] = d->balloon = dev;
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
+struct virtio_dev *virtio_devices_balloon(struct vm *vm)
+{
+	struct virtio_devices *d = devices_of(vm, false);
+	struct virtio_dev *dev;
+
+	if (!d)
+		return NULL;
+	pthread_mutex_lock(&d->lock);
+	dev = d->balloon;
+	pthread_mutex_unlock(&d->lock);
+	return dev;
+}
+
 /* Runs fn on every device of vm, in creation order or in reverse. */
 static void for_each(struct vm *vm, bool reverse, void (*fn)(struct virtio_dev *))
 {
@@ -278,6 +326,8 @@ void virtio_devices_save(struct vm *vm, struct state_writer *w)
 		virtio_dev_save(d->devs[i], w);
 	if (d->vsock)
 		virtio_vsock_save(d->vsock, w);
+	if (d->balloon)
+		virtio_balloon_save(d->balloon, w);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -293,6 +343,8 @@ int virtio_devices_restore(struct vm *vm, const struct state_file *f, char *err,
 		ret = virtio_dev_restore(d->devs[i], f, err, errlen);
 	if (!ret && d->vsock)
 		ret = virtio_vsock_restore(d->vsock, f, err, errlen);
+	if (!ret && d->balloon)
+		ret = virtio_balloon_restore(d->balloon, f, err, errlen);
 	pthread_mutex_unlock(&d->lock);
 	return ret;
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct vm;
 
@@ -43,6 +44,16 @@ int virtio_add_console(struct vm *vm, const char *spec, char *err, size_t errlen
  * "cid=N,socket=PATH". One per VM. */
 int virtio_vsock_spec_check(const char *spec, char *err, size_t errlen);
 int virtio_add_vsock(struct vm *vm, const char *spec, char *err, size_t errlen);
+
+/* A virtio-balloon (balloon.c), dynamic memory: "on" or
+ * "assigned=SIZE" (the guest starts with SIZE of its RAM, the balloon
+ * holding the rest). One per VM. virtio_devices_balloon: that device (for
+ * the control socket's "balloon"), or NULL. */
+int virtio_balloon_spec_check(const char *spec, char *err, size_t errlen);
+int virtio_add_balloon(struct vm *vm, const char *spec, uint64_t memory, char *err,
+		       size_t errlen);
+struct virtio_dev;
+struct virtio_dev *virtio_devices_balloon(struct vm *vm);
 
 /* The link of the virtio-net on tap TAP goes up or down
  * (virtio_net_set_link). 0, -ENODEV (no NIC on that tap) or -EPIPE. */
