@@ -127,8 +127,19 @@ void evloop_stop(struct evloop *loop)
 {
 }
 
+/* The loop fuzz_loop_run is dispatching, for evloop_is_current(). */
+static const struct evloop *running;
+
+bool evloop_is_current(const struct evloop *loop)
+{
+	return loop && running == loop;
+}
+
 void fuzz_loop_run(struct evloop *loop, unsigned rounds)
 {
+	const struct evloop *outer = running;
+
+	running = loop;
 	for (unsigned r = 0; r < rounds; r++) {
 		struct pollfd pfd[LOOP_MAX];
 		unsigned n = loop->n;
@@ -139,7 +150,7 @@ void fuzz_loop_run(struct evloop *loop, unsigned rounds)
 						  .events = (short)(loop->w[i].events &
 								    (EPOLLIN | EPOLLOUT)) };
 		if (poll(pfd, n, 0) <= 0)
-			return;
+			break;
 		/* A callback may add or remove watches: look each fd up again. */
 		for (unsigned i = 0; i < n; i++) {
 			int at;
@@ -153,8 +164,9 @@ void fuzz_loop_run(struct evloop *loop, unsigned rounds)
 			loop->w[at].cb(loop->w[at].opaque, (uint32_t)pfd[i].revents);
 		}
 		if (!any)
-			return;
+			break;
 	}
+	running = outer;
 }
 
 unsigned fuzz_loop_count(const struct evloop *loop)

@@ -386,7 +386,31 @@ def api_seeds():
                            http("GET", "/v1/vms/web"), http("DELETE", "/v1/vms/web"), nobody=True))
 
 
+# ---- virtio-balloon --------------------------------------------------------
+def balloon_seeds():
+    t = "fuzz_virtio_balloon"
+    feats = (1 << 1) | (1 << 5) | F_EVENT_IDX
+    pfns = struct.pack("<7I", 0, 1, 2, 0x20, 0x1f, 0xffffffff, 0x100000)
+    write(t, "inflate-deflate", bytes([1]) + init(feats) + ram(0x8000, pfns) +
+          desc(0, 0, 0x8000, len(pfns)) + avail(0, 0) + kick(0) + LOOP +
+          desc(1, 0, 0x8000, len(pfns)) + avail(1, 0) + kick(1) + LOOP +
+          bar_write(4, 2, 2, 3) + bar_read(0, 2, 2) + devop(0))
+    stats = struct.pack("<HQ", 5, 1 << 30) + struct.pack("<HQ", 4, 1 << 20) + \
+        struct.pack("<HQ", 0xbeef, 7)
+    write(t, "stats-held", bytes([0]) + init(feats) + ram(0x9000, stats) +
+          desc(2, 0, 0x9000, len(stats)) + avail(2, 0) + kick(2) + devop(0) + LOOP +
+          desc(2, 1, 0x9000, 25) + avail(2, 1) + kick(2) + bytes([11, 0]) + devop(2) +
+          bytes([11, 1]) + devop(0) + devop(1) + struct.pack("<I", 0x10000))
+    write(t, "report", bytes([1]) + init(feats) +
+          desc(3, 0, 0x4000, 0x3000, WRITE) + avail(3, 0) + desc(3, 1, 0x5001, 0x1fff, WRITE) +
+          avail(3, 1) + kick(3) + LOOP + devop(0) +
+          desc(3, 2, 0xf000, 0x2000, WRITE) + avail(3, 2) + kick(3) + LOOP)
+    write(t, "no-stats-feature", bytes([0]) + init(1 << 5) + desc(2, 0, 0x4000, 0x1000, WRITE) +
+          avail(2, 0) + kick(2) + LOOP + devop(0) + bytes([11, 2]))
+
+
 def main():
+    balloon_seeds()
     blk_seeds()
     net_seeds()
     cons_seeds()

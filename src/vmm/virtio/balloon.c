@@ -345,7 +345,11 @@ static void balloon_config_write(struct virtio_dev *vdev, uint32_t off, const vo
 	if (off < 4 || off > 8 || len > 8 - off)
 		return;
 	memcpy((uint8_t *)&actual + (off - 4), data, len);
+	/* a driver cannot hold more than the VM has (the saved record and
+	 * every figure derived from it rely on that) */
 	b->actual = le32toh(actual);
+	if (b->actual > b->ram / BALLOON_PAGE)
+		b->actual = (uint32_t)(b->ram / BALLOON_PAGE);
 }
 
 static void balloon_destroy(struct virtio_dev *vdev)
