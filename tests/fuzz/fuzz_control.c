@@ -12,7 +12,7 @@
  * hot-plug calls, are defined here):
  * its state follows pause, resume and the stop requests, as the worker's
  * would, so every command's success and refusal paths run; "save" writes
- * nothing. (The test-build debug commands are not compiled in here.) */
+ * nothing; "balloon" has a stand-in device. (The test-build debug commands are not compiled in here.) */
 #include <assert.h>
 #include <errno.h>
 #include <jansson.h>
@@ -30,6 +30,7 @@
 #include "vmm/machine.h"
 #include "vmm/seccomp.h"
 #include "vmm/state/vm_state.h"
+#include "vmm/virtio/balloon.h"
 #include "vmm/virtio/devices.h"
 #include "vmm/vm_internal.h"
 
@@ -132,6 +133,39 @@ int virtio_devices_set_link(struct vm *v, const char *tap, bool up)
 	(void)v;
 	(void)up;
 	return strcmp(tap, "tap0") ? -ENODEV : 0;
+}
+
+/* balloon: a 256 MiB VM's balloon whose driver holds what it is asked */
+#define FAKE_RAM (256ULL << 20)
+static uint64_t fake_target = FAKE_RAM;
+static char fake_balloon;
+
+struct virtio_dev *virtio_devices_balloon(struct vm *v)
+{
+	(void)v;
+	return (struct virtio_dev *)(void *)&fake_balloon;
+}
+
+int virtio_balloon_set_target(struct virtio_dev *vdev, uint64_t assigned)
+{
+	assert(vdev == (struct virtio_dev *)(void *)&fake_balloon);
+	if (assigned < (1ULL << 20) || assigned > FAKE_RAM)
+		return -EINVAL;
+	fake_target = assigned & ~4095ULL;
+	return 0;
+}
+
+void virtio_balloon_info(struct virtio_dev *vdev, struct balloon_info *info)
+{
+	assert(vdev == (struct virtio_dev *)(void *)&fake_balloon);
+	memset(info, 0, sizeof(*info));
+	info->memory = FAKE_RAM;
+	info->target = info->assigned = fake_target;
+	info->driver = true;
+	info->have_stats = fake_target < FAKE_RAM;
+	info->stats_present = 1u << BALLOON_S_MEMTOT;
+	info->stats[BALLOON_S_MEMTOT] = FAKE_RAM;
+	info->discarded = FAKE_RAM - fake_target;
 }
 
 /* disk-switch and disk-share: disk 0 exists; the descriptors (none come
