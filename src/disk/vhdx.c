@@ -350,6 +350,13 @@ static int load_bat(struct vhdx *v, struct disk_error *err)
 	for (uint64_t i = 0; i < bytes / 8; i++)
 		v->bat[i] = vhdx_le64(raw + 8 * i);
 	free(raw);
+	/* Read-only, the image may be one a worker goes on writing (shared
+	 * for a live checkpoint or merge, disk_share): it grows a block before
+	 * the BAT points at it, so the size after the BAT was read covers
+	 * every entry read, where the size seen at open may not. */
+	struct stat now;
+	if (v->rdonly && fstat(v->fd, &now) == 0 && (uint64_t)now.st_size > v->file_size)
+		v->file_size = (uint64_t)now.st_size;
 	for (uint64_t i = 0; i < v->bat_entries; i++) {
 		uint64_t e = v->bat[i], off = VHDX_BAT_OFFSET(e);
 		unsigned st = VHDX_BAT_STATE(e);
