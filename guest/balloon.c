@@ -14,7 +14,15 @@
  *      memory again, and reports that region free instead of inflating
  *      (RESULT balloon_reported=BYTES); once the target is lifted again,
  *      RESULT balloon_report_kept=N;
- *   5. RESULT balloon_done=1, balloon_stats_updates=N. */
+ *   5. RESULT balloon_done=1, balloon_stats_updates=N.
+ *
+ * `dynmem=USED[,touch=SIZE]` is the resident driver the daemon's
+ * balancer works with: it reports USED bytes in use (statistics total and
+ * available) and, from the serve loop, inflates or deflates to whatever
+ * target the host sets, from a pool of the free heap whose first SIZE
+ * bytes it fills at start (so what it gives up first is resident). Prints
+ * RESULT dynmem_ready=1, then RESULT dynmem_held=PAGES each time it has
+ * reached a new target. */
 #include "virtio.h"
 
 #define VIRTIO_ID_BALLOON 5
@@ -37,14 +45,15 @@ struct bdrv {
 	struct stat_entry *stats;
 	uint32_t *pfns;
 	unsigned updates;
+	uint64_t used; /* dynmem=: the memory in use it reports; 0: balloon= */
 };
 
 static void stats_fill(struct bdrv *b)
 {
 	b->stats[0].tag = 5; /* MEMTOT */
 	b->stats[0].val = b->g->mem_total;
-	b->stats[1].tag = 4; /* MEMFREE */
-	b->stats[1].val = b->g->heap_end - b->g->heap_next;
+	b->stats[1].tag = b->used ? 6 : 4; /* AVAIL, or MEMFREE */
+	b->stats[1].val = b->used ? b->g->mem_total - b->used : b->g->heap_end - b->g->heap_next;
 	b->stats[2].tag = 0xbeef; /* unknown tags are the host's to skip */
 	b->stats[2].val = 1;
 }
@@ -174,6 +183,8 @@ static int report_free(struct bdrv *b, uint64_t size)
 	return 0;
 }
 
+static int open_balloon(struct bdrv *b, uint64_t wanted);
+
 int balloon_run(struct guest *g, const char *arg, size_t len)
 {
 	struct virtio_dev *d = mm_alloc(g, sizeof(*d), 64);
@@ -182,7 +193,6 @@ int balloon_run(struct guest *g, const char *arg, size_t len)
 	const char *end;
 	uint8_t *region;
 	uint32_t target;
-	unsigned q = 2;
 
 	size = parse_size(arg, &end);
 	if (end < arg + len && end + 6 <= arg + len && !memcmp(end, ",free=", 6))
@@ -196,20 +206,10 @@ int balloon_run(struct guest *g, const char *arg, size_t len)
 		out("RESULT balloon_error=no memory for %llu bytes\n", (unsigned long long)size);
 		return 0;
 	}
-	if (virtio_open(g, VIRTIO_ID_BALLOON, 0, F_STATS_VQ | F_PAGE_REPORTING, 2, 0, d)) {
+	if (open_balloon(&b, F_STATS_VQ | F_PAGE_REPORTING)) {
 		out("RESULT balloon_error=no device\n");
 		return 0;
 	}
-	if (d->features & F_STATS_VQ)
-		b.stats_q = (int)q++;
-	if (d->features & F_PAGE_REPORTING)
-		b.report_q = (int)q++;
-	for (unsigned i = 2; i < q; i++)
-		if (virtio_add_queue(d, (uint16_t)i))
-			return -1;
-	virtio_ready(d);
-	if (b.stats_q >= 0 && stats_post(&b))
-		return -1;
 	out("RESULT balloon_features=%s%s\n", b.stats_q >= 0 ? "stats" : "",
 	    b.report_q >= 0 ? ",reporting" : "");
 
@@ -245,4 +245,105 @@ int balloon_run(struct guest *g, const char *arg, size_t len)
 	out("RESULT balloon_stats_updates=%u\n", b.updates);
 	out("RESULT balloon_done=1\n");
 	return 0;
+}
+
+struct dynmem {
+	struct bdrv b;
+	uint64_t base, npages, held;
+	uint32_t last_target;
+	bool reported;
+};
+
+/* The device with its statistics queue (no reporting); 0 or -1. */
+static int open_balloon(struct bdrv *b, uint64_t wanted)
+{
+	unsigned q = 2;
+
+	if (virtio_open(b->g, VIRTIO_ID_BALLOON, 0, wanted, 2, 0, b->d))
+		return -1;
+	if (b->d->features & F_STATS_VQ)
+		b->stats_q = (int)q++;
+	if (b->d->features & F_PAGE_REPORTING)
+		b->report_q = (int)q++;
+	for (unsigned i = 2; i < q; i++)
+		if (virtio_add_queue(b->d, (uint16_t)i))
+			return -1;
+	virtio_ready(b->d);
+	return b->stats_q >= 0 ? stats_post(b) : 0;
+}
+
+int dynmem_start(struct guest *g, const char *arg, size_t len)
+{
+	struct dynmem *m = mm_alloc(g, sizeof(*m), 64);
+	uint64_t used, touch = 0, pool;
+	const char *end;
+
+	used = parse_size(arg, &end);
+	if (end + 7 <= arg + len && !memcmp(end, ",touch=", 7))
+		touch = parse_size(end + 7, &end);
+	if (end != arg + len || !used || !m)
+		return -1;
+	m->b = (struct bdrv){ .g = g, .stats_q = -1, .report_q = -1, .used = used };
+	m->b.d = mm_alloc(g, sizeof(*m->b.d), 64);
+	m->b.stats = mm_alloc(g, 64, 64);
+	m->b.pfns = mm_alloc(g, PFNS_PER_BUF * 4, PAGE_SIZE);
+	/* the pool: the free heap but 16 MiB for the guest's own needs */
+	pool = g->heap_end - ((g->heap_next + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
+	if (!m->b.d || !m->b.stats || !m->b.pfns)
+		return -1;
+	pool = pool > (16ULL << 20) ? pool - (16ULL << 20) : 0;
+	pool &= ~(uint64_t)(PAGE_SIZE - 1);
+	/* taken from the heap without mm_alloc's zeroing: fresh RAM is zero,
+	 * and only the touch= part is to be resident */
+	m->base = (g->heap_next + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1);
+	g->heap_next = m->base + pool;
+	if (!m->b.d || !m->b.stats || !m->b.pfns || !m->base || open_balloon(&m->b, F_STATS_VQ)) {
+		out("RESULT dynmem_error=no balloon device or no memory\n");
+		return 0;
+	}
+	m->npages = pool / PAGE_SIZE;
+	if (touch > pool)
+		touch = pool;
+	fill(m->base, touch);
+	g->dynmem = m;
+	out("RESULT dynmem_ready=1\n");
+	return 0;
+}
+
+#define DYNMEM_STEP 16384 /* pages moved per poll (64 MiB) */
+
+bool dynmem_poll(struct guest *g)
+{
+	struct dynmem *m = g->dynmem;
+	uint32_t target;
+	uint64_t want, k;
+
+	if (!m)
+		return false;
+	stats_poll(&m->b);
+	target = virtio_cfg32(m->b.d, 0);
+	if (target != m->last_target) {
+		m->last_target = target;
+		m->reported = false;
+	}
+	want = target < m->npages ? target : m->npages;
+	if (m->held < want) {
+		k = want - m->held < DYNMEM_STEP ? want - m->held : DYNMEM_STEP;
+		if (send_pfns(&m->b, 0, m->base + m->held * PAGE_SIZE, k))
+			return false;
+		m->held += k;
+	} else if (m->held > want) {
+		k = m->held - want < DYNMEM_STEP ? m->held - want : DYNMEM_STEP;
+		if (send_pfns(&m->b, 1, m->base + (m->held - k) * PAGE_SIZE, k))
+			return false;
+		m->held -= k;
+	} else {
+		if (!m->reported) {
+			m->reported = true;
+			out("RESULT dynmem_held=%llu\n", (unsigned long long)m->held);
+		}
+		return false;
+	}
+	mmio_write32(m->b.d->device_cfg + 4, (uint32_t)m->held);
+	return true;
 }

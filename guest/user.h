@@ -66,6 +66,7 @@ struct console_dev;
 struct dirty;
 struct hotplug_state;
 struct agent;
+struct dynmem;
 
 /* All ring-3 state of the guest. One instance, owned by main.c. */
 struct guest {
@@ -100,6 +101,7 @@ struct guest {
 	struct net_dev *net;
 	struct console_dev *console;
 	struct hotplug_state *hotplug; /* hotplug, hotplug.c */
+	struct dynmem *dynmem;	       /* dynmem=, balloon.c */
 	struct agent *agent;	       /* agent, agent.c */
 	/* Options for the device workloads. */
 	uint64_t opt_bs, opt_secs;
@@ -108,7 +110,7 @@ struct guest {
 	unsigned opt_prefix;
 	bool opt_have_ip;
 	bool opt_dhcp; /* ip=dhcp: the address (and a gateway) come from a DHCP server */
-	bool net_busy, dirty_busy, console_busy, hotplug_busy, agent_busy;
+	bool net_busy, dirty_busy, console_busy, hotplug_busy, agent_busy, dynmem_busy;
 	uint64_t opt_agent_hb_stop_s; /* agent_hb_stop=SECS: heartbeats unanswered after */
 	bool opt_idle_poll; /* idle=poll: spin instead of hlt while serving */
 	uint64_t opt_virtio_features; /* eventidx, indirect: asked of every device */

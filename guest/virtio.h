@@ -149,6 +149,10 @@ int rng_read(struct guest *g, unsigned n, void *buf, uint32_t len, uint32_t *got
 int rng_run(struct guest *g);
 /* balloon=SIZE[,free=SIZE] (balloon.c); 0, or -1 for a malformed word. */
 int balloon_run(struct guest *g, const char *arg, size_t len);
+/* dynmem=USED[,touch=SIZE] (balloon.c): the resident driver; poll from the
+ * serve loop (true: it moved pages). */
+int dynmem_start(struct guest *g, const char *arg, size_t len);
+bool dynmem_poll(struct guest *g);
 
 struct net_dev;
 int net_start(struct guest *g, uint32_t ip, unsigned prefix, struct net_dev **res);

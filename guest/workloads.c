@@ -177,6 +177,14 @@ int workloads_run(struct guest *g, const char *w, size_t wlen, bool *keep_runnin
 		return rng_run(g);
 	if (word_has_prefix(w, wlen, "balloon="))
 		return balloon_run(g, w + 8, wlen - 8);
+	if (word_has_prefix(w, wlen, "dynmem=")) {
+		if (g->dynmem)
+			return 0;
+		int r = dynmem_start(g, w + 7, wlen - 7);
+		if (g->dynmem)
+			*keep_running = true;
+		return r;
+	}
 	if (word_has_prefix(w, wlen, "netbench=")) {
 		uint32_t peer;
 		unsigned prefix;
@@ -252,12 +260,13 @@ void workloads_serve(struct guest *g)
 	g->console_busy = g->console ? console_poll(g->console) : false;
 	g->hotplug_busy = hotplug_poll(g);
 	g->agent_busy = g->agent ? agent_poll(g->agent) : false;
+	g->dynmem_busy = dynmem_poll(g);
 }
 
 bool workloads_busy(struct guest *g)
 {
 	return g->net_busy || g->dirty_busy || g->console_busy || g->hotplug_busy ||
-	       g->agent_busy;
+	       g->agent_busy || g->dynmem_busy;
 }
 uint64_t workloads_idle_ns(struct guest *g)
 {

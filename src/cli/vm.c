@@ -46,6 +46,8 @@ enum {
 	OPT_START_DELAY, OPT_ADD_DISK, OPT_REMOVE_DISK, OPT_REMOVE_OPERATOR, OPT_NO_INITRD,
 	OPT_NO_NET, OPT_TURN_OFF, OPT_TIMEOUT, OPT_COUNT, OPT_HELP, OPT_NO_WAIT,
 	OPT_INTEGRATION, OPT_HB_INTERVAL, OPT_CPU_RESERVE, OPT_CPU_LIMIT, OPT_CPU_WEIGHT,
+	OPT_DYNAMIC_MEMORY, OPT_MEMORY_MINIMUM, OPT_MEMORY_MAXIMUM, OPT_MEMORY_BUFFER,
+	OPT_MEMORY_WEIGHT,
 	OPT_CONFIG_VERSION,
 };
 
@@ -344,6 +346,39 @@ static int config_opt(json_t *body, int opt, const char *arg)
 		json_object_set_new(body, keys[k], json_integer((json_int_t)pct));
 		return 0;
 	}
+	case OPT_DYNAMIC_MEMORY:
+		if (strcmp(arg, "on") && strcmp(arg, "off"))
+			return usage_error("--dynamic-memory %s: expected on or off", arg);
+		json_object_set_new(body, "dynamic_memory", json_boolean(!strcmp(arg, "on")));
+		return 0;
+	case OPT_MEMORY_MINIMUM:
+	case OPT_MEMORY_MAXIMUM: {
+		bool min = opt == OPT_MEMORY_MINIMUM;
+
+		if (!strcmp(arg, "startup")) {
+			json_object_set_new(body, min ? "memory_minimum" : "memory_maximum",
+					    json_null());
+			return 0;
+		}
+		if (parse_size(arg, MiB, &n))
+			return usage_error("%s %s: expected a size like 512M or 2G, or startup",
+					   min ? "--memory-minimum" : "--memory-maximum", arg);
+		json_object_set_new(body, min ? "memory_minimum" : "memory_maximum",
+				    json_integer((json_int_t)n));
+		return 0;
+	}
+	case OPT_MEMORY_BUFFER:
+	case OPT_MEMORY_WEIGHT: {
+		bool buf = opt == OPT_MEMORY_BUFFER;
+
+		if (parse_u64(arg, &n) || n > (buf ? 2000 : 100) || (buf && n < 5))
+			return usage_error("%s %s: expected %s", buf ? "--memory-buffer" : "--memory-weight",
+					   arg, buf ? "a percentage from 5 to 2000"
+						    : "a weight from 0 to 100");
+		json_object_set_new(body, buf ? "memory_buffer" : "memory_weight",
+				    json_integer((json_int_t)n));
+		return 0;
+	}
 	default:
 		return -1;
 	}
@@ -357,6 +392,11 @@ static int config_opt(json_t *body, int opt, const char *arg)
 	{ "cpu-reserve", required_argument, NULL, OPT_CPU_RESERVE },            \
 	{ "cpu-limit", required_argument, NULL, OPT_CPU_LIMIT },                \
 	{ "cpu-weight", required_argument, NULL, OPT_CPU_WEIGHT },              \
+	{ "dynamic-memory", required_argument, NULL, OPT_DYNAMIC_MEMORY },      \
+	{ "memory-minimum", required_argument, NULL, OPT_MEMORY_MINIMUM },      \
+	{ "memory-maximum", required_argument, NULL, OPT_MEMORY_MAXIMUM },      \
+	{ "memory-buffer", required_argument, NULL, OPT_MEMORY_BUFFER },        \
+	{ "memory-weight", required_argument, NULL, OPT_MEMORY_WEIGHT },        \
 	{ "cmdline", required_argument, NULL, OPT_CMDLINE },                    \
 	{ "memory", required_argument, NULL, OPT_MEMORY },                      \
 	{ "cpus", required_argument, NULL, OPT_CPUS },                          \
@@ -388,7 +428,16 @@ static int config_opt(json_t *body, int opt, const char *arg)
 	"  --cpu-reserve PCT   percent of its vCPUs held for the VM: a start that would\n"    \
 	"                  over-commit the host's reserves is refused (default 0)\n"         \
 	"  --cpu-limit PCT     percent of its vCPUs' capacity the VM may use (default 100)\n" \
-	"  --cpu-weight N      its share under contention, 1-10000 (default 100)\n"
+	"  --cpu-weight N      its share under contention, 1-10000 (default 100)\n" \
+	"  --dynamic-memory on|off   the balancer moves the guest's memory between the\n" \
+	"                  minimum and the maximum by its demand (virtio-balloon; the\n" \
+	"                  guest needs a balloon driver; --memory is the startup memory)\n" \
+	"  --memory-minimum SIZE|startup   the least it is given (default startup)\n" \
+	"  --memory-maximum SIZE|startup   the most; the guest sees this much RAM\n" \
+	"                  (default startup)\n" \
+	"  --memory-buffer PCT   memory added to the demand, 5-2000 (default 20)\n" \
+	"  --memory-weight N     0-100 (default 50): under pressure, a VM gives up\n" \
+	"                  memory in inverse proportion to its weight\n"
 
 /* ---- verbs ---- */
 
@@ -601,6 +650,31 @@ static void show_human(json_t *vm)
 	       (long long)json_integer_value(json_object_get(vm, "cpu_limit")),
 	       (long long)json_integer_value(json_object_get(vm, "cpu_weight")));
 	printf("Memory:        %s\n", mem);
+	if (json_is_true(json_object_get(vm, "dynamic_memory"))) {
+		char lo[32], hi[32];
+		json_t *mn = json_object_get(vm, "memory_minimum"), *mx = json_object_get(vm, "memory_maximum");
+
+		format_size(json_is_integer(mn) ? (uint64_t)json_integer_value(mn)
+						 : (uint64_t)json_integer_value(json_object_get(vm, "memory")),
+			    lo, sizeof(lo));
+		format_size(json_is_integer(mx) ? (uint64_t)json_integer_value(mx)
+						 : (uint64_t)json_integer_value(json_object_get(vm, "memory")),
+			    hi, sizeof(hi));
+		printf("Dynamic memory: on (minimum %s, maximum %s, buffer %lld%%, weight %lld)\n", lo,
+		       hi, (long long)json_integer_value(json_object_get(vm, "memory_buffer")),
+		       (long long)json_integer_value(json_object_get(vm, "memory_weight")));
+		if (json_is_integer(json_object_get(vm, "memory_assigned"))) {
+			char as[32], dm[32] = "unknown";
+
+			format_size((uint64_t)json_integer_value(json_object_get(vm, "memory_assigned")),
+				    as, sizeof(as));
+			if (json_is_integer(json_object_get(vm, "memory_demand")))
+				format_size((uint64_t)json_integer_value(
+						    json_object_get(vm, "memory_demand")),
+					    dm, sizeof(dm));
+			printf("Assigned memory: %s\nMemory demand: %s\n", as, dm);
+		}
+	}
 	printf("Kernel:        %s\n", str(vm, "kernel"));
 	if (json_is_string(json_object_get(vm, "initrd")))
 		printf("Initrd:        %s\n", str(vm, "initrd"));

@@ -88,6 +88,8 @@ int daemon_config_load(struct daemon *d, char *err, size_t errlen)
 	snprintf(d->admin_group, sizeof(d->admin_group), "cloison-admins");
 	snprintf(d->socket_group, sizeof(d->socket_group), "cloison");
 	d->default_stop_timeout = 30;
+	d->memory_reserve = 512ULL << 20;
+	d->balancer_interval_ms = 1000;
 	if (access(d->config_path, F_OK) < 0)
 		return 0;
 	json_t *j = json_load_file(d->config_path, JSON_REJECT_DUPLICATES, &jerr);
@@ -134,10 +136,27 @@ int daemon_config_load(struct daemon *d, char *err, size_t errlen)
 					     "'default_stop_timeout' must be 0-86400 seconds");
 			else
 				d->default_stop_timeout = (unsigned)json_integer_value(v);
+		} else if (!strcmp(key, "memory_pool") || !strcmp(key, "memory_reserve")) {
+			/* dynamic memory (balancer.c): bytes */
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    (uint64_t)json_integer_value(v) > (1ULL << 50))
+				r = cfg_fail(err, errlen, d->config_path,
+					     "'memory_pool'/'memory_reserve' must be bytes (0 to 2^50)");
+			else
+				*(key[7] == 'p' ? &d->memory_pool : &d->memory_reserve) =
+					(uint64_t)json_integer_value(v);
+		} else if (!strcmp(key, "balancer_interval_ms")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 100 ||
+			    json_integer_value(v) > 60000)
+				r = cfg_fail(err, errlen, d->config_path,
+					     "'balancer_interval_ms' must be 100-60000 milliseconds");
+			else
+				d->balancer_interval_ms = (unsigned)json_integer_value(v);
 		} else {
 			snprintf(err, errlen,
 				 "%s: unknown field '%s' (known: schema_version, admins, "
-				 "admin_group, socket_group, default_stop_timeout)",
+				 "admin_group, socket_group, default_stop_timeout, memory_pool, "
+				 "memory_reserve, balancer_interval_ms)",
 				 d->config_path, key);
 			r = -EINVAL;
 		}

@@ -313,10 +313,12 @@ int cgroup_check_reserve(const char *doing, const char *name, unsigned cpus, uns
 
 void vm_cgroup_limits(const struct vm_config *c, struct cgroup_limits *l)
 {
-	uint64_t slack = MAX(WORKER_MEMORY_SLACK, c->memory / 4);
+	/* with dynamic memory the guest may grow to its maximum */
+	uint64_t ram = c->dynamic_memory ? vm_config_memory_maximum(c) : c->memory;
+	uint64_t slack = MAX(WORKER_MEMORY_SLACK, ram / 4);
 
 	*l = (struct cgroup_limits){ .cpus = c->cpus, .cpu_limit = c->cpu_limit,
-				     .cpu_weight = c->cpu_weight, .memory_max = c->memory + slack };
+				     .cpu_weight = c->cpu_weight, .memory_max = ram + slack };
 }
 
 int vm_check_cpu_reserve_locked(struct vm *vm, const struct vm_config *c, const char *doing,

@@ -17,6 +17,8 @@
 
 #define MEMORY_MIN (64ULL << 20)
 #define MEMORY_MAX (1ULL << 40)
+#define MEMORY_DYN_MIN (32ULL << 20) /* Hyper-V's smallest minimum */
+#define MEMORY_ALIGN (1ULL << 20)
 #define CMDLINE_MAX 65535 /* what the worker's --cmdline takes */
 #define NOTES_MAX 4096
 
@@ -294,6 +296,15 @@ static json_t *config_to_json_with_agent(const struct vm_config *c, json_t *j)
 	json_object_set_new(j, "cpu_reserve", json_integer(c->cpu_reserve));
 	json_object_set_new(j, "cpu_limit", json_integer(c->cpu_limit));
 	json_object_set_new(j, "cpu_weight", json_integer(c->cpu_weight));
+	json_object_set_new(j, "dynamic_memory", json_boolean(c->dynamic_memory));
+	json_object_set_new(j, "memory_minimum", c->memory_minimum
+							 ? json_integer((json_int_t)c->memory_minimum)
+							 : json_null());
+	json_object_set_new(j, "memory_maximum", c->memory_maximum
+							 ? json_integer((json_int_t)c->memory_maximum)
+							 : json_null());
+	json_object_set_new(j, "memory_buffer", json_integer(c->memory_buffer));
+	json_object_set_new(j, "memory_weight", json_integer(c->memory_weight));
 	json_object_set_new(j, "version", json_string(c->version[0] ? c->version
 								   : VM_VERSION_OLDEST));
 	json_object_set_new(j, "generation_id",
@@ -745,6 +756,8 @@ int vm_config_check_boot_files(const struct vm_config *c, char *err, size_t errl
 static const char *const hardware_fields[] = {
 	"cpus",	   "memory",	   "kernel",	   "initrd",	       "cmdline",
 	"disks",   "add_disks",	   "remove_disks", "network_adapters",
+	/* the worker boots with the maximum and a balloon (balancer.c) */
+	"dynamic_memory", "memory_maximum",
 };
 
 bool vm_config_body_needs_off(json_t *body)
@@ -758,12 +771,57 @@ bool vm_config_body_needs_off(json_t *body)
 static const char *const create_fields =
 	"name, generation, version, cpus, memory, kernel, initrd, cmdline, disks, network_adapters, "
 	"automatic_start_action, automatic_start_delay, automatic_stop_action, notes, operators, "
-	"integration, heartbeat_interval, cpu_reserve, cpu_limit, cpu_weight";
+	"integration, heartbeat_interval, cpu_reserve, cpu_limit, cpu_weight, dynamic_memory, "
+	"memory_minimum, memory_maximum, memory_buffer, memory_weight";
 static const char *const set_fields =
 	"cpus, memory, kernel, initrd, cmdline, disks, add_disks, remove_disks, network_adapters, "
 	"automatic_start_action, automatic_start_delay, automatic_stop_action, notes, operators, "
 	"add_operators, remove_operators, integration, heartbeat_interval, cpu_reserve, cpu_limit, "
-	"cpu_weight";
+	"cpu_weight, dynamic_memory, memory_minimum, memory_maximum, memory_buffer, memory_weight";
+
+/* Dynamic memory, Hyper-V's settings and ranges: minimum and maximum are
+ * bytes or null (the startup memory), buffer 5-2000 percent, weight
+ * 0-100. That minimum <= startup <= maximum is checked on the whole
+ * configuration (apply_body). Turning it on or off and a new maximum
+ * change the worker's hardware (*hw): the VM must be off. */
+static int apply_memory_field(struct vm_config *c, const char *key, json_t *v, bool *hw,
+			      char *err, size_t errlen)
+{
+	uint64_t n = 0;
+	int r;
+
+	if (!strcmp(key, "dynamic_memory")) {
+		if (!json_is_boolean(v))
+			return fail(err, errlen, "field 'dynamic_memory' must be true or false");
+		*hw |= c->dynamic_memory != json_is_true(v);
+		c->dynamic_memory = json_is_true(v);
+		return 0;
+	}
+	if (!strcmp(key, "memory_minimum") || !strcmp(key, "memory_maximum")) {
+		bool min = !strcmp(key, "memory_minimum");
+
+		if (!json_is_null(v) &&
+		    (r = get_uint(v, key, min ? MEMORY_DYN_MIN : MEMORY_MIN, MEMORY_MAX, &n, err,
+				  errlen)))
+			return r;
+		if (!min)
+			*hw |= c->memory_maximum != (n & ~(MEMORY_ALIGN - 1));
+		*(min ? &c->memory_minimum : &c->memory_maximum) = n & ~(MEMORY_ALIGN - 1);
+		return 0;
+	}
+	if (!strcmp(key, "memory_buffer")) {
+		if ((r = get_uint(v, key, 5, 2000, &n, err, errlen)))
+			return fail(err, errlen, "field 'memory_buffer' must be a whole percentage "
+				    "from 5 to 2000 (of the demand; 20 is the default)");
+		c->memory_buffer = (unsigned)n;
+		return 0;
+	}
+	if ((r = get_uint(v, key, 0, 100, &n, err, errlen)))
+		return fail(err, errlen, "field 'memory_weight' must be a whole number from 0 to "
+			    "100 (50 is the default; higher keeps memory under pressure)");
+	c->memory_weight = (unsigned)n;
+	return 0;
+}
 
 /* cpu_reserve and cpu_limit: percent (0-100, limit 1-100); cpu_weight:
  * 1-10000. Hyper-V's ranges. */
@@ -910,6 +968,10 @@ static int apply_field(struct vm_config *c, const char *key, json_t *v, bool cre
 	}
 	if (!strcmp(key, "cpu_reserve") || !strcmp(key, "cpu_limit") || !strcmp(key, "cpu_weight"))
 		return apply_cpu_field(c, key, v, err, errlen);
+	if (!strcmp(key, "dynamic_memory") || !strcmp(key, "memory_minimum") ||
+	    !strcmp(key, "memory_maximum") || !strcmp(key, "memory_buffer") ||
+	    !strcmp(key, "memory_weight"))
+		return apply_memory_field(c, key, v, hw, err, errlen);
 	if (!strcmp(key, "operators"))
 		return parse_operators(v, key, 0, c, err, errlen);
 	if (!create && !strcmp(key, "add_operators"))
@@ -941,6 +1003,8 @@ static int apply_body(struct vm_config *c, json_t *body, bool create, bool store
 		c->heartbeat_interval = AGENT_HB_DEFAULT_S;
 		c->cpu_limit = CPU_LIMIT_NONE;
 		c->cpu_weight = CPU_WEIGHT_DEFAULT;
+		c->memory_buffer = MEMORY_BUFFER_DEFAULT;
+		c->memory_weight = MEMORY_WEIGHT_DEFAULT;
 	}
 	json_object_foreach(body, key, v) {
 		int r = apply_field(c, key, v, create, hw_changed, err, errlen);
@@ -954,6 +1018,14 @@ static int apply_body(struct vm_config *c, json_t *body, bool create, bool store
 	if (create && !stored && vm_config_has_feature(c, VM_FEATURE_GENERATION_ID) &&
 	    vm_config_new_generation_id(c))
 		return fail(err, errlen, "no randomness for the VM's generation id");
+	if (c->dynamic_memory && vm_config_memory_minimum(c) > c->memory)
+		return fail(err, errlen, "the minimum memory (%llu MiB) cannot be above the startup "
+			    "memory (%llu MiB)", (unsigned long long)(vm_config_memory_minimum(c) >> 20),
+			    (unsigned long long)(c->memory >> 20));
+	if (c->dynamic_memory && vm_config_memory_maximum(c) < c->memory)
+		return fail(err, errlen, "the maximum memory (%llu MiB) cannot be below the startup "
+			    "memory (%llu MiB)", (unsigned long long)(vm_config_memory_maximum(c) >> 20),
+			    (unsigned long long)(c->memory >> 20));
 	if (c->cpu_reserve > c->cpu_limit)
 		return fail(err, errlen, "the CPU reserve (%u%%) cannot be above the CPU limit (%u%%)",
 			    c->cpu_reserve, c->cpu_limit);

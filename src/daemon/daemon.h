@@ -103,6 +103,14 @@ struct vm_config {
 	unsigned cpu_reserve; /* percent of the vCPUs held for it: admission at start */
 	unsigned cpu_limit;   /* percent of the vCPUs' capacity it may use (100: all) */
 	unsigned cpu_weight;  /* relative weight, 1-10000 (100) */
+	/* Hyper-V's dynamic memory (balancer.c): `memory` is the startup
+	 * memory; the worker boots with memory_maximum and a balloon holding
+	 * the difference, and the balancer moves the target between
+	 * memory_minimum and memory_maximum. */
+	bool dynamic_memory;
+	uint64_t memory_minimum, memory_maximum; /* bytes */
+	unsigned memory_buffer;			 /* percent of the demand added, 5-2000 (20) */
+	unsigned memory_weight;			 /* 0-100 (50): who keeps memory under pressure */
 	char version[VM_VERSION_LEN]; /* configuration version, "5.0" (config.c) */
 	struct guid generation_id;    /* the VM Generation ID; zero = none yet */
 };
@@ -155,6 +163,9 @@ struct vm {
 	uid_t sandbox_uid;	  /* the worker's uid and gid in the sandbox; 0 = none */
 	struct vm_image *images; /* what the worker opens; set at start, kept while it runs */
 	struct vm_agent *agent;	 /* the agent channel while a worker runs (agent.c) */
+	/* dynamic memory as the balancer last saw it (balancer.c) */
+	bool mem_known;
+	uint64_t mem_assigned, mem_demand, mem_target;
 	unsigned n_images;
 	struct vm *next;
 };
@@ -204,6 +215,11 @@ struct daemon {
 	char admin_group[64];
 	char socket_group[64];
 	unsigned default_stop_timeout;
+	/* Dynamic memory (balancer.c): what the dynamic-memory VMs may have in
+	 * all (0: what the host has, less memory_reserve), what the host
+	 * keeps, and how often the balancer looks. */
+	uint64_t memory_pool, memory_reserve;
+	unsigned balancer_interval_ms;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -220,7 +236,28 @@ struct daemon {
 	struct mac_pool macpool;
 	int stop_pipe[2];
 	struct syncer *syncer; /* syncer.c; NULL: files are synced at once */
+	struct balancer *balancer; /* balancer.c; NULL: not running */
 };
+
+/* ---- dynamic memory (balancer.c) ----
+ * A thread that, every balancer_interval_ms, asks each running
+ * dynamic-memory VM's worker for its balloon and statistics and sets its
+ * target: its demand plus its buffer, within minimum and maximum, cut by
+ * weight when the pool is short. */
+struct balancer;
+int balancer_start(struct daemon *d);
+void balancer_stop(struct daemon *d);
+
+/* The plan for one round, apart for the unit tests: in[i] is a VM's
+ * demand (bytes in use, 0 = not known), what it keeps when its demand is
+ * not known (its current target), its minimum, maximum, buffer (percent) and weight (0-100); out[i]
+ * its target. pool: what they may have in all (0: no limit). Targets are
+ * whole MiB. Returns the sum of the targets. */
+struct balancer_vm {
+	uint64_t demand, assigned, minimum, maximum;
+	unsigned buffer, weight;
+};
+uint64_t balancer_plan(const struct balancer_vm *in, unsigned n, uint64_t pool, uint64_t *out);
 
 /* ---- durability off d->lock (syncer.c) ----
  * A file replaced under d->lock without fsync (atomic_replace_file) is
@@ -243,6 +280,19 @@ int vm_state_check(enum vm_state s, enum vm_op op, const char **why);
 /* ---- configuration (config.c) ---- */
 /* Frees the strings a config owns; the struct itself is the caller's. */
 void vm_config_clear(struct vm_config *c);
+
+/* Dynamic memory's range: an unset minimum or maximum is the startup
+ * memory. */
+#define MEMORY_BUFFER_DEFAULT 20
+#define MEMORY_WEIGHT_DEFAULT 50
+static inline uint64_t vm_config_memory_minimum(const struct vm_config *c)
+{
+	return c->memory_minimum ? c->memory_minimum : c->memory;
+}
+static inline uint64_t vm_config_memory_maximum(const struct vm_config *c)
+{
+	return c->memory_maximum ? c->memory_maximum : c->memory;
+}
 /* Deep copy; 0 or -ENOMEM. */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
 /* Serializes to the versioned on-disk/API form (new reference). */

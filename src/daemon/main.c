@@ -379,6 +379,9 @@ int main(int argc, char **argv)
 	}
 	log_info("serving %s (state %s, worker %s)", d->socket_path, d->state_dir, d->vmm_path);
 	report_ready(&ready_fd, 0);
+	if ((r = balancer_start(d)))
+		log_warn("cannot start the dynamic memory balancer: %s (targets stay as they are)",
+			 strerror(-r));
 	pthread_t t;
 	if (pthread_create(&t, NULL, autostart_main, d) == 0)
 		pthread_detach(t);
@@ -397,6 +400,7 @@ int main(int argc, char **argv)
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	api_stop(d);
+	balancer_stop(d);
 	jobs_shutdown(d); /* a job in progress finishes first */
 	worker_detach_all(d);
 	vswitch_shutdown(d);

@@ -996,6 +996,16 @@ json_t *vm_to_json_locked(struct vm *vm)
 			    up && vm->started_ns ? json_integer((json_int_t)((now_ns() - vm->started_ns) /
 									 1000000))
 					      : json_null());
+	/* dynamic memory: Hyper-V Manager's "Assigned Memory" and "Memory
+	 * Demand" columns, as the balancer last saw them */
+	bool mem = up && vm->cfg.dynamic_memory && vm->mem_known;
+	json_object_set_new(j, "memory_assigned",
+			    mem ? json_integer((json_int_t)vm->mem_assigned) : json_null());
+	json_object_set_new(j, "memory_demand", mem && vm->mem_demand
+							? json_integer((json_int_t)vm->mem_demand)
+							: json_null());
+	json_object_set_new(j, "memory_target",
+			    mem ? json_integer((json_int_t)vm->mem_target) : json_null());
 	json_object_set_new(j, "config_path", json_string(vm->cfg_path));
 	json_object_set_new(j, "runtime_dir", json_string(vm->rundir));
 	vswitch_vm_json_locked(vm, j);

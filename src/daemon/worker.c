@@ -946,7 +946,15 @@ static int build_argv(const struct vm *vm, const struct vm_config *c, const char
 	ARG("--cmdline");
 	ARG("%s", c->cmdline);
 	ARG("--memory");
-	ARG("%lluM", (unsigned long long)(c->memory >> 20));
+	if (c->dynamic_memory) {
+		/* Dynamic memory boots at the maximum with the balloon holding
+		 * all but the startup memory (docs/decisions.md) */
+		ARG("%lluM", (unsigned long long)(vm_config_memory_maximum(c) >> 20));
+		ARG("--balloon");
+		ARG("assigned=%lluM", (unsigned long long)(c->memory >> 20));
+	} else {
+		ARG("%lluM", (unsigned long long)(c->memory >> 20));
+	}
 	ARG("--cpus");
 	ARG("%u", c->cpus);
 	ARG("--serial");
