@@ -149,7 +149,7 @@ static void ask(struct bal_entry *e)
 {
 	json_t *res = NULL, *stats;
 	char err[256];
-	uint64_t total, avail;
+	uint64_t total, avail = 0;
 
 	if (worker_command_args(e->vm, "balloon", NULL, BAL_TIMEOUT_S, &res, err, sizeof(err))) {
 		log_debug("vm %s: balloon: %s", e->vm->cfg.name, err);
