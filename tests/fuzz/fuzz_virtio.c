@@ -32,6 +32,7 @@
 #include "common/evloop.h"
 #include "common/log.h"
 #include "vmm/irq_stats.h"
+#include "vmm/state/record.h"
 #include "vmm/virtio/virtio.h"
 
 #define BAR_COMMON 0x0000
@@ -607,6 +608,27 @@ static void print_digest(struct vm *vm)
 		for (unsigned i = 0; i < vm->dev->msix->nvec; i++)
 			h = (h ^ vm->dev->msix->delivered[i]) * 0x100000001b3ULL;
 	fprintf(stderr, "fuzz digest %016llx\n", (unsigned long long)h);
+}
+
+int fuzz_virtio_save_restore(struct virtio_dev *vdev,
+			     void (*save)(struct virtio_dev *, struct state_writer *),
+			     int (*restore)(struct virtio_dev *, const struct state_file *, char *,
+					    size_t),
+			     char *err, size_t errlen)
+{
+	struct state_writer w;
+	struct state_file f;
+	const void *data;
+	size_t len;
+	int ret = 1;
+
+	state_writer_init(&w, 1);
+	save(vdev, &w);
+	if (state_writer_finish(&w, &data, &len) == 0 &&
+	    state_file_parse(&f, data, len, 1, err, errlen) == 0)
+		ret = restore(vdev, &f, err, errlen);
+	state_writer_free(&w);
+	return ret;
 }
 
 int fuzz_virtio_run(const uint8_t *data, size_t size, const struct fuzz_virtio_target *t)

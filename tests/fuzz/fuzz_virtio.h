@@ -78,6 +78,17 @@ struct fuzz_virtio_target {
 	void (*cleanup)(unsigned key);
 };
 
+/* A device record's round trip: save writes it, restore reads it back from
+ * the parsed file. Returns restore's result (0 when it took the record),
+ * or 1 when the writer or the parser failed; err says why. */
+struct state_writer;
+struct state_file;
+int fuzz_virtio_save_restore(struct virtio_dev *vdev,
+			     void (*save)(struct virtio_dev *, struct state_writer *),
+			     int (*restore)(struct virtio_dev *, const struct state_file *, char *,
+					    size_t),
+			     char *err, size_t errlen);
+
 /* Runs one input against the device for its key (made on first use). */
 int fuzz_virtio_run(const uint8_t *data, size_t size, const struct fuzz_virtio_target *t);
 

@@ -54,21 +54,13 @@ static void check(const struct vm *vm, struct virtio_dev *vdev)
 
 static void save_restore(struct virtio_dev *vdev)
 {
-	struct state_writer w;
-	struct state_file f;
-	const void *data;
-	size_t len;
-	char err[256];
+	char err[256] = "";
 
-	state_writer_init(&w, 1);
-	virtio_balloon_save(vdev, &w);
-	if (state_writer_finish(&w, &data, &len) == 0 &&
-	    state_file_parse(&f, data, len, 1, err, sizeof(err)) == 0 &&
-	    virtio_balloon_restore(vdev, &f, err, sizeof(err))) {
+	if (fuzz_virtio_save_restore(vdev, virtio_balloon_save, virtio_balloon_restore, err,
+				     sizeof(err)) < 0) {
 		fprintf(stderr, "fuzz: the balloon refused its own record: %s\n", err);
 		abort();
 	}
-	state_writer_free(&w);
 }
 
 static void op(struct vm *vm, struct virtio_dev *vdev, struct fuzz_in *in)

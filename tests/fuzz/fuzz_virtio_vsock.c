@@ -130,18 +130,9 @@ static void listener_off(unsigned l)
 
 static void save_restore(struct virtio_dev *vdev)
 {
-	struct state_writer w;
-	struct state_file f;
-	const void *data;
-	size_t len;
 	char err[256];
 
-	state_writer_init(&w, 1);
-	virtio_vsock_save(vdev, &w);
-	if (state_writer_finish(&w, &data, &len) == 0 &&
-	    state_file_parse(&f, data, len, 1, err, sizeof(err)) == 0)
-		virtio_vsock_restore(vdev, &f, err, sizeof(err));
-	state_writer_free(&w);
+	fuzz_virtio_save_restore(vdev, virtio_vsock_save, virtio_vsock_restore, err, sizeof(err));
 }
 
 /* A client fd: a host client that connected, or one a listener took. */
