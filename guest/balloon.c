@@ -5,14 +5,15 @@
  *      statistics buffer (refilled whenever the host hands it back);
  *   2. waits for the host to set a target (num_pages > 0), inflates that
  *      many pages of the filled region, writes `actual`
- *      (RESULT balloon_inflated=PAGES);
+ *      (RESULT balloon_inflate_us=TIME, balloon_inflated=PAGES);
  *   3. waits for the target to go back to all of RAM, deflates them and
  *      counts pages that still hold what was written (RESULT
  *      balloon_kept=N: 0 when the host really dropped them);
  *   4. with free=SIZE and PAGE_REPORTING, fills SIZE more
  *      (RESULT balloon_free_touched=MiB), waits for the host to ask for
  *      memory again, and reports that region free instead of inflating
- *      (RESULT balloon_reported=BYTES); once the target is lifted again,
+ *      (RESULT balloon_report_us=TIME, balloon_reported=BYTES); once the
+ *      target is lifted again,
  *      RESULT balloon_report_kept=N;
  *   5. RESULT balloon_done=1, balloon_stats_updates=N.
  *
@@ -162,6 +163,8 @@ static int report_free(struct bdrv *b, uint64_t size)
 		out("RESULT balloon_error=no second target\n");
 		return 0;
 	}
+	uint64_t t0 = rdtsc();
+
 	while (sent < size) {
 		uint64_t n = size - sent < REPORT_CHUNK ? size - sent : REPORT_CHUNK;
 		struct virtio_buf buf = { base + sent, (uint32_t)n, true };
@@ -172,6 +175,8 @@ static int report_free(struct bdrv *b, uint64_t size)
 		}
 		sent += n;
 	}
+	out("RESULT balloon_report_us=%llu\n",
+	    (unsigned long long)((rdtsc() - t0) * 1000000 / b->g->tsc_hz));
 	out("RESULT balloon_reported=%llu\n", (unsigned long long)sent);
 	/* reading the pages back brings them in again: only once the host
 	 * has looked (it lifts the target) */
@@ -193,6 +198,7 @@ int balloon_run(struct guest *g, const char *arg, size_t len)
 	const char *end;
 	uint8_t *region;
 	uint32_t target;
+	uint64_t t0, t1;
 
 	size = parse_size(arg, &end);
 	if (end < arg + len && end + 6 <= arg + len && !memcmp(end, ",free=", 6))
@@ -220,11 +226,15 @@ int balloon_run(struct guest *g, const char *arg, size_t len)
 		return 0;
 	}
 	npages = target < size / PAGE_SIZE ? target : size / PAGE_SIZE;
+	t0 = rdtsc();
 	if (send_pfns(&b, 0, (uint64_t)(uintptr_t)region, npages)) {
 		out("RESULT balloon_error=inflate not answered\n");
 		return 0;
 	}
+	t1 = rdtsc();
 	mmio_write32(d->device_cfg + 4, (uint32_t)npages);
+	out("RESULT balloon_inflate_us=%llu\n",
+	    (unsigned long long)((t1 - t0) * 1000000 / g->tsc_hz));
 	out("RESULT balloon_inflated=%llu\n", (unsigned long long)npages);
 
 	if (wait_target(&b, false, &target)) {
