@@ -265,6 +265,9 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	return 0;
 }
 
+/* Hyper-V's port mirroring modes, in enum switch_mirror's order. */
+static const char *const port_mirroring_names[] = { "none", "source", "destination" };
+
 /* A switch adapter carries its port settings; a tap adapter is as before;
  * one with neither is not connected. */
 static json_t *nic_to_json(const struct vm_nic *n)
@@ -283,6 +286,8 @@ static json_t *nic_to_json(const struct vm_nic *n)
 	json_object_set_new(j, "router_guard", json_boolean(n->router_guard));
 	json_object_set_new(j, "vlan", json_integer(n->vlan));
 	json_object_set_new(j, "bandwidth_max", json_integer((json_int_t)n->bandwidth_max));
+	json_object_set_new(j, "port_mirroring",
+			    json_string(port_mirroring_names[n->port_mirroring % 3]));
 	return j;
 }
 
@@ -548,6 +553,14 @@ static int parse_nic_port(const char *key, json_t *val, unsigned idx, struct vm_
 		nic->vlan = (unsigned)n;
 		return r;
 	}
+	if (!strcmp(key, "port_mirroring")) {
+		unsigned m;
+
+		r = get_enum(val, "network_adapters[].port_mirroring", port_mirroring_names, 3, &m,
+			     err, errlen);
+		nic->port_mirroring = r ? 0 : m;
+		return r;
+	}
 	if (!strcmp(key, "bandwidth_max")) {
 		r = get_uint(val, "network_adapters[].bandwidth_max", 0, UINT64_C(1) << 50, &n,
 			     err, errlen);
@@ -601,7 +614,8 @@ static int parse_nic(json_t *v, unsigned idx, struct vm_nic *nic, char *err, siz
 		} else if ((r = parse_nic_port(key, val, idx, nic, err, errlen)) == 1) {
 			r = fail(err, errlen,
 				 "unknown field 'network_adapters[%u].%s' (known: tap, switch, mac, "
-				 "mac_spoofing, dhcp_guard, router_guard, vlan, bandwidth_max)",
+				 "mac_spoofing, dhcp_guard, router_guard, vlan, bandwidth_max, "
+				 "port_mirroring)",
 				 idx, key);
 		}
 		if (r)

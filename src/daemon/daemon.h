@@ -74,6 +74,7 @@ struct vm_nic {
 	bool router_guard;
 	unsigned vlan;		/* 0: untagged */
 	uint64_t bandwidth_max; /* bits/s, 0: no cap */
+	unsigned port_mirroring; /* 0 none, 1 source, 2 destination (enum switch_mirror) */
 };
 
 /* The persistent configuration: what `<GUID>.json` holds. */

@@ -559,6 +559,9 @@ static void port_config(const struct vm_nic *n, struct switch_port_config *pc)
 	pc->router_guard = n->router_guard;
 	pc->vlan = n->vlan;
 	pc->bandwidth_max = n->bandwidth_max;
+	pc->mirror = n->port_mirroring == 1   ? SWITCH_MIRROR_SOURCE
+		     : n->port_mirroring == 2 ? SWITCH_MIRROR_DESTINATION
+					      : SWITCH_MIRROR_NONE;
 }
 
 static void tap_remove(struct vswitch_registry *reg, const char *sw, const char *tap)

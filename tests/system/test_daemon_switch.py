@@ -527,6 +527,70 @@ def test_bandwidth_max_caps_the_guests_udp_flood(lab, daemon, cap):
         d.ok("switch", "remove", "swbw", "--force")
 
 
+# Counts, on a tap's host side, the ICMP frames to or from an address for
+# a while (the frames the bridge sends toward that port's VM).
+COUNT_ICMP_ON = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.settimeout(0.2)
+ip = bytes(map(int, sys.argv[3].split('.')))
+n, end = 0, time.time() + float(sys.argv[2])
+print('ready', flush=True)
+while time.time() < end:
+    try:
+        f = s.recv(2048)
+        if f[12:14] == b'\x08\x00' and f[23] == 1 and ip in (f[26:30], f[30:34]):
+            n += 1
+    except socket.timeout:
+        pass
+print(n, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mirror", ["source", "none"])
+def test_port_mirroring_from_the_vm_settings(lab, daemon, mirror):
+    """Hyper-V's port mirroring as a VM adapter setting: with `ms` a source
+    and `md` a destination on one switch, md's port gets a copy of both
+    directions of the host's pings of ms; with ms not a source, nothing."""
+    d = daemon
+    d.ok("switch", "create", "swm", "--type", "internal", "--address", "10.75.0.1/24")
+    try:
+        start_vm(d, "ms", "10.75.0.2/24", "switch=swm,port_mirroring=" + mirror)
+        start_vm(d, "md", "10.75.0.3/24", "switch=swm,port_mirroring=destination")
+        src, dst = d.vm("ms")["network_adapters"][0], d.vm("md")["network_adapters"][0]
+        assert (src["port_mirroring"], dst["port_mirroring"]) == (mirror, "destination")
+        if mirror == "source":
+            assert "port mirroring source" in d.ok("vm", "show", "ms").stdout
+        assert lab.ping(lab.host, "10.75.0.2")  # MACs learned: unicast from now on
+        counter = subprocess.Popen(["ip", "netns", "exec", lab.host, "python3", "-c",
+                                    COUNT_ICMP_ON, dst["tap"], "3", "10.75.0.2"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert counter.stdout.readline().strip() == "ready", counter.stderr.read()
+        assert lab.run(lab.host, ["ping", "-c", "5", "-i", "0.2", "-W", "1", "10.75.0.2"],
+                       check=False).returncode == 0
+        out, err = counter.communicate(timeout=20)
+        seen = int(out.split()[-1])
+        # 5 requests to ms and 5 replies from it
+        assert seen == (10 if mirror == "source" else 0), (seen, err)
+        for name in ("ms", "md"):
+            d.ok("vm", "stop", name, "--turn-off")
+    finally:
+        d.ok("switch", "remove", "swm", "--force")
+
+
+def test_port_mirroring_bad_values_are_refused(lab, daemon):
+    d = daemon
+    r = d.cli("vm", "create", "pm", "--kernel", d.guest, "--net", "switch=x,port_mirroring=both")
+    assert r.returncode == 2 and "port_mirroring must be none, source or destination" in \
+        r.stderr, r.stderr
+    st, body = d.http("POST", "/v1/vms", {"name": "pm", "kernel": str(d.guest),
+                                          "network_adapters": [{"switch": "swx",
+                                                                "port_mirroring": 1}]})
+    assert st == 400 and "port_mirroring" in json.dumps(body), (st, body)
+    assert d.http("GET", "/v1/vms/pm")[0] == 404
+
+
 def test_bash_completion_of_switches(daemon):
     from test_cli_vm import complete
     assert complete(daemon, ["cloison", "sw"]) == ["switch"]
