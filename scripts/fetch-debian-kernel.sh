@@ -4,13 +4,16 @@
 # vmlinux from it by decompressing the payload the bzImage header points at,
 # and builds a busybox initramfs from Debian's busybox-static with the
 # kernel's virtio modules, whose init (below) loads them, reports the first
-# virtio disk's marker and brings the first NIC up, then powers off.
+# virtio disk's marker and brings the first NIC up, then powers off (or,
+# with cloison.agent, runs cloison-agent, built static from guest-agent/,
+# until the host asks it to shut down).
 # Everything is cached, so reruns are offline. Prints the cache directory.
 set -euo pipefail
 
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/cloison/debian-kernel
 # Bumped whenever the initramfs changes, so a cache from before is rebuilt.
-INITRAMFS_VERSION=2
+INITRAMFS_VERSION=3
+TOP=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$CACHE"
 if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initramfs.cpio.gz" ] &&
 	[ "$(cat "$CACHE/initramfs.version" 2>/dev/null)" = "$INITRAMFS_VERSION" ]; then
@@ -64,10 +67,14 @@ head -c 4 vmlinux | grep -q ELF || { echo "fetch-debian-kernel: payload is not a
 BB=/bin/busybox # from busybox-static (scripts/deps.sh), statically linked
 mkdir -p initramfs/bin initramfs/proc initramfs/sys initramfs/dev initramfs/lib/modules
 cp "$BB" initramfs/bin/busybox
+ln -s busybox initramfs/bin/sh # the agent's shutdown command runs through system()
+mkdir -p initramfs/etc
+printf 'PRETTY_NAME="Debian GNU/Linux 12 (cloison test initramfs)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n' > initramfs/etc/os-release
 python3 - root/lib/modules initramfs/lib/modules <<'PY'
 import os, re, shutil, sys
 src, dst = sys.argv[1], sys.argv[2]
-want = ["virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_console"]
+want = ["virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_console",
+        "vmw_vsock_virtio_transport", "virtio_balloon"]
 found = {}
 for top, _, files in os.walk(src):
     for f in files:
@@ -92,11 +99,16 @@ with open(os.path.join(dst, "order"), "w") as f:
         shutil.copy(found[key], os.path.join(dst, key + ".ko"))
         f.write(key + "\n")
 PY
+# The integration services' agent, static: the initramfs has no libc.
+gcc -static -O2 -D_GNU_SOURCE -I"$TOP/src" -I"$TOP/guest-agent" -o initramfs/bin/cloison-agent \
+	"$TOP/guest-agent/main.c" "$TOP/guest-agent/agent.c" "$TOP/guest-agent/sha256.c" >&2
 cat > initramfs/init <<'INIT'
 #!/bin/busybox sh
 # cloison's test init. Words on the kernel command line:
 #   cloison.ip=ADDR/PREFIX  address for the first NIC
 #   cloison.peer=ADDR       ping it once the link is up
+#   cloison.agent           run cloison-agent at the end instead of powering
+#                           off: the host's shutdown request powers off
 B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
@@ -106,11 +118,12 @@ echo "RESULT initramfs_cpus=$($B grep -c ^processor /proc/cpuinfo)"
 for m in $($B cat /lib/modules/order); do
 	$B insmod /lib/modules/$m.ko || echo "RESULT insmod_failed=$m"
 done
-ip= peer=
+ip= peer= agent=
 for w in $($B cat /proc/cmdline); do
 	case $w in
 	cloison.ip=*) ip=${w#cloison.ip=} ;;
 	cloison.peer=*) peer=${w#cloison.peer=} ;;
+	cloison.agent) agent=1 ;;
 	esac
 done
 # The first virtio disk: its first sector holds a text marker.
@@ -150,7 +163,28 @@ if [ -n "$nic" ]; then
 else
 	echo "RESULT nic=none"
 fi
+# Linux's balloon driver, when the VM has the device (dynamic memory).
+for v in /sys/bus/virtio/drivers/virtio_balloon/virtio*; do
+	[ -e "$v" ] && echo "RESULT balloon_driver=virtio_balloon"
+done
 echo "RESULT initramfs_done=ok"
+if [ -n "$agent" ]; then
+	$B mkdir -p /run/kvp
+	$B hostname cloison-deb
+	/bin/cloison-agent --kvp-dir /run/kvp --shutdown-command "$B poweroff -f" &
+	echo "RESULT agent_started=$!"
+	# what the host sets (vm kvp set) arrives as files: each shown once
+	$B mkdir -p /run/seen
+	while :; do
+		for f in /run/kvp/*; do
+			k=${f##*/}
+			[ -f "$f" ] && [ ! -e "/run/seen/$k" ] || continue
+			echo "RESULT host_kvp=$k=$($B cat "$f")"
+			$B touch "/run/seen/$k"
+		done
+		$B sleep 0.5
+	done
+fi
 $B poweroff -f
 INIT
 chmod +x initramfs/init
