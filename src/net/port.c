@@ -2,6 +2,7 @@
  * policers and mirroring (see switch.h, docs/switch.md). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/pkt_sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ static void port_rules_remove(struct switch_net *sn, const char *name, const cha
 	nft_run(&sn->nft, "delete element bridge cloison_%s limits { \"%s\" }", name, ifname);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s p_%s", name, ifname);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s l_%s", name, ifname);
+	nft_run(&sn->nft, "delete element bridge cloison_%s weights { \"%s\" }", name, ifname);
 	mirror_set(sn, name, ifname, SWITCH_MIRROR_NONE);
 	nft_run(&sn->nft, "delete chain bridge cloison_%s v_%s", name, ifname);
 	sn->nft.err[0] = '\0';
@@ -191,6 +193,22 @@ static int port_rules_set(struct switch_net *sn, const char *name, const char *i
 	if (pc->vlan)
 		fprintf(f, "add element bridge cloison_%s tagged { \"%s\" }\n", t, p);
 	fprintf(f, "add chain bridge cloison_%s l_%s\nflush chain bridge cloison_%s l_%s\n", t, p, t, p);
+	/* The weight, and on a switch with an uplink the port's class there */
+	fprintf(f, "add map bridge cloison_%s weights { type ifname : mark; }\n", t);
+	if (in_set(sn, name, "weights", ifname))
+		fprintf(f, "delete element bridge cloison_%s weights { \"%s\" }\n", t, p);
+	if (pc->bandwidth_weight) {
+		char up[IFNAMSIZ];
+		struct rtnl_link l;
+		uint64_t bps;
+		uint32_t cls;
+		fprintf(f, "add element bridge cloison_%s weights { \"%s\" : %u }\n", t, p,
+			pc->bandwidth_weight);
+		if (!switch_uplink_get(sn, name, up, &bps) && !rtnl_link_get(&sn->rtnl, ifname, &l) &&
+		    switch_weight_class(l.ifindex, &cls))
+			fprintf(f, "add rule bridge cloison_%s l_%s meta priority set %x:%x\n", t, p,
+				TC_H_MAJ(cls) >> 16, TC_H_MIN(cls));
+	}
 	if (pc->bandwidth_max) {
 		/* nftables' bucket holds a second of the rate plus the burst: keep
 		 * the burst small, a few full frames. */
@@ -212,6 +230,17 @@ static int port_rules_set(struct switch_net *sn, const char *name, const char *i
 	return ret;
 }
 
+/* The port is attached (or gone) whatever the uplink's tree does: a
+ * failure there is a warning in sn->err, not a port without a network. */
+static void weights_sync_or_warn(struct switch_net *sn, const char *name)
+{
+	if (switch_weights_sync(sn, name)) {
+		char why[sizeof(sn->err)];
+		memcpy(why, sn->err, sizeof(why));
+		switch_fail(sn, 0, "warning: %.500s", why);
+	}
+}
+
 int switch_port_attach(struct switch_net *sn, const char *name, const char *ifname,
 		       const struct switch_port_config *pc)
 {
@@ -228,6 +257,9 @@ int switch_port_attach(struct switch_net *sn, const char *name, const char *ifna
 	if (pc->bandwidth_max && pc->bandwidth_max < 8000)
 		return switch_fail(sn, -EINVAL, "bad bandwidth_max %llu bit/s: use at least 8000, or 0 for none",
 			    (unsigned long long)pc->bandwidth_max);
+	if (pc->bandwidth_weight > 100)
+		return switch_fail(sn, -EINVAL, "bad bandwidth_weight %u: use 0 to 100 (0: none)",
+				   pc->bandwidth_weight);
 	if (pc->vlan > SWITCH_VLAN_MAX)
 		return switch_fail(sn, -EINVAL, "bad VLAN id %u: use 1 to %d, or 0 for none", pc->vlan,
 			    SWITCH_VLAN_MAX);
@@ -262,6 +294,7 @@ int switch_port_attach(struct switch_net *sn, const char *name, const char *ifna
 		port_rules_remove(sn, name, ifname);
 		return ret;
 	}
+	weights_sync_or_warn(sn, name);
 	return 0;
 }
 
@@ -288,6 +321,7 @@ int switch_port_detach(struct switch_net *sn, const char *name, const char *ifna
 				    strerror(-ret));
 	}
 	port_rules_remove(sn, name, ifname);
+	weights_sync_or_warn(sn, name);
 	return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <libmnl/libmnl.h>
 #include <linux/if_link.h>
+#include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -508,4 +509,122 @@ bool ip4_prefix_overlap(const struct ip4_prefix *a, const struct ip4_prefix *b)
 	uint32_t mask = len ? ~0u << (32 - len) : 0;
 
 	return ((ntohl(a->addr.s_addr) ^ ntohl(b->addr.s_addr)) & mask) == 0;
+}
+
+/* ---- traffic control: the HTB tree of minimum bandwidth weights ---- */
+
+static struct nlmsghdr *tc_msg(char *buf, uint16_t type, uint16_t flags, int ifindex,
+			       uint32_t handle, uint32_t parent)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct tcmsg *t;
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
+	t = mnl_nlmsg_put_extra_header(nlh, sizeof(*t));
+	t->tcm_family = AF_UNSPEC;
+	t->tcm_ifindex = ifindex;
+	t->tcm_handle = handle;
+	t->tcm_parent = parent;
+	return nlh;
+}
+
+int rtnl_htb_qdisc_set(struct rtnl *r, int ifindex, uint32_t handle, uint32_t default_minor)
+{
+	struct tc_htb_glob g = { .version = 3, .rate2quantum = 10, .defcls = default_minor };
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh;
+	struct nlattr *opt;
+
+	nlh = tc_msg(buf, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, ifindex, handle, TC_H_ROOT);
+	mnl_attr_put_strz(nlh, TCA_KIND, "htb");
+	opt = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+	mnl_attr_put(nlh, TCA_HTB_INIT, sizeof(g), &g);
+	mnl_attr_nest_end(nlh, opt);
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+int rtnl_qdisc_root_del(struct rtnl *r, int ifindex)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = tc_msg(buf, RTM_DELQDISC, 0, ifindex, 0, TC_H_ROOT);
+	int ret = rtnl_talk(r, nlh, NULL, NULL);
+
+	/* the device's default qdisc cannot be deleted: nothing was ours */
+	return ret == -ENOENT || ret == -EINVAL ? 0 : ret;
+}
+
+/* psched ticks (64 ns, PSCHED_SHIFT 6) to send bytes at rate bytes/s */
+static uint32_t xmit_ticks(uint64_t rate, uint64_t bytes)
+{
+	uint64_t t = bytes * (UINT64_C(1000000000) >> 6) / (rate ? rate : 1);
+
+	return t > UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+}
+
+int rtnl_htb_class_set(struct rtnl *r, int ifindex, uint32_t classid, uint32_t parent,
+		       uint64_t rate_bps, uint64_t ceil_bps)
+{
+	uint64_t rate = rate_bps / 8, ceil = ceil_bps / 8;
+	/* a burst of 10 ms at the rate, and at least a full frame */
+	uint64_t burst = rate / 100 + 1600, cburst = ceil / 100 + 1600;
+	struct tc_htb_opt o = {
+		.rate = { .rate = rate > UINT32_MAX ? UINT32_MAX : (uint32_t)rate,
+			  .linklayer = TC_LINKLAYER_ETHERNET },
+		.ceil = { .rate = ceil > UINT32_MAX ? UINT32_MAX : (uint32_t)ceil,
+			  .linklayer = TC_LINKLAYER_ETHERNET },
+		.buffer = xmit_ticks(rate, burst),
+		.cbuffer = xmit_ticks(ceil, cburst),
+	};
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh;
+	struct nlattr *opt;
+
+	if (!rate || !ceil)
+		return -EINVAL;
+	nlh = tc_msg(buf, RTM_NEWTCLASS, NLM_F_CREATE, ifindex, classid, parent);
+	mnl_attr_put_strz(nlh, TCA_KIND, "htb");
+	opt = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+	mnl_attr_put(nlh, TCA_HTB_PARMS, sizeof(o), &o);
+	if (rate > UINT32_MAX)
+		mnl_attr_put_u64(nlh, TCA_HTB_RATE64, rate);
+	if (ceil > UINT32_MAX)
+		mnl_attr_put_u64(nlh, TCA_HTB_CEIL64, ceil);
+	mnl_attr_nest_end(nlh, opt);
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+int rtnl_tc_class_del(struct rtnl *r, int ifindex, uint32_t classid)
+{
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = tc_msg(buf, RTM_DELTCLASS, 0, ifindex, classid, 0);
+
+	return rtnl_talk(r, nlh, NULL, NULL);
+}
+
+struct class_list {
+	int ifindex;
+	uint32_t *out;
+	size_t max, n;
+};
+
+static int class_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct class_list *cl = data;
+	const struct tcmsg *t = mnl_nlmsg_get_payload(nlh);
+
+	if (nlh->nlmsg_type == RTM_NEWTCLASS && t->tcm_ifindex == cl->ifindex && cl->n < cl->max)
+		cl->out[cl->n++] = t->tcm_handle;
+	return MNL_CB_OK;
+}
+
+int rtnl_tc_class_list(struct rtnl *r, int ifindex, uint32_t *out, size_t max, size_t *n)
+{
+	struct class_list cl = { .ifindex = ifindex, .out = out, .max = max };
+	char buf[RTNL_BUF];
+	struct nlmsghdr *nlh = tc_msg(buf, RTM_GETTCLASS, NLM_F_DUMP, ifindex, 0, 0);
+	int ret = rtnl_talk(r, nlh, class_cb, &cl);
+
+	*n = cl.n;
+	return ret;
 }

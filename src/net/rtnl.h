@@ -105,6 +105,21 @@ int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg);
  * already there is 0. */
 int rtnl_route4_add(struct rtnl *r, const struct rtnl_route4 *rt, int oif);
 
+/* Traffic control, for the minimum bandwidth weights of an external
+ * switch's uplink (docs/switch.md): an HTB qdisc as the link's root
+ * (unclassified traffic goes to class
+ * handle:default_minor; -EEXIST when the root has that handle already),
+ * its classes (created or changed; rates in bits/s,
+ * the ceiling what a class may borrow up to), their removal and a list of
+ * the link's class handles. Deleting a root the kernel gave the link
+ * itself is not an error. */
+int rtnl_htb_qdisc_set(struct rtnl *r, int ifindex, uint32_t handle, uint32_t default_minor);
+int rtnl_qdisc_root_del(struct rtnl *r, int ifindex);
+int rtnl_htb_class_set(struct rtnl *r, int ifindex, uint32_t classid, uint32_t parent,
+		       uint64_t rate_bps, uint64_t ceil_bps);
+int rtnl_tc_class_del(struct rtnl *r, int ifindex, uint32_t classid);
+int rtnl_tc_class_list(struct rtnl *r, int ifindex, uint32_t *out, size_t max, size_t *n);
+
 /* Parses "A.B.C.D/LEN" (LEN 8..30); the host bits must be zero unless
  * allow_host is set. 0 or -EINVAL. */
 int ip4_prefix_parse(const char *s, bool allow_host, struct ip4_prefix *out);

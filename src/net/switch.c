@@ -327,6 +327,11 @@ static int attach_adapter(struct switch_net *sn, const struct switch_config *cfg
 		ret = rtnl_link_set_up(&sn->rtnl, cfg->adapter, true);
 	if (ret)
 		return switch_fail(sn, ret, "cannot enslave %s: %s", cfg->adapter, strerror(-ret));
+	/* What minimum bandwidth weights share (weight.c) */
+	ret = switch_uplink_record(sn, cfg->name, cfg->adapter, cfg->uplink_bandwidth);
+	if (ret)
+		return sn->err[0] ? ret : switch_fail(sn, ret, "cannot record uplink %s: %s",
+						       cfg->adapter, sn->nft.err);
 	/* The uplink is untagged (no 802.1Q here): it is in VLAN 0. */
 	return nft_run(&sn->nft,
 		       "add set bridge cloison_%1$s vlan_0 { type ifname; }\n"
@@ -598,6 +603,7 @@ int switch_destroy(struct switch_net *sn, const char *name)
 	switch_bridge_name(name, br);
 	/* The management OS's addresses go back to the adapter first; if they
 	 * cannot, the switch stays, so the host keeps them on the bridge. */
+	switch_weights_release(sn, name);
 	ret = give_back_uplink(sn, &l);
 	if (ret)
 		return ret;

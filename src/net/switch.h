@@ -53,6 +53,9 @@ struct switch_config {
 	/* internal: the host side's address/len (len 0: none).
 	 * nat: the subnet; the host takes its first address (the gateway). */
 	struct ip4_prefix addr;
+	/* external: the uplink's speed in bits/s, what minimum bandwidth
+	 * weights share; 0: the adapter's own (1 Gbit/s if it gives none) */
+	uint64_t uplink_bandwidth;
 };
 
 struct switch_info {
@@ -78,6 +81,9 @@ struct switch_port_config {
 	bool router_guard;            /* drop RAs and redirects from the port */
 	unsigned vlan;                /* access VLAN, 0: untagged */
 	uint64_t bandwidth_max;       /* bits/s the VM may send, 0: no cap */
+	/* Hyper-V's MinimumBandwidthWeight, 0 to 100: the port's minimum share
+	 * of an external switch's uplink under contention; 0: none */
+	unsigned bandwidth_weight;
 	enum switch_mirror mirror;
 };
 

@@ -22,4 +22,18 @@ int switch_write_sysctl(const char *path, const char *val);
  * message): a link of that name without our marker. */
 int switch_find_bridge(struct switch_net *sn, const char *name, struct rtnl_link *l);
 
+/* Minimum bandwidth weights (weight.c). The uplink and its speed (bits/s;
+ * 0: the adapter's own) go into the bridge table; -ENOENT from
+ * switch_uplink_get() for a switch without one. switch_weights_sync()
+ * rebuilds the uplink's HTB tree from the ports' weights, release takes it
+ * away. switch_weight_class() is a port's class, false for an ifindex
+ * beyond what a class id holds. */
+int switch_uplink_record(struct switch_net *sn, const char *name, const char *adapter,
+			 uint64_t bps);
+int switch_uplink_get(struct switch_net *sn, const char *name, char ifname[IFNAMSIZ],
+		      uint64_t *bps);
+int switch_weights_sync(struct switch_net *sn, const char *name);
+void switch_weights_release(struct switch_net *sn, const char *name);
+bool switch_weight_class(int ifindex, uint32_t *classid);
+
 #endif

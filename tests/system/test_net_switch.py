@@ -592,6 +592,83 @@ def test_bandwidth_max_caps_a_udp_flood_from_the_vm(lab, cap):
         assert rate > 20_000_000 * 1.5, "uncapped flood only %.1f Mbit/s" % (rate / 1e6)
 
 
+# Received bits/s per source address (as UDP_RATE, from 1.5 s on).
+UDP_RATE_BY_SOURCE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 9000))
+s.settimeout(5)
+print('ready', flush=True)
+s.recv(65536)
+start = time.time() + 1.5
+while time.time() < start:
+    s.recv(65536)
+n, end = {}, start + float(sys.argv[1])
+while time.time() < end:
+    b, a = s.recvfrom(65536)
+    n[a[0]] = n.get(a[0], 0) + len(b) + 42
+t = time.time() - start
+print(' '.join('%s=%d' % (k, v * 8 / t) for k, v in n.items()), flush=True)
+"""
+
+
+def flood_two(lab, out, vms, secs=4.5):
+    rx = lab.popen(out, ["python3", "-c", UDP_RATE_BY_SOURCE, "2.5"])
+    wait_ready(rx)
+    tx = [lab.popen(vm, ["python3", "-c", UDP_FLOOD, "203.0.113.2", secs]) for vm in vms]
+    for p in tx:
+        p.communicate(timeout=60)
+    o, err = rx.communicate(timeout=30)
+    assert rx.returncode == 0, err
+    return {k: float(v) for k, v in (w.split("=") for w in o.split())}
+
+
+@pytest.mark.parametrize("weights", [(75, 25), (0, 0)])
+def test_bandwidth_weight_shares_a_busy_uplink(lab, weights):
+    """Two VMs flood an outside host through an external switch whose uplink
+    is 20 Mbit/s: with weights 75 and 25 they get about 3/4 and 1/4 of it
+    (HTB on the uplink's egress, classes from the ports' weights); without
+    weights there is no tree on the uplink and nothing is shared out."""
+    out = uplink_lab(lab)
+    lab.netctl("switch-create", "e1", "external", "--adapter", "uplink",
+               "--allow-management-os", "off", "--uplink-bandwidth", "20000000")
+    a = lab.vm("v1", "203.0.113.51/24")
+    b = lab.vm("v2", "203.0.113.52/24")
+    lab.attach("e1", "v1", "--bandwidth-weight", str(weights[0]), ns=a)
+    lab.attach("e1", "v2", "--bandwidth-weight", str(weights[1]), ns=b)
+    for v in ("v1p", "v2p"):  # no warning: the tree was built
+        r = lab.netctl("port-attach", "e1", v, "--mac", lab.mac_of(a if v == "v1p" else b),
+                       "--bandwidth-weight", str(weights[v == "v2p"]))
+        assert r.stderr == "", r.stderr
+    qdisc = lab.run(lab.host, ["tc", "qdisc", "show", "dev", "uplink"]).stdout
+    assert ("htb" in qdisc) == bool(weights[0]), qdisc
+    got = flood_two(lab, out, [a, b])
+    ra, rb = got.get("203.0.113.51", 0), got.get("203.0.113.52", 0)
+    print("weights %s: %.1f and %.1f Mbit/s" % (weights, ra / 1e6, rb / 1e6))
+    if weights[0]:
+        assert abs(ra + rb - 20e6) <= 2e6, "%.1f Mbit/s through a 20 Mbit/s uplink" % ((ra + rb) / 1e6)
+        assert 0.65 <= ra / (ra + rb) <= 0.85, "shares %.1f / %.1f Mbit/s for weights 75 / 25" % (
+            ra / 1e6, rb / 1e6)
+        classes = lab.run(lab.host, ["tc", "class", "show", "dev", "uplink"]).stdout
+        assert classes.count("class htb") == 4, classes  # link, default flow, two ports
+        # the weight off one port: its class goes; off both: the tree goes
+        lab.attach("e1", "v2", ns=b)
+        classes = lab.run(lab.host, ["tc", "class", "show", "dev", "uplink"]).stdout
+        assert classes.count("class htb") == 3, classes
+        lab.netctl("port-detach", "e1", "v1p")
+        qdisc = lab.run(lab.host, ["tc", "qdisc", "show", "dev", "uplink"]).stdout
+        assert "htb" not in qdisc, qdisc
+    else:
+        assert ra + rb > 30e6, "without weights the uplink was capped: %.1f Mbit/s" % ((ra + rb) / 1e6)
+    # a weight above 100 is refused and changes nothing
+    r = lab.netctl("port-attach", "e1", "v2p", "--mac", lab.mac_of(b), "--bandwidth-weight",
+                   "101", check=False)
+    assert r.returncode == 1 and "bad bandwidth_weight 101: use 0 to 100" in r.stderr, r.stderr
+    lab.netctl("switch-remove", "e1")
+    qdisc = lab.run(lab.host, ["tc", "qdisc", "show", "dev", "uplink"]).stdout
+    assert "htb" not in qdisc, qdisc
+
+
 @pytest.mark.parametrize("mirror", ["source", "none"])
 def test_port_mirroring_copies_a_source_ports_frames_to_the_destination(lab, mirror):
     lab.netctl("switch-create", "p1", "private")

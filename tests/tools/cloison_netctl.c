@@ -16,7 +16,7 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: cloison-netctl VERB ...\n"
-		"  switch-create NAME private|internal|external|nat [--addr A/LEN] [--subnet N/LEN] [--adapter IF [--allow-management-os on|off]]\n"
+		"  switch-create NAME private|internal|external|nat [--addr A/LEN] [--subnet N/LEN] [--adapter IF [--allow-management-os on|off] [--uplink-bandwidth BITS]]\n"
 		"  switch-remove NAME\n"
 		"  port-attach NAME IF [PORTOPTS]   port-detach NAME IF\n"
 		"  tap-create NAME TAP [PORTOPTS]   tap-remove NAME TAP\n"
@@ -24,6 +24,7 @@ static int usage(void)
 		"  subnet-choose   subnet-check N/LEN\n"
 		"  dhcp-start BRIDGE N/LEN LEASES LOG [dns]   leases FILE\n"
 		"PORTOPTS: --mac MAC --mac-spoofing on|off --dhcp-guard on|off --router-guard on|off --vlan N --bandwidth-max BITS\n"
+		"          --bandwidth-weight 0-100\n"
 		"          --mirror none|source|destination\n");
 	return 2;
 }
@@ -87,6 +88,8 @@ static int parse_port_opts(int argc, char **argv, struct switch_port_config *pc)
 				ret = -EINVAL;
 		} else if (strcmp(k, "--bandwidth-max") == 0) {
 			pc->bandwidth_max = strtoull(v, NULL, 10);
+		} else if (strcmp(k, "--bandwidth-weight") == 0) {
+			pc->bandwidth_weight = (unsigned)strtoul(v, NULL, 10);
 		} else if (strcmp(k, "--vlan") == 0) {
 			pc->vlan = (unsigned)strtoul(v, NULL, 10);
 		} else {
@@ -121,12 +124,15 @@ static int cmd_switch_create(struct switch_net *sn, int argc, char **argv)
 			cfg.adapter = argv[i + 1];
 		else if (strcmp(argv[i], "--allow-management-os") == 0)
 			cfg.share_management = strcmp(argv[i + 1], "on") == 0;
+		else if (strcmp(argv[i], "--uplink-bandwidth") == 0)
+			cfg.uplink_bandwidth = strtoull(argv[i + 1], NULL, 10);
 		else if (strcmp(argv[i], "--addr") == 0 && !ip4_prefix_parse(argv[i + 1], true, &cfg.addr))
 			continue;
 		else if (strcmp(argv[i], "--subnet") == 0 &&
 			 !ip4_prefix_parse(argv[i + 1], false, &cfg.addr))
 			continue;
-		else if (strcmp(argv[i], "--adapter") != 0 && strcmp(argv[i], "--allow-management-os") != 0)
+		else if (strcmp(argv[i], "--adapter") != 0 && strcmp(argv[i], "--allow-management-os") != 0 &&
+			 strcmp(argv[i], "--uplink-bandwidth") != 0)
 			return die("bad option or address (A.B.C.D/LEN; a subnet has no host bits)");
 	}
 	if (cfg.type == SWITCH_NAT && !cfg.addr.len && switch_subnet_choose(sn, &cfg.addr))
@@ -236,7 +242,11 @@ static int dispatch(struct switch_net *sn, const char *verb, int argc, char **ar
 	if (strcmp(verb, "port-attach") == 0 && argc >= 2) {
 		if (parse_port_opts(argc - 2, argv + 2, &pc))
 			return 2;
-		return switch_port_attach(sn, argv[0], argv[1], &pc) ? die(sn->err) : 0;
+		if (switch_port_attach(sn, argv[0], argv[1], &pc))
+			return die(sn->err);
+		if (sn->err[0])
+			fprintf(stderr, "cloison-netctl: %s\n", sn->err);
+		return 0;
 	}
 	if (strcmp(verb, "port-detach") == 0 && argc == 2)
 		return switch_port_detach(sn, argv[0], argv[1]) ? die(sn->err) : 0;
