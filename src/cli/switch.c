@@ -14,7 +14,7 @@
 
 enum {
 	OPT_SOCKET = 1000, OPT_JSON, OPT_HELP, OPT_TYPE, OPT_ADAPTER, OPT_MGMT, OPT_NO_MGMT,
-	OPT_ADDRESS, OPT_SUBNET, OPT_NOTES, OPT_FORCE, OPT_YES,
+	OPT_ADDRESS, OPT_SUBNET, OPT_UPLINK_BW, OPT_NOTES, OPT_FORCE, OPT_YES,
 };
 
 struct sw_opts {
@@ -116,6 +116,14 @@ static int parse_opts(struct sw_opts *o, int argc, char **argv, const struct opt
 			break;
 		case OPT_ADDRESS: json_object_set_new(o->body, "address", json_string(optarg)); break;
 		case OPT_SUBNET: json_object_set_new(o->body, "subnet", json_string(optarg)); break;
+		case OPT_UPLINK_BW: {
+			char *end;
+			long long v = strtoll(optarg, &end, 10);
+			if (!*optarg || *end || v < 0)
+				return usage_error("--uplink-bandwidth %s: give bits/s as a number", optarg);
+			json_object_set_new(o->body, "uplink_bandwidth", json_integer(v));
+			break;
+		}
 		case OPT_NOTES: json_object_set_new(o->body, "notes", json_string(optarg)); break;
 		case OPT_FORCE: o->force = true; break;
 		case OPT_YES: o->yes = true; break;
@@ -142,6 +150,9 @@ static void print_show(json_t *s, void *arg)
 		printf("Adapter:       %s (management OS %s)\n", str(s, "adapter"),
 		       json_is_true(json_object_get(s, "allow_management_os")) ? "shares it"
 									: "does not use it");
+	if (json_integer_value(json_object_get(s, "uplink_bandwidth")))
+		printf("Uplink:        %lld bit/s shared by bandwidth weights\n",
+		       (long long)json_integer_value(json_object_get(s, "uplink_bandwidth")));
 	if (*str(s, "address"))
 		printf("Host address:  %s\n", str(s, "address"));
 	if (*str(s, "subnet"))
@@ -267,6 +278,7 @@ static int verb_create(struct sw_opts *o, int argc, char **argv)
 		{ "no-allow-management-os", no_argument, NULL, OPT_NO_MGMT },
 		{ "address", required_argument, NULL, OPT_ADDRESS },
 		{ "subnet", required_argument, NULL, OPT_SUBNET },
+		{ "uplink-bandwidth", required_argument, NULL, OPT_UPLINK_BW },
 		{ "notes", required_argument, NULL, OPT_NOTES },
 		{ "yes", no_argument, NULL, OPT_YES },
 		{ NULL, 0, NULL, 0 },
@@ -436,6 +448,9 @@ static const struct sw_verb verbs[] = {
 	  "                            addresses and routes move to the switch; default)\n"
 	  "  --no-allow-management-os  external: the host gives the adapter up to the VMs\n"
 	  "                            (warns first; --yes skips the question)\n"
+	  "  --uplink-bandwidth BITS   external: the uplink's speed in bits/s, which the\n"
+	  "                            adapters' bandwidth_weight shares out (default:\n"
+	  "                            the adapter's own; 1 Gbit/s if it gives none)\n"
 	  "  --address A.B.C.D/LEN     internal: the host side's address\n"
 	  "  --subnet A.B.C.D/LEN      nat: the subnet (default: a /24 that collides with\n"
 	  "                            none of the host's routes); the host is its .1\n"

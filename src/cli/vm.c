@@ -147,7 +147,7 @@ static int net_bool(json_t *nic, const char *key, const char *v, const char *spe
 
 #define NET_SPEC "tap=NAME|switch=SWITCH[,mac=MAC][,vlan=N][,mac_spoofing=on|off]" \
 		 "[,dhcp_guard=on|off][,router_guard=on|off][,bandwidth_max=BITS]" \
-		 "[,port_mirroring=none|source|destination]"
+		 "[,bandwidth_weight=0-100][,port_mirroring=none|source|destination]"
 
 /* --net: tap=NAME or switch=SWITCH, then the MAC and the port settings. */
 static int parse_nic_spec(json_t *nic, const char *spec)
@@ -176,7 +176,8 @@ static int parse_nic_spec(json_t *nic, const char *spec)
 				return usage_error("--net %s: port_mirroring must be none, source or "
 						   "destination", spec);
 			json_object_set_new(nic, kv, json_string(v));
-		} else if (!strcmp(kv, "vlan") || !strcmp(kv, "bandwidth_max")) {
+		} else if (!strcmp(kv, "vlan") || !strcmp(kv, "bandwidth_max") ||
+			   !strcmp(kv, "bandwidth_weight")) {
 			char *end;
 			long long n = strtoll(v, &end, 10);
 			if (!*v || *end || n < 0)
@@ -422,9 +423,12 @@ static int config_opt(json_t *body, int opt, const char *arg)
 	"  --net tap=NAME[,mac=MAC]   a network adapter on a tap device (repeatable;\n"         \
 	"                  without mac= one is allocated from the MAC pool)\n"                  \
 	"  --net switch=SWITCH[,mac=MAC][,vlan=N][,mac_spoofing=on][,dhcp_guard=on]\n"          \
-	"        [,router_guard=on][,bandwidth_max=BITS][,port_mirroring=none|source|destination]\n" \
-	"                  an adapter on a cloisond switch (a destination port gets a copy\n" \
-	"                  of every frame its switch's source ports send or receive)\n"  \
+	"        [,router_guard=on][,bandwidth_max=BITS][,bandwidth_weight=0-100]\n"          \
+	"        [,port_mirroring=none|source|destination]\n"                                 \
+	"                  an adapter on a cloisond switch (bandwidth_weight: its minimum\n"   \
+	"                  share of an external switch's uplink when it is busy; a\n"         \
+	"                  destination port gets a copy of every frame its switch's source\n" \
+	"                  ports send or receive)\n"                                         \
 	"  --notes TEXT    free text\n"                                                         \
 	"  --operator USER delegate the VM to USER (a VM operator; repeatable)\n"               \
 	"  --automatic-start-action nothing|start    when cloisond starts\n"                    \
@@ -593,6 +597,12 @@ static void show_nic(size_t i, json_t *e)
 		printf("Network %zu:     not connected, MAC %s", i, str(e, "mac"));
 	if (json_integer_value(json_object_get(e, "vlan")))
 		printf(", VLAN %lld", (long long)json_integer_value(json_object_get(e, "vlan")));
+	if (json_integer_value(json_object_get(e, "bandwidth_max")))
+		printf(", at most %lld bit/s",
+		       (long long)json_integer_value(json_object_get(e, "bandwidth_max")));
+	if (json_integer_value(json_object_get(e, "bandwidth_weight")))
+		printf(", bandwidth weight %lld",
+		       (long long)json_integer_value(json_object_get(e, "bandwidth_weight")));
 	if (*str(e, "port_mirroring") && strcmp(str(e, "port_mirroring"), "none"))
 		printf(", port mirroring %s", str(e, "port_mirroring"));
 	json_array_foreach(json_object_get(e, "ip_addresses"), k, ip)

@@ -286,6 +286,7 @@ static json_t *nic_to_json(const struct vm_nic *n)
 	json_object_set_new(j, "router_guard", json_boolean(n->router_guard));
 	json_object_set_new(j, "vlan", json_integer(n->vlan));
 	json_object_set_new(j, "bandwidth_max", json_integer((json_int_t)n->bandwidth_max));
+	json_object_set_new(j, "bandwidth_weight", json_integer(n->bandwidth_weight));
 	json_object_set_new(j, "port_mirroring",
 			    json_string(port_mirroring_names[n->port_mirroring % 3]));
 	return j;
@@ -570,6 +571,11 @@ static int parse_nic_port(const char *key, json_t *val, unsigned idx, struct vm_
 		nic->bandwidth_max = n;
 		return r;
 	}
+	if (!strcmp(key, "bandwidth_weight")) {
+		r = get_uint(val, "network_adapters[].bandwidth_weight", 0, 100, &n, err, errlen);
+		nic->bandwidth_weight = r ? 0 : (unsigned)n;
+		return r;
+	}
 	return 1;
 }
 
@@ -615,7 +621,7 @@ static int parse_nic(json_t *v, unsigned idx, struct vm_nic *nic, char *err, siz
 			r = fail(err, errlen,
 				 "unknown field 'network_adapters[%u].%s' (known: tap, switch, mac, "
 				 "mac_spoofing, dhcp_guard, router_guard, vlan, bandwidth_max, "
-				 "port_mirroring)",
+				 "bandwidth_weight, port_mirroring)",
 				 idx, key);
 		}
 		if (r)

@@ -74,6 +74,7 @@ struct vm_nic {
 	bool router_guard;
 	unsigned vlan;		/* 0: untagged */
 	uint64_t bandwidth_max; /* bits/s, 0: no cap */
+	unsigned bandwidth_weight; /* 0-100, the minimum share of an external uplink; 0: none */
 	unsigned port_mirroring; /* 0 none, 1 source, 2 destination (enum switch_mirror) */
 };
 

@@ -47,6 +47,7 @@ struct vswitch {
 	enum switch_type type;
 	char adapter[IFNAMSIZ];
 	bool share_management;
+	uint64_t uplink_bandwidth; /* external: bits/s weights share, 0: the adapter's speed */
 	struct ip4_prefix addr; /* internal: host address (len 0: none); nat: subnet */
 	char *notes;
 	struct switch_info info;
@@ -132,6 +133,7 @@ static json_t *switch_to_json(const struct vswitch *s)
 	if (s->type == SWITCH_EXTERNAL) {
 		json_object_set_new(j, "adapter", json_string(s->adapter));
 		json_object_set_new(j, "allow_management_os", json_boolean(s->share_management));
+		json_object_set_new(j, "uplink_bandwidth", json_integer((json_int_t)s->uplink_bandwidth));
 	}
 	if (s->type == SWITCH_INTERNAL && s->addr.len) {
 		prefix_str(&s->addr, p, sizeof(p));
@@ -224,6 +226,14 @@ static int parse_field(struct vswitch *s, const char *key, json_t *v, bool *have
 		*have_mgmt = true;
 		return 0;
 	}
+	if (!strcmp(key, "uplink_bandwidth")) {
+		json_int_t n = json_integer_value(v);
+		if (!json_is_integer(v) || n < 0 || (n > 0 && n < 8000) || n > (json_int_t)4000000000000)
+			return vfail(err, errlen, -EINVAL, "field 'uplink_bandwidth' must be 0 (the "
+				     "adapter's speed) or 8000 to 4000000000000 bits/s");
+		s->uplink_bandwidth = (uint64_t)n;
+		return 0;
+	}
 	if (!strcmp(key, "address"))
 		return get_prefix(v, "address", true, &s->addr, err, errlen);
 	if (!strcmp(key, "subnet"))
@@ -237,7 +247,7 @@ static int parse_field(struct vswitch *s, const char *key, json_t *v, bool *have
 		return s->notes ? 0 : -ENOMEM;
 	}
 	return vfail(err, errlen, -EINVAL, "unknown field '%s' (known: name, type, adapter, "
-		     "allow_management_os, address, subnet, notes)", key);
+		     "allow_management_os, uplink_bandwidth, address, subnet, notes)", key);
 }
 
 /* Which fields a type takes: the others are refused, not ignored. */
@@ -249,6 +259,7 @@ static int check_type_fields(const struct vswitch *s, json_t *body, char *err, s
 	} only[] = {
 		{ "adapter", SWITCH_EXTERNAL },
 		{ "allow_management_os", SWITCH_EXTERNAL },
+		{ "uplink_bandwidth", SWITCH_EXTERNAL },
 		{ "address", SWITCH_INTERNAL },
 		{ "subnet", SWITCH_NAT },
 	};
@@ -376,6 +387,7 @@ static void switch_cfg(const struct vswitch *s, struct switch_config *cfg)
 		.type = s->type,
 		.adapter = s->adapter[0] ? s->adapter : NULL,
 		.share_management = s->share_management,
+		.uplink_bandwidth = s->uplink_bandwidth,
 		.addr = s->addr,
 	};
 }
@@ -559,6 +571,7 @@ static void port_config(const struct vm_nic *n, struct switch_port_config *pc)
 	pc->router_guard = n->router_guard;
 	pc->vlan = n->vlan;
 	pc->bandwidth_max = n->bandwidth_max;
+	pc->bandwidth_weight = n->bandwidth_weight;
 	pc->mirror = n->port_mirroring == 1   ? SWITCH_MIRROR_SOURCE
 		     : n->port_mirroring == 2 ? SWITCH_MIRROR_DESTINATION
 					      : SWITCH_MIRROR_NONE;

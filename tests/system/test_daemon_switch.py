@@ -527,6 +527,83 @@ def test_bandwidth_max_caps_the_guests_udp_flood(lab, daemon, cap):
         d.ok("switch", "remove", "swbw", "--force")
 
 
+# As UDP_RATE, per source address: "ADDR=BITS/s ..." on one line.
+UDP_RATE_BY_SOURCE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[2])))
+s.settimeout(90)
+print('ready', flush=True)
+s.recv(65536)
+s.settimeout(5)
+start = time.time() + float(sys.argv[3])
+while time.time() < start:
+    s.recv(65536)
+n, end = {}, start + float(sys.argv[1])
+while time.time() < end:
+    b, a = s.recvfrom(65536)
+    n[a[0]] = n.get(a[0], 0) + len(b) + 42
+t = time.time() - start
+print(' '.join('%s=%d' % (k, v * 8 / t) for k, v in n.items()), flush=True)
+"""
+
+
+def test_bandwidth_weight_shares_the_external_uplink(lab, daemon):
+    """Two test guests flood an outside host through an external switch
+    whose uplink counts as 20 Mbit/s (--uplink-bandwidth): with
+    bandwidth_weight 75 and 25 the outside host receives about 3/4 and 1/4
+    of it from each. Bad values are refused."""
+    d = daemon
+    lab.veth("ext1", "10.82.0.1/24", "10.82.0.2/24")
+    try:
+        d.ok("switch", "create", "swwt", "--type", "external", "--adapter", "ext1",
+             "--uplink-bandwidth", "20000000")
+        assert d.json("switch", "show", "swwt")["uplink_bandwidth"] == 20_000_000
+        for name, ip, w in (("wa", "10.82.0.3/24", 75), ("wb", "10.82.0.4/24", 25)):
+            d.create(name, "ip=%s secs=9 netflood=10.82.0.2" % ip, "--net",
+                     "switch=swwt,bandwidth_weight=%d" % w)
+            assert d.vm(name)["network_adapters"][0]["bandwidth_weight"] == w
+        rx = subprocess.Popen(["ip", "netns", "exec", lab.out, "python3", "-c",
+                               UDP_RATE_BY_SOURCE, "3", "9", "3"], stdout=subprocess.PIPE,
+                              text=True)
+        try:
+            assert rx.stdout.readline().strip() == "ready"
+            d.ok("vm", "start", "wa")
+            d.ok("vm", "start", "wb")
+            out, _ = rx.communicate(timeout=120)
+        finally:
+            rx.kill()
+        assert rx.returncode == 0, out
+        got = {k: float(v) for k, v in (w.split("=") for w in out.split())}
+        ra, rb = got.get("10.82.0.3", 0), got.get("10.82.0.4", 0)
+        print("bandwidth_weight 75/25: %.1f and %.1f Mbit/s" % (ra / 1e6, rb / 1e6))
+        assert abs(ra + rb - 20e6) <= 2e6, "%.1f Mbit/s through 20" % ((ra + rb) / 1e6)
+        assert 0.65 <= ra / (ra + rb) <= 0.85, "%.1f and %.1f Mbit/s for weights 75 and 25" % (
+            ra / 1e6, rb / 1e6)
+        classes = lab.run(lab.host, ["tc", "class", "show", "dev", "ext1"]).stdout
+        assert classes.count("class htb") == 4, classes
+        for name in ("wa", "wb"):
+            d.console_until(name, "RESULT netflood_done=1")
+            d.ok("vm", "stop", name, "--turn-off")
+        # the ports went with the VMs, and the tree with them
+        assert "htb" not in lab.run(lab.host, ["tc", "qdisc", "show", "dev", "ext1"]).stdout
+        for args, msg in (
+                (["vm", "create", "wx", "--kernel", d.guest, "--net",
+                  "switch=swwt,bandwidth_weight=101"], "bandwidth_weight"),
+                (["vm", "create", "wx", "--kernel", d.guest, "--net",
+                  "switch=swwt,bandwidth_weight=x"], "must be a number"),
+                (["switch", "create", "swx", "--type", "private", "--uplink-bandwidth", "1000000"],
+                 "for external switches only"),
+                (["switch", "create", "swx", "--type", "external", "--adapter", "ext1",
+                  "--uplink-bandwidth", "10"], "uplink_bandwidth")):
+            r = d.cli(*args)
+            assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
+        assert "wx" not in [v["name"] for v in d.json("vm", "list")]
+    finally:
+        d.ok("switch", "remove", "swwt", "--force")
+        lab.ip(lab.host, "link", "del", "ext1", check=False)
+
+
 # Counts, on a tap's host side, the ICMP frames to or from an address for
 # a while (the frames the bridge sends toward that port's VM).
 COUNT_ICMP_ON = r"""

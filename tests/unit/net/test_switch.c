@@ -306,6 +306,10 @@ static void test_tap_created_guarded_removed(void **state)
 	pc.bandwidth_max = 100;
 	assert_int_equal(switch_port_attach(sn, "sw", "lo", &pc), -EINVAL);
 	assert_non_null(strstr(sn->err, "bad bandwidth_max"));
+	pc.bandwidth_max = 0;
+	pc.bandwidth_weight = 101;
+	assert_int_equal(switch_port_attach(sn, "sw", "lo", &pc), -EINVAL);
+	assert_non_null(strstr(sn->err, "bad bandwidth_weight 101"));
 }
 
 static void test_port_mirroring_table_follows_ports(void **state)
