@@ -243,6 +243,19 @@ class Lab:
         if mac:
             args += ["--mac", mac]
         self.netctl(*(args + list(opts)))
+        self.wait_carrier("cls-" + switch)
+
+    def wait_carrier(self, bridge, timeout=10):
+        """The kernel tells a bridge its port is up through linkwatch, which
+        may hold the event up to a second (longer on a busy host): until
+        then the bridge has no carrier and the host's first packets wait."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = json.loads(sh(["ip", "-n", self.host, "-j", "link", "show", bridge]).stdout)
+            if "LOWER_UP" in got[0]["flags"]:
+                return
+            time.sleep(0.05)
+        raise AssertionError("bridge %s has no carrier %d s after a port came up" % (bridge, timeout))
 
 
 @pytest.fixture
