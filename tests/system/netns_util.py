@@ -22,6 +22,38 @@ def sh(cmd, check=True, **kw):
     return r
 
 
+# A UDP receiver for bandwidth tests: `python3 -c UDP_RATE SECS PORT
+# [WARMUP]` prints "ready", waits (90 s at most) for the first datagram,
+# lets WARMUP seconds pass (default 1.5: a policer's bucket starts full),
+# then counts for SECS seconds what arrives on the wire (payload +
+# UDP/IP/Ethernet headers). It prints one line: ADDR=BITS/s for each source,
+# then the total in bits/s as the last word.
+UDP_RATE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[2])))
+s.settimeout(90)
+print('ready', flush=True)
+s.recv(65536)
+s.settimeout(5)
+start = time.time() + (float(sys.argv[3]) if len(sys.argv) > 3 else 1.5)
+while time.time() < start:
+    s.recv(65536)
+n, end = {}, start + float(sys.argv[1])
+while time.time() < end:
+    b, a = s.recvfrom(65536)
+    n[a[0]] = n.get(a[0], 0) + len(b) + 42
+t = time.time() - start
+print(' '.join(['%s=%d' % (k, v * 8 / t) for k, v in n.items()] + [str(sum(n.values()) * 8 / t)]),
+      flush=True)
+"""
+
+
+def rate_by_source(line):
+    """{address: bits/s} from UDP_RATE's line."""
+    return {k: float(v) for k, v in (w.split("=") for w in line.split() if "=" in w)}
+
+
 NETNS_NEEDS = "needs root, /dev/net/tun and network namespaces (ip netns add)"
 
 

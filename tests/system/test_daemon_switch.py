@@ -8,13 +8,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from netns_util import can_make_netns, sh, NETNS_NEEDS
+from netns_util import can_make_netns, rate_by_source, sh, NETNS_NEEDS, UDP_RATE
 from test_daemon_lib import Daemon
 
 pytestmark = pytest.mark.skipif(not can_make_netns(), reason=NETNS_NEEDS)
@@ -75,27 +74,6 @@ while True:
         n["dhcpoffer"] += 1
     elif kind == b'\x86\xdd' and f[20] == 58 and f[54] == 134:
         n["ra"] += 1
-"""
-
-
-# Received bits/s on the wire (payload + UDP/IP/Ethernet headers) on UDP
-# port argv[2], measured from 1.5 s after the first datagram (the policer's
-# bucket starts full) for argv[1] seconds.
-UDP_RATE = r"""
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', int(sys.argv[2])))
-s.settimeout(90)
-print('ready', flush=True)
-s.recv(65536)
-s.settimeout(5)
-start = time.time() + 1.5
-while time.time() < start:
-    s.recv(65536)
-n, end = 0, start + float(sys.argv[1])
-while time.time() < end:
-    n += len(s.recv(65536)) + 42
-print(n * 8 / (time.time() - start), flush=True)
 """
 
 
@@ -527,25 +505,6 @@ def test_bandwidth_max_caps_the_guests_udp_flood(lab, daemon, cap):
         d.ok("switch", "remove", "swbw", "--force")
 
 
-# As UDP_RATE, per source address: "ADDR=BITS/s ..." on one line.
-UDP_RATE_BY_SOURCE = r"""
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', int(sys.argv[2])))
-s.settimeout(90)
-print('ready', flush=True)
-s.recv(65536)
-s.settimeout(5)
-start = time.time() + float(sys.argv[3])
-while time.time() < start:
-    s.recv(65536)
-n, end = {}, start + float(sys.argv[1])
-while time.time() < end:
-    b, a = s.recvfrom(65536)
-    n[a[0]] = n.get(a[0], 0) + len(b) + 42
-t = time.time() - start
-print(' '.join('%s=%d' % (k, v * 8 / t) for k, v in n.items()), flush=True)
-"""
 
 
 def test_bandwidth_weight_shares_the_external_uplink(lab, daemon):
@@ -564,7 +523,7 @@ def test_bandwidth_weight_shares_the_external_uplink(lab, daemon):
                      "switch=swwt,bandwidth_weight=%d" % w)
             assert d.vm(name)["network_adapters"][0]["bandwidth_weight"] == w
         rx = subprocess.Popen(["ip", "netns", "exec", lab.out, "python3", "-c",
-                               UDP_RATE_BY_SOURCE, "3", "9", "3"], stdout=subprocess.PIPE,
+                               UDP_RATE, "3", "9", "3"], stdout=subprocess.PIPE,
                               text=True)
         try:
             assert rx.stdout.readline().strip() == "ready"
@@ -574,7 +533,7 @@ def test_bandwidth_weight_shares_the_external_uplink(lab, daemon):
         finally:
             rx.kill()
         assert rx.returncode == 0, out
-        got = {k: float(v) for k, v in (w.split("=") for w in out.split())}
+        got = rate_by_source(out)
         ra, rb = got.get("10.82.0.3", 0), got.get("10.82.0.4", 0)
         print("bandwidth_weight 75/25: %.1f and %.1f Mbit/s" % (ra / 1e6, rb / 1e6))
         assert abs(ra + rb - 20e6) <= 2e6, "%.1f Mbit/s through 20" % ((ra + rb) / 1e6)

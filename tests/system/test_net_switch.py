@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import BUILD
-from netns_util import can_make_netns, sh, NETNS_NEEDS
+from netns_util import can_make_netns, rate_by_source, sh, NETNS_NEEDS, UDP_RATE
 
 NETCTL = BUILD / "tests" / "tools" / "cloison-netctl"
 
@@ -129,24 +129,6 @@ while time.time() < end:
         pass
 """
 
-# Received bits/s on the wire (payload + UDP/IP/Ethernet headers), measured
-# from 1.5 s after the first datagram (nftables' bucket starts a second full)
-# for argv[1] seconds.
-UDP_RATE = r"""
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', 9000))
-s.settimeout(5)
-print('ready', flush=True)
-s.recv(65536)
-start = time.time() + 1.5
-while time.time() < start:
-    s.recv(65536)
-n, end = 0, start + float(sys.argv[1])
-while time.time() < end:
-    n += len(s.recv(65536)) + 42
-print(n * 8 / (time.time() - start), flush=True)
-"""
 
 TCP_SERVE_PEER = r"""
 import socket, sys
@@ -592,7 +574,7 @@ def test_bandwidth_max_caps_a_udp_flood_from_the_vm(lab, cap):
     vm2 = lab.vm("v2", "10.84.0.3/24")
     lab.attach("p1", "v1", "--bandwidth-max", str(cap), ns=vm1)
     lab.attach("p1", "v2", ns=vm2)
-    rx = lab.popen(vm2, ["python3", "-c", UDP_RATE, "2"])
+    rx = lab.popen(vm2, ["python3", "-c", UDP_RATE, "2", "9000"])
     wait_ready(rx)
     lab.run(vm1, ["python3", "-c", UDP_FLOOD, "10.84.0.3", "4.5"])
     out, err = rx.communicate(timeout=30)
@@ -605,35 +587,17 @@ def test_bandwidth_max_caps_a_udp_flood_from_the_vm(lab, cap):
         assert rate > 20_000_000 * 1.5, "uncapped flood only %.1f Mbit/s" % (rate / 1e6)
 
 
-# Received bits/s per source address (as UDP_RATE, from 1.5 s on).
-UDP_RATE_BY_SOURCE = r"""
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', 9000))
-s.settimeout(5)
-print('ready', flush=True)
-s.recv(65536)
-start = time.time() + 1.5
-while time.time() < start:
-    s.recv(65536)
-n, end = {}, start + float(sys.argv[1])
-while time.time() < end:
-    b, a = s.recvfrom(65536)
-    n[a[0]] = n.get(a[0], 0) + len(b) + 42
-t = time.time() - start
-print(' '.join('%s=%d' % (k, v * 8 / t) for k, v in n.items()), flush=True)
-"""
 
 
 def flood_two(lab, out, vms, secs=4.5):
-    rx = lab.popen(out, ["python3", "-c", UDP_RATE_BY_SOURCE, "2.5"])
+    rx = lab.popen(out, ["python3", "-c", UDP_RATE, "2.5", "9000"])
     wait_ready(rx)
     tx = [lab.popen(vm, ["python3", "-c", UDP_FLOOD, "203.0.113.2", secs]) for vm in vms]
     for p in tx:
         p.communicate(timeout=60)
     o, err = rx.communicate(timeout=30)
     assert rx.returncode == 0, err
-    return {k: float(v) for k, v in (w.split("=") for w in o.split())}
+    return rate_by_source(o)
 
 
 @pytest.mark.parametrize("weights", [(75, 25), (0, 0)])
