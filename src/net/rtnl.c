@@ -68,13 +68,22 @@ static int rtnl_talk(struct rtnl *r, struct nlmsghdr *nlh, mnl_cb_t cb, void *ar
 	}
 }
 
+/* Starts a request of type with flags in buf, with its family header of
+ * hdrlen bytes (zeroed), which it returns. */
+static void *request(char *buf, uint16_t type, uint16_t flags, size_t hdrlen,
+		     struct nlmsghdr **nlh)
+{
+	*nlh = mnl_nlmsg_put_header(buf);
+	(*nlh)->nlmsg_type = type;
+	(*nlh)->nlmsg_flags = NLM_F_REQUEST | flags;
+	return mnl_nlmsg_put_extra_header(*nlh, hdrlen);
+}
+
 static struct nlmsghdr *link_msg(char *buf, uint16_t type, uint16_t flags, struct ifinfomsg **ifm)
 {
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
-	*ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(**ifm));
+	*ifm = request(buf, type, flags, sizeof(**ifm), &nlh);
 	(*ifm)->ifi_family = AF_UNSPEC;
 	return nlh;
 }
@@ -226,12 +235,10 @@ static int addr4_msg(struct rtnl *r, uint16_t type, uint16_t flags, int ifindex,
 		     unsigned len)
 {
 	char buf[RTNL_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct ifaddrmsg *ifa;
 
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
-	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa = request(buf, type, flags, sizeof(*ifa), &nlh);
 	ifa->ifa_family = AF_INET;
 	ifa->ifa_prefixlen = (uint8_t)len;
 	ifa->ifa_scope = RT_SCOPE_UNIVERSE;
@@ -293,12 +300,10 @@ static int addr6_msg(struct rtnl *r, uint16_t type, uint16_t flags, int ifindex,
 		     const struct in6_addr *addr, unsigned len)
 {
 	char buf[RTNL_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct ifaddrmsg *ifa;
 
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
-	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa = request(buf, type, flags, sizeof(*ifa), &nlh);
 	ifa->ifa_family = AF_INET6;
 	ifa->ifa_prefixlen = (uint8_t)len;
 	ifa->ifa_flags = IFA_F_NODAD;
@@ -354,14 +359,12 @@ static int addr6_cb(const struct nlmsghdr *nlh, void *data)
 int rtnl_addr6_list(struct rtnl *r, int ifindex, struct ip6_prefix *out, size_t max, size_t *n)
 {
 	char buf[RTNL_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct addr6_list l = { ifindex, out, max, 0, false };
 	struct ifaddrmsg *ifa;
 	int ret;
 
-	nlh->nlmsg_type = RTM_GETADDR;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa = request(buf, RTM_GETADDR, NLM_F_DUMP, sizeof(*ifa), &nlh);
 	ifa->ifa_family = AF_INET6;
 	ret = rtnl_talk(r, nlh, addr6_cb, &l);
 	*n = l.n;
@@ -373,14 +376,12 @@ int rtnl_addr6_list(struct rtnl *r, int ifindex, struct ip6_prefix *out, size_t 
 int rtnl_addr4_list(struct rtnl *r, int ifindex, struct ip4_prefix *out, size_t max, size_t *n)
 {
 	char buf[RTNL_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct addr_list l = { ifindex, out, max, 0, false };
 	struct ifaddrmsg *ifa;
 	int ret;
 
-	nlh->nlmsg_type = RTM_GETADDR;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa = request(buf, RTM_GETADDR, NLM_F_DUMP, sizeof(*ifa), &nlh);
 	ifa->ifa_family = AF_INET;
 	ret = rtnl_talk(r, nlh, addr_cb, &l);
 	*n = l.n;
@@ -435,14 +436,12 @@ static int route_cb(const struct nlmsghdr *nlh, void *data)
 int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg)
 {
 	char buf[RTNL_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct route_walk w = { fn, arg, 0 };
 	struct rtmsg *rtm;
 	int ret;
 
-	nlh->nlmsg_type = RTM_GETROUTE;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm = request(buf, RTM_GETROUTE, NLM_F_DUMP, sizeof(*rtm), &nlh);
 	rtm->rtm_family = AF_INET;
 	ret = rtnl_talk(r, nlh, route_cb, &w);
 	return ret ? ret : w.ret;
@@ -451,13 +450,11 @@ int rtnl_route4_walk(struct rtnl *r, rtnl_route_fn fn, void *arg)
 int rtnl_route4_add(struct rtnl *r, const struct rtnl_route4 *rt, int oif)
 {
 	char buf[RTNL_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct rtmsg *rtm;
 	int ret;
 
-	nlh->nlmsg_type = RTM_NEWROUTE;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL;
-	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm = request(buf, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, sizeof(*rtm), &nlh);
 	rtm->rtm_family = AF_INET;
 	rtm->rtm_dst_len = (uint8_t)rt->dst.len;
 	rtm->rtm_table = rt->table < 256 ? (uint8_t)rt->table : RT_TABLE_UNSPEC;
@@ -516,12 +513,10 @@ bool ip4_prefix_overlap(const struct ip4_prefix *a, const struct ip4_prefix *b)
 static struct nlmsghdr *tc_msg(char *buf, uint16_t type, uint16_t flags, int ifindex,
 			       uint32_t handle, uint32_t parent)
 {
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct tcmsg *t;
 
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
-	t = mnl_nlmsg_put_extra_header(nlh, sizeof(*t));
+	t = request(buf, type, flags, sizeof(*t), &nlh);
 	t->tcm_family = AF_UNSPEC;
 	t->tcm_ifindex = ifindex;
 	t->tcm_handle = handle;
