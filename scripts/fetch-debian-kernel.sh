@@ -12,7 +12,7 @@ set -euo pipefail
 
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/cloison/debian-kernel
 # Bumped whenever the initramfs changes, so a cache from before is rebuilt.
-INITRAMFS_VERSION=3
+INITRAMFS_VERSION=4
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$CACHE"
 if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/vmlinux" ] && [ -s "$CACHE/initramfs.cpio.gz" ] &&
@@ -178,6 +178,7 @@ if [ -n "$agent" ]; then
 	while :; do
 		for f in /run/kvp/*; do
 			k=${f##*/}
+			case $k in *.tmp) continue ;; esac # the agent writes KEY.tmp, then renames
 			[ -f "$f" ] && [ ! -e "/run/seen/$k" ] || continue
 			echo "RESULT host_kvp=$k=$($B cat "$f")"
 			$B touch "/run/seen/$k"
