@@ -706,7 +706,7 @@ int vswitch_vm_ports_up(struct daemon *d, struct vm_config *c, char *err, size_t
 				  i, n->sw, reg->sn.err);
 			break;
 		}
-		close(fd); /* persistent: the worker opens it by name */
+		close(fd); /* persistent: open_taps (worker.c) opens it again for the worker */
 		free(n->tap);
 		n->tap = strdup(tap);
 		if (!n->tap) {
