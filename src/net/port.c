@@ -52,12 +52,11 @@ static void port_rules_remove(struct switch_net *sn, const char *name, const cha
 
 #define MIRROR_MAX 64
 
-/* The quoted elements of set SET of the switch's bridge table. */
-static int set_elements(struct switch_net *sn, const char *name, const char *set,
-			char (*out)[IFNAMSIZ], size_t max, size_t *n)
+int switch_nft_elements(struct switch_net *sn, const char *name, const char *kind,
+			const char *what, struct switch_nft_elem *out, size_t max, size_t *n)
 {
 	char *text, *p, *end;
-	int ret = nft_list(&sn->nft, false, &text, "list set bridge cloison_%s %s", name, set);
+	int ret = nft_list(&sn->nft, false, &text, "list %s bridge cloison_%s %s", kind, name, what);
 
 	*n = 0;
 	if (ret)
@@ -65,11 +64,15 @@ static int set_elements(struct switch_net *sn, const char *name, const char *set
 	p = strstr(text, "elements = {");
 	while (p && (p = strchr(p, '"')) && (end = strchr(p + 1, '"'))) {
 		size_t len = (size_t)(end - p - 1);
+		/* a map's element: "name" : value */
+		char *q = end + 1 + strspn(end + 1, " ");
+		bool mapped = *q == ':';
 		if (*n < max && len < IFNAMSIZ) {
-			memcpy(out[*n], p + 1, len);
-			out[(*n)++][len] = '\0';
+			memcpy(out[*n].name, p + 1, len);
+			out[*n].name[len] = '\0';
+			out[(*n)++].value = mapped ? strtoull(q + 1, NULL, 0) : 0;
 		}
-		p = end + 1;
+		p = mapped ? q + 1 : end + 1;
 	}
 	free(text);
 	return 0;
@@ -91,16 +94,16 @@ static bool in_set(struct switch_net *sn, const char *name, const char *set, con
  * destination port. */
 static int mirror_sync(struct switch_net *sn, const char *name)
 {
-	char src[MIRROR_MAX][IFNAMSIZ], dst[MIRROR_MAX][IFNAMSIZ];
+	struct switch_nft_elem src[MIRROR_MAX], dst[MIRROR_MAX];
 	static const char *const hooks[] = { "ingress", "egress" };
 	size_t ns, nd, len;
 	char *cmd;
 	FILE *f;
 	int ret;
 
-	ret = set_elements(sn, name, "mirror_src", src, MIRROR_MAX, &ns);
+	ret = switch_nft_elements(sn, name, "set", "mirror_src", src, MIRROR_MAX, &ns);
 	if (!ret)
-		ret = set_elements(sn, name, "mirror_dst", dst, MIRROR_MAX, &nd);
+		ret = switch_nft_elements(sn, name, "set", "mirror_dst", dst, MIRROR_MAX, &nd);
 	if (ret)
 		return ret;
 	f = open_memstream(&cmd, &len);
@@ -114,10 +117,10 @@ static int mirror_sync(struct switch_net *sn, const char *name)
 				fprintf(f,
 					"add chain netdev cloison_%s m%c_%s { type filter hook %s device "
 					"\"%s\" priority filter; policy accept; }\n",
-					name, hooks[h][0], src[i], hooks[h], src[i]);
+					name, hooks[h][0], src[i].name, hooks[h], src[i].name);
 				for (size_t j = 0; j < nd; j++)
 					fprintf(f, "add rule netdev cloison_%s m%c_%s dup to \"%s\"\n",
-						name, hooks[h][0], src[i], dst[j]);
+						name, hooks[h][0], src[i].name, dst[j].name);
 			}
 		}
 	}

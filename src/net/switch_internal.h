@@ -22,6 +22,15 @@ int switch_write_sysctl(const char *path, const char *val);
  * message): a link of that name without our marker. */
 int switch_find_bridge(struct switch_net *sn, const char *name, struct rtnl_link *l);
 
+/* The elements of set or map (kind) WHAT of switch NAME's bridge table,
+ * with a map element's value (0 for a set's). 0 or nftables' error. */
+struct switch_nft_elem {
+	char name[IFNAMSIZ];
+	uint64_t value;
+};
+int switch_nft_elements(struct switch_net *sn, const char *name, const char *kind,
+			const char *what, struct switch_nft_elem *out, size_t max, size_t *n);
+
 /* Minimum bandwidth weights (weight.c). The uplink and its speed (bits/s;
  * 0: the adapter's own) go into the bridge table; -ENOENT from
  * switch_uplink_get() for a switch without one. switch_weights_sync()

@@ -44,38 +44,34 @@ bool switch_weight_class(int ifindex, uint32_t *classid)
 	return true;
 }
 
-struct map_entry {
-	char name[IFNAMSIZ];
-	uint64_t value;
-};
-
-/* The elements of map MAP of the switch's bridge table ("name" : 0x…). */
-static int map_entries(struct switch_net *sn, const char *name, const char *map,
-		       struct map_entry *out, size_t max, size_t *n)
+/* The elements of one of the bridge table's maps; a table without it
+ * (made before weights) has none. */
+static size_t map_entries(struct switch_net *sn, const char *name, const char *map,
+			  struct switch_nft_elem *out, size_t max)
 {
-	char *text, *p, *end;
-	int ret = nft_list(&sn->nft, false, &text, "list map bridge cloison_%s %s", name, map);
+	size_t n;
 
-	*n = 0;
-	if (ret) {
+	if (switch_nft_elements(sn, name, "map", map, out, max, &n)) {
 		sn->nft.err[0] = '\0';
-		return -ENOENT;
+		return 0;
 	}
-	p = strstr(text, "elements = {");
-	while (p && (p = strchr(p, '"')) && (end = strchr(p + 1, '"'))) {
-		size_t len = (size_t)(end - p - 1);
-		char *colon = strchr(end, ':');
-		if (!colon)
-			break;
-		if (*n < max && len < IFNAMSIZ) {
-			memcpy(out[*n].name, p + 1, len);
-			out[*n].name[len] = '\0';
-			out[(*n)++].value = strtoull(colon + 1, NULL, 0);
+	return n;
+}
+
+/* Takes the tree away, if the uplink carries ours (its link class):
+ * a root qdisc someone else put there stays. */
+static void drop_tree(struct switch_net *sn, int ifindex)
+{
+	uint32_t have[WEIGHTED_MAX + 8];
+	size_t n;
+
+	if (rtnl_tc_class_list(&sn->rtnl, ifindex, have, sizeof(have) / sizeof(have[0]), &n))
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (have[i] == CLASS_LINK) {
+			rtnl_qdisc_root_del(&sn->rtnl, ifindex);
+			return;
 		}
-		p = colon + 1;
-	}
-	free(text);
-	return 0;
 }
 
 int switch_uplink_record(struct switch_net *sn, const char *name, const char *adapter,
@@ -111,10 +107,9 @@ int switch_uplink_record(struct switch_net *sn, const char *name, const char *ad
 int switch_uplink_get(struct switch_net *sn, const char *name, char ifname[IFNAMSIZ],
 		      uint64_t *bps)
 {
-	struct map_entry e;
-	size_t n;
+	struct switch_nft_elem e;
 
-	if (map_entries(sn, name, "uplink", &e, 1, &n) || !n)
+	if (!map_entries(sn, name, "uplink", &e, 1))
 		return -ENOENT;
 	memcpy(ifname, e.name, IFNAMSIZ);
 	*bps = e.value * 1000;
@@ -129,19 +124,19 @@ static int fail_tc(struct switch_net *sn, int ret, const char *what, const char 
 
 int switch_weights_sync(struct switch_net *sn, const char *name)
 {
-	struct map_entry w[WEIGHTED_MAX];
+	struct switch_nft_elem w[WEIGHTED_MAX];
 	uint32_t keep[WEIGHTED_MAX], have[WEIGHTED_MAX + 8];
 	uint64_t rate[WEIGHTED_MAX], bps, total = 0, dflt;
 	char uplink[IFNAMSIZ];
 	struct rtnl_link br, up, l;
-	size_t n = 0, k = 0, nh;
+	size_t n, k = 0, nh;
 	int ret;
 
 	if (switch_uplink_get(sn, name, uplink, &bps))
 		return 0; /* not an external switch: no uplink to share */
 	if (switch_find_bridge(sn, name, &br) || rtnl_link_get(&sn->rtnl, uplink, &up))
 		return 0;
-	map_entries(sn, name, "weights", w, WEIGHTED_MAX, &n);
+	n = map_entries(sn, name, "weights", w, WEIGHTED_MAX);
 	for (size_t i = 0; i < n; i++) {
 		/* ports still on this bridge, with a weight */
 		if (!w[i].value || rtnl_link_get(&sn->rtnl, w[i].name, &l) || l.master != br.ifindex ||
@@ -150,8 +145,10 @@ int switch_weights_sync(struct switch_net *sn, const char *name)
 		rate[k++] = w[i].value;
 		total += w[i].value;
 	}
-	if (!k)
-		return rtnl_qdisc_root_del(&sn->rtnl, up.ifindex);
+	if (!k) {
+		drop_tree(sn, up.ifindex);
+		return 0;
+	}
 	dflt = total < 100 ? 100 - total : 1;
 	total += dflt;
 	ret = rtnl_htb_qdisc_set(&sn->rtnl, up.ifindex, TC_H_MAKE(HTB_MAJOR << 16, 0), DEFAULT_MINOR);
@@ -187,5 +184,5 @@ void switch_weights_release(struct switch_net *sn, const char *name)
 	uint64_t bps;
 
 	if (!switch_uplink_get(sn, name, uplink, &bps) && !rtnl_link_get(&sn->rtnl, uplink, &up))
-		rtnl_qdisc_root_del(&sn->rtnl, up.ifindex);
+		drop_tree(sn, up.ifindex);
 }

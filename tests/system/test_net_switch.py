@@ -611,6 +611,10 @@ def test_bandwidth_weight_shares_a_busy_uplink(lab, weights):
                "--allow-management-os", "off", "--uplink-bandwidth", "20000000")
     a = lab.vm("v1", "203.0.113.51/24")
     b = lab.vm("v2", "203.0.113.52/24")
+    if not weights[0]:
+        # a qdisc the administrator put on the uplink is not the switch's to take
+        lab.run(lab.host, ["tc", "qdisc", "add", "dev", "uplink", "root", "handle", "5:",
+                           "pfifo"])
     lab.attach("e1", "v1", "--bandwidth-weight", str(weights[0]), ns=a)
     lab.attach("e1", "v2", "--bandwidth-weight", str(weights[1]), ns=b)
     for v in ("v1p", "v2p"):  # no warning: the tree was built
@@ -641,9 +645,12 @@ def test_bandwidth_weight_shares_a_busy_uplink(lab, weights):
     r = lab.netctl("port-attach", "e1", "v2p", "--mac", lab.mac_of(b), "--bandwidth-weight",
                    "101", check=False)
     assert r.returncode == 1 and "bad bandwidth_weight 101: use 0 to 100" in r.stderr, r.stderr
+    lab.netctl("port-detach", "e1", "v2p")
     lab.netctl("switch-remove", "e1")
     qdisc = lab.run(lab.host, ["tc", "qdisc", "show", "dev", "uplink"]).stdout
     assert "htb" not in qdisc, qdisc
+    if not weights[0]:
+        assert "qdisc pfifo 5: root" in qdisc, qdisc
 
 
 @pytest.mark.parametrize("mirror", ["source", "none"])
